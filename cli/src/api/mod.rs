@@ -1,0 +1,128 @@
+//! The msbd HTTP/JSON API contract: request and response types, and the OpenAPI document
+//! generated from them (committed as `docs/openapi.json`, checked by a test).
+//!
+//! Everything the CLI and the SDKs know about msbd is here; the server lives in `daemon`, the
+//! Rust client in `client`.
+
+mod openapi;
+
+use std::collections::BTreeMap;
+
+use msb_runtime::config::SandboxConfig;
+use msb_runtime::lifecycle::{SandboxStatus, TerminationReason};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub use openapi::{openapi_json, ApiDoc};
+
+/// The `Upgrade` token for exec and attach sessions (framed `msb_protocol::session` messages
+/// flow both ways after the 101 response).
+pub const SESSION_UPGRADE: &str = "msb-session";
+
+/// How a started sandbox's workload is wired.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum AttachMode {
+    /// Pipes; stdin forwarded from the attaching client.
+    Stream,
+    /// A pseudo-terminal of this size.
+    Pty { rows: u16, cols: u16 },
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, ToSchema)]
+pub struct CreateSandboxRequest {
+    /// An empty `name` asks msbd to pick one and makes the sandbox ephemeral.
+    pub config: SandboxConfig,
+    /// Start it at once (`msb run`) rather than leave it Created (`msb create`).
+    pub start: bool,
+    /// Hold the workload until a client attaches, wired this way (foreground `msb run`).
+    /// Absent: the workload starts at once with stdin closed (detached).
+    pub attach: Option<AttachMode>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, ToSchema)]
+pub struct RunInfo {
+    pub id: String,
+    pub run_number: i32,
+    pub supervisor_pid: Option<i32>,
+    /// Host pid of the sandbox's PID 1 (msb-agentd).
+    pub init_pid: Option<i32>,
+    /// Pid of the workload inside the sandbox.
+    pub workload_pid: Option<i32>,
+    /// RFC 3339.
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub termination_reason: Option<TerminationReason>,
+    pub error: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, ToSchema)]
+pub struct SandboxInfo {
+    pub id: String,
+    pub name: String,
+    pub status: SandboxStatus,
+    pub ephemeral: bool,
+    /// RFC 3339.
+    pub created_at: String,
+    pub labels: BTreeMap<String, String>,
+    pub config: SandboxConfig,
+    /// Oldest first.
+    pub runs: Vec<RunInfo>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, ToSchema)]
+pub struct StopRequest {
+    /// Seconds between SIGTERM and SIGKILL; default 10.
+    pub timeout_secs: Option<u64>,
+    /// SIGKILL at once.
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, ToSchema)]
+pub struct KillRequest {
+    /// Signal number.
+    pub signal: i32,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, ToSchema)]
+pub struct WaitResponse {
+    pub name: String,
+    pub status: SandboxStatus,
+    /// The workload's exit code (128 + signal when a signal ended it).
+    pub exit_code: Option<i32>,
+    pub termination_reason: Option<TerminationReason>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, ToSchema)]
+pub struct ServerStatus {
+    pub pid: u32,
+    pub version: String,
+    pub msb_home: String,
+    pub socket: String,
+    pub uptime_secs: f64,
+    pub sandboxes_total: usize,
+    pub sandboxes_active: usize,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, ToSchema)]
+pub struct StoreHealth {
+    pub path: String,
+    pub schema_version: i64,
+    pub sandboxes: u64,
+    pub file_bytes: Option<u64>,
+}
+
+/// Every error response.
+#[derive(Serialize, Deserialize, Debug, Clone, ToSchema)]
+pub struct ErrorBody {
+    /// One line naming what was wrong.
+    pub error: String,
+    /// `not_found`, `conflict`, `invalid`, `start_failed`, `internal`.
+    pub kind: String,
+    /// For `start_failed`: the exit code a shell would give (127 command not found, 126 not
+    /// executable).
+    pub exit_code: Option<i32>,
+}

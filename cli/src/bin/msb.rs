@@ -1,0 +1,38 @@
+//! `msb`: the command line. A thin client of msbd, which it starts on demand.
+
+use clap::Parser;
+use msb_cli::client::{ApiFailure, Client};
+use msb_cli::commands::{dispatch, Cli};
+use msb_runtime::paths::MsbHome;
+
+fn main() {
+    let cli = Cli::parse();
+    msb_telemetry::init("msb", "warn");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(dispatch(cli, Client::new(MsbHome::from_env())));
+    let code = match result {
+        Ok(code) => code,
+        Err(e) => match e.downcast_ref::<ApiFailure>() {
+            Some(failure) => {
+                eprintln!("error: {}", failure.body.error);
+                failure.body.exit_code.unwrap_or(1)
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        },
+    };
+    // Exit without waiting for the stdin reader thread, which may be blocked in read().
+    std::process::exit(code);
+}

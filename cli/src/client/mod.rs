@@ -1,0 +1,200 @@
+//! The Rust client of the msbd API, used by the CLI: requests over the unix socket, starting
+//! msbd on demand, and upgraded exec/attach sessions ([`session`]).
+
+pub mod session;
+
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use msb_runtime::paths::MsbHome;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::UnixStream;
+
+use crate::api::ErrorBody;
+
+/// An error msbd answered with; the CLI prints `error` and exits with `exit_code` if any.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", body.error)]
+pub struct ApiFailure {
+    pub status: StatusCode,
+    pub body: ErrorBody,
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub home: MsbHome,
+}
+
+impl Client {
+    pub fn new(home: MsbHome) -> Self {
+        Self { home }
+    }
+
+    /// Connects to msbd, starting it first if it is not running.
+    pub async fn connect(&self) -> Result<UnixStream> {
+        if let Ok(stream) = UnixStream::connect(self.home.socket()).await {
+            return Ok(stream);
+        }
+        self.start_daemon().await?;
+        UnixStream::connect(self.home.socket())
+            .await
+            .with_context(|| format!("connecting to {}", self.home.socket().display()))
+    }
+
+    /// Connects only if msbd is already running.
+    pub async fn connect_existing(&self) -> Option<UnixStream> {
+        UnixStream::connect(self.home.socket()).await.ok()
+    }
+
+    /// Starts msbd for this home and waits until its socket answers.
+    pub async fn start_daemon(&self) -> Result<()> {
+        let msbd = msbd_path()?;
+        std::fs::create_dir_all(self.home.root())
+            .with_context(|| format!("creating {}", self.home.root().display()))?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home.daemon_log())
+            .with_context(|| format!("opening {}", self.home.daemon_log().display()))?;
+        let mut child = Command::new(&msbd)
+            .env("MSB_HOME", self.home.root())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", msbd.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if UnixStream::connect(self.home.socket()).await.is_ok() {
+                // Reap it in the background if it ever exits while we live.
+                std::thread::spawn(move || child.wait());
+                return Ok(());
+            }
+            if let Some(status) = child.try_wait()? {
+                // Exit 0: another msbd won the race for the lock; it will answer soon.
+                if !status.success() {
+                    let log = std::fs::read_to_string(self.home.daemon_log()).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                    bail!(
+                        "msbd exited ({status}) before it was ready; last lines of {}:\n{}",
+                        self.home.daemon_log().display(),
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    );
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "msbd did not answer on {} within 20 s",
+                    self.home.socket().display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Sends one request and returns the raw response (body not yet read).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response<Incoming>> {
+        let stream = self.connect().await?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("talking to msbd")?;
+        tokio::spawn(connection.with_upgrades());
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "msbd");
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let request = request.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        sender
+            .send_request(request)
+            .await
+            .context("talking to msbd")
+    }
+
+    /// A JSON request whose success answer is JSON.
+    pub async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T> {
+        let body = body.map(|b| serde_json::to_vec(b).expect("request serialises"));
+        let response = self.send(method, path, body).await?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .context("reading msbd's answer")?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(failure(status, &bytes).into());
+        }
+        serde_json::from_slice(&bytes).with_context(|| format!("decoding msbd's answer to {path}"))
+    }
+
+    /// A request whose success answer has no body.
+    pub async fn call_empty(&self, method: Method, path: &str) -> Result<()> {
+        let response = self.send(method, path, None).await?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            return Err(failure(status, &bytes).into());
+        }
+        Ok(())
+    }
+}
+
+pub fn failure(status: StatusCode, bytes: &[u8]) -> ApiFailure {
+    let body = serde_json::from_slice(bytes).unwrap_or_else(|_| ErrorBody {
+        error: format!(
+            "msbd answered {status}: {}",
+            String::from_utf8_lossy(bytes).trim()
+        ),
+        kind: "internal".into(),
+        exit_code: None,
+    });
+    ApiFailure { status, body }
+}
+
+/// `msbd` beside the running `msb`, else on the PATH.
+pub fn msbd_path() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating msb's own executable")?;
+    let sibling = exe.with_file_name("msbd");
+    if sibling.is_file() {
+        return Ok(sibling);
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join("msbd"))
+                .find(|p| p.is_file())
+        })
+        .ok_or_else(|| anyhow!("msbd not found beside {} or on the PATH", exe.display()))
+}
+
+/// Percent-encodes a path segment (sandbox names are restricted, but be safe).
+pub fn segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,86 @@
+//! The `msb` command line: one file per group of verbs, all talking to msbd through
+//! [`crate::client`].
+
+mod doctor;
+mod exec;
+mod lifecycle;
+mod list;
+mod logs;
+pub mod parse;
+mod run;
+mod server;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::client::Client;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "msb",
+    version,
+    about = "Run untrusted code in sandboxes, and see everything they do."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create and start a sandbox, attached to its command (or detached with -d).
+    Run(run::RunArgs),
+    /// Create a sandbox without starting it.
+    Create(run::CreateArgs),
+    /// Start a stopped sandbox with its stored command.
+    Start(lifecycle::NameArg),
+    /// Stop a sandbox: SIGTERM to its workload, SIGKILL after the timeout.
+    Stop(lifecycle::StopArgs),
+    /// Send a signal to a sandbox's workload (SIGKILL takes the whole sandbox down).
+    Kill(lifecycle::KillArgs),
+    /// Block until a sandbox's run ends; print and return its exit code.
+    Wait(lifecycle::NameArg),
+    /// Remove a sandbox and its files.
+    #[command(alias = "remove")]
+    Rm(lifecycle::RemoveArgs),
+    /// List sandboxes.
+    #[command(alias = "list")]
+    Ls(list::ListArgs),
+    /// Show a sandbox's configuration, status and runs.
+    Inspect(list::InspectArgs),
+    /// Run a command inside a running sandbox.
+    Exec(exec::ExecArgs),
+    /// Show a sandbox's output.
+    Logs(logs::LogsArgs),
+    /// Check whether this host can run sandboxes.
+    Doctor(doctor::DoctorArgs),
+    /// Control the msbd daemon.
+    Server(server::ServerArgs),
+}
+
+/// Output format of listing and inspecting commands.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+/// Runs the command; returns the process exit code.
+pub async fn dispatch(cli: Cli, client: Client) -> Result<i32> {
+    match cli.command {
+        Command::Run(args) => run::run(&client, args).await,
+        Command::Create(args) => run::create(&client, args).await,
+        Command::Start(args) => lifecycle::start(&client, args).await,
+        Command::Stop(args) => lifecycle::stop(&client, args).await,
+        Command::Kill(args) => lifecycle::kill(&client, args).await,
+        Command::Wait(args) => lifecycle::wait(&client, args).await,
+        Command::Rm(args) => lifecycle::remove(&client, args).await,
+        Command::Ls(args) => list::list(&client, args).await,
+        Command::Inspect(args) => list::inspect(&client, args).await,
+        Command::Exec(args) => exec::exec(&client, args).await,
+        Command::Logs(args) => logs::logs(&client, args).await,
+        Command::Doctor(args) => doctor::doctor(&client, args).await,
+        Command::Server(args) => server::server(&client, args).await,
+    }
+}

@@ -1,0 +1,154 @@
+//! Parsers for CLI flag values; each error names the flag's expected form.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use msb_runtime::config::VolumeMount;
+
+/// `512M`, `1G`, `1.5G`, `256MiB`, or a bare number of MiB.
+pub fn memory_mib(value: &str) -> Result<u64, String> {
+    let v = value.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid memory size {value:?} (try 512M, 1G or a number of MiB)"))?;
+    let factor = match unit.to_ascii_lowercase().as_str() {
+        "" | "m" | "mb" | "mi" | "mib" => 1.0,
+        "g" | "gb" | "gi" | "gib" => 1024.0,
+        "k" | "kb" | "ki" | "kib" => 1.0 / 1024.0,
+        _ => return Err(format!("invalid memory unit in {value:?} (use K, M or G)")),
+    };
+    let mib = number * factor;
+    if !mib.is_finite() || mib < 1.0 {
+        return Err(format!("memory size {value:?} is too small"));
+    }
+    Ok(mib.round() as u64)
+}
+
+/// `500ms`, `2s`, `1m`, `1h30m`, or bare seconds.
+pub fn duration(value: &str) -> Result<Duration, String> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+    }
+    humantime::parse_duration(v)
+        .map_err(|_| format!("invalid duration {value:?} (try 30s, 5m, 1h or a number of seconds)"))
+}
+
+/// Whole seconds, at least one.
+pub fn duration_secs(value: &str) -> Result<u64, String> {
+    let d = duration(value)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("duration {value:?} must be at least 1s"));
+    }
+    Ok(d.as_secs())
+}
+
+pub fn cpus(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(c) if c.is_finite() && c > 0.0 && c <= 1024.0 => Ok(c),
+        _ => Err(format!(
+            "invalid CPU count {value:?} (a positive number, e.g. 1 or 0.5)"
+        )),
+    }
+}
+
+/// `KEY=VALUE`.
+pub fn key_value(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {value:?}")),
+    }
+}
+
+/// `HOST:GUEST[:ro|:rw]`.
+pub fn volume(value: &str) -> Result<VolumeMount, String> {
+    let parts: Vec<&str> = value.split(':').collect();
+    let (host, guest, readonly) = match parts.as_slice() {
+        [host, guest] => (host, guest, false),
+        [host, guest, "ro"] => (host, guest, true),
+        [host, guest, "rw"] => (host, guest, false),
+        _ => return Err(format!("expected HOST:GUEST[:ro], got {value:?}")),
+    };
+    if host.is_empty() || guest.is_empty() {
+        return Err(format!("expected HOST:GUEST[:ro], got {value:?}"));
+    }
+    let host =
+        std::fs::canonicalize(host).map_err(|e| format!("volume host path {host:?}: {e}"))?;
+    if !guest.starts_with('/') {
+        return Err(format!("volume guest path {guest:?} must be absolute"));
+    }
+    Ok(VolumeMount {
+        host,
+        guest: PathBuf::from(guest),
+        readonly,
+    })
+}
+
+/// `TERM`, `SIGTERM`, `sigterm` or `15`.
+pub fn signal(value: &str) -> Result<i32, String> {
+    if let Ok(n) = value.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
+        return Err(format!("signal number {n} is out of range 1-64"));
+    }
+    let upper = value.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .map_err(|_| format!("unknown signal {value:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(memory_mib("512M"), Ok(512));
+        assert_eq!(memory_mib("1G"), Ok(1024));
+        assert_eq!(memory_mib("1.5g"), Ok(1536));
+        assert_eq!(memory_mib("256"), Ok(256));
+        assert!(memory_mib("lots").is_err());
+        assert!(memory_mib("5X").is_err());
+        assert!(memory_mib("0").is_err());
+    }
+
+    #[test]
+    fn durations_and_signals() {
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(duration_secs("1m"), Ok(60));
+        assert!(duration_secs("10ms").is_err());
+        assert!(duration("soon").is_err());
+        assert_eq!(signal("TERM"), Ok(15));
+        assert_eq!(signal("SIGKILL"), Ok(9));
+        assert_eq!(signal("hup"), Ok(1));
+        assert_eq!(signal("9"), Ok(9));
+        assert!(signal("99").is_err());
+        assert!(signal("NOPE").is_err());
+    }
+
+    #[test]
+    fn key_values_and_volumes() {
+        assert_eq!(key_value("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert!(key_value("=x").is_err());
+        assert!(key_value("novalue").is_err());
+        let v = volume("/tmp:/data:ro").unwrap();
+        assert!(v.readonly);
+        assert_eq!(v.guest, PathBuf::from("/data"));
+        assert!(volume("/tmp:relative").is_err());
+        assert!(volume("/nonexistent-msb:/x").is_err());
+        assert!(volume("/tmp:/x:rx").is_err());
+    }
+}

@@ -1,0 +1,166 @@
+//! `msb run` and `msb create`.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use hyper::Method;
+use msb_protocol::session::ClientRequest;
+use msb_runtime::config::{RootfsSource, SandboxConfig, VolumeMount};
+
+use super::parse;
+use crate::api::{AttachMode, CreateSandboxRequest, SandboxInfo};
+use crate::client::session::{self, SessionOptions};
+use crate::client::{segment, Client};
+
+/// What a sandbox is, shared by `run` and `create`.
+#[derive(Args, Debug)]
+pub struct SandboxFlags {
+    /// Name (unnamed sandboxes are ephemeral: removed when their run ends).
+    #[arg(short, long)]
+    pub name: Option<String>,
+    /// CPU quota in cores (e.g. 1, 0.5).
+    #[arg(short, long, value_parser = parse::cpus)]
+    pub cpus: Option<f64>,
+    /// Memory limit: 512M, 1G, or a number of MiB.
+    #[arg(short, long, value_parser = parse::memory_mib)]
+    pub memory: Option<u64>,
+    /// Environment variable for the workload (repeatable).
+    #[arg(short, long = "env", value_name = "KEY=VAL", value_parser = parse::key_value)]
+    pub env: Vec<(String, String)>,
+    /// Working directory of the workload (absolute path in the sandbox).
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Bind mount HOST:GUEST[:ro] (repeatable).
+    #[arg(short, long = "volume", value_name = "HOST:GUEST[:ro]", value_parser = parse::volume)]
+    pub volumes: Vec<VolumeMount>,
+    /// Use a host directory as the root filesystem (read-write).
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    /// Label K=V (repeatable).
+    #[arg(long = "label", value_name = "K=V", value_parser = parse::key_value)]
+    pub labels: Vec<(String, String)>,
+    /// Stop the sandbox after this long (e.g. 30s, 10m).
+    #[arg(long, value_parser = parse::duration_secs)]
+    pub max_duration: Option<u64>,
+    /// Stop the sandbox after this long without agent activity (exec sessions and their I/O).
+    #[arg(long, value_parser = parse::duration_secs)]
+    pub idle_timeout: Option<u64>,
+    /// The command and its arguments (default: /bin/sh).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+impl SandboxFlags {
+    fn into_config(self) -> Result<SandboxConfig> {
+        let rootfs = match self.rootfs {
+            Some(path) => {
+                let canonical = std::fs::canonicalize(&path)
+                    .map_err(|e| anyhow::anyhow!("rootfs directory {}: {e}", path.display()))?;
+                RootfsSource::Bind { path: canonical }
+            }
+            None => RootfsSource::Default,
+        };
+        Ok(SandboxConfig {
+            ephemeral: self.name.is_none(),
+            name: self.name.unwrap_or_default(),
+            command: self.command,
+            env: self.env,
+            workdir: self.workdir,
+            cpus: self.cpus,
+            memory_mib: self.memory,
+            volumes: self.volumes,
+            rootfs,
+            labels: self.labels.into_iter().collect::<BTreeMap<_, _>>(),
+            max_duration_secs: self.max_duration,
+            idle_timeout_secs: self.idle_timeout,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Start and return at once, printing the sandbox's name.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Give the command a pseudo-terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Do not forward stdin.
+    #[arg(long)]
+    pub no_stdin: bool,
+    #[command(flatten)]
+    pub sandbox: SandboxFlags,
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub sandbox: SandboxFlags,
+}
+
+pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
+    if args.detach && args.tty {
+        anyhow::bail!("--tty and --detach cannot be combined");
+    }
+    let config = args.sandbox.into_config()?;
+    let attach = if args.detach {
+        None
+    } else if args.tty {
+        let (rows, cols) = session::terminal_size().unwrap_or((24, 80));
+        Some(AttachMode::Pty { rows, cols })
+    } else {
+        Some(AttachMode::Stream)
+    };
+    let request = CreateSandboxRequest {
+        config,
+        start: true,
+        attach,
+    };
+    let info: SandboxInfo = client
+        .call(Method::POST, "/v1/sandboxes", Some(&request))
+        .await?;
+    if args.detach {
+        println!("{}", info.name);
+        return Ok(0);
+    }
+    let options = SessionOptions {
+        forward_stdin: !args.no_stdin,
+        pty: args.tty && std::io::stdin().is_terminal(),
+        buffer_output: false,
+    };
+    let io = session::open(client, &info.name).await?;
+    let end = session::run(io, ClientRequest::Attach, options).await?;
+    // Let the run settle (an ephemeral sandbox is removed before this returns).
+    let path = format!("/v1/sandboxes/{}", segment(&info.name));
+    let _ = client
+        .call::<(), crate::api::WaitResponse>(Method::POST, &format!("{path}/wait"), None)
+        .await;
+    if end.start_failed && !info.ephemeral {
+        // The sandbox never ran its command: do not leave it behind.
+        let _ = client
+            .call_empty(Method::DELETE, &format!("{path}?force=true"))
+            .await;
+    }
+    Ok(end.code)
+}
+
+pub async fn create(client: &Client, args: CreateArgs) -> Result<i32> {
+    let mut config = args.sandbox.into_config()?;
+    if config.ephemeral {
+        anyhow::bail!("msb create needs a name (-n NAME): an unnamed sandbox would be removed as soon as it stops");
+    }
+    config.ephemeral = false;
+    let request = CreateSandboxRequest {
+        config,
+        start: false,
+        attach: None,
+    };
+    let info: SandboxInfo = client
+        .call(Method::POST, "/v1/sandboxes", Some(&request))
+        .await?;
+    println!("{}", info.name);
+    Ok(0)
+}

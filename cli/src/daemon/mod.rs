@@ -1,0 +1,131 @@
+//! msbd: the one daemon per `MSB_HOME`.
+//!
+//! It alone opens the DuckDB store, spawns and reattaches supervisors, and serves the HTTP/JSON
+//! API on `$MSB_HOME/msbd.sock` (mode 0600). Start-up order: take the lock (a second daemon
+//! for the same home exits), write the pid file, open and migrate the store, reconcile every
+//! sandbox (see [`reconcile`]), then bind the socket. SIGTERM, SIGINT or
+//! `POST /v1/server/shutdown` stop it cleanly; running sandboxes keep running.
+
+pub mod error;
+pub mod reconcile;
+pub mod routes;
+pub mod state;
+pub mod supervisors;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use msb_runtime::paths::MsbHome;
+use nix::fcntl::{Flock, FlockArg};
+use tokio::net::UnixListener;
+
+use state::Daemon;
+
+/// Where msbd finds the agent binary: `MSB_AGENTD`, else beside its own executable.
+pub fn agent_binary_path() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("MSB_AGENTD").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().context("locating msbd's own executable")?;
+    Ok(exe.with_file_name("msb-agentd"))
+}
+
+/// Takes the per-home lock; `Ok(None)` when another daemon holds it.
+fn take_lock(home: &MsbHome) -> Result<Option<Flock<File>>> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(home.lock_file())
+        .with_context(|| format!("opening {}", home.lock_file().display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e).context("locking msbd.lock"),
+    }
+}
+
+pub fn run_daemon(home: MsbHome, log_level: String) -> Result<()> {
+    // Our own session: the shell that started `msb` may go away.
+    let _ = nix::unistd::setsid();
+    // A sandbox whose supervisor dies is orphaned to us rather than to init, so that the
+    // crash clean-up can reap it (see `reconcile::apply_record`).
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!("cannot become a child subreaper: {e}");
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(home.root())
+        .with_context(|| format!("creating {}", home.root().display()))?;
+    fs::create_dir_all(home.sandboxes())?;
+    let Some(_lock) = take_lock(&home)? else {
+        // Not an error: two clients may race to start the daemon; the other one won.
+        tracing::info!(
+            "another msbd is already running for {}",
+            home.root().display()
+        );
+        return Ok(());
+    };
+    let mut pid_file = File::create(home.pid_file())?;
+    writeln!(pid_file, "{}", std::process::id())?;
+
+    let store = msb_store::Store::open(&home.database())
+        .map_err(|e| anyhow::anyhow!(error::error_chain(&e)))
+        .context("opening the store")?;
+    let supervisor_exe = std::env::current_exe().context("locating msbd's own executable")?;
+    let daemon = Daemon::new(
+        home.clone(),
+        store,
+        supervisor_exe,
+        agent_binary_path()?,
+        log_level,
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(serve(daemon.clone()));
+    let _ = fs::remove_file(home.socket());
+    let _ = fs::remove_file(home.pid_file());
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn serve(daemon: Arc<Daemon>) -> Result<()> {
+    reconcile::startup(&daemon)
+        .map_err(|e| anyhow::anyhow!("reconciling sandboxes at start: {e}"))?;
+    let socket = daemon.home.socket();
+    let _ = fs::remove_file(&socket);
+    let listener =
+        UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
+    fs::set_permissions(&socket, fs::Permissions::from_mode(0o600))?;
+    tracing::info!(socket = %socket.display(), pid = std::process::id(), "msbd listening");
+
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let stopping = daemon.clone();
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = stopping.shutdown.notified() => tracing::info!("shutdown requested over the API"),
+        }
+    };
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, routes::router(daemon)).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopped_tx.send(());
+    });
+    let server = tokio::spawn(async move { server.await });
+    let _ = stopped_rx.await;
+    // Followers of logs and long waits would hold a graceful shutdown open: give them a moment.
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! Keeping the catalog true to what supervisors report.
+//!
+//! Supervisors write `run.json` and ring their watch connections; [`apply_record`] folds the
+//! record into the catalog through the lifecycle state machine. A monitor task per active
+//! sandbox holds the watch connection; its end of stream means the supervisor is gone, and a
+//! run that was not recorded as ended is then a crash (or a stop, if it was draining).
+//! [`startup`] does the same for every sandbox when msbd (re)starts: reattach the live,
+//! reconcile the dead, sweep ephemeral leftovers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use msb_protocol::session::ClientEvent;
+use msb_runtime::framing::read_frame;
+use msb_runtime::lifecycle::{transition, Operation, SandboxStatus, TerminationReason};
+use msb_runtime::process::is_alive;
+use msb_runtime::run_record::{RunPhase, RunRecord};
+use msb_store::{EventRecord, RunRow};
+
+use super::error::ApiError;
+use super::state::Daemon;
+use super::supervisors;
+
+/// Folds the supervisor's run record (and whether it still lives) into the catalog.
+/// Returns the sandbox's status afterwards.
+pub fn apply_record(daemon: &Daemon, sandbox_id: &str) -> Result<SandboxStatus, ApiError> {
+    let store = daemon.store();
+    let Some(sandbox) = store.sandbox_by_id(sandbox_id)? else {
+        return Err(ApiError::NotFound(sandbox_id.to_owned()));
+    };
+    let current: SandboxStatus = sandbox
+        .status
+        .parse()
+        .map_err(|e| ApiError::internal("catalog", e))?;
+    let Some(mut run) = store.latest_run(sandbox_id)? else {
+        return Ok(current);
+    };
+    let record = RunRecord::read(&daemon.home.sandbox(sandbox_id).run_record())
+        .ok()
+        .filter(|r| r.run_id == run.id);
+    let supervisor_alive = run
+        .supervisor_pid
+        .is_some_and(|pid| is_alive(pid, run.supervisor_start_ticks));
+
+    let mut ops: Vec<Operation> = Vec::new();
+    if let Some(record) = &record {
+        copy_record(&mut run, record);
+        match record.phase {
+            RunPhase::Starting => {}
+            RunPhase::Running => ops.push(Operation::Ready),
+            RunPhase::Draining => ops.push(Operation::Stop),
+            RunPhase::Exited if record.reason == Some(TerminationReason::InternalError) => {
+                ops.push(Operation::Crash)
+            }
+            RunPhase::Exited => ops.push(Operation::Exit),
+        }
+    }
+    let ended = record.as_ref().is_some_and(|r| r.phase == RunPhase::Exited);
+    let crashed = !ended && !supervisor_alive && current.is_active();
+    if crashed {
+        // The supervisor died without recording an end.
+        ops = vec![Operation::Crash];
+        run.ended_at_ms = Some(msb_store::catalog::now_ms());
+        let draining = current == SandboxStatus::Draining
+            || record
+                .as_ref()
+                .is_some_and(|r| r.phase == RunPhase::Draining);
+        run.termination_reason = Some(
+            if draining {
+                TerminationReason::ShutdownRequested
+            } else {
+                TerminationReason::InternalError
+            }
+            .to_string(),
+        );
+        run.error.get_or_insert_with(|| {
+            "the supervisor exited without recording the end of the run".to_owned()
+        });
+    }
+    store.update_run(&run)?;
+
+    let mut status = current;
+    for op in ops {
+        match transition(status, op) {
+            Ok(next) => status = next,
+            Err(e) => tracing::debug!(sandbox = %sandbox.name, "{e}"),
+        }
+    }
+    if status != current {
+        store.set_status(sandbox_id, status.as_str())?;
+        let detail = serde_json::json!({
+            "from": current, "to": status,
+            "run_id": run.id, "reason": run.termination_reason, "exit_code": run.exit_code,
+            "signal": run.signal, "error": run.error,
+        });
+        store.append_event(&EventRecord {
+            ts_ms: msb_store::catalog::now_ms(),
+            sandbox_id: Some(sandbox_id.to_owned()),
+            kind: "status".to_owned(),
+            detail_json: detail.to_string(),
+        })?;
+        tracing::info!(sandbox = %sandbox.name, "{current} -> {status}");
+    }
+    drop(store);
+    if crashed {
+        // The supervisor cannot clean up any more: its sandbox's processes and cgroups remain.
+        if let Err(e) = msb_runtime::backend::clean_up_after_crash(sandbox_id) {
+            tracing::warn!(sandbox = %sandbox.name, "cleaning up after the crash: {e}");
+        }
+    }
+    daemon.publish_status(sandbox_id, status);
+    Ok(status)
+}
+
+fn copy_record(run: &mut RunRow, record: &RunRecord) {
+    run.supervisor_pid = Some(record.supervisor_pid);
+    run.supervisor_start_ticks = record.supervisor_start_ticks;
+    run.init_pid = record.init_pid;
+    run.workload_pid = record.workload_pid.map(|p| p as i32);
+    run.ended_at_ms = record.ended_at_ms.map(|t| t as i64);
+    run.exit_code = record.exit_code;
+    run.signal = record.signal;
+    run.termination_reason = record.reason.map(|r| r.to_string());
+    run.error = record.error.clone();
+}
+
+/// Follows one sandbox's supervisor until it exits, then settles the catalog (and removes
+/// the sandbox if it was ephemeral).
+pub fn spawn_monitor(daemon: Arc<Daemon>, sandbox_id: String) {
+    if !daemon.monitored.lock().unwrap().insert(sandbox_id.clone()) {
+        return;
+    }
+    tokio::spawn(async move {
+        monitor(&daemon, &sandbox_id).await;
+        daemon.monitored.lock().unwrap().remove(&sandbox_id);
+    });
+}
+
+async fn monitor(daemon: &Arc<Daemon>, sandbox_id: &str) {
+    let socket = daemon.home.sandbox(sandbox_id).socket();
+    let supervisor = daemon
+        .store()
+        .latest_run(sandbox_id)
+        .ok()
+        .flatten()
+        .and_then(|run| Some((run.supervisor_pid?, run.supervisor_start_ticks)));
+    let alive = || supervisor.is_some_and(|(pid, ticks)| is_alive(pid, ticks));
+
+    // The supervisor binds its socket first thing; give it a moment.
+    let mut connection = None;
+    for _ in 0..400 {
+        match supervisors::watch(&socket).await {
+            Ok(stream) => {
+                connection = Some(stream);
+                break;
+            }
+            Err(_) if alive() => tokio::time::sleep(Duration::from_millis(25)).await,
+            Err(_) => break,
+        }
+    }
+    if let Some(mut stream) = connection {
+        loop {
+            match read_frame::<_, ClientEvent>(&mut stream).await {
+                Ok(Some(ClientEvent::RecordChanged)) => {
+                    if let Err(e) = apply_record(daemon, sandbox_id) {
+                        tracing::warn!("reconciling {sandbox_id}: {e}");
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+    // The connection ended: the supervisor is exiting. Let it finish before judging.
+    for _ in 0..200 {
+        if !alive() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    match apply_record(daemon, sandbox_id) {
+        Ok(status) if status.is_terminal() => remove_if_ephemeral(daemon, sandbox_id),
+        Ok(status) => {
+            tracing::warn!("{sandbox_id} is still {status} after its supervisor's socket closed")
+        }
+        Err(e) => tracing::warn!("reconciling {sandbox_id}: {e}"),
+    }
+}
+
+fn remove_if_ephemeral(daemon: &Daemon, sandbox_id: &str) {
+    let ephemeral = daemon
+        .store()
+        .sandbox_by_id(sandbox_id)
+        .ok()
+        .flatten()
+        .is_some_and(|s| s.ephemeral);
+    if ephemeral {
+        if let Err(e) = remove_sandbox(daemon, sandbox_id) {
+            tracing::warn!("removing ephemeral sandbox {sandbox_id}: {e}");
+        }
+    }
+}
+
+/// Deletes a sandbox's catalog rows and its directory.
+pub fn remove_sandbox(daemon: &Daemon, sandbox_id: &str) -> Result<(), ApiError> {
+    let dir = daemon.home.sandbox(sandbox_id);
+    if dir.root().exists() {
+        std::fs::remove_dir_all(dir.root())
+            .map_err(|e| ApiError::internal(&format!("removing {}", dir.root().display()), e))?;
+    }
+    daemon.store().delete_sandbox(sandbox_id)?;
+    daemon.forget(sandbox_id);
+    Ok(())
+}
+
+/// At msbd start: reattach live supervisors, settle dead ones, sweep ephemeral leftovers and
+/// sandbox directories with no catalog row.
+pub fn startup(daemon: &Arc<Daemon>) -> Result<(), ApiError> {
+    let sandboxes = daemon.store().list_sandboxes()?;
+    for sandbox in &sandboxes {
+        let status: SandboxStatus = sandbox
+            .status
+            .parse()
+            .map_err(|e| ApiError::internal("catalog", e))?;
+        let status = if status.is_active() {
+            apply_record(daemon, &sandbox.id)?
+        } else {
+            status
+        };
+        if status.is_active() {
+            tracing::info!(sandbox = %sandbox.name, "reattaching to live supervisor");
+            spawn_monitor(daemon.clone(), sandbox.id.clone());
+        } else if sandbox.ephemeral {
+            tracing::info!(sandbox = %sandbox.name, "sweeping ephemeral leftover");
+            remove_sandbox(daemon, &sandbox.id)?;
+        }
+    }
+    let known: std::collections::HashSet<_> = sandboxes.iter().map(|s| s.id.clone()).collect();
+    if let Ok(entries) = std::fs::read_dir(daemon.home.sandboxes()) {
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if !known.contains(&id) {
+                tracing::info!("sweeping orphaned sandbox directory {id}");
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    Ok(())
+}

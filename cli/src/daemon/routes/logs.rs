@@ -1,0 +1,85 @@
+//! `GET /v1/sandboxes/{name}/logs`: the output log as JSON Lines, optionally followed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::Response;
+use msb_runtime::lifecycle::SandboxStatus;
+use msb_runtime::logs::{read_from, LogEntry};
+use serde::Deserialize;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::api::ErrorBody;
+use crate::daemon::error::ApiError;
+use crate::daemon::state::Daemon;
+
+#[derive(Deserialize, Debug, utoipa::IntoParams)]
+pub struct LogsQuery {
+    /// Only the last N entries of what exists now.
+    pub tail: Option<usize>,
+    /// Keep the response open and send new entries until the sandbox stops.
+    #[serde(default)]
+    pub follow: bool,
+}
+
+#[utoipa::path(get, path = "/v1/sandboxes/{name}/logs", params(("name" = String, Path), LogsQuery),
+    responses((status = 200, description = "JSON Lines, one LogEntry per line", body = LogEntry, content_type = "application/x-ndjson"),
+              (status = 404, body = ErrorBody)))]
+pub async fn logs(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Query(query): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    let row = daemon.sandbox(&name)?;
+    let path = daemon.home.sandbox(&row.id).output_log();
+    let (mut entries, mut offset) =
+        read_from(&path, 0).map_err(|e| ApiError::internal("reading the output log", e))?;
+    if let Some(tail) = query.tail {
+        let skip = entries.len().saturating_sub(tail);
+        entries.drain(..skip);
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(64);
+    let follow = query.follow;
+    tokio::spawn(async move {
+        let send = |entries: Vec<LogEntry>| {
+            entries
+                .into_iter()
+                .map(|e| serde_json::to_string(&e).expect("entry serialises") + "\n")
+                .collect::<String>()
+        };
+        if !entries.is_empty() && tx.send(Ok(send(entries))).await.is_err() {
+            return;
+        }
+        if !follow {
+            return;
+        }
+        loop {
+            let running = daemon
+                .store()
+                .sandbox_by_id(&row.id)
+                .ok()
+                .flatten()
+                .and_then(|r| r.status.parse::<SandboxStatus>().ok())
+                .is_some_and(|s| s.is_active());
+            let (more, next) = match read_from(&path, offset) {
+                Ok(read) => read,
+                Err(_) => return,
+            };
+            offset = next;
+            if !more.is_empty() && tx.send(Ok(send(more))).await.is_err() {
+                return;
+            }
+            if !running {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(ReceiverStream::new(rx)))
+        .expect("static response parts"))
+}

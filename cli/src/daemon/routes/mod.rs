@@ -1,0 +1,36 @@
+//! The API router: one file per group of endpoints.
+
+pub mod lifecycle;
+pub mod logs;
+pub mod sandboxes;
+pub mod server;
+pub mod session;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use super::state::Daemon;
+
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/v1/server", get(server::status))
+        .route("/v1/server/shutdown", post(server::shutdown))
+        .route("/v1/health", get(server::health))
+        .route(
+            "/v1/sandboxes",
+            get(sandboxes::list).post(sandboxes::create),
+        )
+        .route(
+            "/v1/sandboxes/{name}",
+            get(sandboxes::inspect).delete(sandboxes::remove),
+        )
+        .route("/v1/sandboxes/{name}/start", post(lifecycle::start))
+        .route("/v1/sandboxes/{name}/stop", post(lifecycle::stop))
+        .route("/v1/sandboxes/{name}/kill", post(lifecycle::kill))
+        .route("/v1/sandboxes/{name}/wait", post(lifecycle::wait))
+        .route("/v1/sandboxes/{name}/logs", get(logs::logs))
+        .route("/v1/sandboxes/{name}/session", get(session::session))
+        .with_state(daemon)
+}

@@ -1,0 +1,187 @@
+//! Creating, listing, inspecting and removing sandboxes.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use msb_runtime::config::{RootfsSource, SandboxConfig};
+use msb_runtime::lifecycle::{transition, Operation, SandboxStatus};
+use msb_store::{RunRow, SandboxRow};
+use serde::Deserialize;
+
+use super::lifecycle::{start_run, stop_run};
+use crate::api::{CreateSandboxRequest, ErrorBody, RunInfo, SandboxInfo};
+use crate::daemon::error::ApiError;
+use crate::daemon::reconcile::remove_sandbox;
+use crate::daemon::state::Daemon;
+
+pub fn rfc3339(ms: i64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+        .to_string()
+}
+
+fn run_info(run: RunRow) -> RunInfo {
+    RunInfo {
+        id: run.id,
+        run_number: run.run_number,
+        supervisor_pid: run.supervisor_pid,
+        init_pid: run.init_pid,
+        workload_pid: run.workload_pid,
+        started_at: rfc3339(run.started_at_ms),
+        ended_at: run.ended_at_ms.map(rfc3339),
+        exit_code: run.exit_code,
+        signal: run.signal,
+        termination_reason: run.termination_reason.and_then(|r| r.parse().ok()),
+        error: run.error,
+    }
+}
+
+/// The API view of a catalog row, with its runs.
+pub fn sandbox_info(daemon: &Daemon, row: SandboxRow) -> Result<SandboxInfo, ApiError> {
+    let runs = daemon.store().runs_for(&row.id)?;
+    let config: SandboxConfig = serde_json::from_str(&row.config_json)
+        .map_err(|e| ApiError::internal("stored sandbox config", e))?;
+    Ok(SandboxInfo {
+        status: row
+            .status
+            .parse()
+            .map_err(|e| ApiError::internal("catalog", e))?,
+        id: row.id,
+        name: row.name,
+        ephemeral: row.ephemeral,
+        created_at: rfc3339(row.created_at_ms),
+        labels: row.labels,
+        config,
+        runs: runs.into_iter().map(run_info).collect(),
+    })
+}
+
+pub fn info_by_name(daemon: &Daemon, name: &str) -> Result<SandboxInfo, ApiError> {
+    sandbox_info(daemon, daemon.sandbox(name)?)
+}
+
+#[derive(Deserialize, Debug, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// Include sandboxes that are not running.
+    #[serde(default)]
+    pub all: bool,
+}
+
+#[utoipa::path(get, path = "/v1/sandboxes", params(ListQuery), responses((status = 200, body = Vec<SandboxInfo>)))]
+pub async fn list(
+    State(daemon): State<Arc<Daemon>>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<SandboxInfo>>, ApiError> {
+    let rows = daemon.store().list_sandboxes()?;
+    let mut out = Vec::new();
+    for row in rows {
+        let info = sandbox_info(&daemon, row)?;
+        if query.all || info.status.is_active() {
+            out.push(info);
+        }
+    }
+    Ok(Json(out))
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes", request_body = CreateSandboxRequest,
+    responses((status = 201, body = SandboxInfo), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create(
+    State(daemon): State<Arc<Daemon>>,
+    Json(request): Json<CreateSandboxRequest>,
+) -> Result<(StatusCode, Json<SandboxInfo>), ApiError> {
+    let mut config = request.config;
+    if config.name.is_empty() {
+        config.name = msb_runtime::ids::ephemeral_name();
+        config.ephemeral = true;
+    }
+    config
+        .validate()
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    if request.attach.is_some() && !request.start {
+        return Err(ApiError::Invalid("attach requires start".into()));
+    }
+    if config.rootfs == RootfsSource::Default {
+        let target = daemon.home.default_rootfs();
+        tokio::task::spawn_blocking(move || msb_runtime::rootfs::ensure_default_rootfs(&target))
+            .await
+            .map_err(|e| ApiError::internal("building the default root", e))?
+            .map_err(|e| ApiError::Internal(crate::daemon::error::error_chain(&e)))?;
+    }
+    let now = msb_store::catalog::now_ms();
+    let row = SandboxRow {
+        id: msb_runtime::ids::random_id(),
+        name: config.name.clone(),
+        status: SandboxStatus::Created.to_string(),
+        config_json: serde_json::to_string(&config).expect("config serialises"),
+        ephemeral: config.ephemeral,
+        created_at_ms: now,
+        updated_at_ms: now,
+        labels: config.labels.clone(),
+    };
+    daemon.store().insert_sandbox(&row)?;
+    tracing::info!(sandbox = %row.name, id = %row.id, "created");
+    if request.start {
+        let lock = daemon.op_lock(&row.id);
+        let _guard = lock.lock().await;
+        if let Err(e) = start_run(&daemon, &row.id, request.attach).await {
+            // A sandbox that cannot start is not left half-created.
+            if let Err(cleanup) = remove_sandbox(&daemon, &row.id) {
+                tracing::error!("rolling back {}: {cleanup}", row.name);
+            }
+            return Err(e);
+        }
+    }
+    Ok((StatusCode::CREATED, Json(info_by_name(&daemon, &row.name)?)))
+}
+
+#[utoipa::path(get, path = "/v1/sandboxes/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = SandboxInfo), (status = 404, body = ErrorBody)))]
+pub async fn inspect(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> Result<Json<SandboxInfo>, ApiError> {
+    Ok(Json(info_by_name(&daemon, &name)?))
+}
+
+#[derive(Deserialize, Debug, utoipa::IntoParams)]
+pub struct RemoveQuery {
+    /// Kill the sandbox first if it is running.
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[utoipa::path(delete, path = "/v1/sandboxes/{name}", params(("name" = String, Path), RemoveQuery),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn remove(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Query(query): Query<RemoveQuery>,
+) -> Result<StatusCode, ApiError> {
+    let row = daemon.sandbox(&name)?;
+    let lock = daemon.op_lock(&row.id);
+    let _guard = lock.lock().await;
+    let row = daemon.sandbox(&name)?;
+    let status: SandboxStatus = row
+        .status
+        .parse()
+        .map_err(|e| ApiError::internal("catalog", e))?;
+    if status.is_active() {
+        if !query.force {
+            return Err(ApiError::Conflict(format!(
+                "sandbox {name:?} is {status}; stop it first or use --force"
+            )));
+        }
+        stop_run(&daemon, &row.id, 0).await?;
+    }
+    let status: SandboxStatus = daemon
+        .sandbox(&name)?
+        .status
+        .parse()
+        .map_err(|e| ApiError::internal("catalog", e))?;
+    transition(status, Operation::Remove)?;
+    remove_sandbox(&daemon, &row.id)?;
+    tracing::info!(sandbox = %name, "removed");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,53 @@
+//! Daemon status, health and shutdown.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use msb_runtime::lifecycle::SandboxStatus;
+
+use crate::api::{ErrorBody, ServerStatus, StoreHealth};
+use crate::daemon::error::ApiError;
+use crate::daemon::state::Daemon;
+
+#[utoipa::path(get, path = "/v1/server", responses((status = 200, body = ServerStatus)))]
+pub async fn status(State(daemon): State<Arc<Daemon>>) -> Result<Json<ServerStatus>, ApiError> {
+    let sandboxes = daemon.store().list_sandboxes()?;
+    let active = sandboxes
+        .iter()
+        .filter(|s| {
+            s.status
+                .parse::<SandboxStatus>()
+                .is_ok_and(|st| st.is_active())
+        })
+        .count();
+    Ok(Json(ServerStatus {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        msb_home: daemon.home.root().display().to_string(),
+        socket: daemon.home.socket().display().to_string(),
+        uptime_secs: daemon.started.elapsed().as_secs_f64(),
+        sandboxes_total: sandboxes.len(),
+        sandboxes_active: active,
+    }))
+}
+
+/// Stops msbd. Supervisors, and so running sandboxes, keep running.
+#[utoipa::path(post, path = "/v1/server/shutdown", responses((status = 202)))]
+pub async fn shutdown(State(daemon): State<Arc<Daemon>>) -> StatusCode {
+    daemon.shutdown.notify_one();
+    StatusCode::ACCEPTED
+}
+
+#[utoipa::path(get, path = "/v1/health", responses((status = 200, body = StoreHealth), (status = 500, body = ErrorBody)))]
+pub async fn health(State(daemon): State<Arc<Daemon>>) -> Result<Json<StoreHealth>, ApiError> {
+    let store = daemon.store();
+    let health = store.health()?;
+    Ok(Json(StoreHealth {
+        path: store.path().display().to_string(),
+        schema_version: health.schema_version,
+        sandboxes: health.sandboxes,
+        file_bytes: health.file_bytes,
+    }))
+}

@@ -1,0 +1,93 @@
+//! `GET /v1/sandboxes/{name}/session` with `Upgrade: msb-session`: an exec or attach session.
+//!
+//! After the 101 response the connection carries `msb_protocol::session` frames. msbd checks
+//! that the client's first frame opens an `Attach` or `Exec` session (lifecycle control goes
+//! through the REST endpoints, under the sandbox's lock), then relays bytes both ways to the
+//! supervisor.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use hyper_util::rt::TokioIo;
+use msb_protocol::session::{ClientEvent, ClientRequest};
+use msb_runtime::framing::{read_frame, write_frame};
+use msb_runtime::lifecycle::SandboxStatus;
+use tokio::net::UnixStream;
+
+use crate::api::{ErrorBody, SESSION_UPGRADE};
+use crate::daemon::error::ApiError;
+use crate::daemon::state::Daemon;
+
+#[utoipa::path(get, path = "/v1/sandboxes/{name}/session", params(("name" = String, Path)),
+    responses((status = 101, description = "Switching to msb-session framing"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn session(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    mut request: Request,
+) -> Result<Response, ApiError> {
+    let wants_upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(SESSION_UPGRADE));
+    if !wants_upgrade {
+        return Err(ApiError::Invalid(format!(
+            "this endpoint needs `Upgrade: {SESSION_UPGRADE}`"
+        )));
+    }
+    let row = daemon.sandbox(&name)?;
+    let status: SandboxStatus = row
+        .status
+        .parse()
+        .map_err(|e| ApiError::internal("catalog", e))?;
+    if !matches!(status, SandboxStatus::Starting | SandboxStatus::Running) {
+        return Err(ApiError::Conflict(format!(
+            "sandbox {name:?} is {status}, not running"
+        )));
+    }
+    let socket = daemon.home.sandbox(&row.id).socket();
+    let supervisor = UnixStream::connect(&socket).await.map_err(|e| {
+        ApiError::Conflict(format!("sandbox {name:?} is not accepting sessions: {e}"))
+    })?;
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => relay(TokioIo::new(upgraded), supervisor).await,
+            Err(e) => tracing::debug!("session upgrade failed: {e}"),
+        }
+    });
+    Ok(Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, SESSION_UPGRADE)
+        .body(Body::empty())
+        .expect("static response parts"))
+}
+
+async fn relay(mut client: TokioIo<hyper::upgrade::Upgraded>, mut supervisor: UnixStream) {
+    let first = match read_frame::<_, ClientRequest>(&mut client).await {
+        Ok(Some(request @ (ClientRequest::Attach | ClientRequest::Exec(_)))) => request,
+        Ok(Some(other)) => {
+            let message = format!("a session opens with Attach or Exec, not {other:?}");
+            let _ = write_frame(&mut client, &ClientEvent::Error(message)).await;
+            return;
+        }
+        Ok(None) => return,
+        Err(e) => {
+            let _ = write_frame(&mut client, &ClientEvent::Error(format!("bad frame: {e}"))).await;
+            return;
+        }
+    };
+    if write_frame(&mut supervisor, &first).await.is_err() {
+        let _ = write_frame(
+            &mut client,
+            &ClientEvent::Error("the supervisor went away".into()),
+        )
+        .await;
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut supervisor).await;
+}

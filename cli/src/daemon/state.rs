@@ -1,0 +1,110 @@
+//! The daemon's shared state: the store, per-sandbox operation locks and status watchers.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use msb_runtime::lifecycle::SandboxStatus;
+use msb_runtime::paths::MsbHome;
+use msb_store::{SandboxRow, Store};
+use tokio::sync::{watch, Notify};
+
+use super::error::ApiError;
+
+pub struct Daemon {
+    pub home: MsbHome,
+    store: Mutex<Store>,
+    /// Serialises lifecycle operations per sandbox (by id).
+    op_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Latest status per sandbox id, for `wait`.
+    statuses: Mutex<HashMap<String, watch::Sender<SandboxStatus>>>,
+    /// Sandbox ids with a monitor task attached to their supervisor.
+    pub monitored: Mutex<std::collections::HashSet<String>>,
+    pub started: Instant,
+    /// The binary that runs supervisors (`msbd supervisor ...`).
+    pub supervisor_exe: PathBuf,
+    pub agent_binary: PathBuf,
+    pub log_level: String,
+    pub shutdown: Notify,
+}
+
+impl Daemon {
+    pub fn new(
+        home: MsbHome,
+        store: Store,
+        supervisor_exe: PathBuf,
+        agent_binary: PathBuf,
+        log_level: String,
+    ) -> Arc<Self> {
+        Arc::new(Daemon {
+            home,
+            store: Mutex::new(store),
+            op_locks: Mutex::new(HashMap::new()),
+            statuses: Mutex::new(HashMap::new()),
+            monitored: Mutex::new(Default::default()),
+            started: Instant::now(),
+            supervisor_exe,
+            agent_binary,
+            log_level,
+            shutdown: Notify::new(),
+        })
+    }
+
+    /// The store. Hold the guard only for the few statements of one step, never across an await.
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn sandbox(&self, name: &str) -> Result<SandboxRow, ApiError> {
+        self.store()
+            .sandbox_by_name(name)?
+            .ok_or_else(|| ApiError::NotFound(name.to_owned()))
+    }
+
+    /// The lock that serialises lifecycle operations on one sandbox.
+    pub fn op_lock(&self, sandbox_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.op_locks
+            .lock()
+            .unwrap()
+            .entry(sandbox_id.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    pub fn forget(&self, sandbox_id: &str) {
+        self.op_locks.lock().unwrap().remove(sandbox_id);
+        if let Some(tx) = self.statuses.lock().unwrap().remove(sandbox_id) {
+            // Waiters see the sender go away and re-read the catalog.
+            drop(tx);
+        }
+    }
+
+    /// Publishes a status change to waiters.
+    pub fn publish_status(&self, sandbox_id: &str, status: SandboxStatus) {
+        let mut statuses = self.statuses.lock().unwrap();
+        match statuses.get(sandbox_id) {
+            Some(tx) => {
+                tx.send_replace(status);
+            }
+            None => {
+                statuses.insert(sandbox_id.to_owned(), watch::channel(status).0);
+            }
+        }
+    }
+
+    pub fn subscribe_status(
+        &self,
+        sandbox_id: &str,
+        current: SandboxStatus,
+    ) -> watch::Receiver<SandboxStatus> {
+        self.statuses
+            .lock()
+            .unwrap()
+            .entry(sandbox_id.to_owned())
+            .or_insert_with(|| watch::channel(current).0)
+            .subscribe()
+    }
+}

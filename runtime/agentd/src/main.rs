@@ -1,0 +1,98 @@
+//! `msb-agentd`: the static binary that runs as PID 1 inside every sandbox.
+//!
+//! It owns everything that happens on the guest side of the host ↔ agent protocol
+//! (`msb_protocol::agent`): it reads `ToAgent` frames from an inherited socket (fd
+//! `$MSB_AGENT_FD`, default 3), starts and feeds exec sessions (buffered, stream and PTY), relays
+//! their output and exit status, reaps every process in the sandbox (orphans included), forwards
+//! the signals it receives to the main workload, reports a heartbeat from its own OS thread and
+//! carries out `Shutdown`. The threads are: the main thread (frame reader and dispatcher, the only
+//! one that forks), the reaper (signalfd), the heartbeat, and per session one output pump and one
+//! stdin writer. Diagnostics go to stderr, prefixed `msb-agentd:`; stdout is never written.
+
+/// Writes one diagnostic line to stderr; never panics, even when stderr is gone.
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "msb-agentd: {}", format_args!($($arg)*));
+    }};
+}
+
+mod agent;
+mod channel;
+mod heartbeat;
+mod pty;
+mod pump;
+mod reaper;
+mod session;
+mod shutdown;
+mod spawn;
+mod sys;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use msb_protocol::agent::{FromAgent, ToAgent};
+use msb_protocol::{FrameError, PROTOCOL_VERSION};
+
+use crate::agent::Agent;
+
+/// Grace period used when the host disappears without sending `Shutdown`.
+const HOST_GONE_GRACE: Duration = Duration::from_millis(2000);
+
+fn main() {
+    if let Err(error) = run() {
+        log!("{error}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    sys::ensure_standard_fds();
+    let is_pid1 = nix::unistd::getpid().as_raw() == 1;
+    // Before any thread exists, so that every thread inherits the mask.
+    let signals = reaper::block_signals().map_err(|e| format!("blocking signals: {e}"))?;
+    if is_pid1 {
+        sys::bring_up_loopback();
+    } else if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        log!("cannot become a child subreaper ({e}); orphans will not be reported to us");
+    }
+    let (mut reader, writer) = channel::open_from_env().map_err(|e| e.to_string())?;
+    let agent = Arc::new(Agent::new(writer, is_pid1));
+
+    reaper::start(agent.clone(), &signals).map_err(|e| format!("starting the reaper: {e}"))?;
+    agent.writer.send(&FromAgent::Ready {
+        version: PROTOCOL_VERSION,
+    });
+    heartbeat::start(agent.clone()).map_err(|e| format!("starting the heartbeat: {e}"))?;
+
+    loop {
+        match msb_protocol::read_frame::<_, ToAgent>(&mut reader) {
+            Ok(Some(message)) => dispatch(&agent, message),
+            Ok(None) => {
+                log!("channel closed by the host; shutting down");
+                shutdown::run(&agent, HOST_GONE_GRACE);
+            }
+            // The whole body was consumed, so the stream is still in step: skip the frame.
+            Err(FrameError::Malformed(e)) => log!("ignoring a malformed frame: {e}"),
+            Err(e) => {
+                log!("channel unusable ({e}); shutting down");
+                shutdown::run(&agent, HOST_GONE_GRACE);
+            }
+        }
+    }
+}
+
+fn dispatch(agent: &Arc<Agent>, message: ToAgent) {
+    match message {
+        ToAgent::Exec { session, spec } => spawn::exec(agent, session, spec),
+        ToAgent::Stdin { session, data } => agent.stdin(session, data),
+        ToAgent::StdinEof { session } => agent.stdin_eof(session),
+        ToAgent::Resize {
+            session,
+            rows,
+            cols,
+        } => agent.resize(session, rows, cols),
+        ToAgent::Signal { session, signal } => agent.signal(session, signal),
+        ToAgent::Shutdown { grace_ms } => shutdown::run(agent, Duration::from_millis(grace_ms)),
+    }
+}

@@ -1,0 +1,134 @@
+//! The `namespace` isolation backend: runs `msb-agentd` as PID 1 of a sandbox made of Linux
+//! namespaces, cgroup limits, a seccomp filter, no_new_privs and reduced capabilities, using
+//! youki's `libcontainer`. Decisions and their reasons: `docs/adr/002-namespace-backend.md`.
+//!
+//! # Use
+//!
+//! ```no_run
+//! # fn demo(spec: msb_namespace::SandboxSpec) -> Result<(), msb_namespace::NamespaceError> {
+//! let sandbox = msb_namespace::Sandbox::start(spec)?; // PID 1 has exec'd msb-agentd
+//! let status = sandbox.wait()?;                       // blocks until PID 1 exits
+//! sandbox.destroy()?;                                 // cgroups and state gone
+//! # Ok(()) }
+//! ```
+//!
+//! # What the sandbox gets
+//!
+//! - Namespaces: mount, pid, network (only `lo`, brought **up** by msb before the agent runs),
+//!   ipc, uts (hostname set), cgroup; plus a user namespace mapping root to the caller's uid
+//!   when the caller is not root (never when it is).
+//! - `pivot_root` into the root ([`Root::Bind`] directory, or an overlay of a shared lower
+//!   directory). `/proc`, a minimal `/dev` (null, zero, full, random, urandom, tty, ptmx,
+//!   `devpts` with `newinstance`, `shm`), read-only `/sys`, tmpfs `/tmp`, the runtime directory
+//!   read-write at `/.msb`, the agent read-only at `/.msb/bin/msb-agentd`, the caller's binds.
+//! - PID 1's argv is `["/.msb/bin/msb-agentd"]` (see [`SandboxSpec::agent_argv`]), its env
+//!   `PATH`, `HOME=/root`, `MSB_AGENT_FD=3`; fd 3 is [`SandboxSpec::agent_fd`]; fds 0 (null),
+//!   1 and 2 ([`SandboxSpec::stdio_log`]) are the only others; nothing else of the caller
+//!   survives the exec.
+//! - no_new_privs, the capabilities in [`CAPABILITIES`], the seccomp filter in [`seccomp`],
+//!   cgroup limits from [`Limits`], applied by libcontainer in `<hierarchy>/msb/<id>` in every
+//!   hierarchy, v1 or v2, wherever each controller is attached ([`Sandbox::cgroup`],
+//!   [`host_cgroups`]).
+//!
+//! # What the caller must know
+//!
+//! - [`Sandbox::start`] may be called from a multi-threaded process (e.g. under tokio; call it
+//!   from a blocking thread, it blocks for the few milliseconds PID 1 takes to exec). It forks
+//!   a short-lived *launcher* (glibc `fork`, so malloc stays usable in the child) and runs
+//!   libcontainer there, so libcontainer's process-wide changes (dumpable flag, namespaces,
+//!   fds) never touch the caller. The launcher avoids locks other threads may have held at the
+//!   fork: it logs through its own lock-free `tracing` subscriber (errors only, to fd 2; in PID 1
+//!   that is the stdio log) and never writes `std::env`. What remains for the caller: do not
+//!   call `std::env::set_var`/`remove_var` while a `start` may run, and have no `LISTEN_FDS`
+//!   in the environment (`start` refuses, since libcontainer would pass those fds on).
+//! - `start` sets `PR_SET_CHILD_SUBREAPER` on the calling process (process-wide, permanent):
+//!   PID 1 is created by the launcher and reparented to the caller when the launcher exits, so
+//!   the caller can `waitpid` it ([`Sandbox::wait`] does). The caller must not set `SIGCHLD` to
+//!   `SIG_IGN` and must not reap unknown children with `waitpid(-1)`.
+//! - The caller's fd 3 is not touched (the launcher moves the agent socket there in its own fd
+//!   table). Create the agent socket `SOCK_CLOEXEC`, as every fd of the caller should be.
+//! - The caller must be root for an overlay root; non-root callers get a user namespace and
+//!   need delegated cgroups (not exercised on the development host, which runs as root).
+
+mod cgroups;
+mod error;
+mod launch;
+mod launch_log;
+mod sandbox;
+pub mod seccomp;
+mod spec;
+mod sys;
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+pub use cgroups::{
+    host_cgroups, remove_leftovers, Attachment, CgroupMode, CgroupPaths, CgroupReport,
+    CgroupVersion, Controller, ControllerDir, ControllerReport, Hierarchy, CPU_PERIOD_US,
+    MEMORY_BYTES_MIN, PIDS_MAX_MIN,
+};
+pub use error::NamespaceError;
+pub use sandbox::{ExitStatus, Sandbox};
+pub use spec::{
+    capability_mask, AGENT_FD, AGENT_GUEST_PATH, CAPABILITIES, GUEST_PATH_ENV, RUNTIME_GUEST_DIR,
+};
+
+/// A host path bind-mounted into the sandbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindMount {
+    pub host: PathBuf,
+    pub guest: PathBuf,
+    pub readonly: bool,
+}
+
+/// Resource limits, applied through cgroups before PID 1 runs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Limits {
+    /// CPU quota in cores (CFS quota per 100 ms period); below 0.01 counts as 0.01.
+    pub cpus: Option<f64>,
+    /// Memory limit (v1 `memory.limit_in_bytes`, v2 `memory.max`). At least 4 MiB.
+    pub memory_bytes: Option<u64>,
+    /// Maximum number of tasks. At least 3 (the start sequence needs two briefly).
+    pub pids_max: Option<u64>,
+}
+
+/// The sandbox's root filesystem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Root {
+    /// A host directory used directly as the root (read-write), like microsandbox's
+    /// `RootfsSource::Bind`.
+    Bind(PathBuf),
+    /// A read-only lower directory (shared by many sandboxes) under an overlayfs whose upper and
+    /// work directories are given. The overlay is mounted in the launcher's private mount
+    /// namespace, so it never appears on the host and disappears with the sandbox.
+    Overlay {
+        lower: PathBuf,
+        upper: PathBuf,
+        work: PathBuf,
+    },
+}
+
+/// Everything needed to start one sandbox.
+#[derive(Debug)]
+pub struct SandboxSpec {
+    /// Unique, `[a-z0-9-]`, at most 64 bytes; names the cgroups (`msb-<id>`) and state.
+    pub id: String,
+    pub hostname: String,
+    pub root: Root,
+    /// Host directory bind-mounted read-write at `/.msb`.
+    pub runtime_dir: PathBuf,
+    /// Host file bind-mounted read-only at `/.msb/bin/msb-agentd`; PID 1 executes it.
+    pub agent_binary: PathBuf,
+    /// PID 1's argv, `argv[0]` included; `None` means `["/.msb/bin/msb-agentd"]`. The program
+    /// executed is always the agent binary; tests use this to run busybox (which dispatches on
+    /// `argv[0]`) as the agent.
+    pub agent_argv: Option<Vec<String>>,
+    /// Arrives in PID 1 as fd 3 (`MSB_AGENT_FD=3`).
+    pub agent_fd: OwnedFd,
+    pub mounts: Vec<BindMount>,
+    pub limits: Limits,
+    /// Existing per-sandbox host directory for libcontainer state and the OCI bundle.
+    pub state_dir: PathBuf,
+    /// File receiving PID 1's stdout and stderr (appended); `None` means `/dev/null`.
+    pub stdio_log: Option<PathBuf>,
+}

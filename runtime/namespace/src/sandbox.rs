@@ -1,0 +1,304 @@
+//! The sandbox handle: start, wait, kill, destroy.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::cgroups::{self, CgroupPaths, HostCgroups};
+use crate::error::NamespaceError;
+use crate::launch::{self, LaunchFds, Layout, Plan};
+use crate::{spec, sys, Root, SandboxSpec};
+
+/// How PID 1 ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    Exited(i32),
+    /// Killed by this signal number.
+    Signaled(i32),
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Exited(code) => write!(f, "exit code {code}"),
+            ExitStatus::Signaled(signal) => write!(f, "signal {signal}"),
+        }
+    }
+}
+
+pub(crate) fn exit_status(status: WaitStatus) -> ExitStatus {
+    match status {
+        WaitStatus::Signaled(_, signal, _) => ExitStatus::Signaled(signal as i32),
+        WaitStatus::Exited(_, code) => ExitStatus::Exited(code),
+        // Stops and continues are not reported without WUNTRACED/WCONTINUED.
+        _ => ExitStatus::Exited(-1),
+    }
+}
+
+/// A running (or exited, not yet destroyed) namespace sandbox. `Send + Sync`: `wait` may block
+/// in one thread while another calls `kill`.
+#[derive(Debug)]
+pub struct Sandbox {
+    id: String,
+    pid: i32,
+    /// Signals go through a pidfd, so they can never hit a process that reused the pid.
+    pidfd: OwnedFd,
+    cgroups: CgroupPaths,
+    layout: Layout,
+    /// Set once PID 1 has been reaped.
+    exit: Mutex<Option<ExitStatus>>,
+}
+
+impl Sandbox {
+    /// Starts the sandbox; returns once PID 1 has exec'd the agent. On error nothing is left
+    /// behind (cgroups and state removed).
+    pub fn start(spec: SandboxSpec) -> Result<Sandbox, NamespaceError> {
+        let unprivileged = !nix::unistd::geteuid().is_root();
+        validate(&spec, unprivileged).map_err(|reason| NamespaceError::InvalidSpec {
+            id: spec.id.clone(),
+            reason,
+        })?;
+        if std::env::var_os("LISTEN_FDS").is_some() {
+            // libcontainer would hand that many more of the caller's fds to PID 1.
+            return Err(NamespaceError::InvalidSpec {
+                id: spec.id.clone(),
+                reason:
+                    "the caller's environment has LISTEN_FDS; unset it before starting sandboxes"
+                        .into(),
+            });
+        }
+        let host = HostCgroups::read().map_err(NamespaceError::HostCgroups)?;
+        let cgroups = cgroups::plan(&host, &spec.id);
+        check_limits_placeable(&spec, &cgroups)?;
+        let layout = Layout::new(&spec.state_dir);
+
+        let rootfs = match &spec.root {
+            Root::Bind(dir) => dir.clone(),
+            Root::Overlay { .. } => layout.rootfs.clone(),
+        };
+        let identity = unprivileged.then(|| {
+            (
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            )
+        });
+        let config = spec::oci_config(
+            &spec,
+            &spec::Host {
+                rootfs: &rootfs,
+                cgroups_path: cgroups::cgroups_path(&spec.id),
+                unprivileged: identity,
+            },
+        );
+
+        write_layout(&layout, &config)?;
+        let fds = match LaunchFds::open(spec.stdio_log.as_deref()) {
+            Ok(fds) => fds,
+            Err(e) => {
+                let _ = remove_layout(&layout);
+                return Err(e);
+            }
+        };
+        let plan = Plan {
+            spec: &spec,
+            layout: &layout,
+            unprivileged,
+        };
+        let started = launch::launch(&plan, fds).and_then(|pid| {
+            Ok((
+                pid,
+                sys::pidfd_open(pid).map_err(|e| NamespaceError::sys("pidfd_open", e))?,
+            ))
+        });
+        match started {
+            Ok((pid, pidfd)) => {
+                tracing::debug!(id = %spec.id, pid, "namespace sandbox started");
+                Ok(Sandbox {
+                    id: spec.id,
+                    pid,
+                    pidfd,
+                    cgroups,
+                    layout,
+                    exit: Mutex::new(None),
+                })
+            }
+            Err(e) => {
+                let _ = cgroups::remove(&cgroups, Duration::from_secs(2));
+                let _ = remove_layout(&layout);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Host pid of PID 1.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Where each controller's directory for this sandbox is.
+    pub fn cgroup(&self) -> &CgroupPaths {
+        &self.cgroups
+    }
+
+    /// Blocks until PID 1 exits and reaps it. Later calls return the same status.
+    pub fn wait(&self) -> Result<ExitStatus, NamespaceError> {
+        let mut exit = self.exit.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(status) = *exit {
+            return Ok(status);
+        }
+        let status = loop {
+            match waitpid(Pid::from_raw(self.pid), None) {
+                Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                    break exit_status(status)
+                }
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(NamespaceError::sys("waitpid PID 1", e)),
+            }
+        };
+        *exit = Some(status);
+        Ok(status)
+    }
+
+    /// Sends SIGKILL to PID 1, which takes every process of the sandbox's pid namespace with it.
+    /// Succeeds if PID 1 is already gone.
+    pub fn kill(&self) -> Result<(), NamespaceError> {
+        match sys::pidfd_send_signal(&self.pidfd, libc::SIGKILL) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            Err(e) => Err(NamespaceError::sys("pidfd_send_signal SIGKILL", e)),
+        }
+    }
+
+    /// Kills PID 1 if it still runs, reaps it, and removes the sandbox's cgroups and state
+    /// (bundle, libcontainer state, overlay mount point; the root, upper, runtime and state
+    /// directories themselves belong to the caller). Idempotent: call again after an error.
+    /// The error names everything that is still there. Nothing is mounted on the host, so there
+    /// is nothing to unmount.
+    pub fn destroy(&self) -> Result<(), NamespaceError> {
+        let mut remaining = Vec::new();
+        if let Err(e) = self.kill() {
+            remaining.push(format!("PID 1 {} ({e})", self.pid));
+        } else if let Err(e) = self.wait() {
+            // ECHILD: someone else reaped it; its cgroups still empty out.
+            tracing::debug!(id = %self.id, error = %e, "PID 1 not reaped by destroy");
+        }
+        for (path, e) in cgroups::remove(&self.cgroups, Duration::from_secs(2)) {
+            remaining.push(format!("cgroup {} ({e})", path.display()));
+        }
+        remaining.extend(remove_layout(&self.layout));
+        if remaining.is_empty() {
+            Ok(())
+        } else {
+            Err(NamespaceError::Destroy {
+                id: self.id.clone(),
+                remaining,
+            })
+        }
+    }
+}
+
+/// Checks the spec (pure but for `unprivileged`).
+pub(crate) fn validate(spec: &SandboxSpec, unprivileged: bool) -> Result<(), String> {
+    let id_ok = !spec.id.is_empty()
+        && spec.id.len() <= 64
+        && spec
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !id_ok {
+        return Err("id must be 1-64 characters of [a-z0-9-]".into());
+    }
+    if spec.hostname.is_empty() || spec.hostname.len() > 64 {
+        return Err("hostname must be 1-64 bytes".into());
+    }
+    let mut paths: Vec<&Path> = vec![&spec.runtime_dir, &spec.agent_binary, &spec.state_dir];
+    match &spec.root {
+        Root::Bind(dir) => paths.push(dir),
+        Root::Overlay { lower, upper, work } => {
+            if unprivileged {
+                return Err("an overlay root needs a root caller".into());
+            }
+            for dir in [lower, upper, work] {
+                let text = dir.to_string_lossy();
+                if text.contains(',') || text.contains(':') {
+                    return Err(format!("overlay path {text} contains ',' or ':'"));
+                }
+                paths.push(dir);
+            }
+        }
+    }
+    for mount in &spec.mounts {
+        paths.push(&mount.host);
+        paths.push(&mount.guest);
+    }
+    if let Some(path) = paths.iter().find(|p| !p.is_absolute()) {
+        return Err(format!("{} is not an absolute path", path.display()));
+    }
+    if spec.agent_argv.as_ref().is_some_and(|argv| argv.is_empty()) {
+        return Err("agent_argv must not be empty".into());
+    }
+    cgroups::validate_limits(&spec.limits)
+}
+
+/// A requested limit needs its controller.
+fn check_limits_placeable(spec: &SandboxSpec, paths: &CgroupPaths) -> Result<(), NamespaceError> {
+    let limits = &spec.limits;
+    let missing = [
+        (limits.cpus.is_some() && paths.cpu.is_none(), "cpu"),
+        (
+            limits.memory_bytes.is_some() && paths.memory.is_none(),
+            "memory",
+        ),
+        (limits.pids_max.is_some() && paths.pids.is_none(), "pids"),
+    ];
+    match missing.iter().find(|(missing, _)| *missing) {
+        Some((_, controller)) => Err(NamespaceError::InvalidSpec {
+            id: spec.id.clone(),
+            reason: format!(
+                "a {controller} limit was requested but the host offers no {controller} controller"
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn write_layout(layout: &Layout, config: &serde_json::Value) -> Result<(), NamespaceError> {
+    for dir in [&layout.bundle, &layout.containers, &layout.rootfs] {
+        std::fs::create_dir_all(dir).map_err(|e| NamespaceError::io("create", dir.clone(), e))?;
+    }
+    let file = layout.bundle.join("config.json");
+    let text = serde_json::to_vec_pretty(config)
+        .map_err(|e| NamespaceError::io("serialize", file.clone(), std::io::Error::other(e)))?;
+    std::fs::write(&file, text).map_err(|e| NamespaceError::io("write", file, e))
+}
+
+/// Removes what `write_layout` and libcontainer created; returns what is left.
+fn remove_layout(layout: &Layout) -> Vec<String> {
+    let mut remaining = Vec::new();
+    for dir in [&layout.bundle, &layout.containers] {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => remaining.push(format!("{} ({e})", dir.display())),
+        }
+    }
+    // Only an empty mount point is removed; a non-empty one would be a caller's directory.
+    match std::fs::remove_dir(&layout.rootfs) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => remaining.push(format!("{} ({e})", layout.rootfs.display())),
+    }
+    remaining
+}
+
+#[cfg(test)]
+#[path = "sandbox_tests.rs"]
+mod tests;

@@ -1,0 +1,60 @@
+//! Isolation backends, behind one small trait the supervisor drives.
+//!
+//! Only `namespace` exists so far; `microvm` (msb_krun) will implement the same trait.
+
+mod namespace;
+
+use std::os::fd::OwnedFd;
+
+/// Host cgroup facts, for `msb doctor`.
+pub use msb_namespace::{host_cgroups, CgroupMode, CgroupReport, CgroupVersion};
+
+use crate::config::SupervisorConfig;
+
+/// A started sandbox whose PID 1 is the agent.
+pub trait Backend: Send + Sync {
+    /// Host pid of the sandbox's PID 1.
+    fn init_pid(&self) -> i32;
+    /// Blocks until PID 1 has exited (and is reaped).
+    fn wait_exit(&self);
+    /// Ends the sandbox at once (SIGKILL to PID 1, which takes its pid namespace with it).
+    fn kill(&self);
+    /// Releases everything the sandbox held on the host (cgroups, mounts, state). Call after
+    /// PID 1 has exited.
+    fn destroy(&self) -> Result<(), String>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Namespace(#[from] msb_namespace::NamespaceError),
+    #[error("preparing {path}: {source}")]
+    Prepare {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Starts the sandbox with `agent_fd` as the agent's end of its channel.
+pub fn start(
+    config: &SupervisorConfig,
+    agent_fd: OwnedFd,
+) -> Result<Box<dyn Backend>, BackendError> {
+    namespace::start(config, agent_fd).map(|s| Box::new(s) as Box<dyn Backend>)
+}
+
+/// Releases what a sandbox whose supervisor died still holds on the host: its processes (the
+/// agent and the workload, orphaned) and its cgroups. Safe to call when nothing is left.
+pub fn clean_up_after_crash(sandbox_id: &str) -> Result<(), String> {
+    let left = msb_namespace::remove_leftovers(sandbox_id, std::time::Duration::from_secs(3))
+        .map_err(|e| format!("reading the host's cgroups: {e}"))?;
+    if left.is_empty() {
+        Ok(())
+    } else {
+        let dirs: Vec<String> = left
+            .iter()
+            .map(|(dir, e)| format!("{}: {e}", dir.display()))
+            .collect();
+        Err(format!("cgroups left behind: {}", dirs.join(", ")))
+    }
+}

@@ -1,0 +1,100 @@
+//! Where everything lives under `MSB_HOME`.
+
+use std::path::{Path, PathBuf};
+
+/// The root of one msb installation's state; one `msbd` per home.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MsbHome {
+    root: PathBuf,
+}
+
+impl MsbHome {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// `$MSB_HOME`, else `~/.msb`.
+    pub fn from_env() -> Self {
+        if let Some(home) = std::env::var_os("MSB_HOME").filter(|v| !v.is_empty()) {
+            return Self::new(home);
+        }
+        let user_home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+        Self::new(Path::new(&user_home).join(".msb"))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("msbd.sock")
+    }
+    pub fn pid_file(&self) -> PathBuf {
+        self.root.join("msbd.pid")
+    }
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("msbd.lock")
+    }
+    pub fn daemon_log(&self) -> PathBuf {
+        self.root.join("msbd.log")
+    }
+    pub fn database(&self) -> PathBuf {
+        self.root.join("msb.duckdb")
+    }
+    /// The default root's read-only lower directory.
+    pub fn default_rootfs(&self) -> PathBuf {
+        self.root.join("images").join("busybox").join("rootfs")
+    }
+    pub fn sandboxes(&self) -> PathBuf {
+        self.root.join("sandboxes")
+    }
+    pub fn sandbox(&self, id: &str) -> SandboxDir {
+        SandboxDir {
+            root: self.sandboxes().join(id),
+        }
+    }
+}
+
+/// `$MSB_HOME/sandboxes/<id>`: everything one sandbox owns on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxDir {
+    root: PathBuf,
+}
+
+impl SandboxDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// The supervisor's socket (exec and attach sessions, control, watch).
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("supervisor.sock")
+    }
+    /// The current run's record, written by the supervisor (see `run_record`).
+    pub fn run_record(&self) -> PathBuf {
+        self.root.join("run.json")
+    }
+    /// Workload and exec output, JSON Lines (see `logs`).
+    pub fn output_log(&self) -> PathBuf {
+        self.root.join("output.jsonl")
+    }
+    /// The supervisor's and the agent's own diagnostics.
+    pub fn supervisor_log(&self) -> PathBuf {
+        self.root.join("supervisor.log")
+    }
+    /// Mounted at `/.msb` in the sandbox.
+    pub fn runtime(&self) -> PathBuf {
+        self.root.join("runtime")
+    }
+    pub fn upper(&self) -> PathBuf {
+        self.root.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.root.join("work")
+    }
+    /// Backend state (OCI bundle, container state).
+    pub fn backend_state(&self) -> PathBuf {
+        self.root.join("backend")
+    }
+}

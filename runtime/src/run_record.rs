@@ -1,0 +1,97 @@
+//! The run record: the supervisor's account of the current run, in `<sandbox>/run.json`.
+//!
+//! The supervisor writes it (atomically, by rename) at every phase change; msbd reads it when
+//! the supervisor rings (watch connection) and when it reattaches after a restart. It is the
+//! only state that crosses the msbd/supervisor boundary outside the socket, so a restarted msbd
+//! learns everything it missed from it.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::lifecycle::TerminationReason;
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunPhase {
+    /// Supervisor up, sandbox being built, agent not ready yet.
+    Starting,
+    /// Agent ready, workload started.
+    Running,
+    /// Stop in progress.
+    Draining,
+    /// The run is over; `reason` says why. The supervisor exits right after writing this.
+    Exited,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub supervisor_pid: i32,
+    pub supervisor_start_ticks: Option<u64>,
+    /// Host pid of the sandbox's PID 1 (the agent).
+    pub init_pid: Option<i32>,
+    /// Pid of the workload inside the sandbox's pid namespace.
+    pub workload_pid: Option<u32>,
+    pub phase: RunPhase,
+    pub started_at_ms: u64,
+    pub ended_at_ms: Option<u64>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub reason: Option<TerminationReason>,
+    /// Why the run failed, when the runtime (not the workload) failed it.
+    pub error: Option<String>,
+}
+
+impl RunRecord {
+    pub fn read(path: &Path) -> std::io::Result<RunRecord> {
+        let bytes = std::fs::read(path)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+
+    /// Writes to a temporary file and renames it over `path`, so readers never see half a record.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&serde_json::to_vec_pretty(self).expect("record serialises"))?;
+        file.sync_data()?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_then_read_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.json");
+        let record = RunRecord {
+            run_id: "r1".into(),
+            supervisor_pid: 42,
+            supervisor_start_ticks: Some(7),
+            init_pid: Some(43),
+            workload_pid: Some(2),
+            phase: RunPhase::Exited,
+            started_at_ms: 1,
+            ended_at_ms: Some(2),
+            exit_code: Some(3),
+            signal: None,
+            reason: Some(TerminationReason::Failed),
+            error: None,
+        };
+        record.write(&path).unwrap();
+        assert_eq!(RunRecord::read(&path).unwrap(), record);
+        assert!(!path.with_extension("json.tmp").exists());
+    }
+}

@@ -1,0 +1,359 @@
+//! One run, from building the sandbox to recording its end.
+
+use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream as StdUnixStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use msb_protocol::agent::{ToAgent, MAIN_SESSION};
+use msb_protocol::{ExecSpec, ExitStatus};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep, timeout};
+
+use super::state::{MainOutcome, Shared, StopRequest};
+use super::{agent, clients};
+use crate::backend::{self, Backend};
+use crate::config::SupervisorConfig;
+use crate::lifecycle::TerminationReason;
+use crate::paths::SandboxDir;
+use crate::process::own_start_ticks;
+use crate::run_record::{now_ms, RunPhase, RunRecord};
+
+/// How long the agent has to say `Ready` after the sandbox starts.
+const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a foreground run waits for its client to attach before starting anyway.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Grace given to leftover processes once the workload has exited by itself.
+const AFTER_EXIT_GRACE_MS: u64 = 1_000;
+/// Grace for `--max-duration` and `--idle-timeout` stops.
+const TIMER_STOP_GRACE_MS: u64 = 10_000;
+
+/// Runs the sandbox described by `config` until its run ends. Returns the process exit code.
+pub fn run_supervisor(config: SupervisorConfig) -> i32 {
+    // Own session: msbd's death or a signal to its process group must not reach us.
+    let _ = nix::unistd::setsid();
+    let dir = SandboxDir::new(config.sandbox_dir.clone());
+    let mut record = RunRecord {
+        run_id: config.run_id.clone(),
+        supervisor_pid: std::process::id() as i32,
+        supervisor_start_ticks: own_start_ticks(),
+        init_pid: None,
+        workload_pid: None,
+        phase: RunPhase::Starting,
+        started_at_ms: now_ms(),
+        ended_at_ms: None,
+        exit_code: None,
+        signal: None,
+        reason: None,
+        error: None,
+    };
+    let fail = |mut record: RunRecord, error: String| {
+        tracing::error!("{error}");
+        record.phase = RunPhase::Exited;
+        record.ended_at_ms = Some(now_ms());
+        record.reason = Some(TerminationReason::InternalError);
+        record.error = Some(error);
+        let _ = record.write(&dir.run_record());
+        let _ = std::fs::remove_file(dir.socket());
+        1
+    };
+    if let Err(e) = record.write(&dir.run_record()) {
+        return fail(record, format!("writing the run record: {e}"));
+    }
+    let _ = std::fs::remove_file(dir.socket());
+    let listener = match StdUnixListener::bind(dir.socket()) {
+        Ok(l) => l,
+        Err(e) => return fail(record, format!("binding {}: {e}", dir.socket().display())),
+    };
+    let (host_end, agent_end) = match StdUnixStream::pair() {
+        Ok(pair) => pair,
+        Err(e) => return fail(record, format!("creating the agent channel: {e}")),
+    };
+    let sandbox = match backend::start(&config, agent_end.into()) {
+        Ok(sandbox) => sandbox,
+        Err(e) => return fail(record, format!("starting the sandbox: {e}")),
+    };
+    record.init_pid = Some(sandbox.init_pid());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            sandbox.kill();
+            sandbox.wait_exit();
+            let _ = sandbox.destroy();
+            return fail(record, format!("starting the async runtime: {e}"));
+        }
+    };
+    runtime.block_on(supervise(
+        config,
+        record,
+        listener,
+        host_end,
+        Arc::from(sandbox),
+    ))
+}
+
+/// Which event ended the running phase.
+enum Ending {
+    WorkloadDone,
+    Stop(StopRequest),
+    InitGone(&'static str),
+}
+
+async fn supervise(
+    config: SupervisorConfig,
+    record: RunRecord,
+    listener: StdUnixListener,
+    host_end: StdUnixStream,
+    sandbox: Arc<dyn Backend>,
+) -> i32 {
+    let (to_agent_tx, to_agent_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared::new(config, record.clone(), to_agent_tx));
+    shared.update_record(|_| {});
+
+    let (reader, writer) = match host_end
+        .set_nonblocking(true)
+        .and_then(|_| UnixStream::from_std(host_end))
+    {
+        Ok(stream) => stream.into_split(),
+        Err(e) => return abort(&shared, &sandbox, format!("agent channel: {e}")).await,
+    };
+    tokio::spawn(agent::write_loop(writer, to_agent_rx));
+    let mut agent_reader = tokio::spawn(agent::read_loop(shared.clone(), reader));
+    match listener
+        .set_nonblocking(true)
+        .and_then(|_| UnixListener::from_std(listener))
+    {
+        Ok(listener) => {
+            tokio::spawn(clients::accept_loop(shared.clone(), listener));
+        }
+        Err(e) => return abort(&shared, &sandbox, format!("supervisor socket: {e}")).await,
+    }
+    let (init_exit_tx, mut init_exit) = watch::channel(false);
+    let waiter = sandbox.clone();
+    tokio::task::spawn_blocking(move || {
+        waiter.wait_exit();
+        let _ = init_exit_tx.send(true);
+    });
+    let mut stop = shared.stop.subscribe();
+
+    // 1. The agent comes up.
+    let ending = tokio::select! {
+        _ = shared.agent_ready.notified() => None,
+        _ = sleep(AGENT_READY_TIMEOUT) => {
+            shared.request_stop(StopRequest { reason: TerminationReason::AgentUnresponsive, grace_ms: 0 });
+            Some(Ending::Stop(StopRequest { reason: TerminationReason::AgentUnresponsive, grace_ms: 0 }))
+        }
+        _ = init_exit.wait_for(|gone| *gone) => Some(Ending::InitGone("the sandbox's init exited before the agent was ready")),
+        request = stop.wait_for(Option::is_some) => Some(Ending::Stop(request.map(|r| r.unwrap()).unwrap_or(StopRequest { reason: TerminationReason::ShutdownRequested, grace_ms: 0 }))),
+    };
+
+    let ending = match ending {
+        Some(ending) => ending,
+        None => start_and_run(&shared, &mut init_exit, &mut agent_reader).await,
+    };
+    shut_down(&shared, &sandbox, &mut init_exit, &ending).await;
+    finish(&shared, &sandbox, ending).await
+}
+
+async fn start_and_run(
+    shared: &Arc<Shared>,
+    init_exit: &mut watch::Receiver<bool>,
+    agent_reader: &mut tokio::task::JoinHandle<()>,
+) -> Ending {
+    let mut stop = shared.stop.subscribe();
+    // 2. A foreground run waits for its client so no output is lost.
+    if shared.config.wait_for_attach {
+        tokio::select! {
+            _ = shared.first_attach.notified() => {}
+            _ = sleep(ATTACH_TIMEOUT) => tracing::warn!("no client attached within {ATTACH_TIMEOUT:?}; starting anyway"),
+        }
+    }
+    // 3. The workload starts.
+    let config = &shared.config.config;
+    let spec = ExecSpec {
+        argv: config.effective_command(),
+        env: config.env.clone(),
+        workdir: config.workdir.clone(),
+        mode: shared.config.main_mode,
+    };
+    let _ = shared.to_agent.send(ToAgent::Exec {
+        session: MAIN_SESSION,
+        spec,
+    });
+    let mut started = shared.main_started.subscribe();
+    let start = tokio::select! {
+        result = started.wait_for(Option::is_some) => result.ok().and_then(|r| r.clone()),
+        _ = init_exit.wait_for(|gone| *gone) => return Ending::InitGone("the sandbox's init exited while starting the workload"),
+        request = stop.wait_for(Option::is_some) => return Ending::Stop(request.ok().and_then(|r| *r).expect("stop set")),
+    };
+    match start {
+        Some(Ok(pid)) => shared.update_record(|r| {
+            r.phase = RunPhase::Running;
+            r.workload_pid = Some(pid);
+        }),
+        _ => return Ending::WorkloadDone,
+    }
+    spawn_timers(shared.clone());
+
+    // 4. Running, until one of these.
+    let mut outcome = shared.main_outcome.subscribe();
+    tokio::select! {
+        _ = outcome.wait_for(Option::is_some) => Ending::WorkloadDone,
+        request = stop.wait_for(Option::is_some) => Ending::Stop(request.ok().and_then(|r| *r).expect("stop set")),
+        _ = init_exit.wait_for(|gone| *gone) => Ending::InitGone("the sandbox's init exited unexpectedly"),
+        _ = agent_reader => Ending::InitGone("the agent channel closed unexpectedly"),
+    }
+}
+
+fn spawn_timers(shared: Arc<Shared>) {
+    if let Some(secs) = shared.config.config.max_duration_secs {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            sleep(Duration::from_secs(secs)).await;
+            tracing::info!("max duration of {secs} s reached");
+            shared.request_stop(StopRequest {
+                reason: TerminationReason::MaxDurationExceeded,
+                grace_ms: TIMER_STOP_GRACE_MS,
+            });
+        });
+    }
+    if let Some(secs) = shared.config.config.idle_timeout_secs {
+        tokio::spawn(async move {
+            shared.touch_activity();
+            let limit = Duration::from_secs(secs);
+            loop {
+                sleep(Duration::from_millis(250)).await;
+                if !shared.sessions.lock().unwrap().is_empty() {
+                    shared.touch_activity();
+                }
+                if shared.last_activity.lock().unwrap().elapsed() >= limit {
+                    tracing::info!("no agent activity for {secs} s");
+                    shared.request_stop(StopRequest {
+                        reason: TerminationReason::IdleTimeout,
+                        grace_ms: TIMER_STOP_GRACE_MS,
+                    });
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Takes the sandbox down: graceful through the agent when there is time, by SIGKILL otherwise.
+async fn shut_down(
+    shared: &Shared,
+    sandbox: &Arc<dyn Backend>,
+    init_exit: &mut watch::Receiver<bool>,
+    ending: &Ending,
+) {
+    let grace_ms = match ending {
+        Ending::Stop(request) => {
+            shared.update_record(|r| r.phase = RunPhase::Draining);
+            request.grace_ms
+        }
+        Ending::WorkloadDone => AFTER_EXIT_GRACE_MS,
+        Ending::InitGone(_) => 0,
+    };
+    if grace_ms > 0 && !*init_exit.borrow() {
+        let _ = shared.to_agent.send(ToAgent::Shutdown { grace_ms });
+        let limit = Duration::from_millis(grace_ms) + Duration::from_secs(2);
+        if timeout(limit, init_exit.wait_for(|gone| *gone))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tracing::warn!("sandbox still up {limit:?} after shutdown was requested; killing it");
+    }
+    sandbox.kill();
+    if timeout(Duration::from_secs(10), init_exit.wait_for(|gone| *gone))
+        .await
+        .is_err()
+    {
+        tracing::error!("sandbox init did not exit after SIGKILL");
+    }
+}
+
+async fn finish(shared: &Shared, sandbox: &Arc<dyn Backend>, ending: Ending) -> i32 {
+    let outcome = shared.main_outcome.borrow().clone();
+    let (mut exit_code, mut signal, mut error) = (None, None, None);
+    match &outcome {
+        Some(MainOutcome::Exited(ExitStatus { code, signal: sig })) => {
+            exit_code = *code;
+            signal = *sig;
+        }
+        Some(MainOutcome::Failed {
+            exit_code: code,
+            message,
+        }) => {
+            exit_code = Some(*code);
+            error = Some(message.clone());
+        }
+        None => {}
+    }
+    let reason = match (&ending, &outcome) {
+        (Ending::Stop(request), _) => {
+            if request.reason == TerminationReason::Signal && outcome.is_none() {
+                signal = Some(libc::SIGKILL);
+            }
+            request.reason
+        }
+        (_, Some(MainOutcome::Exited(status))) => match (status.code, status.signal) {
+            (Some(0), _) => TerminationReason::Completed,
+            (Some(_), _) => TerminationReason::Failed,
+            _ => TerminationReason::Signal,
+        },
+        (_, Some(MainOutcome::Failed { .. })) => TerminationReason::Failed,
+        (Ending::InitGone(why), None) => {
+            error = Some((*why).to_owned());
+            TerminationReason::InternalError
+        }
+        (Ending::WorkloadDone, None) => TerminationReason::InternalError,
+    };
+    if let Err(e) = sandbox.destroy() {
+        tracing::error!("cleaning up the sandbox: {e}");
+    }
+    shared.update_record(|r| {
+        r.phase = RunPhase::Exited;
+        r.ended_at_ms = Some(now_ms());
+        r.exit_code = exit_code;
+        r.signal = signal;
+        r.reason = Some(reason);
+        r.error = error;
+    });
+    shared.finished.send_replace(true);
+    // Sessions whose process never reported an end get none now: closing their queues ends
+    // them once what is queued is written. Wait (bounded) until every reply has gone out.
+    shared.sessions.lock().unwrap().clear();
+    shared.main_followers.lock().unwrap().clear();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while shared
+        .open_connections
+        .load(std::sync::atomic::Ordering::SeqCst)
+        > 0
+        && tokio::time::Instant::now() < deadline
+    {
+        sleep(Duration::from_millis(5)).await;
+    }
+    let _ = std::fs::remove_file(shared.dir.socket());
+    0
+}
+
+async fn abort(shared: &Shared, sandbox: &Arc<dyn Backend>, error: String) -> i32 {
+    tracing::error!("{error}");
+    sandbox.kill();
+    sandbox.wait_exit();
+    let _ = sandbox.destroy();
+    shared.update_record(|r| {
+        r.phase = RunPhase::Exited;
+        r.ended_at_ms = Some(now_ms());
+        r.reason = Some(TerminationReason::InternalError);
+        r.error = Some(error);
+    });
+    let _ = std::fs::remove_file(shared.dir.socket());
+    1
+}

@@ -1,0 +1,167 @@
+//! What the supervisor's tasks share.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use msb_protocol::agent::{Heartbeat, SessionId, ToAgent};
+use msb_protocol::session::ClientEvent;
+use msb_protocol::{ExitStatus, Stream};
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::config::SupervisorConfig;
+use crate::lifecycle::TerminationReason;
+use crate::logs::{LogEntry, LogWriter};
+use crate::paths::SandboxDir;
+use crate::run_record::{now_ms, RunPhase, RunRecord};
+
+/// Why the supervisor is taking the sandbox down (first request wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopRequest {
+    pub reason: TerminationReason,
+    /// How long the workload gets between SIGTERM and SIGKILL; 0 kills at once.
+    pub grace_ms: u64,
+}
+
+/// How the main workload's session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MainOutcome {
+    Exited(ExitStatus),
+    Failed { exit_code: i32, message: String },
+}
+
+pub struct Shared {
+    pub config: SupervisorConfig,
+    pub dir: SandboxDir,
+    pub record: Mutex<RunRecord>,
+    pub to_agent: mpsc::UnboundedSender<ToAgent>,
+    /// Exec sessions: where their events go.
+    pub sessions: Mutex<HashMap<SessionId, mpsc::UnboundedSender<ClientEvent>>>,
+    /// Attached followers of the main workload.
+    pub main_followers: Mutex<Vec<mpsc::UnboundedSender<ClientEvent>>>,
+    next_session: AtomicU32,
+    /// Attach, exec and control connections still being served (watchers not counted).
+    pub open_connections: AtomicU32,
+    /// Opened by the first attach when the workload waits for one.
+    pub first_attach: Notify,
+    pub agent_ready: Notify,
+    pub main_started: watch::Sender<Option<Result<u32, MainOutcome>>>,
+    pub main_outcome: watch::Sender<Option<MainOutcome>>,
+    pub stop: watch::Sender<Option<StopRequest>>,
+    /// True once the run is recorded as exited.
+    pub finished: watch::Sender<bool>,
+    pub watchers: Mutex<Vec<mpsc::UnboundedSender<ClientEvent>>>,
+    pub last_heartbeat: Mutex<Option<(Heartbeat, Instant)>>,
+    /// When agent activity was last seen (exec starts, exec I/O, live exec sessions).
+    pub last_activity: Mutex<Instant>,
+    log: Mutex<Option<LogWriter>>,
+}
+
+impl Shared {
+    pub fn new(
+        config: SupervisorConfig,
+        record: RunRecord,
+        to_agent: mpsc::UnboundedSender<ToAgent>,
+    ) -> Self {
+        let dir = SandboxDir::new(config.sandbox_dir.clone());
+        let log = LogWriter::open(&dir.output_log())
+            .map_err(|e| tracing::warn!("output log unavailable: {e}"))
+            .ok();
+        Self {
+            config,
+            dir,
+            record: Mutex::new(record),
+            to_agent,
+            sessions: Mutex::new(HashMap::new()),
+            main_followers: Mutex::new(Vec::new()),
+            next_session: AtomicU32::new(1),
+            open_connections: AtomicU32::new(0),
+            first_attach: Notify::new(),
+            agent_ready: Notify::new(),
+            main_started: watch::channel(None).0,
+            main_outcome: watch::channel(None).0,
+            stop: watch::channel(None).0,
+            finished: watch::channel(false).0,
+            watchers: Mutex::new(Vec::new()),
+            last_heartbeat: Mutex::new(None),
+            last_activity: Mutex::new(Instant::now()),
+            log: Mutex::new(log),
+        }
+    }
+
+    pub fn next_session_id(&self) -> SessionId {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Applies `change` to the run record, persists it and rings every watcher.
+    pub fn update_record(&self, change: impl FnOnce(&mut RunRecord)) {
+        let snapshot = {
+            let mut record = self.record.lock().unwrap();
+            change(&mut record);
+            record.clone()
+        };
+        if let Err(e) = snapshot.write(&self.dir.run_record()) {
+            tracing::error!("writing run record: {e}");
+        }
+        self.watchers
+            .lock()
+            .unwrap()
+            .retain(|w| w.send(ClientEvent::RecordChanged).is_ok());
+    }
+
+    pub fn phase(&self) -> RunPhase {
+        self.record.lock().unwrap().phase
+    }
+
+    /// Asks for the sandbox to come down; the first request decides the reason.
+    pub fn request_stop(&self, request: StopRequest) {
+        self.stop.send_if_modified(|current| {
+            if current.is_none() {
+                *current = Some(request);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    pub fn log_output(&self, session: SessionId, stream: Stream, data: &[u8]) {
+        let entry = LogEntry {
+            ts_ms: now_ms(),
+            source: if session == 0 {
+                "main".to_owned()
+            } else {
+                format!("exec-{session}")
+            },
+            stream: match stream {
+                Stream::Stdout => "stdout".to_owned(),
+                Stream::Stderr => "stderr".to_owned(),
+            },
+            data: String::from_utf8_lossy(data).into_owned(),
+        };
+        if let Some(log) = self.log.lock().unwrap().as_mut() {
+            if let Err(e) = log.append(&entry) {
+                tracing::warn!("appending to output log: {e}");
+            }
+        }
+    }
+
+    /// Counts a connection as open until the guard drops.
+    pub fn connection_guard(self: &std::sync::Arc<Self>) -> ConnectionGuard {
+        self.open_connections.fetch_add(1, Ordering::SeqCst);
+        ConnectionGuard(self.clone())
+    }
+
+    pub fn touch_activity(&self) {
+        *self.last_activity.lock().unwrap() = Instant::now();
+    }
+}
+
+pub struct ConnectionGuard(std::sync::Arc<Shared>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::SeqCst);
+    }
+}

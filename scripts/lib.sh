@@ -1,0 +1,55 @@
+# Shared by scripts/setup, scripts/test and scripts/bench. Sourced, not run.
+
+# One fixed target directory outside the clone, so every build (set-up, tests, CI) shares it.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/msb-target}"
+# Where msb is installed; also where the build links DuckDB from (see .cargo/config.toml).
+MSB_PREFIX=/usr/local/lib/msb
+# DuckDB 1.5.5 as a prebuilt shared library, carried by this npm package (docs/adr/001).
+DUCKDB_NPM_PACKAGE="@duckdb/node-bindings-linux-x64@1.5.5-r.5"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+need_root() {
+    if [ "$(id -u)" != 0 ]; then
+        if command -v sudo >/dev/null; then exec sudo -E "$0" "$@"; fi
+        echo "run this as root" >&2
+        exit 1
+    fi
+}
+
+ensure_cargo() {
+    if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
+}
+
+install_duckdb() {
+    if [ -f "$MSB_PREFIX/libduckdb.so" ] && [ -f "$MSB_PREFIX/.duckdb-version" ] \
+        && [ "$(cat "$MSB_PREFIX/.duckdb-version")" = "$DUCKDB_NPM_PACKAGE" ]; then
+        return
+    fi
+    log "DuckDB library from npm ($DUCKDB_NPM_PACKAGE)"
+    command -v npm >/dev/null || apt-get install -y -qq npm >/dev/null
+    local work
+    work=$(mktemp -d)
+    (cd "$work" && npm pack --silent "$DUCKDB_NPM_PACKAGE" >/dev/null && tar xzf ./*.tgz package/libduckdb.so)
+    install -d "$MSB_PREFIX"
+    install -m 0755 "$work/package/libduckdb.so" "$MSB_PREFIX/libduckdb.so"
+    echo "$DUCKDB_NPM_PACKAGE" > "$MSB_PREFIX/.duckdb-version"
+    rm -rf "$work"
+}
+
+# The static agent, kept apart from target/release (where cargo puts a dynamic build of the same
+# binary for the agent's own tests).
+AGENT_STATIC="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/msb-agentd"
+
+# Builds the workspace (release) and the static agent.
+build_all() {
+    ensure_cargo
+    log "building msb (release, target dir $CARGO_TARGET_DIR)"
+    cargo build --release --workspace --bins
+    log "building msb-agentd (static)"
+    RUSTFLAGS="-C target-feature=+crt-static" \
+        cargo build --release -p msb-agentd --target x86_64-unknown-linux-gnu
+}

@@ -1,0 +1,105 @@
+//! The DuckDB store: `$MSB_HOME/msb.duckdb`, opened by msbd alone.
+//!
+//! It holds the sandbox catalog (sandboxes, runs, labels, volumes) and an events table; the
+//! time series join it in the metrics pipeline. The schema is built by numbered migrations
+//! ([`migrations`]); the catalog speaks plain records ([`catalog`]) with statuses as strings,
+//! so this crate depends on no runtime type.
+
+pub mod catalog;
+pub mod migrations;
+
+use std::path::{Path, PathBuf};
+
+pub use catalog::{EventRecord, RunRow, SandboxRow};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("opening {path}")]
+    Open {
+        path: PathBuf,
+        source: duckdb::Error,
+    },
+    #[error("migration {version} ({name}) failed")]
+    Migration {
+        version: i64,
+        name: &'static str,
+        source: duckdb::Error,
+    },
+    #[error("the store was written by a newer msb (schema {found}, this build knows {known})")]
+    TooNew { found: i64, known: i64 },
+    #[error("sandbox name {0:?} is already taken")]
+    NameTaken(String),
+    #[error(transparent)]
+    Db(#[from] duckdb::Error),
+    #[error("corrupt {what} in the store: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+}
+
+/// An open store. Not `Sync`: msbd keeps it behind one mutex (one writer).
+pub struct Store {
+    conn: duckdb::Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the store at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = duckdb::Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        migrations::apply(&conn)?;
+        Ok(Store {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    /// An in-memory store, for tests.
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let conn = duckdb::Connection::open_in_memory().map_err(|source| StoreError::Open {
+            path: ":memory:".into(),
+            source,
+        })?;
+        migrations::apply(&conn)?;
+        Ok(Store {
+            conn,
+            path: ":memory:".into(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn conn(&self) -> &duckdb::Connection {
+        &self.conn
+    }
+
+    /// A quick integrity probe for `msb doctor`: the schema version and a catalog read.
+    pub fn health(&self) -> Result<StoreHealth, StoreError> {
+        let schema_version = migrations::current_version(&self.conn)?;
+        let sandboxes: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM sandboxes", [], |r| r.get(0))?;
+        let file_bytes = std::fs::metadata(&self.path).map(|m| m.len()).ok();
+        Ok(StoreHealth {
+            schema_version,
+            sandboxes: sandboxes as u64,
+            file_bytes,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreHealth {
+    pub schema_version: i64,
+    pub sandboxes: u64,
+    pub file_bytes: Option<u64>,
+}

@@ -1,0 +1,245 @@
+//! End-to-end test support: a [`TestHome`] is one `MSB_HOME` with its own msbd, driven only
+//! through the real `msb` binary, and cleaned up (sandboxes removed, daemon stopped) on drop.
+//!
+//! The binaries come from `MSB_BIN_DIR` (set by `scripts/test`), else from the target
+//! directory this test binary was built in; the agent from `MSB_AGENTD`, else the static build
+//! in the same target directory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Namespace sandboxes need root here; tests call this first and return early without it.
+pub fn require_root() -> bool {
+    let root = nix_euid() == 0;
+    if !root {
+        eprintln!("skipped: end-to-end sandbox tests need root (namespaces, cgroups)");
+    }
+    root
+}
+
+fn nix_euid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(u32::MAX)
+}
+
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("MSB_BIN_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    // <target>/release/deps/<this test> -> <target>/release
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir layout")
+        .to_owned()
+}
+
+pub fn agent_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("MSB_AGENTD").filter(|d| !d.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let release = bin_dir();
+    release
+        .parent()
+        .expect("target dir")
+        .join("x86_64-unknown-linux-gnu/release/msb-agentd")
+}
+
+/// A finished `msb` invocation.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+pub struct TestHome {
+    dir: tempfile::TempDir,
+}
+
+impl Default for TestHome {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestHome {
+    pub fn new() -> Self {
+        // Short paths: unix socket paths are limited to 108 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("msb-e2e-")
+            .tempdir_in("/tmp")
+            .expect("temp home");
+        TestHome { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(bin_dir().join("msb"));
+        command
+            .args(args)
+            .env("MSB_HOME", self.path())
+            .env("MSB_AGENTD", agent_binary())
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `msb ARGS` with stdin closed.
+    pub fn msb(&self, args: &[&str]) -> Run {
+        self.msb_with_input(args, None)
+    }
+
+    /// Runs `msb ARGS` feeding `input` on stdin.
+    pub fn msb_with_input(&self, args: &[&str], input: Option<&[u8]>) -> Run {
+        let mut command = self.command(args);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        if input.is_some() {
+            command.stdin(Stdio::piped());
+        }
+        let mut child = command.spawn().expect("spawning msb");
+        if let Some(input) = input {
+            let mut stdin = child.stdin.take().unwrap();
+            let input = input.to_vec();
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(&input);
+            });
+        }
+        let output = wait_with_timeout(child, Duration::from_secs(120), args);
+        output.into()
+    }
+
+    /// Runs `msb ARGS` and asserts it succeeded; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let run = self.msb(args);
+        assert_eq!(run.code, 0, "msb {args:?} failed: {run:?}");
+        run.stdout
+    }
+
+    /// Starts a detached sandbox running `command` (a shell snippet).
+    pub fn detached(&self, name: &str, script: &str) {
+        self.ok(&["run", "-n", name, "-d", "--", "sh", "-c", script]);
+    }
+
+    pub fn inspect(&self, name: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["inspect", name, "--format", "json"]))
+            .expect("inspect json")
+    }
+
+    pub fn status(&self, name: &str) -> String {
+        self.inspect(name)["status"].as_str().unwrap().to_owned()
+    }
+
+    /// Names in `msb ls -a`.
+    pub fn names(&self) -> Vec<String> {
+        self.ok(&["ls", "-a", "-q"])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn daemon_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.path().join("msbd.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Sandbox directories under `$MSB_HOME/sandboxes`.
+    pub fn sandbox_dirs(&self) -> usize {
+        std::fs::read_dir(self.path().join("sandboxes"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Polls `check` until it holds or `limit` passes.
+    pub fn eventually(&self, limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !check() {
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.path().join("msbd.log")).unwrap_or_default();
+                panic!("timed out waiting for: {what}\nmsbd.log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for TestHome {
+    fn drop(&mut self) {
+        if self.daemon_pid().is_none() && !self.path().join("msbd.sock").exists() {
+            return;
+        }
+        for name in self.msb(&["ls", "-a", "-q"]).stdout.lines() {
+            let _ = self.msb(&["rm", "-f", name]);
+        }
+        let _ = self.msb(&["server", "stop"]);
+    }
+}
+
+fn wait_with_timeout(mut child: std::process::Child, limit: Duration, args: &[&str]) -> Output {
+    use std::io::Read;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buffer = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut buffer);
+            }
+            buffer
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for msb") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "msb {args:?} did not finish within {limit:?}; stdout: {} stderr: {}",
+                String::from_utf8_lossy(&stdout.join().unwrap_or_default()),
+                String::from_utf8_lossy(&stderr.join().unwrap_or_default())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
