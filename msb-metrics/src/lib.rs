@@ -1,1 +1,10 @@
-//! Instrument registry and sample types (issue 3). Empty until the metrics pipeline lands.
+//! The instrument registry and the typed sample: the one place msb declares what it measures.
+//!
+//! [`Sample`] is what a supervisor's sampler produces once per interval for its sandbox and what
+//! msbd keeps (latest per sandbox) and stores (one row per sandbox per tick). Every optional
+//! field is `None` when its source is missing on this host or backend; the sampler logs the
+//! reason once. A missing source is never reported as zero.
+
+mod sample;
+
+pub use sample::Sample;

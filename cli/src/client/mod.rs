@@ -60,19 +60,8 @@ impl Client {
         let msbd = msbd_path()?;
         std::fs::create_dir_all(self.home.root())
             .with_context(|| format!("creating {}", self.home.root().display()))?;
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.home.daemon_log())
-            .with_context(|| format!("opening {}", self.home.daemon_log().display()))?;
-        let mut child = Command::new(&msbd)
-            .env("MSB_HOME", self.home.root())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", msbd.display()))?;
         let deadline = Instant::now() + Duration::from_secs(20);
+        let mut child = self.spawn_daemon(&msbd)?;
         loop {
             if UnixStream::connect(self.home.socket()).await.is_ok() {
                 // Reap it in the background if it ever exits while we live.
@@ -80,7 +69,6 @@ impl Client {
                 return Ok(());
             }
             if let Some(status) = child.try_wait()? {
-                // Exit 0: another msbd won the race for the lock; it will answer soon.
                 if !status.success() {
                     let log = std::fs::read_to_string(self.home.daemon_log()).unwrap_or_default();
                     let tail: Vec<&str> = log.lines().rev().take(5).collect();
@@ -90,6 +78,10 @@ impl Client {
                         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                     );
                 }
+                // Exit 0: another msbd holds the lock. It is either starting (and will answer
+                // soon) or on its way out (and will release the lock): try again.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                child = self.spawn_daemon(&msbd)?;
             }
             if Instant::now() > deadline {
                 bail!(
@@ -99,6 +91,21 @@ impl Client {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    fn spawn_daemon(&self, msbd: &std::path::Path) -> Result<std::process::Child> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home.daemon_log())
+            .with_context(|| format!("opening {}", self.home.daemon_log().display()))?;
+        Command::new(msbd)
+            .env("MSB_HOME", self.home.root())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", msbd.display()))
     }
 
     /// Sends one request and returns the raw response (body not yet read).

@@ -132,7 +132,10 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
         buffer_output: false,
     };
     let io = session::open(client, &info.name).await?;
-    let end = session::run(io, ClientRequest::Attach, options).await?;
+    let end = match session::run(io, ClientRequest::Attach, options).await {
+        Ok(end) => end,
+        Err(e) => return Err(explain_failed_run(client, &info.name, e).await),
+    };
     // Let the run settle (an ephemeral sandbox is removed before this returns).
     let path = format!("/v1/sandboxes/{}", segment(&info.name));
     let _ = client
@@ -163,4 +166,24 @@ pub async fn create(client: &Client, args: CreateArgs) -> Result<i32> {
         .await?;
     println!("{}", info.name);
     Ok(0)
+}
+
+/// When an attached session breaks, the run's record usually says why (the runtime's error
+/// rather than "the connection closed").
+async fn explain_failed_run(client: &Client, name: &str, error: anyhow::Error) -> anyhow::Error {
+    let path = format!("/v1/sandboxes/{}", segment(name));
+    let _ = client
+        .call::<(), crate::api::WaitResponse>(Method::POST, &format!("{path}/wait"), None)
+        .await;
+    match client
+        .call::<(), SandboxInfo>(Method::GET, &path, None)
+        .await
+    {
+        Ok(info) => match info.runs.last().and_then(|run| run.error.clone()) {
+            Some(reason) => anyhow::anyhow!("sandbox {name} failed: {reason}"),
+            None => error,
+        },
+        // An ephemeral sandbox is gone by now; its supervisor log went with it.
+        Err(_) => error,
+    }
 }

@@ -45,11 +45,18 @@ pub async fn server(client: &Client, args: ServerArgs) -> Result<i32> {
                 println!("msbd is not running");
                 return Ok(0);
             }
+            let status: ServerStatus = client
+                .call::<(), _>(Method::GET, "/v1/server", None)
+                .await?;
             client
                 .call_empty(Method::POST, "/v1/server/shutdown")
                 .await?;
+            // Done when the process is gone (and with it the lock), not merely the socket.
+            let pid = status.pid as i32;
             let deadline = Instant::now() + Duration::from_secs(10);
-            while client.home.socket().exists() || client.connect_existing().await.is_some() {
+            while msb_runtime::process::is_alive(pid, None)
+                || client.connect_existing().await.is_some()
+            {
                 if Instant::now() > deadline {
                     bail!("msbd did not stop within 10 s");
                 }

@@ -13,5 +13,7 @@ mod agent;
 mod clients;
 mod run;
 mod state;
+#[cfg(test)]
+mod tests;
 
 pub use run::run_supervisor;

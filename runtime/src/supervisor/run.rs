@@ -103,7 +103,7 @@ enum Ending {
     InitGone(&'static str),
 }
 
-async fn supervise(
+pub(super) async fn supervise(
     config: SupervisorConfig,
     record: RunRecord,
     listener: StdUnixListener,
@@ -156,6 +156,11 @@ async fn supervise(
         None => start_and_run(&shared, &mut init_exit, &mut agent_reader).await,
     };
     shut_down(&shared, &sandbox, &mut init_exit, &ending).await;
+    // The agent's last frames (the workload's exit) may still be in flight: read to the end of
+    // the channel before deciding how the run ended.
+    if !agent_reader.is_finished() {
+        let _ = timeout(Duration::from_secs(2), &mut agent_reader).await;
+    }
     finish(&shared, &sandbox, ending).await
 }
 

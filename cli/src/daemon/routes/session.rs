@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use msb_protocol::session::{ClientEvent, ClientRequest};
 use msb_runtime::framing::{read_frame, write_frame};
 use msb_runtime::lifecycle::SandboxStatus;
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 
 use crate::api::{ErrorBody, SESSION_UPGRADE};
@@ -89,5 +90,16 @@ async fn relay(mut client: TokioIo<hyper::upgrade::Upgraded>, mut supervisor: Un
         .await;
         return;
     }
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut supervisor).await;
+    // The two directions are independent: the supervisor may close its end (the process
+    // ended) while the client is still sending, and what the supervisor sent must still reach
+    // the client in full. So no copy_bidirectional, which abandons both on the first error.
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut supervisor_read, mut supervisor_write) = supervisor.into_split();
+    let upstream = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut client_read, &mut supervisor_write).await;
+        let _ = supervisor_write.shutdown().await;
+    });
+    let _ = tokio::io::copy(&mut supervisor_read, &mut client_write).await;
+    let _ = client_write.shutdown().await;
+    upstream.abort();
 }

@@ -1,0 +1,323 @@
+//! The supervisor's lifecycle logic against a fake backend: no root, no namespaces.
+//!
+//! [`FakeBackend`] stands at the privilege boundary: instead of a sandbox it runs a scripted
+//! agent on a thread, speaking the real protocol over the real socketpair. Everything above it
+//! (agent routing, sessions, timers, shutdown, the run record) is the production code.
+
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use msb_protocol::agent::{FromAgent, ToAgent};
+use msb_protocol::session::{ClientEvent, ClientRequest, Control};
+use msb_protocol::{read_frame, write_frame, ExecErrorKind, ExecMode, ExitStatus, Stream};
+
+use super::run::supervise;
+use crate::backend::Backend;
+use crate::config::{RootfsSource, SandboxConfig, SupervisorConfig};
+use crate::lifecycle::TerminationReason;
+use crate::paths::SandboxDir;
+use crate::run_record::{RunPhase, RunRecord};
+
+/// A sandbox that is a thread: it exits when its agent does, or when killed.
+#[derive(Default)]
+struct FakeBackend {
+    exited: Mutex<bool>,
+    changed: Condvar,
+    killed: Mutex<bool>,
+}
+
+impl FakeBackend {
+    fn exit(&self) {
+        *self.exited.lock().unwrap() = true;
+        self.changed.notify_all();
+    }
+}
+
+impl Backend for FakeBackend {
+    fn init_pid(&self) -> i32 {
+        1
+    }
+    fn wait_exit(&self) {
+        let mut exited = self.exited.lock().unwrap();
+        while !*exited {
+            exited = self.changed.wait(exited).unwrap();
+        }
+    }
+    fn kill(&self) {
+        *self.killed.lock().unwrap() = true;
+        self.exit();
+    }
+    fn destroy(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The scripted agent. Commands: `exit N` prints "hello" and exits N; `hang` runs until
+/// signalled or shut down; `missing` is not found; `die` makes the whole agent vanish.
+fn fake_agent(mut channel: UnixStream, backend: Arc<FakeBackend>, ready: bool) {
+    let mut out = channel.try_clone().unwrap();
+    if ready {
+        write_frame(&mut out, &FromAgent::Ready { version: 1 }).unwrap();
+    }
+    let mut hanging = Vec::new();
+    while let Ok(Some(message)) = read_frame::<_, ToAgent>(&mut channel) {
+        let send = |out: &mut UnixStream, m: FromAgent| {
+            let _ = write_frame(out, &m);
+        };
+        match message {
+            ToAgent::Exec { session, spec } => match spec.argv[0].as_str() {
+                "exit" => {
+                    send(&mut out, FromAgent::Started { session, pid: 7 });
+                    send(
+                        &mut out,
+                        FromAgent::Output {
+                            session,
+                            stream: Stream::Stdout,
+                            data: b"hello\n".to_vec(),
+                        },
+                    );
+                    let code = spec.argv[1].parse().unwrap();
+                    send(
+                        &mut out,
+                        FromAgent::Exited {
+                            session,
+                            status: ExitStatus {
+                                code: Some(code),
+                                signal: None,
+                            },
+                        },
+                    );
+                }
+                "hang" => {
+                    send(&mut out, FromAgent::Started { session, pid: 8 });
+                    hanging.push(session);
+                }
+                "missing" => send(
+                    &mut out,
+                    FromAgent::ExecFailed {
+                        session,
+                        kind: ExecErrorKind::NotFound,
+                        message: "missing: not found".into(),
+                    },
+                ),
+                _ => break, // "die"
+            },
+            ToAgent::Signal { session, signal } => {
+                hanging.retain(|s| *s != session);
+                send(
+                    &mut out,
+                    FromAgent::Exited {
+                        session,
+                        status: ExitStatus {
+                            code: None,
+                            signal: Some(signal),
+                        },
+                    },
+                );
+            }
+            ToAgent::Shutdown { .. } => {
+                for session in hanging.drain(..) {
+                    send(
+                        &mut out,
+                        FromAgent::Exited {
+                            session,
+                            status: ExitStatus {
+                                code: None,
+                                signal: Some(15),
+                            },
+                        },
+                    );
+                }
+                break;
+            }
+            ToAgent::Stdin { .. } | ToAgent::StdinEof { .. } | ToAgent::Resize { .. } => {}
+        }
+    }
+    backend.exit();
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    sandbox: SandboxDir,
+}
+
+impl Harness {
+    /// Runs a supervisor for `command` to its end, letting `during` act on its socket meanwhile.
+    fn run(
+        command: &[&str],
+        tweak: impl FnOnce(&mut SandboxConfig),
+        during: impl FnOnce(&SandboxDir) + Send + 'static,
+    ) -> (Harness, RunRecord) {
+        Self::run_with(command, true, tweak, during)
+    }
+
+    fn run_with(
+        command: &[&str],
+        ready: bool,
+        tweak: impl FnOnce(&mut SandboxConfig),
+        during: impl FnOnce(&SandboxDir) + Send + 'static,
+    ) -> (Harness, RunRecord) {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = SandboxDir::new(dir.path());
+        let mut config = SandboxConfig {
+            name: "fake".into(),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            env: vec![],
+            workdir: None,
+            cpus: None,
+            memory_mib: None,
+            volumes: vec![],
+            rootfs: RootfsSource::Default,
+            labels: Default::default(),
+            max_duration_secs: None,
+            idle_timeout_secs: None,
+            ephemeral: false,
+        };
+        tweak(&mut config);
+        let supervisor_config = SupervisorConfig {
+            sandbox_id: "0123456789abcdef".into(),
+            run_id: "run-1".into(),
+            config,
+            sandbox_dir: dir.path().to_owned(),
+            default_rootfs: dir.path().join("lower"),
+            agent_binary: dir.path().join("agent"),
+            wait_for_attach: false,
+            main_mode: ExecMode::Buffered,
+            log_level: "debug".into(),
+        };
+        let record = RunRecord {
+            run_id: "run-1".into(),
+            supervisor_pid: std::process::id() as i32,
+            supervisor_start_ticks: None,
+            init_pid: Some(1),
+            workload_pid: None,
+            phase: RunPhase::Starting,
+            started_at_ms: 0,
+            ended_at_ms: None,
+            exit_code: None,
+            signal: None,
+            reason: None,
+            error: None,
+        };
+        let listener = UnixListener::bind(sandbox.socket()).unwrap();
+        let (host_end, agent_end) = UnixStream::pair().unwrap();
+        let backend = Arc::new(FakeBackend::default());
+        let agent_backend = backend.clone();
+        std::thread::spawn(move || fake_agent(agent_end, agent_backend, ready));
+        let socket_dir = sandbox.clone();
+        std::thread::spawn(move || during(&socket_dir));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let code = runtime.block_on(supervise(
+            supervisor_config,
+            record,
+            listener,
+            host_end,
+            backend,
+        ));
+        assert_eq!(code, 0);
+        let record = RunRecord::read(&sandbox.run_record()).unwrap();
+        assert_eq!(record.phase, RunPhase::Exited);
+        assert!(record.ended_at_ms.is_some());
+        assert!(!sandbox.socket().exists(), "the socket is removed at exit");
+        (Harness { _dir: dir, sandbox }, record)
+    }
+}
+
+fn control(sandbox: &SandboxDir, control: Control) -> Option<ClientEvent> {
+    // The supervisor may not have reached Running yet: retry the connection briefly.
+    for _ in 0..200 {
+        if let Ok(mut stream) = UnixStream::connect(sandbox.socket()) {
+            write_frame(&mut stream, &ClientRequest::Control(control.clone())).unwrap();
+            return read_frame(&mut stream).ok().flatten();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("supervisor socket never answered");
+}
+
+fn nothing(_: &SandboxDir) {}
+
+#[test]
+fn workload_exit_codes_become_completed_or_failed() {
+    let (h, record) = Harness::run(&["exit", "0"], |_| {}, nothing);
+    assert_eq!(
+        (record.reason, record.exit_code),
+        (Some(TerminationReason::Completed), Some(0))
+    );
+    assert_eq!(record.workload_pid, Some(7));
+    let log = std::fs::read_to_string(h.sandbox.output_log()).unwrap();
+    assert!(
+        log.contains("\"source\":\"main\"") && log.contains("hello"),
+        "{log}"
+    );
+
+    let (_, record) = Harness::run(&["exit", "3"], |_| {}, nothing);
+    assert_eq!(
+        (record.reason, record.exit_code),
+        (Some(TerminationReason::Failed), Some(3))
+    );
+}
+
+#[test]
+fn a_workload_that_cannot_start_fails_with_the_shells_code() {
+    let (_, record) = Harness::run(&["missing"], |_| {}, nothing);
+    assert_eq!(record.reason, Some(TerminationReason::Failed));
+    assert_eq!(record.exit_code, Some(127));
+    assert_eq!(record.workload_pid, None);
+    assert_eq!(record.error.as_deref(), Some("missing: not found"));
+}
+
+#[test]
+fn stop_drains_and_records_shutdown_requested() {
+    let (_, record) = Harness::run(
+        &["hang"],
+        |_| {},
+        |dir| {
+            assert_eq!(
+                control(dir, Control::Stop { timeout_ms: 5_000 }),
+                Some(ClientEvent::Done)
+            );
+        },
+    );
+    assert_eq!(record.reason, Some(TerminationReason::ShutdownRequested));
+    assert_eq!(record.signal, Some(15));
+}
+
+#[test]
+fn sigkill_takes_the_sandbox_down_through_the_backend() {
+    let (_, record) = Harness::run(
+        &["hang"],
+        |_| {},
+        |dir| {
+            std::thread::sleep(Duration::from_millis(100));
+            control(
+                dir,
+                Control::Kill {
+                    signal: libc::SIGKILL,
+                },
+            );
+        },
+    );
+    assert_eq!(
+        (record.reason, record.signal),
+        (Some(TerminationReason::Signal), Some(libc::SIGKILL))
+    );
+}
+
+#[test]
+fn max_duration_ends_the_run_with_its_reason() {
+    let (_, record) = Harness::run(&["hang"], |c| c.max_duration_secs = Some(1), nothing);
+    assert_eq!(record.reason, Some(TerminationReason::MaxDurationExceeded));
+}
+
+#[test]
+fn an_agent_that_vanishes_is_an_internal_error() {
+    let (_, record) = Harness::run(&["die"], |_| {}, nothing);
+    assert_eq!(record.reason, Some(TerminationReason::InternalError));
+    assert!(record.error.unwrap().contains("exited"));
+}
