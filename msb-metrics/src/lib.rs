@@ -5,6 +5,8 @@
 //! field is `None` when its source is missing on this host or backend; the sampler logs the
 //! reason once. A missing source is never reported as zero.
 
+mod registry;
 mod sample;
 
+pub use registry::{field_value, markdown, Instrument, Kind, INSTRUMENTS, SANDBOX_ATTRIBUTES};
 pub use sample::Sample;

@@ -52,7 +52,15 @@ pub struct SandboxConfig {
     pub idle_timeout_secs: Option<u64>,
     /// Unnamed sandboxes are removed by the runtime when their run ends.
     pub ephemeral: bool,
+    /// Sampling interval in ms: absent = 1000, 0 = metrics disabled, else at least 100.
+    #[serde(default)]
+    pub metrics_interval_ms: Option<u64>,
 }
+
+/// The sampling interval when none is configured.
+pub const DEFAULT_METRICS_INTERVAL_MS: u64 = 1000;
+/// The shortest sampling interval accepted.
+pub const MIN_METRICS_INTERVAL_MS: u64 = 100;
 
 /// What a supervisor receives on its config fd.
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -97,6 +105,10 @@ pub enum ConfigError {
     Workdir(String),
     #[error("{what} must be greater than zero")]
     ZeroDuration { what: &'static str },
+    #[error(
+        "--metrics-interval must be 0 (off) or at least {MIN_METRICS_INTERVAL_MS} ms, got {0} ms"
+    )]
+    MetricsInterval(u64),
 }
 
 impl SandboxConfig {
@@ -150,7 +162,22 @@ impl SandboxConfig {
                 what: "--idle-timeout",
             });
         }
+        if let Some(ms) = self
+            .metrics_interval_ms
+            .filter(|ms| *ms != 0 && *ms < MIN_METRICS_INTERVAL_MS)
+        {
+            return Err(ConfigError::MetricsInterval(ms));
+        }
         Ok(())
+    }
+
+    /// The sampling interval in ms; `None` when metrics are disabled.
+    pub fn metrics_interval(&self) -> Option<u64> {
+        match self.metrics_interval_ms {
+            None => Some(DEFAULT_METRICS_INTERVAL_MS),
+            Some(0) => None,
+            Some(ms) => Some(ms),
+        }
     }
 
     /// The argv the workload runs with.
@@ -203,6 +230,7 @@ mod tests {
             max_duration_secs: None,
             idle_timeout_secs: None,
             ephemeral: false,
+            metrics_interval_ms: None,
         }
     }
 

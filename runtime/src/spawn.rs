@@ -16,7 +16,7 @@ use crate::config::SupervisorConfig;
 /// The fd number the supervisor reads its configuration from.
 pub const CONFIG_FD: i32 = 3;
 
-/// Spawns `exe supervisor ...` in its own process group, with stdout and stderr to `log`.
+/// Spawns `msb-supervisor ...` (`exe`) in its own process group, with stdout and stderr to `log`.
 pub fn spawn_supervisor(
     exe: &Path,
     config: &SupervisorConfig,
@@ -35,7 +35,6 @@ pub fn spawn_supervisor(
     let sandbox = &config.config;
     let mut command = Command::new(exe);
     command
-        .arg("supervisor")
         .args(["--name", &sandbox.name, "--id", &config.sandbox_id])
         .args([
             "--cpus",

@@ -7,10 +7,12 @@
 
 pub mod catalog;
 pub mod migrations;
+pub mod series;
 
 use std::path::{Path, PathBuf};
 
 pub use catalog::{EventRecord, RunRow, SandboxRow};
+pub use series::{FleetPoint, HistoryPoint, RetentionConfig, SeriesError, SeriesWriter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

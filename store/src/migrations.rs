@@ -7,10 +7,11 @@ use duckdb::Connection;
 use crate::StoreError;
 
 /// (version, name, SQL). Versions are dense and increasing.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "catalog",
-    r#"
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "catalog",
+        r#"
     CREATE TABLE sandboxes (
         id            VARCHAR PRIMARY KEY,
         name          VARCHAR NOT NULL UNIQUE,
@@ -54,7 +55,90 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
         detail_json VARCHAR NOT NULL
     );
     "#,
-)];
+    ),
+    (
+        2,
+        "time series",
+        r#"
+    -- Live partitions of the time series (see store/src/series/ and ADR 004).
+    CREATE TABLE series_partitions (
+        name     VARCHAR NOT NULL,
+        kind     VARCHAR NOT NULL, -- 'raw' (one UTC hour) or 'rollup' (one UTC day)
+        start_ms BIGINT NOT NULL,
+        end_ms   BIGINT NOT NULL,
+        closed   BOOLEAN NOT NULL  -- raw: sorted and rolled up
+    );
+    -- The shapes every partition is created from (never written to).
+    CREATE TABLE samples_raw_template (
+        sandbox_id VARCHAR NOT NULL,
+        run_id     VARCHAR NOT NULL,
+        ts_ms      BIGINT NOT NULL,
+        uptime_secs                DOUBLE,
+        cpu_percent                DOUBLE,
+        vcpu_time_ns               UBIGINT,
+        memory_bytes               UBIGINT,
+        memory_available_bytes     UBIGINT,
+        memory_limit_bytes         UBIGINT,
+        memory_host_resident_bytes UBIGINT,
+        disk_read_bytes            UBIGINT,
+        disk_write_bytes           UBIGINT,
+        net_rx_bytes               UBIGINT,
+        net_tx_bytes               UBIGINT,
+        net_rx_packets             UBIGINT,
+        net_tx_packets             UBIGINT,
+        upper_used_bytes           UBIGINT,
+        upper_free_bytes           UBIGINT,
+        upper_host_allocated_bytes UBIGINT,
+        processes                  UBIGINT,
+        heartbeat_seq              UBIGINT,
+        heartbeat_age_ms           UBIGINT,
+        active_sessions            UBIGINT
+    );
+    CREATE TABLE samples_1m_template (
+        sandbox_id  VARCHAR NOT NULL,
+        run_id      VARCHAR NOT NULL,
+        minute_ms   BIGINT NOT NULL,
+        samples     UINTEGER NOT NULL,
+        last_ts_ms  BIGINT NOT NULL,
+        uptime_secs                    DOUBLE,
+        cpu_percent_avg                DOUBLE,
+        cpu_percent_max                DOUBLE,
+        vcpu_time_ns                   UBIGINT,
+        memory_bytes_avg               DOUBLE,
+        memory_bytes_max               UBIGINT,
+        memory_available_bytes_avg     DOUBLE,
+        memory_available_bytes_max     UBIGINT,
+        memory_limit_bytes_avg         DOUBLE,
+        memory_limit_bytes_max         UBIGINT,
+        memory_host_resident_bytes_avg DOUBLE,
+        memory_host_resident_bytes_max UBIGINT,
+        disk_read_bytes                UBIGINT,
+        disk_write_bytes               UBIGINT,
+        net_rx_bytes                   UBIGINT,
+        net_tx_bytes                   UBIGINT,
+        net_rx_packets                 UBIGINT,
+        net_tx_packets                 UBIGINT,
+        upper_used_bytes_avg           DOUBLE,
+        upper_used_bytes_max           UBIGINT,
+        upper_free_bytes_avg           DOUBLE,
+        upper_free_bytes_max           UBIGINT,
+        upper_host_allocated_bytes_avg DOUBLE,
+        upper_host_allocated_bytes_max UBIGINT,
+        processes_avg                  DOUBLE,
+        processes_max                  UBIGINT,
+        heartbeat_seq                  UBIGINT,
+        heartbeat_age_ms_avg           DOUBLE,
+        heartbeat_age_ms_max           UBIGINT,
+        active_sessions_avg            DOUBLE,
+        active_sessions_max            UBIGINT
+    );
+    CREATE VIEW samples AS
+        SELECT *, epoch_ms(ts_ms) AS ts FROM (FROM samples_raw_template);
+    CREATE VIEW samples_1m AS
+        SELECT *, epoch_ms(minute_ms) AS ts FROM (FROM samples_1m_template);
+    "#,
+    ),
+];
 
 /// The highest version this build knows.
 pub fn latest_version() -> i64 {

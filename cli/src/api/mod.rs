@@ -4,6 +4,7 @@
 //! Everything the CLI and the SDKs know about msbd is here; the server lives in `daemon`, the
 //! Rust client in `client`.
 
+mod metrics;
 mod openapi;
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use msb_runtime::lifecycle::{SandboxStatus, TerminationReason};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use metrics::{CapacityReport, MetricsReport, SandboxHeadroom};
 pub use openapi::{openapi_json, ApiDoc};
 
 /// The `Upgrade` token for exec and attach sessions (framed `msb_protocol::session` messages

@@ -24,6 +24,10 @@ use crate::daemon::routes;
         routes::lifecycle::wait,
         routes::logs::logs,
         routes::session::session,
+        routes::metrics::list,
+        routes::metrics::one,
+        routes::metrics::stream,
+        routes::metrics::capacity,
     ),
     components(schemas(
         msb_runtime::logs::LogEntry,

@@ -1,5 +1,4 @@
-//! `msbd`: the daemon (no subcommand), a sandbox's supervisor (`msbd supervisor`, spawned by
-//! the daemon), or the OpenAPI document (`msbd openapi`).
+//! `msbd`: the daemon (no subcommand), or the OpenAPI document (`msbd openapi`).
 
 use clap::{Parser, Subcommand};
 use msb_runtime::paths::MsbHome;
@@ -16,19 +15,6 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run one sandbox's supervisor; its configuration arrives on fd 3. The other flags only
-    /// label the process for `ps`.
-    #[command(hide = true)]
-    Supervisor {
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        id: String,
-        #[arg(long)]
-        cpus: String,
-        #[arg(long)]
-        memory_mib: String,
-    },
     /// Print the API's OpenAPI document.
     Openapi,
 }
@@ -43,19 +29,6 @@ fn main() {
                 eprintln!("msbd: {e:#}");
                 std::process::exit(1);
             }
-        }
-        Some(Command::Supervisor { name, id, .. }) => {
-            msb_telemetry::init("supervisor", &args.log_level);
-            let config = match msb_runtime::spawn::read_supervisor_config() {
-                Ok(config) => config,
-                Err(e) => {
-                    eprintln!(
-                        "msbd supervisor {name} ({id}): reading configuration from fd 3: {e}"
-                    );
-                    std::process::exit(2);
-                }
-            };
-            std::process::exit(msb_runtime::supervisor::run_supervisor(config));
         }
         Some(Command::Openapi) => print!("{}", msb_cli::api::openapi_json()),
     }

@@ -150,7 +150,10 @@ pub async fn run(
             Err(e) => return Err(e).context("reading the session"),
         };
         match event {
-            ClientEvent::Started { .. } | ClientEvent::Done | ClientEvent::RecordChanged => {}
+            ClientEvent::Started { .. }
+            | ClientEvent::Done
+            | ClientEvent::RecordChanged
+            | ClientEvent::Samples(_) => {}
             ClientEvent::Output { stream, data } => {
                 if options.buffer_output {
                     match stream {

@@ -6,6 +6,7 @@ mod exec;
 mod lifecycle;
 mod list;
 mod logs;
+mod metrics;
 pub mod parse;
 mod run;
 mod server;
@@ -52,6 +53,10 @@ pub enum Command {
     Exec(exec::ExecArgs),
     /// Show a sandbox's output.
     Logs(logs::LogsArgs),
+    /// Live metrics of sandboxes (one-shot, --watch, --follow).
+    Metrics(metrics::MetricsArgs),
+    /// What this host has, and what its sandboxes were given and use.
+    Capacity(CapacityArgs),
     /// Check whether this host can run sandboxes.
     Doctor(doctor::DoctorArgs),
     /// Control the msbd daemon.
@@ -81,6 +86,48 @@ pub async fn dispatch(cli: Cli, client: Client) -> Result<i32> {
         Command::Exec(args) => exec::exec(&client, args).await,
         Command::Logs(args) => logs::logs(&client, args).await,
         Command::Doctor(args) => doctor::doctor(&client, args).await,
+        Command::Metrics(args) => metrics::metrics(&client, args).await,
+        Command::Capacity(args) => capacity(&client, args).await,
         Command::Server(args) => server::server(&client, args).await,
     }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CapacityArgs {
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+async fn capacity(client: &Client, args: CapacityArgs) -> Result<i32> {
+    let report: crate::api::CapacityReport = client
+        .call::<(), _>(hyper::Method::GET, "/v1/capacity", None)
+        .await?;
+    if args.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(0);
+    }
+    let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
+    println!("CPUs:    {} on the host; {:.2} given to running sandboxes (+{} without a limit); {:.2} in use", report.host_cpus, report.cpus_committed, report.sandboxes_without_cpu_limit, report.cpu_percent_used / 100.0);
+    println!(
+        "Memory:  {} on the host ({} available); {} given to running sandboxes (+{} without a limit); {} in use",
+        report.host_memory_bytes.map_or("?".into(), gib),
+        report.host_memory_available_bytes.map_or("?".into(), gib),
+        gib(report.memory_committed_bytes),
+        report.sandboxes_without_memory_limit,
+        gib(report.memory_used_bytes)
+    );
+    println!(
+        "Disk:    {} free in MSB_HOME",
+        report.msb_home_free_bytes.map_or("?".into(), gib)
+    );
+    for s in &report.sandboxes {
+        println!(
+            "  {:<20} cpus {:<6} cpu {:<8} memory headroom {}",
+            s.name,
+            s.cpus.map_or("-".into(), |c| c.to_string()),
+            s.cpu_percent.map_or("-".into(), |c| format!("{c:.1}%")),
+            s.memory_headroom_bytes.map_or("-".into(), gib)
+        );
+    }
+    Ok(0)
 }

@@ -49,6 +49,17 @@ pub fn duration_secs(value: &str) -> Result<u64, String> {
     Ok(d.as_secs())
 }
 
+/// A sampling interval in ms: `0` disables, otherwise at least 100 ms.
+pub fn metrics_interval_ms(value: &str) -> Result<u64, String> {
+    let ms = duration(value)?.as_millis() as u64;
+    if ms != 0 && ms < 100 {
+        return Err(format!(
+            "interval {value:?} is shorter than 100ms (use 0 to disable metrics)"
+        ));
+    }
+    Ok(ms)
+}
+
 pub fn cpus(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
         Ok(c) if c.is_finite() && c > 0.0 && c <= 1024.0 => Ok(c),

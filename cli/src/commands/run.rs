@@ -48,6 +48,9 @@ pub struct SandboxFlags {
     /// Stop the sandbox after this long without agent activity (exec sessions and their I/O).
     #[arg(long, value_parser = parse::duration_secs)]
     pub idle_timeout: Option<u64>,
+    /// Metrics sampling interval (e.g. 500ms, 2s; at least 100ms; 0 disables metrics).
+    #[arg(long, value_parser = parse::metrics_interval_ms)]
+    pub metrics_interval: Option<u64>,
     /// The command and its arguments (default: /bin/sh).
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -76,6 +79,7 @@ impl SandboxFlags {
             labels: self.labels.into_iter().collect::<BTreeMap<_, _>>(),
             max_duration_secs: self.max_duration,
             idle_timeout_secs: self.idle_timeout,
+            metrics_interval_ms: self.metrics_interval,
         })
     }
 }

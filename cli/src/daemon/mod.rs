@@ -7,6 +7,7 @@
 //! `POST /v1/server/shutdown` stop it cleanly; running sandboxes keep running.
 
 pub mod error;
+pub mod live;
 pub mod reconcile;
 pub mod routes;
 pub mod state;
@@ -26,13 +27,18 @@ use tokio::net::UnixListener;
 
 use state::Daemon;
 
-/// Where msbd finds the agent binary: `MSB_AGENTD`, else beside its own executable.
-pub fn agent_binary_path() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("MSB_AGENTD").filter(|p| !p.is_empty()) {
+/// A binary msbd runs: from `variable` if set, else beside msbd's own executable.
+pub fn sibling_binary(variable: &str, name: &str) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(variable).filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe().context("locating msbd's own executable")?;
-    Ok(exe.with_file_name("msb-agentd"))
+    Ok(exe.with_file_name(name))
+}
+
+/// Where msbd finds the agent binary: `MSB_AGENTD`, else beside its own executable.
+pub fn agent_binary_path() -> Result<PathBuf> {
+    sibling_binary("MSB_AGENTD", "msb-agentd")
 }
 
 /// Takes the per-home lock; `Ok(None)` when another daemon holds it.
@@ -78,7 +84,7 @@ pub fn run_daemon(home: MsbHome, log_level: String) -> Result<()> {
     let store = msb_store::Store::open(&home.database())
         .map_err(|e| anyhow::anyhow!(error::error_chain(&e)))
         .context("opening the store")?;
-    let supervisor_exe = std::env::current_exe().context("locating msbd's own executable")?;
+    let supervisor_exe = sibling_binary("MSB_SUPERVISOR", "msb-supervisor")?;
     let daemon = Daemon::new(
         home.clone(),
         store,

@@ -158,6 +158,16 @@ async fn monitor(daemon: &Arc<Daemon>, sandbox_id: &str) {
             Err(_) => break,
         }
     }
+    let interval_ms = daemon
+        .store()
+        .sandbox_by_id(sandbox_id)
+        .ok()
+        .flatten()
+        .and_then(|row| {
+            serde_json::from_str::<msb_runtime::config::SandboxConfig>(&row.config_json).ok()
+        })
+        .and_then(|config| config.metrics_interval())
+        .unwrap_or(msb_runtime::config::DEFAULT_METRICS_INTERVAL_MS);
     if let Some(mut stream) = connection {
         loop {
             match read_frame::<_, ClientEvent>(&mut stream).await {
@@ -166,17 +176,21 @@ async fn monitor(daemon: &Arc<Daemon>, sandbox_id: &str) {
                         tracing::warn!("reconciling {sandbox_id}: {e}");
                     }
                 }
+                Ok(Some(ClientEvent::Samples(samples))) => daemon.ingest(&samples, interval_ms),
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
             }
         }
     }
-    // The connection ended: the supervisor is exiting. Let it finish before judging.
-    for _ in 0..200 {
-        if !alive() {
+    // The connection ended: the supervisor is exiting. If it recorded the end of the run, that
+    // is all we need; otherwise let it finish dying before judging.
+    let run_record = daemon.home.sandbox(sandbox_id).run_record();
+    let recorded_end = || RunRecord::read(&run_record).is_ok_and(|r| r.phase == RunPhase::Exited);
+    for _ in 0..400 {
+        if recorded_end() || !alive() {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     match apply_record(daemon, sandbox_id) {
         Ok(status) if status.is_terminal() => remove_if_ephemeral(daemon, sandbox_id),
@@ -210,6 +224,7 @@ pub fn remove_sandbox(daemon: &Daemon, sandbox_id: &str) -> Result<(), ApiError>
     }
     daemon.store().delete_sandbox(sandbox_id)?;
     daemon.forget(sandbox_id);
+    daemon.live.forget(sandbox_id);
     Ok(())
 }
 

@@ -27,6 +27,8 @@ pub struct Daemon {
     pub agent_binary: PathBuf,
     pub log_level: String,
     pub shutdown: Notify,
+    /// The latest sample of every sandbox.
+    pub live: super::live::LiveMetrics,
 }
 
 impl Daemon {
@@ -48,7 +50,13 @@ impl Daemon {
             agent_binary,
             log_level,
             shutdown: Notify::new(),
+            live: Default::default(),
         })
+    }
+
+    /// Takes in samples from a supervisor: live state now, history through the store.
+    pub fn ingest(&self, samples: &[msb_metrics::Sample], interval_ms: u64) {
+        self.live.record(samples, interval_ms);
     }
 
     /// The store. Hold the guard only for the few statements of one step, never across an await.

@@ -39,7 +39,7 @@ pub enum Control {
     Ping,
 }
 
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum ClientEvent {
     Started {
         pid: u32,
@@ -57,4 +57,6 @@ pub enum ClientEvent {
     Error(String),
     /// The run record (`run.json`) changed; read it.
     RecordChanged,
+    /// Measurements, oldest first (to watchers; a backlog after a reattach).
+    Samples(Vec<msb_metrics::Sample>),
 }

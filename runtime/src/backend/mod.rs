@@ -7,7 +7,9 @@ mod namespace;
 use std::os::fd::OwnedFd;
 
 /// Host cgroup facts, for `msb doctor`.
-pub use msb_namespace::{host_cgroups, CgroupMode, CgroupReport, CgroupVersion};
+pub use msb_namespace::{
+    host_cgroups, CgroupMode, CgroupPaths, CgroupReport, CgroupVersion, ControllerDir,
+};
 
 use crate::config::SupervisorConfig;
 
@@ -22,6 +24,10 @@ pub trait Backend: Send + Sync {
     /// Releases everything the sandbox held on the host (cgroups, mounts, state). Call after
     /// PID 1 has exited.
     fn destroy(&self) -> Result<(), String>;
+    /// The sandbox's cgroup directories, where the sampler reads CPU, memory, I/O and pids.
+    fn cgroups(&self) -> Option<CgroupPaths> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -82,4 +82,8 @@ impl Backend for NamespaceBackend {
     fn destroy(&self) -> Result<(), String> {
         self.sandbox.destroy().map_err(|e| e.to_string())
     }
+
+    fn cgroups(&self) -> Option<super::CgroupPaths> {
+        Some(self.sandbox.cgroup().clone())
+    }
 }

@@ -73,7 +73,7 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
         ClientRequest::Watch => {
             drop(guard);
             let _ = events_tx.send(ClientEvent::RecordChanged);
-            shared.watchers.lock().unwrap().push(events_tx);
+            shared.add_watcher(events_tx);
             while let Some(event) = events_rx.recv().await {
                 if write_frame(&mut writer, &event).await.is_err() {
                     return;

@@ -12,6 +12,7 @@
 mod agent;
 mod clients;
 mod run;
+pub mod sampler;
 mod state;
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep, timeout};
 
 use super::state::{MainOutcome, Shared, StopRequest};
-use super::{agent, clients};
+use super::{agent, clients, sampler};
 use crate::backend::{self, Backend};
 use crate::config::SupervisorConfig;
 use crate::lifecycle::TerminationReason;
@@ -151,6 +151,20 @@ pub(super) async fn supervise(
         request = stop.wait_for(Option::is_some) => Some(Ending::Stop(request.map(|r| r.unwrap()).unwrap_or(StopRequest { reason: TerminationReason::ShutdownRequested, grace_ms: 0 }))),
     };
 
+    if ending.is_none() {
+        if let Some(interval_ms) = shared.config.config.metrics_interval() {
+            let sampler = sampler::Sampler::new(
+                sandbox.cgroups().as_ref(),
+                shared.config.config.cpus,
+                &shared.config.config.name,
+            );
+            let started = std::time::Instant::now()
+                - Duration::from_millis(
+                    now_ms().saturating_sub(shared.record.lock().unwrap().started_at_ms),
+                );
+            tokio::spawn(sampler::run(shared.clone(), sampler, interval_ms, started));
+        }
+    }
     let ending = match ending {
         Some(ending) => ending,
         None => start_and_run(&shared, &mut init_exit, &mut agent_reader).await,

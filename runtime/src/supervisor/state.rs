@@ -56,6 +56,8 @@ pub struct Shared {
     /// When agent activity was last seen (exec starts, exec I/O, live exec sessions).
     pub last_activity: Mutex<Instant>,
     log: Mutex<Option<LogWriter>>,
+    /// Samples taken while no msbd was watching.
+    pub sample_buffer: Mutex<super::sampler::SampleBuffer>,
 }
 
 impl Shared {
@@ -68,6 +70,12 @@ impl Shared {
         let log = LogWriter::open(&dir.output_log())
             .map_err(|e| tracing::warn!("output log unavailable: {e}"))
             .ok();
+        let sample_capacity = super::sampler::buffer_capacity(
+            config
+                .config
+                .metrics_interval()
+                .unwrap_or(crate::config::DEFAULT_METRICS_INTERVAL_MS),
+        );
         Self {
             config,
             dir,
@@ -86,6 +94,7 @@ impl Shared {
             watchers: Mutex::new(Vec::new()),
             last_heartbeat: Mutex::new(None),
             last_activity: Mutex::new(Instant::now()),
+            sample_buffer: Mutex::new(super::sampler::SampleBuffer::new(sample_capacity)),
             log: Mutex::new(log),
         }
     }
@@ -151,6 +160,34 @@ impl Shared {
     pub fn connection_guard(self: &std::sync::Arc<Self>) -> ConnectionGuard {
         self.open_connections.fetch_add(1, Ordering::SeqCst);
         ConnectionGuard(self.clone())
+    }
+
+    /// Sends a sample to the watchers (msbd), with whatever waited for one; buffers it when
+    /// nobody watches.
+    pub fn deliver_sample(&self, sample: msb_metrics::Sample) {
+        let mut watchers = self.watchers.lock().unwrap();
+        let mut buffer = self.sample_buffer.lock().unwrap();
+        buffer.push(sample);
+        if watchers.is_empty() {
+            return;
+        }
+        let batch = buffer.drain();
+        watchers.retain(|w| w.send(ClientEvent::Samples(batch.clone())).is_ok());
+        if watchers.is_empty() {
+            for sample in batch {
+                buffer.push(sample);
+            }
+        }
+    }
+
+    /// Registers a watcher and hands it the samples that waited for one.
+    pub fn add_watcher(&self, watcher: mpsc::UnboundedSender<ClientEvent>) {
+        let mut watchers = self.watchers.lock().unwrap();
+        let mut buffer = self.sample_buffer.lock().unwrap();
+        if !buffer.is_empty() {
+            let _ = watcher.send(ClientEvent::Samples(buffer.drain()));
+        }
+        watchers.push(watcher);
     }
 
     pub fn touch_activity(&self) {

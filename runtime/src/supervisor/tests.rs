@@ -173,6 +173,7 @@ impl Harness {
             max_duration_secs: None,
             idle_timeout_secs: None,
             ephemeral: false,
+            metrics_interval_ms: Some(100),
         };
         tweak(&mut config);
         let supervisor_config = SupervisorConfig {
@@ -229,7 +230,13 @@ impl Harness {
 }
 
 fn control(sandbox: &SandboxDir, control: Control) -> Option<ClientEvent> {
-    // The supervisor may not have reached Running yet: retry the connection briefly.
+    // Act on a running workload: wait for the record to say so.
+    for _ in 0..500 {
+        if RunRecord::read(&sandbox.run_record()).is_ok_and(|r| r.phase == RunPhase::Running) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     for _ in 0..200 {
         if let Ok(mut stream) = UnixStream::connect(sandbox.socket()) {
             write_frame(&mut stream, &ClientRequest::Control(control.clone())).unwrap();

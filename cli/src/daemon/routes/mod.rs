@@ -2,6 +2,7 @@
 
 pub mod lifecycle;
 pub mod logs;
+pub mod metrics;
 pub mod sandboxes;
 pub mod server;
 pub mod session;
@@ -18,6 +19,10 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/server", get(server::status))
         .route("/v1/server/shutdown", post(server::shutdown))
         .route("/v1/health", get(server::health))
+        .route("/v1/metrics", get(metrics::list))
+        .route("/v1/metrics/stream", get(metrics::stream))
+        .route("/v1/capacity", get(metrics::capacity))
+        .route("/v1/sandboxes/{name}/metrics", get(metrics::one))
         .route(
             "/v1/sandboxes",
             get(sandboxes::list).post(sandboxes::create),

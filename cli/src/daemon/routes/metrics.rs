@@ -1,0 +1,237 @@
+//! Live metrics, the metrics stream and capacity.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::Response;
+use axum::Json;
+use msb_runtime::config::SandboxConfig;
+use msb_runtime::lifecycle::SandboxStatus;
+use msb_store::SandboxRow;
+use serde::Deserialize;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::sandboxes::rfc3339;
+use crate::api::{CapacityReport, ErrorBody, MetricsReport, SandboxHeadroom};
+use crate::daemon::error::ApiError;
+use crate::daemon::live::state_of;
+use crate::daemon::state::Daemon;
+
+/// The report for one catalog row, if it has a sample.
+fn report(daemon: &Daemon, row: &SandboxRow) -> Result<Option<MetricsReport>, ApiError> {
+    let Some(latest) = daemon.live.get(&row.id) else {
+        return Ok(None);
+    };
+    let status: SandboxStatus = row
+        .status
+        .parse()
+        .map_err(|e| ApiError::internal("catalog", e))?;
+    let config: SandboxConfig = serde_json::from_str(&row.config_json)
+        .map_err(|e| ApiError::internal("stored sandbox config", e))?;
+    let state = state_of(&latest, status.is_active());
+    let s = latest.sample;
+    Ok(Some(MetricsReport {
+        name: row.name.clone(),
+        state: serde_json::to_value(state)
+            .expect("state serialises")
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        cpus: config.cpus,
+        timestamp: rfc3339(s.timestamp_ms as i64),
+        cpu_percent: s.cpu_percent,
+        vcpu_time_ns: s.vcpu_time_ns,
+        memory_bytes: s.memory_bytes,
+        memory_available_bytes: s.memory_available_bytes,
+        memory_host_resident_bytes: s.memory_host_resident_bytes,
+        memory_limit_bytes: s.memory_limit_bytes,
+        disk_read_bytes: s.disk_read_bytes,
+        disk_write_bytes: s.disk_write_bytes,
+        net_rx_bytes: s.net_rx_bytes,
+        net_tx_bytes: s.net_tx_bytes,
+        upper_used_bytes: s.upper_used_bytes,
+        upper_free_bytes: s.upper_free_bytes,
+        upper_host_allocated_bytes: s.upper_host_allocated_bytes,
+        uptime_secs: s.uptime_secs,
+        sandbox_id: s.sandbox_id,
+        run_id: s.run_id,
+        net_rx_packets: s.net_rx_packets,
+        net_tx_packets: s.net_tx_packets,
+        processes: s.processes,
+        heartbeat_seq: s.heartbeat_seq,
+        heartbeat_age_ms: s.heartbeat_age_ms,
+        active_sessions: s.active_sessions,
+    }))
+}
+
+/// Every sandbox with a sample, sorted by name; exited ones only with `all`.
+fn reports(daemon: &Daemon, all: bool) -> Result<Vec<MetricsReport>, ApiError> {
+    let rows = daemon.store().list_sandboxes()?;
+    let mut out = Vec::new();
+    for row in &rows {
+        if let Some(r) = report(daemon, row)? {
+            if all || r.state != "exited" {
+                out.push(r);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize, Debug, utoipa::IntoParams)]
+pub struct MetricsQuery {
+    /// Include sandboxes whose run has ended (their terminal sample).
+    #[serde(default)]
+    pub all: bool,
+}
+
+#[utoipa::path(get, path = "/v1/metrics", params(MetricsQuery), responses((status = 200, body = Vec<MetricsReport>)))]
+pub async fn list(
+    State(daemon): State<Arc<Daemon>>,
+    Query(query): Query<MetricsQuery>,
+) -> Result<Json<Vec<MetricsReport>>, ApiError> {
+    Ok(Json(reports(&daemon, query.all)?))
+}
+
+#[utoipa::path(get, path = "/v1/sandboxes/{name}/metrics", params(("name" = String, Path)),
+    responses((status = 200, body = MetricsReport), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn one(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> Result<Json<MetricsReport>, ApiError> {
+    let row = daemon.sandbox(&name)?;
+    if let Some(r) = report(&daemon, &row)? {
+        return Ok(Json(r));
+    }
+    let config: SandboxConfig = serde_json::from_str(&row.config_json)
+        .map_err(|e| ApiError::internal("stored sandbox config", e))?;
+    if config.metrics_interval().is_none() {
+        return Err(ApiError::Conflict(format!(
+            "metrics are disabled for sandbox {name:?} (--metrics-interval 0)"
+        )));
+    }
+    Err(ApiError::Conflict(format!(
+        "no metrics sample for sandbox {name:?} yet"
+    )))
+}
+
+#[derive(Deserialize, Debug, utoipa::IntoParams)]
+pub struct StreamQuery {
+    /// Milliseconds between reports (at least 100; default 1000).
+    pub interval_ms: Option<u64>,
+    /// Only this sandbox.
+    pub name: Option<String>,
+    #[serde(default)]
+    pub all: bool,
+}
+
+#[utoipa::path(get, path = "/v1/metrics/stream", params(StreamQuery),
+    responses((status = 200, description = "JSON Lines: one MetricsReport per sandbox per interval", body = MetricsReport, content_type = "application/x-ndjson"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn stream(
+    State(daemon): State<Arc<Daemon>>,
+    Query(query): Query<StreamQuery>,
+) -> Result<Response, ApiError> {
+    let interval_ms = query.interval_ms.unwrap_or(1000);
+    if interval_ms < 100 {
+        return Err(ApiError::Invalid(format!(
+            "interval {interval_ms} ms is shorter than 100 ms"
+        )));
+    }
+    if let Some(name) = &query.name {
+        daemon.sandbox(name)?;
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(16);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms));
+        loop {
+            ticker.tick().await;
+            let batch = match &query.name {
+                Some(name) => match daemon.sandbox(name) {
+                    Ok(row) => report(&daemon, &row).ok().flatten().into_iter().collect(),
+                    Err(_) => return,
+                },
+                None => reports(&daemon, query.all).unwrap_or_default(),
+            };
+            let lines: String = batch
+                .iter()
+                .map(|r| serde_json::to_string(r).expect("report serialises") + "\n")
+                .collect();
+            if !lines.is_empty() && tx.send(Ok(lines)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(ReceiverStream::new(rx)))
+        .expect("static response parts"))
+}
+
+#[utoipa::path(get, path = "/v1/capacity", responses((status = 200, body = CapacityReport)))]
+pub async fn capacity(State(daemon): State<Arc<Daemon>>) -> Result<Json<CapacityReport>, ApiError> {
+    let (host_memory_bytes, host_memory_available_bytes) = meminfo();
+    let mut report = CapacityReport {
+        host_cpus: std::thread::available_parallelism()
+            .map(|n| n.get() as u64)
+            .unwrap_or(1),
+        host_memory_bytes,
+        host_memory_available_bytes,
+        cpus_committed: 0.0,
+        sandboxes_without_cpu_limit: 0,
+        memory_committed_bytes: 0,
+        sandboxes_without_memory_limit: 0,
+        cpu_percent_used: 0.0,
+        memory_used_bytes: 0,
+        msb_home_free_bytes: nix::sys::statvfs::statvfs(daemon.home.root())
+            .ok()
+            .map(|s| s.blocks_available() * s.fragment_size()),
+        sandboxes: Vec::new(),
+    };
+    for row in daemon.store().list_sandboxes()? {
+        let status: SandboxStatus = row
+            .status
+            .parse()
+            .map_err(|e| ApiError::internal("catalog", e))?;
+        if !status.is_active() {
+            continue;
+        }
+        let config: SandboxConfig = serde_json::from_str(&row.config_json)
+            .map_err(|e| ApiError::internal("stored sandbox config", e))?;
+        match config.cpus {
+            Some(c) => report.cpus_committed += c,
+            None => report.sandboxes_without_cpu_limit += 1,
+        }
+        match config.memory_mib {
+            Some(m) => report.memory_committed_bytes += m << 20,
+            None => report.sandboxes_without_memory_limit += 1,
+        }
+        let sample = daemon.live.get(&row.id).map(|l| l.sample);
+        let sample = sample.as_ref();
+        report.cpu_percent_used += sample.and_then(|s| s.cpu_percent).unwrap_or(0.0);
+        report.memory_used_bytes += sample.and_then(|s| s.memory_bytes).unwrap_or(0);
+        report.sandboxes.push(SandboxHeadroom {
+            name: row.name.clone(),
+            cpus: config.cpus,
+            cpu_percent: sample.and_then(|s| s.cpu_percent),
+            memory_limit_bytes: sample.and_then(|s| s.memory_limit_bytes),
+            memory_headroom_bytes: sample.and_then(|s| s.memory_available_bytes),
+            upper_free_bytes: sample.and_then(|s| s.upper_free_bytes),
+        });
+    }
+    Ok(Json(report))
+}
+
+fn meminfo() -> (Option<u64>, Option<u64>) {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kib = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map(|k| k * 1024)
+    };
+    (kib("MemTotal:"), kib("MemAvailable:"))
+}

@@ -1,0 +1,441 @@
+//! The sampler: once per interval, every source of one sandbox read into one [`Sample`].
+//!
+//! Sources are cgroup files (kept open and read with `pread`, so a tick costs a few reads and
+//! no opens), the agent's heartbeat, the supervisor's own session table, and the writable
+//! root's directory. A source that does not exist on this host or backend stays `None`; the
+//! reason is logged once per sandbox. Samples go to msbd over the watch connections; while no
+//! msbd is connected they wait in a bounded buffer and are delivered on reattach.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use msb_metrics::Sample;
+
+use super::state::Shared;
+use crate::backend::{CgroupPaths, CgroupVersion};
+use crate::run_record::now_ms;
+
+/// Samples kept while msbd is away: at least 5 minutes, and never fewer than 600.
+pub fn buffer_capacity(interval_ms: u64) -> usize {
+    ((300_000 / interval_ms.max(1)) as usize).max(600)
+}
+
+/// A cgroup (or proc) file kept open.
+struct Source {
+    file: File,
+    buffer: Vec<u8>,
+}
+
+impl Source {
+    fn open(path: &Path) -> Option<Source> {
+        File::open(path).ok().map(|file| Source {
+            file,
+            buffer: vec![0; 4096],
+        })
+    }
+
+    /// The whole file, read from offset 0 (works on cgroup files that are regenerated on read).
+    fn read(&mut self) -> Option<&str> {
+        let mut filled = 0;
+        loop {
+            let n = self
+                .file
+                .read_at(&mut self.buffer[filled..], filled as u64)
+                .ok()?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+            if filled == self.buffer.len() {
+                self.buffer.resize(filled * 2, 0);
+            }
+        }
+        std::str::from_utf8(&self.buffer[..filled]).ok()
+    }
+
+    fn number(&mut self) -> Option<u64> {
+        self.read()?.trim().parse().ok()
+    }
+
+    /// `key value` lines (memory.stat, cpu.stat).
+    fn keyed(&mut self, key: &str) -> Option<u64> {
+        self.read()?.lines().find_map(|line| {
+            let (k, v) = line.split_once(' ')?;
+            (k == key).then(|| v.trim().parse().ok()).flatten()
+        })
+    }
+}
+
+/// What the sampler reads, opened once per run.
+pub struct Sampler {
+    cpu: Option<(Source, CgroupVersion)>,
+    memory_usage: Option<Source>,
+    memory_stat: Option<(Source, CgroupVersion)>,
+    memory_limit: Option<Source>,
+    io: Option<(Source, CgroupVersion)>,
+    pids: Option<Source>,
+    host_memory_bytes: Option<u64>,
+    cpu_ceiling_percent: f64,
+    previous_cpu: Option<(u64, Instant)>,
+    warned: HashSet<&'static str>,
+    sandbox_name: String,
+}
+
+fn host_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+impl Sampler {
+    pub fn new(cgroups: Option<&CgroupPaths>, cpus: Option<f64>, sandbox_name: &str) -> Sampler {
+        let dir = |d: &Option<crate::backend::ControllerDir>| {
+            d.as_ref().map(|d| (d.path.clone(), d.version))
+        };
+        let cgroups = cgroups.cloned().unwrap_or_default();
+        let cpu = dir(&cgroups.cpuacct)
+            .or_else(|| dir(&cgroups.cpu))
+            .and_then(|(path, version)| {
+                let file = if version == CgroupVersion::V1 {
+                    "cpuacct.usage"
+                } else {
+                    "cpu.stat"
+                };
+                Source::open(&path.join(file)).map(|s| (s, version))
+            });
+        let memory = dir(&cgroups.memory);
+        let (memory_usage, memory_stat, memory_limit) = match &memory {
+            Some((path, CgroupVersion::V1)) => (
+                Source::open(&path.join("memory.usage_in_bytes")),
+                Source::open(&path.join("memory.stat")).map(|s| (s, CgroupVersion::V1)),
+                Source::open(&path.join("memory.limit_in_bytes")),
+            ),
+            Some((path, CgroupVersion::V2)) => (
+                Source::open(&path.join("memory.current")),
+                Source::open(&path.join("memory.stat")).map(|s| (s, CgroupVersion::V2)),
+                Source::open(&path.join("memory.max")),
+            ),
+            None => (None, None, None),
+        };
+        // Only cgroup v2's io.stat attributes buffered writes (writeback) to the cgroup that
+        // dirtied the pages; v1's blkio counts only throttled or direct I/O, so its totals would
+        // understate what the workload moved. On v1 the disk fields stay null.
+        let io = dir(&cgroups.io)
+            .filter(|(_, version)| *version == CgroupVersion::V2)
+            .and_then(|(path, version)| Source::open(&path.join("io.stat")).map(|s| (s, version)));
+        let pids =
+            dir(&cgroups.pids).and_then(|(path, _)| Source::open(&path.join("pids.current")));
+        let host_cpus = std::thread::available_parallelism()
+            .map(|n| n.get() as f64)
+            .unwrap_or(1.0);
+        Sampler {
+            cpu,
+            memory_usage,
+            memory_stat,
+            memory_limit,
+            io,
+            pids,
+            host_memory_bytes: host_memory_bytes(),
+            cpu_ceiling_percent: cpus.unwrap_or(host_cpus).min(host_cpus) * 100.0,
+            previous_cpu: None,
+            warned: HashSet::new(),
+            sandbox_name: sandbox_name.to_owned(),
+        }
+    }
+
+    fn missing(&mut self, field: &'static str, why: &str) {
+        if self.warned.insert(field) {
+            tracing::info!(sandbox = %self.sandbox_name, "{field} is null: {why}");
+        }
+    }
+
+    /// Reads every source into `sample` (identity, time and supervisor fields are the caller's).
+    pub fn read(&mut self, sample: &mut Sample) {
+        let now = Instant::now();
+        sample.vcpu_time_ns = match &mut self.cpu {
+            Some((source, CgroupVersion::V1)) => source.number(),
+            Some((source, CgroupVersion::V2)) => source.keyed("usage_usec").map(|us| us * 1000),
+            None => None,
+        };
+        match (sample.vcpu_time_ns, self.previous_cpu) {
+            (Some(cpu_ns), Some((previous_ns, at))) => {
+                let wall_ns = now.duration_since(at).as_nanos() as f64;
+                let percent = cpu_ns.saturating_sub(previous_ns) as f64 / wall_ns.max(1.0) * 100.0;
+                sample.cpu_percent = Some(percent.clamp(0.0, self.cpu_ceiling_percent));
+            }
+            (None, _) => self.missing(
+                "vcpu_time_ns",
+                "no cpuacct/cpu cgroup controller for this sandbox",
+            ),
+            _ => {}
+        }
+        if let Some(cpu_ns) = sample.vcpu_time_ns {
+            self.previous_cpu = Some((cpu_ns, now));
+        }
+
+        let usage = self.memory_usage.as_mut().and_then(Source::number);
+        let (inactive_file, resident) = match &mut self.memory_stat {
+            Some((stat, CgroupVersion::V1)) => {
+                let text = stat.read().unwrap_or_default().to_owned();
+                let key = |k: &str| {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok())
+                };
+                (
+                    key("total_inactive_file "),
+                    key("total_rss ")
+                        .zip(key("total_mapped_file "))
+                        .map(|(a, b)| a + b),
+                )
+            }
+            Some((stat, CgroupVersion::V2)) => {
+                let text = stat.read().unwrap_or_default().to_owned();
+                let key = |k: &str| {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok())
+                };
+                (
+                    key("inactive_file "),
+                    key("anon ").zip(key("file_mapped ")).map(|(a, b)| a + b),
+                )
+            }
+            None => (None, None),
+        };
+        sample.memory_bytes = usage.map(|u| u.saturating_sub(inactive_file.unwrap_or(0)));
+        let limit = self
+            .memory_limit
+            .as_mut()
+            .and_then(Source::read)
+            .map(str::trim)
+            .and_then(|text| {
+                // "max" (v2) or a huge page-rounded number (v1) mean no limit.
+                text.parse::<u64>().ok().filter(|l| *l < (1u64 << 62))
+            });
+        sample.memory_limit_bytes = limit
+            .or(self.host_memory_bytes)
+            .map(|l| l.min(self.host_memory_bytes.unwrap_or(u64::MAX)));
+        sample.memory_available_bytes = sample
+            .memory_limit_bytes
+            .zip(sample.memory_bytes)
+            .map(|(l, u)| l.saturating_sub(u));
+        sample.memory_host_resident_bytes = resident;
+        if usage.is_none() {
+            self.missing(
+                "memory_bytes",
+                "no memory cgroup controller for this sandbox",
+            );
+        }
+
+        (sample.disk_read_bytes, sample.disk_write_bytes) = match &mut self.io {
+            Some((source, version)) => io_totals(source.read().unwrap_or_default(), *version),
+            None => (None, None),
+        };
+        if sample.disk_read_bytes.is_none() {
+            self.missing("disk_read_bytes", "no cgroup v2 io controller for this sandbox (v1 blkio does not attribute buffered writes)");
+        }
+        sample.processes = self.pids.as_mut().and_then(Source::number);
+        if sample.processes.is_none() {
+            self.missing("processes", "no pids cgroup controller for this sandbox");
+        }
+        // The namespace backend has loopback only: there is no guest network device whose
+        // frames could be counted, so these stay null until the network stack lands.
+        self.missing(
+            "net_rx_bytes",
+            "the sandbox has no network device (loopback only)",
+        );
+        // The writable root is a plain directory on the host filesystem: its statfs would
+        // describe the host disk, not the sandbox's budget.
+        self.missing(
+            "upper_used_bytes",
+            "the writable root is a host directory without its own filesystem",
+        );
+    }
+}
+
+/// Read and write byte totals over every device.
+fn io_totals(text: &str, version: CgroupVersion) -> (Option<u64>, Option<u64>) {
+    let (mut read, mut write) = (0u64, 0u64);
+    match version {
+        CgroupVersion::V1 => {
+            // "8:0 Read 4096" ... "Total 123"
+            for line in text.lines() {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                if let [_, op, bytes] = fields.as_slice() {
+                    let bytes: u64 = bytes.parse().unwrap_or(0);
+                    match *op {
+                        "Read" => read += bytes,
+                        "Write" => write += bytes,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        CgroupVersion::V2 => {
+            // "8:0 rbytes=4096 wbytes=0 rios=1 ..."
+            for field in text.split_whitespace() {
+                if let Some(v) = field.strip_prefix("rbytes=") {
+                    read += v.parse::<u64>().unwrap_or(0);
+                } else if let Some(v) = field.strip_prefix("wbytes=") {
+                    write += v.parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+    }
+    (Some(read), Some(write))
+}
+
+/// Host blocks under `dir` (`st_blocks × 512`), not following links, bounded in entries.
+pub fn allocated_bytes(dir: &Path, max_entries: usize) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0u64;
+    let mut pending = vec![dir.to_owned()];
+    let mut seen = 0usize;
+    while let Some(path) = pending.pop() {
+        let metadata = std::fs::symlink_metadata(&path).ok()?;
+        total += metadata.blocks() * 512;
+        seen += 1;
+        if seen > max_entries {
+            return None;
+        }
+        if metadata.is_dir() {
+            for entry in std::fs::read_dir(&path).ok()?.flatten() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    Some(total)
+}
+
+/// Samples every interval until the run ends; delivers to watchers or buffers.
+pub async fn run(shared: Arc<Shared>, mut sampler: Sampler, interval_ms: u64, started: Instant) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let upper = shared.dir.upper();
+    let mut upper_allocated = None;
+    let mut tick: u64 = 0;
+    loop {
+        ticker.tick().await;
+        if *shared.finished.borrow() {
+            return;
+        }
+        let mut sample = Sample {
+            sandbox_id: shared.config.sandbox_id.clone(),
+            run_id: shared.config.run_id.clone(),
+            timestamp_ms: now_ms(),
+            uptime_secs: started.elapsed().as_secs_f64(),
+            ..Sample::default()
+        };
+        sampler.read(&mut sample);
+        // Walking the upper directory is the one costly source: refresh it every 10 ticks.
+        if tick % 10 == 0 && shared.config.config.rootfs == crate::config::RootfsSource::Default {
+            upper_allocated = allocated_bytes(&upper, 100_000);
+        }
+        tick += 1;
+        sample.upper_host_allocated_bytes = upper_allocated;
+        if let Some((beat, at)) = *shared.last_heartbeat.lock().unwrap() {
+            sample.heartbeat_seq = Some(beat.seq);
+            sample.heartbeat_age_ms = Some(at.elapsed().as_millis() as u64);
+            sample.active_sessions = Some(u64::from(beat.active_sessions));
+        }
+        shared.deliver_sample(sample);
+    }
+}
+
+/// Samples waiting for msbd, oldest first; the oldest go when it is full.
+#[derive(Debug)]
+pub struct SampleBuffer {
+    samples: VecDeque<Sample>,
+    capacity: usize,
+    pub dropped: u64,
+}
+
+impl SampleBuffer {
+    pub fn new(capacity: usize) -> Self {
+        SampleBuffer {
+            samples: VecDeque::new(),
+            capacity,
+            dropped: 0,
+        }
+    }
+
+    pub fn push(&mut self, sample: Sample) {
+        if self.samples.len() == self.capacity {
+            self.samples.pop_front();
+            self.dropped += 1;
+        }
+        self.samples.push_back(sample);
+    }
+
+    pub fn drain(&mut self) -> Vec<Sample> {
+        self.samples.drain(..).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_totals_parse_both_versions() {
+        let v1 = "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 0\n8:16 Read 1\nTotal 12289\n";
+        assert_eq!(io_totals(v1, CgroupVersion::V1), (Some(4097), Some(8192)));
+        let v2 = "8:0 rbytes=10 wbytes=20 rios=1 wios=2\n8:16 rbytes=1 wbytes=2\n";
+        assert_eq!(io_totals(v2, CgroupVersion::V2), (Some(11), Some(22)));
+    }
+
+    #[test]
+    fn buffer_keeps_the_newest_and_counts_drops() {
+        let mut buffer = SampleBuffer::new(3);
+        for ts in 0..5 {
+            buffer.push(Sample {
+                timestamp_ms: ts,
+                ..Sample::default()
+            });
+        }
+        assert_eq!(buffer.dropped, 2);
+        let kept: Vec<u64> = buffer.drain().iter().map(|s| s.timestamp_ms).collect();
+        assert_eq!(kept, [2, 3, 4]);
+        assert_eq!(buffer_capacity(1000), 600);
+        assert_eq!(buffer_capacity(100), 3000);
+    }
+
+    #[test]
+    fn allocated_bytes_counts_blocks_and_gives_up_on_huge_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), vec![1u8; 64 * 1024]).unwrap();
+        let bytes = allocated_bytes(dir.path(), 10).unwrap();
+        assert!(bytes >= 64 * 1024, "{bytes}");
+        assert_eq!(allocated_bytes(dir.path(), 0), None);
+    }
+
+    #[test]
+    fn a_sampler_without_cgroups_reports_nulls_not_zeros() {
+        let mut sampler = Sampler::new(None, None, "t");
+        let mut sample = Sample::default();
+        sampler.read(&mut sample);
+        assert_eq!(sample.vcpu_time_ns, None);
+        assert_eq!(sample.cpu_percent, None);
+        assert_eq!(sample.memory_bytes, None);
+        assert_eq!(sample.disk_write_bytes, None);
+        assert_eq!(sample.net_rx_bytes, None);
+        assert_eq!(sample.processes, None);
+    }
+}
