@@ -41,6 +41,9 @@ pub struct RunRecord {
     pub reason: Option<TerminationReason>,
     /// Why the run failed, when the runtime (not the workload) failed it.
     pub error: Option<String>,
+    /// Processes the kernel's OOM killer ended in the sandbox during the run (`None`: unknown).
+    #[serde(default)]
+    pub oom_kills: Option<u64>,
 }
 
 impl RunRecord {
@@ -89,6 +92,7 @@ mod tests {
             signal: None,
             reason: Some(TerminationReason::Failed),
             error: None,
+            oom_kills: Some(0),
         };
         record.write(&path).unwrap();
         assert_eq!(RunRecord::read(&path).unwrap(), record);

@@ -4,6 +4,7 @@
 //! Everything the CLI and the SDKs know about msbd is here; the server lives in `daemon`, the
 //! Rust client in `client`.
 
+mod history;
 mod metrics;
 mod openapi;
 
@@ -14,6 +15,7 @@ use msb_runtime::lifecycle::{SandboxStatus, TerminationReason};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use history::{ExportRequest, ExportResponse, HistoryResponse, SqlRequest, SqlResponse};
 pub use metrics::{CapacityReport, MetricsReport, SandboxHeadroom};
 pub use openapi::{openapi_json, ApiDoc};
 

@@ -28,6 +28,10 @@ use crate::daemon::routes;
         routes::metrics::one,
         routes::metrics::stream,
         routes::metrics::capacity,
+        routes::history::sandbox,
+        routes::history::fleet,
+        routes::history::sql,
+        routes::history::export,
     ),
     components(schemas(
         msb_runtime::logs::LogEntry,

@@ -25,7 +25,9 @@ pub enum SortBy {
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricsFormat {
+    Table,
     Json,
+    Csv,
 }
 
 #[derive(Args, Debug)]
@@ -49,11 +51,33 @@ pub struct MetricsArgs {
     pub all: bool,
     #[arg(long, value_enum, default_value = "name")]
     pub sort: SortBy,
+    /// History from this long ago (10m, 2h) or this RFC 3339 time, instead of live values.
+    #[arg(long, value_parser = parse::time_ms, conflicts_with_all = ["watch", "follow"])]
+    pub since: Option<i64>,
+    /// End of the history window (default now).
+    #[arg(long, value_parser = parse::time_ms, requires = "since")]
+    pub until: Option<i64>,
+    /// History step (default 10s): gauges are averaged per step, counters become rates.
+    #[arg(long, value_parser = parse::duration, requires = "since")]
+    pub step: Option<Duration>,
+    /// Write the raw samples of the window to this Parquet file instead of printing.
+    #[arg(long, value_name = "FILE.parquet", requires = "since")]
+    pub output: Option<std::path::PathBuf>,
+    /// Run one read-only SQL statement over the store's views (samples, samples_1m, sandboxes,
+    /// runs, events, ...).
+    #[arg(long, conflicts_with_all = ["name", "watch", "follow", "since"])]
+    pub sql: Option<String>,
 }
 
 pub async fn metrics(client: &Client, args: MetricsArgs) -> Result<i32> {
     if args.interval < Duration::from_millis(100) {
         bail!("--interval must be at least 100ms");
+    }
+    if let Some(sql) = &args.sql {
+        return super::history::sql(client, sql, args.format).await;
+    }
+    if let Some(since) = args.since {
+        return super::history::history(client, &args, since).await;
     }
     if args.follow {
         return follow(client, &args).await;
@@ -65,6 +89,11 @@ pub async fn metrics(client: &Client, args: MetricsArgs) -> Result<i32> {
         return watch(client, &args).await;
     }
     let reports = fetch(client, &args).await?;
+    if args.format == Some(MetricsFormat::Csv) {
+        bail!(
+            "--format csv is for history (--since) and --sql; live values come as a table or JSON"
+        );
+    }
     if args.format == Some(MetricsFormat::Json) {
         match &args.name {
             Some(_) => println!("{}", serde_json::to_string_pretty(&reports[0])?),
@@ -94,7 +123,7 @@ pub async fn metrics(client: &Client, args: MetricsArgs) -> Result<i32> {
     Ok(0)
 }
 
-async fn fetch(client: &Client, args: &MetricsArgs) -> Result<Vec<MetricsReport>> {
+pub(super) async fn fetch(client: &Client, args: &MetricsArgs) -> Result<Vec<MetricsReport>> {
     let mut reports: Vec<MetricsReport> = match &args.name {
         Some(name) => vec![
             client

@@ -3,6 +3,7 @@
 
 mod doctor;
 mod exec;
+mod history;
 mod lifecycle;
 mod list;
 mod logs;

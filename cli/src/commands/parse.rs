@@ -49,6 +49,29 @@ pub fn duration_secs(value: &str) -> Result<u64, String> {
     Ok(d.as_secs())
 }
 
+/// A point in time as ms since the epoch: an RFC 3339 time, or a duration ago (`10m`).
+pub fn time_ms(value: &str) -> Result<i64, String> {
+    let now = std::time::SystemTime::now();
+    let at = match humantime::parse_rfc3339_weak(value) {
+        Ok(time) => time,
+        Err(_) => {
+            let ago = duration(value).map_err(|_| {
+                format!(
+                    "invalid time {value:?} (try 10m for ten minutes ago, or 2026-01-02T03:04:05Z)"
+                )
+            })?;
+            now.checked_sub(ago)
+                .ok_or_else(|| format!("{value:?} is too long ago"))?
+        }
+    };
+    if at > now + Duration::from_secs(60) {
+        return Err(format!("{value:?} is in the future"));
+    }
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|_| format!("{value:?} is before 1970"))
+}
+
 /// A sampling interval in ms: `0` disables, otherwise at least 100 ms.
 pub fn metrics_interval_ms(value: &str) -> Result<u64, String> {
     let ms = duration(value)?.as_millis() as u64;

@@ -87,6 +87,16 @@ pub fn apply_record(daemon: &Daemon, sandbox_id: &str) -> Result<SandboxStatus, 
         }
     }
     if status != current {
+        if let Some(kills) = record.as_ref().and_then(|r| r.oom_kills).filter(|n| *n > 0) {
+            store.append_event(&EventRecord {
+                ts_ms: run.ended_at_ms.unwrap_or_else(msb_store::catalog::now_ms),
+                sandbox_id: Some(sandbox_id.to_owned()),
+                kind: "oom_kill".to_owned(),
+                detail_json:
+                    serde_json::json!({"run_id": run.id, "oom_kills": kills, "signal": run.signal})
+                        .to_string(),
+            })?;
+        }
         store.set_status(sandbox_id, status.as_str())?;
         let detail = serde_json::json!({
             "from": current, "to": status,

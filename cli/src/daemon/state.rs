@@ -29,6 +29,8 @@ pub struct Daemon {
     pub shutdown: Notify,
     /// The latest sample of every sandbox.
     pub live: super::live::LiveMetrics,
+    /// Where every sample goes for history (one writer thread; never blocks the caller).
+    pub series: Option<msb_store::SeriesWriter>,
 }
 
 impl Daemon {
@@ -39,6 +41,11 @@ impl Daemon {
         agent_binary: PathBuf,
         log_level: String,
     ) -> Arc<Self> {
+        let series = msb_store::SeriesWriter::start(&store, msb_store::RetentionConfig::default())
+            .map_err(|e| {
+                tracing::error!("metrics history is off: {}", super::error::error_chain(&e))
+            })
+            .ok();
         Arc::new(Daemon {
             home,
             store: Mutex::new(store),
@@ -51,12 +58,16 @@ impl Daemon {
             log_level,
             shutdown: Notify::new(),
             live: Default::default(),
+            series,
         })
     }
 
     /// Takes in samples from a supervisor: live state now, history through the store.
     pub fn ingest(&self, samples: &[msb_metrics::Sample], interval_ms: u64) {
         self.live.record(samples, interval_ms);
+        if let Some(series) = &self.series {
+            series.append(samples.to_vec());
+        }
     }
 
     /// The store. Hold the guard only for the few statements of one step, never across an await.

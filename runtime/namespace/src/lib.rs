@@ -63,9 +63,9 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 pub use cgroups::{
-    host_cgroups, remove_leftovers, Attachment, CgroupMode, CgroupPaths, CgroupReport,
-    CgroupVersion, Controller, ControllerDir, ControllerReport, Hierarchy, CPU_PERIOD_US,
-    MEMORY_BYTES_MIN, PIDS_MAX_MIN,
+    host_cgroups, remove_leftovers, sandbox_cgroups, Attachment, CgroupMode, CgroupPaths,
+    CgroupReport, CgroupVersion, Controller, ControllerDir, ControllerReport, Hierarchy,
+    CPU_PERIOD_US, MEMORY_BYTES_MIN, PIDS_MAX_MIN,
 };
 pub use error::NamespaceError;
 pub use sandbox::{ExitStatus, Sandbox};

@@ -8,7 +8,8 @@ use std::os::fd::OwnedFd;
 
 /// Host cgroup facts, for `msb doctor`.
 pub use msb_namespace::{
-    host_cgroups, CgroupMode, CgroupPaths, CgroupReport, CgroupVersion, ControllerDir,
+    host_cgroups, sandbox_cgroups, CgroupMode, CgroupPaths, CgroupReport, CgroupVersion,
+    ControllerDir,
 };
 
 use crate::config::SupervisorConfig;

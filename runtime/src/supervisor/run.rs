@@ -46,6 +46,7 @@ pub fn run_supervisor(config: SupervisorConfig) -> i32 {
         signal: None,
         reason: None,
         error: None,
+        oom_kills: None,
     };
     let fail = |mut record: RunRecord, error: String| {
         tracing::error!("{error}");
@@ -299,7 +300,8 @@ async fn shut_down(
 
 async fn finish(shared: &Shared, sandbox: &Arc<dyn Backend>, ending: Ending) -> i32 {
     let outcome = shared.main_outcome.borrow().clone();
-    let (mut exit_code, mut signal, mut error) = (None, None, None);
+    let (mut exit_code, mut signal, mut error): (Option<i32>, Option<i32>, Option<String>) =
+        (None, None, None);
     match &outcome {
         Some(MainOutcome::Exited(ExitStatus { code, signal: sig })) => {
             exit_code = *code;
@@ -333,10 +335,25 @@ async fn finish(shared: &Shared, sandbox: &Arc<dyn Backend>, ending: Ending) -> 
         }
         (Ending::WorkloadDone, None) => TerminationReason::InternalError,
     };
+    // Before the cgroups go: did the kernel's OOM killer end anything?
+    let oom_kills = sampler::oom_kills(sandbox.cgroups().as_ref());
+    if oom_kills.is_some_and(|n| n > 0) && signal == Some(libc::SIGKILL) {
+        let limit = shared
+            .config
+            .config
+            .memory_mib
+            .map_or("the host's memory".to_owned(), |m| {
+                format!("its {m} MiB limit")
+            });
+        error.get_or_insert_with(|| {
+            format!("the workload was killed by the kernel's OOM killer (memory above {limit})")
+        });
+    }
     if let Err(e) = sandbox.destroy() {
         tracing::error!("cleaning up the sandbox: {e}");
     }
     shared.update_record(|r| {
+        r.oom_kills = oom_kills;
         r.phase = RunPhase::Exited;
         r.ended_at_ms = Some(now_ms());
         r.exit_code = exit_code;

@@ -83,6 +83,40 @@ pub struct Sampler {
     previous_cpu: Option<(u64, Instant)>,
     warned: HashSet<&'static str>,
     sandbox_name: String,
+    ticks: u64,
+    stat_cache: MemoryStat,
+    limit_cache: Option<u64>,
+}
+
+/// What msb takes from memory.stat.
+#[derive(Debug, Default, Clone, Copy)]
+struct MemoryStat {
+    inactive_file: Option<u64>,
+    resident: Option<u64>,
+    usage_at_read: Option<u64>,
+}
+
+fn read_memory_stat(
+    source: &mut Option<(Source, CgroupVersion)>,
+    usage: Option<u64>,
+) -> MemoryStat {
+    let Some((stat, version)) = source else {
+        return MemoryStat::default();
+    };
+    let (inactive, rss, mapped) = match version {
+        CgroupVersion::V1 => ("total_inactive_file ", "total_rss ", "total_mapped_file "),
+        CgroupVersion::V2 => ("inactive_file ", "anon ", "file_mapped "),
+    };
+    let text = stat.read().unwrap_or_default();
+    let key = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok())
+    };
+    MemoryStat {
+        inactive_file: key(inactive),
+        resident: key(rss).zip(key(mapped)).map(|(a, b)| a + b),
+        usage_at_read: usage,
+    }
 }
 
 fn host_memory_bytes() -> Option<u64> {
@@ -150,6 +184,9 @@ impl Sampler {
             previous_cpu: None,
             warned: HashSet::new(),
             sandbox_name: sandbox_name.to_owned(),
+            ticks: 0,
+            stat_cache: MemoryStat::default(),
+            limit_cache: None,
         }
     }
 
@@ -184,43 +221,30 @@ impl Sampler {
         }
 
         let usage = self.memory_usage.as_mut().and_then(Source::number);
-        let (inactive_file, resident) = match &mut self.memory_stat {
-            Some((stat, CgroupVersion::V1)) => {
-                let text = stat.read().unwrap_or_default().to_owned();
-                let key = |k: &str| {
-                    text.lines()
-                        .find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok())
-                };
-                (
-                    key("total_inactive_file "),
-                    key("total_rss ")
-                        .zip(key("total_mapped_file "))
-                        .map(|(a, b)| a + b),
-                )
-            }
-            Some((stat, CgroupVersion::V2)) => {
-                let text = stat.read().unwrap_or_default().to_owned();
-                let key = |k: &str| {
-                    text.lines()
-                        .find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok())
-                };
-                (
-                    key("inactive_file "),
-                    key("anon ").zip(key("file_mapped ")).map(|(a, b)| a + b),
-                )
-            }
-            None => (None, None),
+        // memory.stat is the costliest file to generate: re-read it every 10th tick, or as soon
+        // as usage moved by more than 1 MiB since it was read (then it matters).
+        let moved = match (usage, self.stat_cache.usage_at_read) {
+            (Some(now), Some(then)) => now.abs_diff(then) > 1 << 20,
+            _ => true,
         };
+        if moved || self.ticks % 10 == 0 {
+            self.stat_cache = read_memory_stat(&mut self.memory_stat, usage);
+        }
+        let (inactive_file, resident) = (self.stat_cache.inactive_file, self.stat_cache.resident);
         sample.memory_bytes = usage.map(|u| u.saturating_sub(inactive_file.unwrap_or(0)));
-        let limit = self
-            .memory_limit
-            .as_mut()
-            .and_then(Source::read)
-            .map(str::trim)
-            .and_then(|text| {
-                // "max" (v2) or a huge page-rounded number (v1) mean no limit.
-                text.parse::<u64>().ok().filter(|l| *l < (1u64 << 62))
-            });
+        // The limit changes only on a resize: re-read it every 10th tick.
+        if self.ticks % 10 == 0 {
+            self.limit_cache = self
+                .memory_limit
+                .as_mut()
+                .and_then(Source::read)
+                .map(str::trim)
+                .and_then(|text| {
+                    // "max" (v2) or a huge page-rounded number (v1) mean no limit.
+                    text.parse::<u64>().ok().filter(|l| *l < (1u64 << 62))
+                });
+        }
+        let limit = self.limit_cache;
         sample.memory_limit_bytes = limit
             .or(self.host_memory_bytes)
             .map(|l| l.min(self.host_memory_bytes.unwrap_or(u64::MAX)));
@@ -259,6 +283,7 @@ impl Sampler {
             "upper_used_bytes",
             "the writable root is a host directory without its own filesystem",
         );
+        self.ticks += 1;
     }
 }
 
@@ -387,6 +412,19 @@ impl SampleBuffer {
     pub fn is_empty(&self) -> bool {
         self.samples.is_empty()
     }
+}
+
+/// OOM kills in the sandbox's memory cgroup so far (v1 `memory.oom_control`, v2
+/// `memory.events`); `None` when the host does not say.
+pub fn oom_kills(cgroups: Option<&CgroupPaths>) -> Option<u64> {
+    let memory = cgroups?.memory.as_ref()?;
+    let (file, key) = match memory.version {
+        CgroupVersion::V1 => ("memory.oom_control", "oom_kill "),
+        CgroupVersion::V2 => ("memory.events", "oom_kill "),
+    };
+    let text = std::fs::read_to_string(memory.path.join(file)).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
 }
 
 #[cfg(test)]

@@ -200,6 +200,7 @@ impl Harness {
             signal: None,
             reason: None,
             error: None,
+            oom_kills: None,
         };
         let listener = UnixListener::bind(sandbox.socket()).unwrap();
         let (host_end, agent_end) = UnixStream::pair().unwrap();

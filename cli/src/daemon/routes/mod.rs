@@ -1,5 +1,6 @@
 //! The API router: one file per group of endpoints.
 
+pub mod history;
 pub mod lifecycle;
 pub mod logs;
 pub mod metrics;
@@ -23,6 +24,10 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/v1/metrics/stream", get(metrics::stream))
         .route("/v1/capacity", get(metrics::capacity))
         .route("/v1/sandboxes/{name}/metrics", get(metrics::one))
+        .route("/v1/sandboxes/{name}/history", get(history::sandbox))
+        .route("/v1/sandboxes/{name}/export", post(history::export))
+        .route("/v1/history/fleet", get(history::fleet))
+        .route("/v1/sql", post(history::sql))
         .route(
             "/v1/sandboxes",
             get(sandboxes::list).post(sandboxes::create),

@@ -268,3 +268,8 @@ pub fn remove_leftovers(
         deadline.saturating_duration_since(Instant::now()),
     ))
 }
+
+/// Where a sandbox's cgroups are on this host (they exist while it runs).
+pub fn sandbox_cgroups(sandbox_id: &str) -> io::Result<CgroupPaths> {
+    Ok(plan(&HostCgroups::read()?, sandbox_id))
+}

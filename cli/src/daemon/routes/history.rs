@@ -1,0 +1,180 @@
+//! History endpoints: they read DuckDB on a blocking thread, under the store's lock.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::Deserialize;
+
+use crate::api::{
+    ErrorBody, ExportRequest, ExportResponse, HistoryResponse, SqlRequest, SqlResponse,
+};
+use crate::daemon::error::{error_chain, ApiError};
+use crate::daemon::state::Daemon;
+
+#[derive(Deserialize, Debug, utoipa::IntoParams)]
+pub struct WindowQuery {
+    /// Start, ms since the Unix epoch.
+    pub since_ms: i64,
+    /// End, ms since the Unix epoch; default now.
+    pub until_ms: Option<i64>,
+    /// Step in ms; default 10 000.
+    pub step_ms: Option<i64>,
+}
+
+impl WindowQuery {
+    fn resolve(&self) -> Result<(i64, i64, i64), ApiError> {
+        let until = self.until_ms.unwrap_or_else(msb_store::catalog::now_ms);
+        let step = self.step_ms.unwrap_or(10_000);
+        if step < 100 {
+            return Err(ApiError::Invalid(format!(
+                "step {step} ms is shorter than 100 ms"
+            )));
+        }
+        if until <= self.since_ms {
+            return Err(ApiError::Invalid(
+                "the window is empty: until must be after since".into(),
+            ));
+        }
+        if (until - self.since_ms) / step > 100_000 {
+            return Err(ApiError::Invalid(
+                "the window holds more than 100000 steps; use a larger step".into(),
+            ));
+        }
+        Ok((self.since_ms, until, step))
+    }
+}
+
+fn series_error(e: msb_store::SeriesError) -> ApiError {
+    match e {
+        msb_store::SeriesError::BadWindow { .. } => ApiError::Invalid(e.to_string()),
+        other => ApiError::Invalid(error_chain(&other)),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::internal("history query", e))?
+}
+
+fn flush(daemon: &Daemon) {
+    // Samples already received should be visible to a query made after them.
+    if let Some(series) = &daemon.series {
+        if let Err(e) = series.flush() {
+            tracing::warn!("flushing the series writer: {e}");
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/v1/sandboxes/{name}/history", params(("name" = String, Path), WindowQuery),
+    responses((status = 200, body = HistoryResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn sandbox(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Query(query): Query<WindowQuery>,
+) -> Result<Json<HistoryResponse>, ApiError> {
+    let row = daemon.sandbox(&name)?;
+    let (since, until, step) = query.resolve()?;
+    blocking(move || {
+        flush(&daemon);
+        let points = daemon
+            .store()
+            .history(&row.id, since, until, step)
+            .map_err(series_error)?;
+        let points = points
+            .iter()
+            .map(|p| serde_json::to_value(p).expect("point serialises"))
+            .collect();
+        Ok(Json(HistoryResponse {
+            name,
+            since_ms: since,
+            until_ms: until,
+            step_ms: step,
+            points,
+        }))
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/v1/history/fleet", params(WindowQuery),
+    responses((status = 200, body = HistoryResponse), (status = 400, body = ErrorBody)))]
+pub async fn fleet(
+    State(daemon): State<Arc<Daemon>>,
+    Query(query): Query<WindowQuery>,
+) -> Result<Json<HistoryResponse>, ApiError> {
+    let (since, until, step) = query.resolve()?;
+    blocking(move || {
+        flush(&daemon);
+        let points = daemon
+            .store()
+            .fleet(since, until, step)
+            .map_err(series_error)?;
+        let points = points
+            .iter()
+            .map(|p| serde_json::to_value(p).expect("point serialises"))
+            .collect();
+        Ok(Json(HistoryResponse {
+            name: "*".into(),
+            since_ms: since,
+            until_ms: until,
+            step_ms: step,
+            points,
+        }))
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/sql", request_body = SqlRequest,
+    responses((status = 200, body = SqlResponse), (status = 400, body = ErrorBody)))]
+pub async fn sql(
+    State(daemon): State<Arc<Daemon>>,
+    Json(request): Json<SqlRequest>,
+) -> Result<Json<SqlResponse>, ApiError> {
+    blocking(move || {
+        flush(&daemon);
+        let (columns, rows) = daemon
+            .store()
+            .read_only_sql(&request.sql)
+            .map_err(series_error)?;
+        Ok(Json(SqlResponse { columns, rows }))
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/sandboxes/{name}/export", params(("name" = String, Path)), request_body = ExportRequest,
+    responses((status = 200, body = ExportResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn export(
+    State(daemon): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Json(request): Json<ExportRequest>,
+) -> Result<Json<ExportResponse>, ApiError> {
+    let row = daemon.sandbox(&name)?;
+    let path = std::path::PathBuf::from(&request.path);
+    if !path.is_absolute() || path.extension().is_none_or(|e| e != "parquet") {
+        return Err(ApiError::Invalid(format!(
+            "{} must be an absolute path ending in .parquet",
+            request.path
+        )));
+    }
+    if !path.parent().is_some_and(|p| p.is_dir()) {
+        return Err(ApiError::Invalid(format!(
+            "the directory of {} does not exist",
+            request.path
+        )));
+    }
+    blocking(move || {
+        flush(&daemon);
+        let rows = daemon
+            .store()
+            .export_parquet(&row.id, request.since_ms, request.until_ms, &path)
+            .map_err(series_error)?;
+        Ok(Json(ExportResponse {
+            rows,
+            path: request.path,
+        }))
+    })
+    .await
+}

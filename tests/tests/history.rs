@@ -1,0 +1,212 @@
+//! Metrics history in DuckDB, through the real binary: rows per window, counters, runs, OOM,
+//! restarts of msbd, and bad input.
+
+use std::time::Duration;
+
+use msb_e2e::{require_root, TestHome};
+use serde_json::Value;
+
+fn sql(home: &TestHome, query: &str) -> Vec<Value> {
+    serde_json::from_str::<Value>(&home.ok(&["metrics", "--sql", query, "--format", "json"]))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn id(home: &TestHome, name: &str) -> String {
+    home.inspect(name)["id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_ten_second_window_holds_ten_rows_and_counters_never_decrease() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    home.detached("h", "while :; do echo x > /tmp/f; sleep 0.1; done");
+    let sandbox = id(&home, "h");
+    std::thread::sleep(Duration::from_secs(13));
+    let first = sql(
+        &home,
+        &format!("SELECT min(ts_ms) AS t FROM samples WHERE sandbox_id = '{sandbox}'"),
+    )[0]["t"]
+        .as_i64()
+        .unwrap();
+    let start = first + 1_000;
+    let rows = sql(
+        &home,
+        &format!("SELECT count(*) AS n FROM samples WHERE sandbox_id = '{sandbox}' AND ts_ms >= {start} AND ts_ms < {}", start + 10_000),
+    );
+    let n = rows[0]["n"].as_i64().unwrap();
+    assert!((9..=11).contains(&n), "a 10 s window at 1 s holds {n} rows");
+    let decreases = sql(
+        &home,
+        &format!(
+            "SELECT count(*) AS n FROM (SELECT vcpu_time_ns - lag(vcpu_time_ns) OVER (PARTITION BY run_id ORDER BY ts_ms) AS d, \
+             heartbeat_seq - lag(heartbeat_seq) OVER (PARTITION BY run_id ORDER BY ts_ms) AS h \
+             FROM samples WHERE sandbox_id = '{sandbox}') WHERE d < 0 OR h < 0"
+        ),
+    );
+    assert_eq!(decreases[0]["n"], 0, "counters never decrease within a run");
+
+    // The same through the history view: gauges averaged per step, counters as rates.
+    let history: Vec<Value> = serde_json::from_str(&home.ok(&[
+        "metrics", "h", "--since", "12s", "--step", "2s", "--format", "json",
+    ]))
+    .unwrap();
+    assert!(history.len() >= 5, "{history:?}");
+    for point in &history {
+        assert!(point["vcpu_time_ns_per_sec"].as_f64().unwrap_or(0.0) >= 0.0);
+        assert!(point["memory_bytes"].as_f64().is_some());
+    }
+    let csv = home.ok(&["metrics", "h", "--since", "12s", "--format", "csv"]);
+    assert!(csv.lines().next().unwrap().contains("cpu_percent"), "{csv}");
+}
+
+#[test]
+fn restarts_are_new_runs_and_an_oom_kill_is_an_event_and_a_reason() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    home.ok(&["create", "-n", "twice", "--", "sleep", "2"]);
+    home.ok(&["start", "twice"]);
+    home.ok(&["wait", "twice"]);
+    home.ok(&["start", "twice"]);
+    home.ok(&["wait", "twice"]);
+    let sandbox = id(&home, "twice");
+    let runs = sql(
+        &home,
+        &format!("SELECT count(DISTINCT run_id) AS n FROM samples WHERE sandbox_id = '{sandbox}'"),
+    );
+    assert_eq!(runs[0]["n"], 2, "each start is a run of its own in history");
+
+    // A shell holding 100 MB in a variable under a 32 MiB limit.
+    let run = home.msb(&[
+        "run",
+        "-n",
+        "oom",
+        "-m",
+        "32M",
+        "--",
+        "sh",
+        "-c",
+        "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
+    ]);
+    assert_eq!(run.code, 137, "{run:?}");
+    let info = home.inspect("oom");
+    assert_eq!(info["runs"][0]["termination_reason"], "Signal");
+    assert!(
+        info["runs"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("OOM killer"),
+        "{info}"
+    );
+    let oom = id(&home, "oom");
+    let events = sql(
+        &home,
+        &format!("SELECT kind FROM events WHERE sandbox_id = '{oom}' AND kind = 'oom_kill'"),
+    );
+    assert_eq!(events.len(), 1);
+}
+
+#[test]
+fn history_survives_msbd_restarts_without_gaps() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    home.detached("steady", "sleep 1000");
+    let sandbox = id(&home, "steady");
+    std::thread::sleep(Duration::from_secs(3));
+    // msbd is killed and stays down for a few seconds; the supervisor keeps sampling.
+    let pid = home.daemon_pid().unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    home.ok(&["server", "start"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let gaps = sql(
+        &home,
+        &format!(
+            "SELECT max(ts_ms - prev) AS gap, count(*) AS n FROM (SELECT ts_ms, lag(ts_ms) OVER (ORDER BY ts_ms) AS prev \
+             FROM samples WHERE sandbox_id = '{sandbox}')"
+        ),
+    );
+    let (gap, n) = (
+        gaps[0]["gap"].as_i64().unwrap(),
+        gaps[0]["n"].as_i64().unwrap(),
+    );
+    assert!(n >= 9, "{n} samples over ~10 s");
+    assert!(
+        gap <= 2_500,
+        "a {gap} ms hole in history across the restart"
+    );
+    // And a clean restart keeps what was stored.
+    home.ok(&["server", "stop"]);
+    let again = sql(
+        &home,
+        &format!("SELECT count(*) AS n FROM samples WHERE sandbox_id = '{sandbox}'"),
+    );
+    assert!(again[0]["n"].as_i64().unwrap() >= n);
+}
+
+#[test]
+fn history_bad_input_changes_nothing() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    home.ok(&["run", "-n", "b", "--", "sleep", "2"]);
+    let before = sql(&home, "SELECT count(*) AS n FROM samples")[0]["n"].clone();
+    for statement in [
+        "DELETE FROM samples",
+        "DROP VIEW samples",
+        "INSERT INTO events VALUES (1, 'x', 'y', '{}')",
+        "SELECT 1; DELETE FROM samples",
+        "COPY samples TO '/tmp/x.csv'",
+    ] {
+        let run = home.msb(&["metrics", "--sql", statement]);
+        assert_ne!(run.code, 0, "{statement}");
+        assert!(run.stderr.starts_with("error: "), "{statement}: {run:?}");
+    }
+    assert_eq!(
+        sql(&home, "SELECT count(*) AS n FROM samples")[0]["n"],
+        before
+    );
+    let run = home.msb(&["metrics", "b", "--since", "soon"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("invalid time"), "{run:?}");
+    let run = home.msb(&["metrics", "ghost", "--since", "1m"]);
+    assert!(run.stderr.contains("no sandbox named \"ghost\""), "{run:?}");
+    let run = home.msb(&["metrics", "b", "--since", "1m", "--until", "2m"]);
+    assert_ne!(run.code, 0, "until before since");
+    let run = home.msb(&[
+        "metrics",
+        "b",
+        "--since",
+        "1m",
+        "--output",
+        "/nonexistent-dir/x.parquet",
+    ]);
+    assert!(run.stderr.contains("does not exist"), "{run:?}");
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("b.parquet");
+    let run = home.msb(&[
+        "metrics",
+        "b",
+        "--since",
+        "1m",
+        "--output",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        std::fs::read(&file).unwrap().starts_with(b"PAR1"),
+        "a Parquet file"
+    );
+}
