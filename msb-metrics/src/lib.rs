@@ -5,6 +5,7 @@
 //! field is `None` when its source is missing on this host or backend; the sampler logs the
 //! reason once. A missing source is never reported as zero.
 
+pub mod prometheus;
 mod registry;
 mod sample;
 

@@ -101,6 +101,8 @@ impl TestHome {
             .args(args)
             .env("MSB_HOME", self.path())
             .env("MSB_AGENTD", agent_binary())
+            // Each test's msbd gets a free port rather than fighting over 9464.
+            .env("MSB_PROMETHEUS_ADDR", "127.0.0.1:0")
             .stdin(Stdio::null());
         command
     }

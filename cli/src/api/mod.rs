@@ -109,6 +109,8 @@ pub struct ServerStatus {
     pub uptime_secs: f64,
     pub sandboxes_total: usize,
     pub sandboxes_active: usize,
+    /// `host:port` of the Prometheus endpoint (`/metrics`), when it is listening.
+    pub prometheus_address: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, ToSchema)]

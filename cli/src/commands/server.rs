@@ -95,6 +95,10 @@ pub async fn server(client: &Client, args: ServerArgs) -> Result<i32> {
                     "  sandboxes: {} ({} active)",
                     status.sandboxes_total, status.sandboxes_active
                 );
+                match &status.prometheus_address {
+                    Some(addr) => println!("  metrics:   http://{addr}/metrics"),
+                    None => println!("  metrics:   Prometheus endpoint off (see msbd.log)"),
+                }
             }
             Ok(0)
         }

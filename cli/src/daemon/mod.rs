@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod live;
+pub mod prometheus;
 pub mod reconcile;
 pub mod routes;
 pub mod state;
@@ -112,6 +113,9 @@ async fn serve(daemon: Arc<Daemon>) -> Result<()> {
     let listener =
         UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
     fs::set_permissions(&socket, fs::Permissions::from_mode(0o600))?;
+    if let Some(addr) = prometheus::start(daemon.clone()).await {
+        let _ = daemon.prometheus_addr.set(addr.to_string());
+    }
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "msbd listening");
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

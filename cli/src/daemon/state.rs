@@ -31,6 +31,8 @@ pub struct Daemon {
     pub live: super::live::LiveMetrics,
     /// Where every sample goes for history (one writer thread; never blocks the caller).
     pub series: Option<msb_store::SeriesWriter>,
+    /// Where the Prometheus endpoint listens, once bound.
+    pub prometheus_addr: std::sync::OnceLock<String>,
 }
 
 impl Daemon {
@@ -59,6 +61,7 @@ impl Daemon {
             shutdown: Notify::new(),
             live: Default::default(),
             series,
+            prometheus_addr: Default::default(),
         })
     }
 

@@ -30,6 +30,7 @@ pub async fn status(State(daemon): State<Arc<Daemon>>) -> Result<Json<ServerStat
         uptime_secs: daemon.started.elapsed().as_secs_f64(),
         sandboxes_total: sandboxes.len(),
         sandboxes_active: active,
+        prometheus_address: daemon.prometheus_addr.get().cloned(),
     }))
 }
 

@@ -1,0 +1,137 @@
+//! The Prometheus scrape endpoint: names, types, labels, values that match `msb metrics`,
+//! content negotiation, and series that go with their sandbox.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use msb_e2e::{require_root, TestHome};
+use serde_json::Value;
+
+fn scrape(address: &str, accept: Option<&str>) -> (String, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {address}\r\n{accept}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let content_type = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("content-type:"))
+        .unwrap()
+        .to_owned();
+    // The body may be chunked: keep only the exposition lines.
+    let body = body
+        .lines()
+        .filter(|l| l.starts_with('#') || l.starts_with("microsandbox_") || l.starts_with("msb_"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (content_type, body)
+}
+
+fn value(body: &str, name: &str, sandbox: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| {
+            l.starts_with(&format!("{name}{{"))
+                && l.contains(&format!("sandbox_name=\"{sandbox}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn scrape_matches_msb_metrics_and_follows_the_sandbox() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    home.ok(&[
+        "run", "-n", "web", "-d", "-m", "256M", "--", "sleep", "1000",
+    ]);
+    let status: Value =
+        serde_json::from_str(&home.ok(&["server", "status", "--format", "json"])).unwrap();
+    let address = status["prometheus_address"]
+        .as_str()
+        .expect("endpoint listening")
+        .to_owned();
+    home.eventually(Duration::from_secs(20), "a sample", || {
+        home.msb(&["metrics", "web", "--format", "json"]).code == 0
+    });
+
+    let (content_type, body) = scrape(&address, None);
+    assert!(
+        content_type.contains("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    assert!(
+        body.contains("# TYPE microsandbox_cpu_time_seconds_total counter"),
+        "{body}"
+    );
+    assert!(body.contains("# TYPE microsandbox_memory_usage_bytes gauge"));
+    assert_eq!(
+        value(&body, "microsandbox_memory_limit_bytes", "web"),
+        Some((256u64 << 20) as f64)
+    );
+    let json: Value =
+        serde_json::from_str(&home.ok(&["metrics", "web", "--format", "json"])).unwrap();
+    assert!(value(&body, "microsandbox_processes", "web").unwrap() >= 2.0);
+    assert!(json["memory_bytes"].as_u64().is_some());
+    // No network device yet: the series is absent, not zero.
+    assert!(value(
+        &body,
+        "microsandbox_network_bytes_received_bytes_total",
+        "web"
+    )
+    .is_none());
+    assert!(
+        body.contains("msb_sandboxes{status=\"Running\"} 1"),
+        "{body}"
+    );
+    assert!(body.contains(&format!(
+        "sandbox_id=\"{}\"",
+        json["sandbox_id"].as_str().unwrap()
+    )));
+
+    let (content_type, open) = scrape(&address, Some("application/openmetrics-text;version=1.0.0"));
+    assert!(
+        content_type.contains("application/openmetrics-text"),
+        "{content_type}"
+    );
+    assert!(open.contains("# TYPE microsandbox_cpu_time_seconds counter"));
+    assert!(open.contains("microsandbox_cpu_time_seconds_created{"));
+    assert!(open.trim_end().ends_with("# EOF"));
+
+    home.ok(&["rm", "-f", "web"]);
+    let (_, after) = scrape(&address, None);
+    assert!(
+        value(&after, "microsandbox_memory_limit_bytes", "web").is_none(),
+        "series of a removed sandbox disappear"
+    );
+}
+
+#[test]
+fn a_taken_port_leaves_msbd_running_without_the_endpoint() {
+    if !require_root() {
+        return;
+    }
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().to_string();
+    let home = TestHome::new();
+    let mut command = home.command(&["server", "start"]);
+    command.env("MSB_PROMETHEUS_ADDR", &port);
+    assert!(command.status().unwrap().success());
+    let status: Value =
+        serde_json::from_str(&home.ok(&["server", "status", "--format", "json"])).unwrap();
+    assert!(status["prometheus_address"].is_null());
+    let log = std::fs::read_to_string(home.path().join("msbd.log")).unwrap();
+    assert_eq!(
+        log.matches("cannot listen").count(),
+        1,
+        "one warning: {log}"
+    );
+}
