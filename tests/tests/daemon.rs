@@ -254,3 +254,47 @@ fn doctor_reports_every_check() {
     let text = home.ok(&["doctor"]);
     assert!(text.contains("cgroups"));
 }
+
+#[test]
+fn an_upgraded_msb_replaces_the_older_msbd_and_sandboxes_survive() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    // An installation of our own, so that its msbd can be "upgraded" under a running daemon.
+    let install = tempfile::tempdir().unwrap();
+    for binary in ["msb", "msbd", "msb-supervisor"] {
+        std::fs::copy(msb_e2e::bin_dir().join(binary), install.path().join(binary)).unwrap();
+    }
+    let msb = |args: &[&str]| {
+        let mut command = home.command(args);
+        command.env_remove("MSB_SUPERVISOR");
+        let output = std::process::Command::new(install.path().join("msb"))
+            .args(args)
+            .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    msb(&["run", "-n", "kept", "-d", "--", "sleep", "1000"]);
+    let old = home.daemon_pid().unwrap();
+    // The upgrade: a new file (new inode) where msbd was.
+    std::fs::remove_file(install.path().join("msbd")).unwrap();
+    std::fs::copy(msb_e2e::bin_dir().join("msbd"), install.path().join("msbd")).unwrap();
+    let (_, stderr) = msb(&["ls"]);
+    assert!(stderr.contains("older build; restarting it"), "{stderr}");
+    assert_ne!(home.daemon_pid().unwrap(), old);
+    assert!(!alive(old));
+    let (out, _) = msb(&["exec", "kept", "--", "echo", "still-here"]);
+    assert_eq!(out, "still-here\n");
+    msb(&["rm", "-f", "kept"]);
+}

@@ -345,3 +345,42 @@ fn every_declared_instrument_is_produced_by_a_running_sandbox() {
         }
     }
 }
+
+#[test]
+fn watch_redraws_a_table_on_a_terminal_and_refuses_a_pipe() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    home.detached("watched", "sleep 1000");
+    first_sample(&home, "watched");
+    let run = home.msb(&["metrics", "-w"]);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("needs a terminal"), "{run:?}");
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped the terminal half: util-linux script is not installed");
+        return;
+    }
+    let msb = msb_e2e::bin_dir().join("msb");
+    let inner = format!("timeout 3 {} metrics -w --interval 500ms", msb.display());
+    let output = std::process::Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .env("MSB_HOME", home.path())
+        .env("MSB_AGENTD", msb_e2e::agent_binary())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        screen.matches("\x1b[2J").count() >= 2,
+        "redrawn in place: {screen:?}"
+    );
+    assert!(
+        screen.contains("NET RX/TX /s") && screen.contains("watched"),
+        "{screen:?}"
+    );
+}

@@ -111,6 +111,10 @@ pub struct ServerStatus {
     pub sandboxes_active: usize,
     /// `host:port` of the Prometheus endpoint (`/metrics`), when it is listening.
     pub prometheus_address: Option<String>,
+    /// Device and inode of the executable msbd was started from (clients restart an msbd
+    /// whose binary has since been replaced).
+    pub executable_dev: Option<u64>,
+    pub executable_ino: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, ToSchema)]

@@ -32,22 +32,88 @@ pub struct ApiFailure {
 #[derive(Debug, Clone)]
 pub struct Client {
     pub home: MsbHome,
+    /// Set once this process has checked that the running msbd is the installed one.
+    checked: std::sync::Arc<tokio::sync::OnceCell<()>>,
+}
+
+/// The identity (device, inode) of an executable file, to tell a replaced binary from the one a
+/// running process was started from.
+pub fn executable_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl Client {
     pub fn new(home: MsbHome) -> Self {
-        Self { home }
+        Self {
+            home,
+            checked: Default::default(),
+        }
     }
 
     /// Connects to msbd, starting it first if it is not running.
     pub async fn connect(&self) -> Result<UnixStream> {
-        if let Ok(stream) = UnixStream::connect(self.home.socket()).await {
-            return Ok(stream);
+        if UnixStream::connect(self.home.socket()).await.is_ok() {
+            self.checked
+                .get_or_try_init(|| self.replace_stale_daemon())
+                .await?;
+            return UnixStream::connect(self.home.socket())
+                .await
+                .with_context(|| format!("connecting to {}", self.home.socket().display()));
         }
         self.start_daemon().await?;
+        let _ = self.checked.set(());
         UnixStream::connect(self.home.socket())
             .await
             .with_context(|| format!("connecting to {}", self.home.socket().display()))
+    }
+
+    /// msb was upgraded while an older msbd kept running: that msbd would start supervisors from
+    /// the new binaries it does not match. Restart it (sandboxes survive; it reattaches).
+    async fn replace_stale_daemon(&self) -> Result<()> {
+        let Ok(installed) = msbd_path() else {
+            return Ok(());
+        };
+        let Some(installed) = executable_identity(&installed) else {
+            return Ok(());
+        };
+        let status: crate::api::ServerStatus = self.call_raw(Method::GET, "/v1/server").await?;
+        let running = status.executable_dev.zip(status.executable_ino);
+        if running.is_none() || running == Some(installed) {
+            return Ok(());
+        }
+        eprintln!(
+            "msb: msbd (pid {}) runs an older build; restarting it",
+            status.pid
+        );
+        let _ = self.send_raw(Method::POST, "/v1/server/shutdown").await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while msb_runtime::process::is_alive(status.pid as i32, None) {
+            if Instant::now() > deadline {
+                bail!("the old msbd (pid {}) did not stop within 10 s", status.pid);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.start_daemon().await
+    }
+
+    async fn send_raw(&self, method: Method, path: &str) -> Result<Response<Incoming>> {
+        let stream = UnixStream::connect(self.home.socket()).await?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "msbd")
+            .body(Full::new(Bytes::new()))?;
+        Ok(sender.send_request(request).await?)
+    }
+
+    async fn call_raw<T: DeserializeOwned>(&self, method: Method, path: &str) -> Result<T> {
+        let response = self.send_raw(method, path).await?;
+        let bytes = response.into_body().collect().await?.to_bytes();
+        Ok(serde_json::from_slice(&bytes)?)
     }
 
     /// Connects only if msbd is already running.
@@ -154,6 +220,18 @@ impl Client {
             return Err(failure(status, &bytes).into());
         }
         serde_json::from_slice(&bytes).with_context(|| format!("decoding msbd's answer to {path}"))
+    }
+
+    /// A GET whose success answer is a stream (JSON Lines); returns the body to read from.
+    pub async fn stream(&self, path: &str) -> Result<Incoming> {
+        let response = self.send(Method::GET, path, None).await?;
+        let status = response.status();
+        let body = response.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await?.to_bytes();
+            return Err(failure(status, &bytes).into());
+        }
+        Ok(body)
     }
 
     /// A request whose success answer has no body.

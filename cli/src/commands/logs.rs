@@ -5,10 +5,9 @@ use std::io::Write;
 use anyhow::{Context, Result};
 use clap::Args;
 use http_body_util::BodyExt;
-use hyper::Method;
 use msb_runtime::logs::LogEntry;
 
-use crate::client::{failure, segment, Client};
+use crate::client::{segment, Client};
 
 #[derive(Args, Debug)]
 pub struct LogsArgs {
@@ -33,13 +32,7 @@ pub async fn logs(client: &Client, args: LogsArgs) -> Result<i32> {
     if let Some(tail) = args.tail {
         uri.push_str(&format!("&tail={tail}"));
     }
-    let response = client.send(Method::GET, &uri, None).await?;
-    let status = response.status();
-    let mut body = response.into_body();
-    if !status.is_success() {
-        let bytes = body.collect().await?.to_bytes();
-        return Err(failure(status, &bytes).into());
-    }
+    let mut body = client.stream(&uri).await?;
     let mut pending = Vec::new();
     let mut at_line_start = true;
     while let Some(frame) = body.frame().await {

@@ -14,7 +14,7 @@ use hyper::Method;
 
 use super::parse;
 use crate::api::MetricsReport;
-use crate::client::{failure, segment, Client};
+use crate::client::{segment, Client};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SortBy {
@@ -165,13 +165,7 @@ async fn follow(client: &Client, args: &MetricsArgs) -> Result<i32> {
     if let Some(name) = &args.name {
         uri.push_str(&format!("&name={}", segment(name)));
     }
-    let response = client.send(Method::GET, &uri, None).await?;
-    let status = response.status();
-    let mut body = response.into_body();
-    if !status.is_success() {
-        let bytes = body.collect().await?.to_bytes();
-        return Err(failure(status, &bytes).into());
-    }
+    let mut body = client.stream(&uri).await?;
     let mut out = std::io::stdout().lock();
     while let Some(frame) = body.frame().await {
         let frame = frame.context("reading the metrics stream")?;

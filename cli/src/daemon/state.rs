@@ -31,6 +31,8 @@ pub struct Daemon {
     pub live: super::live::LiveMetrics,
     /// Where every sample goes for history (one writer thread; never blocks the caller).
     pub series: Option<msb_store::SeriesWriter>,
+    /// (device, inode) of the executable this msbd runs, as it was at start.
+    pub executable: Option<(u64, u64)>,
     /// Where the Prometheus endpoint listens, once bound.
     pub prometheus_addr: std::sync::OnceLock<String>,
 }
@@ -62,6 +64,7 @@ impl Daemon {
             live: Default::default(),
             series,
             prometheus_addr: Default::default(),
+            executable: crate::client::executable_identity(std::path::Path::new("/proc/self/exe")),
         })
     }
 

@@ -31,6 +31,8 @@ pub async fn status(State(daemon): State<Arc<Daemon>>) -> Result<Json<ServerStat
         sandboxes_total: sandboxes.len(),
         sandboxes_active: active,
         prometheus_address: daemon.prometheus_addr.get().cloned(),
+        executable_dev: daemon.executable.map(|(dev, _)| dev),
+        executable_ino: daemon.executable.map(|(_, ino)| ino),
     }))
 }
 
