@@ -72,8 +72,9 @@ fn check_window(since_ms: i64, until_ms: i64, step_ms: i64) -> Result<(), Series
     Ok(())
 }
 
-/// Raw rows in the normalised shape; parameters: sandbox filter value, low, high.
-fn raw_rows(sandbox_filter: &str) -> String {
+/// Raw rows in the normalised shape, read from `relation`; parameters: sandbox filter value,
+/// low, high.
+fn raw_rows(relation: &str, sandbox_filter: &str) -> String {
     let mut list = vec![
         "ts_ms".to_owned(),
         "sandbox_id".to_owned(),
@@ -93,14 +94,14 @@ fn raw_rows(sandbox_filter: &str) -> String {
     }
     list.push("ts_ms - lag(ts_ms) OVER w AS dt".to_owned());
     format!(
-        "SELECT {} FROM samples WHERE {sandbox_filter} AND ts_ms >= ? AND ts_ms < ?
+        "SELECT {} FROM {relation} WHERE {sandbox_filter} AND ts_ms >= ? AND ts_ms < ?
          WINDOW w AS (PARTITION BY sandbox_id, run_id ORDER BY ts_ms)",
         list.join(", ")
     )
 }
 
-/// Rollup rows in the same shape.
-fn rollup_rows(sandbox_filter: &str) -> String {
+/// Rollup rows in the same shape, read from `relation`.
+fn rollup_rows(relation: &str, sandbox_filter: &str) -> String {
     let mut list = vec![
         "minute_ms AS ts_ms".to_owned(),
         "sandbox_id".to_owned(),
@@ -122,13 +123,41 @@ fn rollup_rows(sandbox_filter: &str) -> String {
     }
     list.push("last_ts_ms - lag(last_ts_ms) OVER w AS dt".to_owned());
     format!(
-        "SELECT {} FROM samples_1m WHERE {sandbox_filter} AND minute_ms >= ? AND minute_ms < ?
+        "SELECT {} FROM {relation} WHERE {sandbox_filter} AND minute_ms >= ? AND minute_ms < ?
          WINDOW w AS (PARTITION BY sandbox_id, run_id ORDER BY minute_ms)",
         list.join(", ")
     )
 }
 
 impl Store {
+    /// Only the partitions of `kind` that overlap `[from_ms, until_ms)`, as one relation: a
+    /// window of an hour reads one or two tables rather than planning and scanning a union of
+    /// every live partition. An empty window reads the (empty-result) view.
+    fn partitions_relation(
+        &self,
+        kind: &str,
+        view: &str,
+        from_ms: i64,
+        until_ms: i64,
+    ) -> Result<String, SeriesError> {
+        let mut statement = self.conn().prepare(
+            "SELECT name FROM series_partitions WHERE kind = ? AND start_ms < ? AND end_ms > ? ORDER BY start_ms",
+        )?;
+        let names = statement
+            .query_map(duckdb::params![kind, until_ms, from_ms], |row| {
+                row.get::<_, String>(0)
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        if names.is_empty() {
+            return Ok(view.to_owned());
+        }
+        let union: Vec<String> = names
+            .iter()
+            .map(|name| format!("SELECT * FROM {name}"))
+            .collect();
+        Ok(format!("({})", union.join(" UNION ALL ")))
+    }
+
     /// Where raw data takes over from rollups. For steps of whole minutes, rollups serve every
     /// closed hour (same averages, maxima and rates, 60× fewer rows); otherwise raw data serves
     /// everything from the oldest live raw partition on.
@@ -181,8 +210,24 @@ impl Store {
             "WITH r AS ({raw}), u AS ({rollup}),
                   b AS (SELECT * FROM r WHERE ts_ms >= ? UNION ALL SELECT * FROM u WHERE ts_ms >= ?)
              SELECT {select} FROM b GROUP BY bucket ORDER BY bucket",
-            raw = raw_rows("sandbox_id = ?"),
-            rollup = rollup_rows("sandbox_id = ?"),
+            raw = raw_rows(
+                &self.partitions_relation(
+                    "raw",
+                    "samples",
+                    raw_from.saturating_sub(LOOKBACK_MS),
+                    until_ms
+                )?,
+                "sandbox_id = ?"
+            ),
+            rollup = rollup_rows(
+                &self.partitions_relation(
+                    "rollup",
+                    "samples_1m",
+                    since_ms.saturating_sub(LOOKBACK_MS),
+                    rollup_until
+                )?,
+                "sandbox_id = ?"
+            ),
             select = select.join(", "),
         );
         let mut statement = self.conn().prepare(&sql)?;
@@ -264,8 +309,18 @@ impl Store {
                     FROM b GROUP BY bucket, sandbox_id)
              SELECT bucket, count(*)::UBIGINT, sum(cpu), sum(mem), sum(rss)
              FROM per GROUP BY bucket ORDER BY bucket",
-            raw = shape("samples", "ts_ms", "1", ""),
-            rollup = shape("samples_1m", "minute_ms", "samples::BIGINT", "_avg"),
+            raw = shape(
+                &self.partitions_relation("raw", "samples", raw_from, until_ms)?,
+                "ts_ms",
+                "1",
+                ""
+            ),
+            rollup = shape(
+                &self.partitions_relation("rollup", "samples_1m", since_ms, rollup_until)?,
+                "minute_ms",
+                "samples::BIGINT",
+                "_avg"
+            ),
         );
         let mut statement = self.conn().prepare(&sql)?;
         let rows =
