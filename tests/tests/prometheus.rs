@@ -135,3 +135,119 @@ fn a_taken_port_leaves_msbd_running_without_the_endpoint() {
         "one warning: {log}"
     );
 }
+
+/// A free loopback port for a helper process.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(address: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_real_prometheus_scrapes_msbd_and_promtool_accepts_the_exposition() {
+    if !require_root() {
+        return;
+    }
+    if std::process::Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "skipped: Debian's prometheus package is not installed (scripts/setup installs it)"
+        );
+        return;
+    }
+    let home = TestHome::new();
+    home.ok(&[
+        "run", "-n", "scraped", "-d", "-m", "128M", "--", "sleep", "1000",
+    ]);
+    let status: Value =
+        serde_json::from_str(&home.ok(&["server", "status", "--format", "json"])).unwrap();
+    let target = status["prometheus_address"].as_str().unwrap().to_owned();
+    home.eventually(Duration::from_secs(20), "a sample", || {
+        home.msb(&["metrics", "scraped", "--format", "json"]).code == 0
+    });
+
+    // promtool's linter over what msbd serves.
+    let (_, body) = scrape(&target, None);
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{body}\n").as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    // A real Prometheus scraping every second.
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: msbd\n    static_configs:\n      - targets: ['{target}']\n"),
+    )
+    .unwrap();
+    let web = format!("127.0.0.1:{}", free_port());
+    let mut prometheus = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            data.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let query =
+        "/api/v1/query?query=microsandbox_memory_limit_bytes%7Bsandbox_name%3D%22scraped%22%7D";
+    let mut answer = String::new();
+    for _ in 0..120 {
+        std::thread::sleep(Duration::from_millis(500));
+        if TcpStream::connect(&web).is_err() {
+            continue;
+        }
+        answer = http_get(&web, query);
+        if answer.contains("\"value\"") {
+            break;
+        }
+    }
+    let rate = http_get(&web, "/api/v1/query?query=up%7Bjob%3D%22msbd%22%7D");
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    assert!(
+        answer.contains(&format!("\"{}\"", 128u64 << 20)),
+        "Prometheus' answer: {answer}"
+    );
+    assert!(rate.contains("\"1\""), "the scrape target is up: {rate}");
+}
