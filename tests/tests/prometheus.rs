@@ -251,3 +251,49 @@ fn a_real_prometheus_scrapes_msbd_and_promtool_accepts_the_exposition() {
     );
     assert!(rate.contains("\"1\""), "the scrape target is up: {rate}");
 }
+
+#[test]
+fn only_allow_listed_user_labels_become_series_labels() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    let mut start = home.command(&["server", "start"]);
+    start.env("MSB_PROMETHEUS_LABELS", "team,user.id");
+    assert!(start.status().unwrap().success());
+    home.ok(&[
+        "run",
+        "-n",
+        "labelled",
+        "-d",
+        "--label",
+        "team=core",
+        "--label",
+        "user.id=alice",
+        "--label",
+        "secret=x",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    let status: Value =
+        serde_json::from_str(&home.ok(&["server", "status", "--format", "json"])).unwrap();
+    let address = status["prometheus_address"].as_str().unwrap().to_owned();
+    home.eventually(Duration::from_secs(20), "a sample", || {
+        home.msb(&["metrics", "labelled", "--format", "json"]).code == 0
+    });
+    let (_, body) = scrape(&address, None);
+    let line = body
+        .lines()
+        .find(|l| l.starts_with("microsandbox_processes{"))
+        .unwrap()
+        .to_owned();
+    assert!(
+        line.contains("team=\"core\"") && line.contains("user_id=\"alice\""),
+        "{line}"
+    );
+    assert!(
+        !line.contains("secret"),
+        "labels not allow-listed stay out: {line}"
+    );
+}

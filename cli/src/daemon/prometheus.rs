@@ -81,6 +81,31 @@ async fn scrape(State(daemon): State<Arc<Daemon>>, headers: HeaderMap) -> Respon
     }
 }
 
+/// User labels exported as series labels: the keys in `MSB_PROMETHEUS_LABELS` (comma-separated),
+/// none by default (every distinct value is a new series). Names are sanitised to Prometheus'
+/// `[a-zA-Z_][a-zA-Z0-9_]*` (`user.id` -> `user_id`, as OTLP translation does); one that would
+/// collide with msb's own labels gets a `label_` prefix.
+fn label_allow_list() -> Vec<(String, String)> {
+    std::env::var("MSB_PROMETHEUS_LABELS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(|key| {
+            let mut name: String = key
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            if name.starts_with(|c: char| c.is_ascii_digit())
+                || ["sandbox_name", "sandbox_id", "status"].contains(&name.as_str())
+            {
+                name = format!("label_{name}");
+            }
+            (key.to_owned(), name)
+        })
+        .collect()
+}
+
 fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
@@ -102,6 +127,7 @@ pub fn render(daemon: &Daemon, openmetrics: bool) -> Result<String, String> {
         })
         .filter_map(|row| daemon.live.get(&row.id).map(|latest| (row, latest)))
         .collect();
+    let allowed = label_allow_list();
     for instrument in INSTRUMENTS {
         let family = family_name(instrument);
         let kind = match (instrument.kind, openmetrics) {
@@ -128,11 +154,16 @@ pub fn render(daemon: &Daemon, openmetrics: bool) -> Result<String, String> {
             let Some(value) = instrument.value(&latest.sample) else {
                 continue;
             };
-            let labels = format!(
+            let mut labels = format!(
                 "sandbox_name=\"{}\",sandbox_id=\"{}\"",
                 escape(&row.name),
                 escape(&row.id)
             );
+            for (key, name) in &allowed {
+                if let Some(value) = row.labels.get(key) {
+                    let _ = write!(labels, ",{name}=\"{}\"", escape(value));
+                }
+            }
             let _ = writeln!(out, "{}{{{labels}}} {value}", sample_name(instrument));
             if openmetrics && instrument.kind == Kind::Counter {
                 let started_s =
@@ -150,6 +181,38 @@ pub fn render(daemon: &Daemon, openmetrics: bool) -> Result<String, String> {
     for status in SandboxStatus::ALL {
         let count = rows.iter().filter(|r| r.status == status.as_str()).count();
         let _ = writeln!(out, "msb_sandboxes{{status=\"{status}\"}} {count}");
+    }
+    if let Ok(capacity) = super::routes::metrics::capacity_report(daemon) {
+        let mut gauge = |name: &str, help: &str, value: f64| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {value}");
+        };
+        gauge(
+            "msb_host_cpus",
+            "CPUs of the host.",
+            capacity.host_cpus as f64,
+        );
+        gauge(
+            "msb_cpus_committed",
+            "Sum of running sandboxes' CPU quotas.",
+            capacity.cpus_committed,
+        );
+        if let Some(bytes) = capacity.host_memory_bytes {
+            gauge("msb_host_memory_bytes", "Memory of the host.", bytes as f64);
+        }
+        if let Some(bytes) = capacity.host_memory_available_bytes {
+            gauge(
+                "msb_host_memory_available_bytes",
+                "Memory the host has available.",
+                bytes as f64,
+            );
+        }
+        gauge(
+            "msb_memory_committed_bytes",
+            "Sum of running sandboxes' memory limits.",
+            capacity.memory_committed_bytes as f64,
+        );
     }
     let store_bytes = std::fs::metadata(daemon.home.database())
         .map(|m| m.len())

@@ -173,6 +173,11 @@ pub async fn stream(
 
 #[utoipa::path(get, path = "/v1/capacity", responses((status = 200, body = CapacityReport)))]
 pub async fn capacity(State(daemon): State<Arc<Daemon>>) -> Result<Json<CapacityReport>, ApiError> {
+    Ok(Json(capacity_report(&daemon)?))
+}
+
+/// What the host has and what running sandboxes were given and use (also exported to Prometheus).
+pub fn capacity_report(daemon: &Daemon) -> Result<CapacityReport, ApiError> {
     let (host_memory_bytes, host_memory_available_bytes) = meminfo();
     let mut report = CapacityReport {
         host_cpus: std::thread::available_parallelism()
@@ -222,7 +227,7 @@ pub async fn capacity(State(daemon): State<Arc<Daemon>>) -> Result<Json<Capacity
             upper_free_bytes: sample.and_then(|s| s.upper_free_bytes),
         });
     }
-    Ok(Json(report))
+    Ok(report)
 }
 
 fn meminfo() -> (Option<u64>, Option<u64>) {
