@@ -145,10 +145,29 @@ impl Store {
         let mut statement = self.conn().prepare(&format!(
             "SELECT {SANDBOX_COLUMNS} FROM sandboxes ORDER BY name"
         ))?;
-        let rows = statement
+        let mut rows = statement
             .query_map([], sandbox_from_row)?
             .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(|r| self.with_labels(r)).collect()
+        // All labels in one query, not one per sandbox.
+        let mut statement = self
+            .conn()
+            .prepare("SELECT sandbox_id, key, value FROM labels ORDER BY key")?;
+        let mut labels: std::collections::HashMap<String, BTreeMap<String, String>> =
+            Default::default();
+        for label in statement.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })? {
+            let (sandbox_id, key, value) = label?;
+            labels.entry(sandbox_id).or_default().insert(key, value);
+        }
+        for row in &mut rows {
+            row.labels = labels.remove(&row.id).unwrap_or_default();
+        }
+        Ok(rows)
     }
 
     fn with_labels(&self, mut sandbox: SandboxRow) -> Result<SandboxRow, StoreError> {

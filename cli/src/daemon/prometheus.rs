@@ -182,7 +182,7 @@ pub fn render(daemon: &Daemon, openmetrics: bool) -> Result<String, String> {
         let count = rows.iter().filter(|r| r.status == status.as_str()).count();
         let _ = writeln!(out, "msb_sandboxes{{status=\"{status}\"}} {count}");
     }
-    if let Ok(capacity) = super::routes::metrics::capacity_report(daemon) {
+    if let Ok(capacity) = super::routes::metrics::capacity_of(daemon, &rows) {
         let mut gauge = |name: &str, help: &str, value: f64| {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} gauge");

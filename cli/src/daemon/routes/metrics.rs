@@ -178,6 +178,12 @@ pub async fn capacity(State(daemon): State<Arc<Daemon>>) -> Result<Json<Capacity
 
 /// What the host has and what running sandboxes were given and use (also exported to Prometheus).
 pub fn capacity_report(daemon: &Daemon) -> Result<CapacityReport, ApiError> {
+    let rows = daemon.store().list_sandboxes()?;
+    capacity_of(daemon, &rows)
+}
+
+/// [`capacity_report`] over catalog rows the caller already has.
+pub fn capacity_of(daemon: &Daemon, rows: &[SandboxRow]) -> Result<CapacityReport, ApiError> {
     let (host_memory_bytes, host_memory_available_bytes) = meminfo();
     let mut report = CapacityReport {
         host_cpus: std::thread::available_parallelism()
@@ -196,7 +202,7 @@ pub fn capacity_report(daemon: &Daemon) -> Result<CapacityReport, ApiError> {
             .map(|s| s.blocks_available() * s.fragment_size()),
         sandboxes: Vec::new(),
     };
-    for row in daemon.store().list_sandboxes()? {
+    for row in rows {
         let status: SandboxStatus = row
             .status
             .parse()
