@@ -38,9 +38,7 @@ pub fn apply_record(daemon: &Daemon, sandbox_id: &str) -> Result<SandboxStatus, 
     let record = RunRecord::read(&daemon.home.sandbox(sandbox_id).run_record())
         .ok()
         .filter(|r| r.run_id == run.id);
-    let supervisor_alive = run
-        .supervisor_pid
-        .is_some_and(|pid| is_alive(pid, run.supervisor_start_ticks));
+    let supervisor_alive = supervisor_of_run_alive(&run);
 
     let mut ops: Vec<Operation> = Vec::new();
     if let Some(record) = &record {
@@ -122,6 +120,12 @@ pub fn apply_record(daemon: &Daemon, sandbox_id: &str) -> Result<SandboxStatus, 
     Ok(status)
 }
 
+/// The run's supervisor (pid and start time, so a reused pid does not count) is alive.
+pub fn supervisor_of_run_alive(run: &RunRow) -> bool {
+    run.supervisor_pid
+        .is_some_and(|pid| is_alive(pid, run.supervisor_start_ticks))
+}
+
 fn copy_record(run: &mut RunRow, record: &RunRecord) {
     run.supervisor_pid = Some(record.supervisor_pid);
     run.supervisor_start_ticks = record.supervisor_start_ticks;
@@ -148,13 +152,8 @@ pub fn spawn_monitor(daemon: Arc<Daemon>, sandbox_id: String) {
 
 async fn monitor(daemon: &Arc<Daemon>, sandbox_id: &str) {
     let socket = daemon.home.sandbox(sandbox_id).socket();
-    let supervisor = daemon
-        .store()
-        .latest_run(sandbox_id)
-        .ok()
-        .flatten()
-        .and_then(|run| Some((run.supervisor_pid?, run.supervisor_start_ticks)));
-    let alive = || supervisor.is_some_and(|(pid, ticks)| is_alive(pid, ticks));
+    let run = daemon.store().latest_run(sandbox_id).ok().flatten();
+    let alive = || run.as_ref().is_some_and(supervisor_of_run_alive);
 
     // The supervisor binds its socket first thing; give it a moment.
     let mut connection = None;

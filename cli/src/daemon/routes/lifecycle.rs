@@ -12,13 +12,13 @@ use msb_protocol::session::{ClientEvent, Control};
 use msb_protocol::ExecMode;
 use msb_runtime::config::{SandboxConfig, SupervisorConfig};
 use msb_runtime::lifecycle::{transition, Operation, SandboxStatus, TerminationReason};
-use msb_runtime::process::{is_alive, stat};
+use msb_runtime::process::stat;
 use msb_store::{EventRecord, RunRow};
 
 use super::sandboxes::info_by_name;
 use crate::api::{AttachMode, ErrorBody, KillRequest, SandboxInfo, StopRequest, WaitResponse};
 use crate::daemon::error::ApiError;
-use crate::daemon::reconcile::{apply_record, spawn_monitor};
+use crate::daemon::reconcile::{apply_record, spawn_monitor, supervisor_of_run_alive};
 use crate::daemon::state::Daemon;
 use crate::daemon::supervisors;
 
@@ -43,8 +43,7 @@ fn supervisor_alive(daemon: &Daemon, sandbox_id: &str) -> bool {
         .latest_run(sandbox_id)
         .ok()
         .flatten()
-        .and_then(|run| Some((run.supervisor_pid?, run.supervisor_start_ticks)))
-        .is_some_and(|(pid, ticks)| is_alive(pid, ticks))
+        .is_some_and(|run| supervisor_of_run_alive(&run))
 }
 
 /// Begins a new run: spawns the supervisor, records the run, and waits until the workload has
