@@ -9,5 +9,8 @@ pub mod prometheus;
 mod registry;
 mod sample;
 
-pub use registry::{field_value, markdown, Instrument, Kind, INSTRUMENTS, SANDBOX_ATTRIBUTES};
+pub use registry::{
+    field_value, markdown, DaemonInstrument, Instrument, Kind, BOOT_PHASES, DAEMON_INSTRUMENTS,
+    INSTRUMENTS, LATENCY_BUCKETS, SANDBOX_ATTRIBUTES,
+};
 pub use sample::Sample;

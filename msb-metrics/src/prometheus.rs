@@ -4,12 +4,12 @@
 //! a unit-less gauge `1` -> `_ratio`, annotations like `{process}` are dropped), and counters end
 //! in `_total`.
 
-use crate::{Instrument, Kind};
+use crate::{Instrument, Kind, DAEMON_INSTRUMENTS, INSTRUMENTS};
 
-/// The metric family name, without the `_total` of counters.
-pub fn family_name(instrument: &Instrument) -> String {
-    let base = instrument.name.replace(['.', '-'], "_");
-    let suffix = match (instrument.unit, instrument.kind) {
+/// The metric family name of an OTel instrument, without the `_total` of counters.
+pub fn family_name_of(name: &str, unit: &str, kind: Kind) -> String {
+    let base = name.replace(['.', '-'], "_");
+    let suffix = match (unit, kind) {
         ("By", _) => "_bytes",
         ("s", _) => "_seconds",
         ("1", Kind::Gauge) => "_ratio",
@@ -22,12 +22,56 @@ pub fn family_name(instrument: &Instrument) -> String {
     }
 }
 
+/// The name of an instrument's sample lines (counters get `_total`; a histogram's lines are
+/// this name with `_bucket`, `_sum` and `_count`).
+pub fn sample_name_of(name: &str, unit: &str, kind: Kind) -> String {
+    let family = family_name_of(name, unit, kind);
+    match kind {
+        Kind::Counter => format!("{family}_total"),
+        Kind::Gauge | Kind::Histogram => family,
+    }
+}
+
+/// The metric family name, without the `_total` of counters.
+pub fn family_name(instrument: &Instrument) -> String {
+    family_name_of(instrument.name, instrument.unit, instrument.kind)
+}
+
 /// The name of the sample line (counters get `_total`).
 pub fn sample_name(instrument: &Instrument) -> String {
-    match instrument.kind {
-        Kind::Counter => format!("{}_total", family_name(instrument)),
-        Kind::Gauge => family_name(instrument),
+    sample_name_of(instrument.name, instrument.unit, instrument.kind)
+}
+
+/// A Prometheus label name for an OTel attribute (`sandbox.name` -> `sandbox_name`).
+pub fn label_name(attribute: &str) -> String {
+    attribute.replace(['.', '-'], "_")
+}
+
+/// Every sample name msbd's endpoint can serve: what dashboards and alert rules may use.
+pub fn exported_names() -> Vec<String> {
+    let mut names = Vec::new();
+    let mut add = |name: &str, unit: &str, kind: Kind| {
+        let family = family_name_of(name, unit, kind);
+        match kind {
+            Kind::Gauge => names.push(family),
+            Kind::Counter => {
+                names.push(format!("{family}_total"));
+                names.push(format!("{family}_created"));
+            }
+            Kind::Histogram => {
+                for suffix in ["_bucket", "_sum", "_count", "_created"] {
+                    names.push(format!("{family}{suffix}"));
+                }
+            }
+        }
+    };
+    for i in INSTRUMENTS {
+        add(i.name, i.unit, i.kind);
     }
+    for i in DAEMON_INSTRUMENTS {
+        add(i.name, i.unit, i.kind);
+    }
+    names
 }
 
 #[cfg(test)]
@@ -65,10 +109,31 @@ mod tests {
             sample_name(by("microsandbox.uptime")),
             "microsandbox_uptime_seconds"
         );
-        let mut names: Vec<String> = INSTRUMENTS.iter().map(family_name).collect();
+        assert_eq!(
+            sample_name_of("msb.sandbox.boot.duration", "s", Kind::Histogram),
+            "msb_sandbox_boot_duration_seconds"
+        );
+        assert_eq!(
+            sample_name_of("msb.otlp.exports", "{export}", Kind::Counter),
+            "msb_otlp_exports_total"
+        );
+        let mut names: Vec<String> = INSTRUMENTS
+            .iter()
+            .map(family_name)
+            .chain(
+                DAEMON_INSTRUMENTS
+                    .iter()
+                    .map(|i| family_name_of(i.name, i.unit, i.kind)),
+            )
+            .collect();
+        let declared = names.len();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), INSTRUMENTS.len(), "families are unique");
+        assert_eq!(names.len(), declared, "families are unique");
+        let exported = exported_names();
+        assert!(exported.contains(&"msb_exec_latency_seconds_bucket".to_owned()));
+        assert!(exported.contains(&"msb_sandbox_stalled".to_owned()));
+        assert!(exported.contains(&"msb_sampler_cpu_seconds_total".to_owned()));
         for name in &names {
             assert!(
                 name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),

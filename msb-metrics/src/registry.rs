@@ -14,6 +14,8 @@ pub enum Kind {
     Gauge,
     /// A cumulative total for the run; only grows (a new run starts again at zero).
     Counter,
+    /// A distribution of observations in fixed buckets (msbd's own latencies only).
+    Histogram,
 }
 
 impl Kind {
@@ -21,6 +23,7 @@ impl Kind {
         match self {
             Kind::Gauge => "gauge",
             Kind::Counter => "counter",
+            Kind::Histogram => "histogram",
         }
     }
 }
@@ -100,6 +103,74 @@ pub const INSTRUMENTS: &[Instrument] = &[
     instrument("microsandbox.exec.sessions.active", Gauge, "{session}", "active_sessions", "Exec sessions running in the sandbox"),
 ];
 
+/// An instrument of msbd itself or of the host, not read from a sandbox's [`Sample`]: the
+/// fleet, capacity, the store, the samplers' own cost, the exporters' health, and the latencies
+/// of boots and exec sessions. Exported next to [`INSTRUMENTS`] by the same exporters.
+#[derive(Debug, Clone, Copy)]
+pub struct DaemonInstrument {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub unit: &'static str,
+    pub description: &'static str,
+    /// Attributes its points carry (OTel names; Prometheus labels replace `.` with `_`).
+    pub attributes: &'static [&'static str],
+    /// When it is produced, if not always.
+    pub requires: Option<&'static str>,
+}
+
+const fn daemon(
+    name: &'static str,
+    kind: Kind,
+    unit: &'static str,
+    attributes: &'static [&'static str],
+    description: &'static str,
+) -> DaemonInstrument {
+    DaemonInstrument {
+        name,
+        kind,
+        unit,
+        description,
+        attributes,
+        requires: None,
+    }
+}
+
+const fn daemon_needs(mut i: DaemonInstrument, what: &'static str) -> DaemonInstrument {
+    i.requires = Some(what);
+    i
+}
+
+use Kind::Histogram;
+
+/// Upper bounds (seconds) of the latency histograms' buckets: sub-millisecond exec round trips
+/// up to boots that take seconds.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Boot phases, in order, as the `phase` attribute of `msb.sandbox.boot.duration`.
+pub const BOOT_PHASES: &[&str] = &["spawn", "sandbox", "agent", "workload", "total"];
+
+/// msbd's and the host's instruments.
+pub const DAEMON_INSTRUMENTS: &[DaemonInstrument] = &[
+    daemon("msb.sandboxes", Gauge, "{sandbox}", &["status"], "Sandboxes in the catalog by status"),
+    daemon("msb.host.cpus", Gauge, "{cpu}", &[], "CPUs of the host"),
+    daemon("msb.cpus.committed", Gauge, "{cpu}", &[], "Sum of running sandboxes' CPU quotas"),
+    daemon("msb.host.memory", Gauge, "By", &[], "Memory of the host"),
+    daemon("msb.host.memory.available", Gauge, "By", &[], "Memory the host has available"),
+    daemon("msb.memory.committed", Gauge, "By", &[], "Sum of running sandboxes' memory limits"),
+    daemon("msb.store.size", Gauge, "By", &[], "Size of the DuckDB file"),
+    daemon("msb.sandbox.sample_age", Gauge, "s", &["sandbox.name", "sandbox.id"], "Time since msbd received the sandbox's latest sample"),
+    daemon("msb.sandbox.stalled", Gauge, "{bool}", &["sandbox.name", "sandbox.id"], "1 when no sample arrived for max(3 intervals, 3 s) from a running sandbox, else 0"),
+    daemon("msb.sampler.cpu", Counter, "s", &[], "CPU time the sandboxes' samplers spent taking samples (msb's own cost)"),
+    daemon("msb.sampler.samples", Counter, "{sample}", &[], "Samples msbd received from the sandboxes' samplers"),
+    daemon("msb.sandbox.boot.duration", Histogram, "s", &["phase"], "Time of each boot phase: spawn (supervisor up), sandbox (namespaces, root, cgroups), agent (agent ready), workload (command started), total"),
+    daemon("msb.exec.latency", Histogram, "s", &[], "Time from an exec request reaching msbd to the process running in the sandbox"),
+    daemon_needs(daemon("msb.otlp.exports", Counter, "{export}", &["signal", "result"], "OTLP export requests by signal and result (success, failure)"), "an OTLP endpoint"),
+    daemon_needs(daemon("msb.otlp.dropped", Counter, "{item}", &["signal"], "Data points or spans dropped: export failed or queue full"), "an OTLP endpoint"),
+    daemon_needs(daemon("msb.otlp.last_success_timestamp", Gauge, "s", &["signal"], "Unix time of the last successful export"), "an OTLP endpoint"),
+];
+
 /// The raw value of `field` in `sample` (before [`Instrument::scale`]); `None` when the source
 /// is missing. Panics on an undeclared field: a registry entry must name a real field.
 pub fn field_value(sample: &Sample, field: &str) -> Option<f64> {
@@ -159,6 +230,31 @@ pub fn markdown() -> String {
             i.requires.unwrap_or("always"),
         ));
     }
+    doc.push_str(
+        "\n## msbd and host\n\n\
+         Instruments of msbd itself and of the host, exported next to the per-sandbox ones. \
+         Histograms use the buckets (seconds) ",
+    );
+    let buckets: Vec<String> = LATENCY_BUCKETS.iter().map(f64::to_string).collect();
+    doc.push_str(&buckets.join(", "));
+    doc.push_str(
+        ".\n\n\
+         | instrument | kind | unit | attributes | Prometheus name | description | produced when |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for i in DAEMON_INSTRUMENTS {
+        let attributes: Vec<String> = i.attributes.iter().map(|a| format!("`{a}`")).collect();
+        doc.push_str(&format!(
+            "| `{}` | {} | `{}` | {} | `{}` | {} | {} |\n",
+            i.name,
+            i.kind.as_str(),
+            i.unit,
+            attributes.join(", "),
+            crate::prometheus::sample_name_of(i.name, i.unit, i.kind),
+            i.description,
+            i.requires.unwrap_or("always"),
+        ));
+    }
     doc
 }
 
@@ -191,6 +287,7 @@ mod tests {
             heartbeat_seq: Some(1),
             heartbeat_age_ms: Some(1),
             active_sessions: Some(1),
+            sampler_cpu_ns: Some(5_000),
         }
     }
 
@@ -206,7 +303,8 @@ mod tests {
         // Every measured Sample field is declared (identity and time fields are not instruments).
         let json = serde_json::to_value(&sample).unwrap();
         for key in json.as_object().unwrap().keys() {
-            if ["sandbox_id", "run_id", "timestamp_ms"].contains(&key.as_str()) {
+            // Identity and time, and the sampler's own cost (a daemon instrument).
+            if ["sandbox_id", "run_id", "timestamp_ms", "sampler_cpu_ns"].contains(&key.as_str()) {
                 continue;
             }
             assert!(

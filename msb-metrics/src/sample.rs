@@ -45,4 +45,7 @@ pub struct Sample {
     pub heartbeat_age_ms: Option<u64>,
     /// Exec sessions running in the sandbox.
     pub active_sessions: Option<u64>,
+    /// CPU time the sampler has spent taking this run's samples so far, this one included:
+    /// msb's own cost, exported as `msb.sampler.cpu`, not a measurement of the sandbox.
+    pub sampler_cpu_ns: Option<u64>,
 }

@@ -44,6 +44,21 @@ pub struct RunRecord {
     /// Processes the kernel's OOM killer ended in the sandbox during the run (`None`: unknown).
     #[serde(default)]
     pub oom_kills: Option<u64>,
+    /// When each boot phase ended, for msbd's boot spans and histograms.
+    #[serde(default)]
+    pub boot: BootTimes,
+}
+
+/// Ends of the boot phases, in microseconds since the Unix epoch (the first is the start of the
+/// supervisor). Phases: spawn (msbd's spawn -> `supervisor_us`), sandbox (-> `sandbox_us`:
+/// namespaces, root filesystem, cgroups), agent (-> `agent_us`: the agent said ready),
+/// workload (-> `workload_us`: the command runs; an attached run waits here for its client).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct BootTimes {
+    pub supervisor_us: Option<u64>,
+    pub sandbox_us: Option<u64>,
+    pub agent_us: Option<u64>,
+    pub workload_us: Option<u64>,
 }
 
 impl RunRecord {
@@ -61,6 +76,14 @@ impl RunRecord {
         file.sync_data()?;
         std::fs::rename(&tmp, path)
     }
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// Milliseconds since the Unix epoch.
@@ -93,6 +116,12 @@ mod tests {
             reason: Some(TerminationReason::Failed),
             error: None,
             oom_kills: Some(0),
+            boot: BootTimes {
+                supervisor_us: Some(10),
+                sandbox_us: Some(20),
+                agent_us: Some(30),
+                workload_us: None,
+            },
         };
         record.write(&path).unwrap();
         assert_eq!(RunRecord::read(&path).unwrap(), record);

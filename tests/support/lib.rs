@@ -73,6 +73,8 @@ impl From<Output> for Run {
 
 pub struct TestHome {
     dir: tempfile::TempDir,
+    /// Extra environment for every command (and so for the msbd the first one starts).
+    env: Vec<(String, String)>,
 }
 
 impl Default for TestHome {
@@ -88,7 +90,20 @@ impl TestHome {
             .prefix("msb-e2e-")
             .tempdir_in("/tmp")
             .expect("temp home");
-        TestHome { dir }
+        TestHome {
+            dir,
+            env: Vec::new(),
+        }
+    }
+
+    /// A home whose commands, and the msbd they start, also get `env`.
+    pub fn with_env(env: &[(&str, &str)]) -> Self {
+        let mut home = Self::new();
+        home.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        home
     }
 
     pub fn path(&self) -> &Path {
@@ -103,6 +118,7 @@ impl TestHome {
             .env("MSB_AGENTD", agent_binary())
             // Each test's msbd gets a free port rather than fighting over 9464.
             .env("MSB_PROMETHEUS_ADDR", "127.0.0.1:0")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         command
     }

@@ -23,8 +23,14 @@ fn main() {
     let args = Args::parse();
     match args.command {
         None => {
-            msb_telemetry::init("msbd", &args.log_level);
-            if let Err(e) = msb_cli::daemon::run_daemon(MsbHome::from_env(), args.log_level) {
+            let otlp = match msb_telemetry::otlp::OtlpConfig::from_env() {
+                Ok(otlp) => otlp,
+                Err(e) => {
+                    eprintln!("msbd: invalid OTLP configuration: {e}");
+                    std::process::exit(2);
+                }
+            };
+            if let Err(e) = msb_cli::daemon::run_daemon(MsbHome::from_env(), args.log_level, otlp) {
                 tracing::error!("{e:#}");
                 eprintln!("msbd: {e:#}");
                 std::process::exit(1);

@@ -36,6 +36,30 @@ pub struct Client {
     checked: std::sync::Arc<tokio::sync::OnceCell<()>>,
 }
 
+/// Adds the caller's W3C trace context, taken from the `TRACEPARENT` and `TRACESTATE`
+/// environment variables (OTel's environment carrier), so msbd's spans join the caller's trace.
+/// A malformed value is not sent (msbd would ignore it anyway); `msb` warns once.
+pub fn with_trace_context(
+    mut request: hyper::http::request::Builder,
+) -> hyper::http::request::Builder {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let Some(traceparent) = std::env::var("TRACEPARENT").ok().filter(|v| !v.is_empty()) else {
+        return request;
+    };
+    let tracestate = std::env::var("TRACESTATE").ok().filter(|v| !v.is_empty());
+    if msb_telemetry::propagation::context_from(&traceparent, tracestate.as_deref()).is_none() {
+        WARNED.call_once(|| {
+            eprintln!("msb: warning: TRACEPARENT={traceparent:?} is not a W3C traceparent; ignored")
+        });
+        return request;
+    }
+    request = request.header("traceparent", traceparent.trim());
+    if let Some(state) = tracestate {
+        request = request.header("tracestate", state);
+    }
+    request
+}
+
 /// The identity (device, inode) of an executable file, to tell a replaced binary from the one a
 /// running process was started from.
 pub fn executable_identity(path: &std::path::Path) -> Option<(u64, u64)> {
@@ -186,10 +210,12 @@ impl Client {
             .await
             .context("talking to msbd")?;
         tokio::spawn(connection.with_upgrades());
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "msbd");
+        let mut request = with_trace_context(
+            Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", "msbd"),
+        );
         if body.is_some() {
             request = request.header("content-type", "application/json");
         }

@@ -33,7 +33,7 @@ pub async fn open(client: &Client, name: &str) -> Result<TokioIo<hyper::upgrade:
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection.with_upgrades());
-    let request = Request::builder()
+    let request = super::with_trace_context(Request::builder())
         .method(Method::GET)
         .uri(format!("/v1/sandboxes/{}/session", segment(name)))
         .header("host", "msbd")

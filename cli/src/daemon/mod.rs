@@ -7,12 +7,15 @@
 //! `POST /v1/server/shutdown` stop it cleanly; running sandboxes keep running.
 
 pub mod error;
+pub mod exposition;
 pub mod live;
+pub mod otlp;
 pub mod prometheus;
 pub mod reconcile;
 pub mod routes;
 pub mod state;
 pub mod supervisors;
+pub mod telemetry;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -23,6 +26,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use msb_runtime::paths::MsbHome;
+use msb_telemetry::otlp::OtlpConfig;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::net::UnixListener;
 
@@ -57,7 +61,45 @@ fn take_lock(home: &MsbHome) -> Result<Option<Flock<File>>> {
     }
 }
 
-pub fn run_daemon(home: MsbHome, log_level: String) -> Result<()> {
+/// Installs logging, and the trace pipeline when traces are exported; needs a Tokio runtime.
+fn start_telemetry(home: &MsbHome, log_level: &str, otlp: OtlpConfig) -> telemetry::Telemetry {
+    let mut telemetry = telemetry::Telemetry::new(otlp, home.root());
+    telemetry.start_exporters();
+    match &telemetry.traces_exporter {
+        Some(exporter) => {
+            let resource = opentelemetry_sdk::Resource::builder_empty()
+                .with_attributes(
+                    telemetry
+                        .resource_attributes()
+                        .into_iter()
+                        .map(|(k, v)| opentelemetry::KeyValue::new(k, v)),
+                )
+                .build();
+            let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                .with_resource(resource)
+                .with_span_processor(msb_telemetry::otlp::traces::QueueingSpanProcessor::start(
+                    exporter.clone(),
+                ))
+                .build();
+            msb_telemetry::init_with_traces("msbd", log_level, &provider);
+            opentelemetry::global::set_tracer_provider(provider);
+        }
+        None => msb_telemetry::init("msbd", log_level),
+    }
+    telemetry
+}
+
+/// Runs msbd until it is told to stop. `otlp` was read from the environment by the caller, so
+/// a malformed `OTEL_*` variable fails before anything starts.
+pub fn run_daemon(home: MsbHome, log_level: String, otlp: OtlpConfig) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let telemetry = {
+        let _entered = runtime.enter();
+        start_telemetry(&home, &log_level, otlp)
+    };
     // Our own session: the shell that started `msb` may go away.
     let _ = nix::unistd::setsid();
     // A sandbox whose supervisor dies is orphaned to us rather than to init, so that the
@@ -92,12 +134,8 @@ pub fn run_daemon(home: MsbHome, log_level: String) -> Result<()> {
         supervisor_exe,
         agent_binary_path()?,
         log_level,
+        telemetry,
     );
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     let result = runtime.block_on(serve(daemon.clone()));
     let _ = fs::remove_file(home.socket());
     let _ = fs::remove_file(home.pid_file());
@@ -116,6 +154,7 @@ async fn serve(daemon: Arc<Daemon>) -> Result<()> {
     if let Some(addr) = prometheus::start(daemon.clone()).await {
         let _ = daemon.prometheus_addr.set(addr.to_string());
     }
+    otlp::spawn(daemon.clone());
     tracing::info!(socket = %socket.display(), pid = std::process::id(), "msbd listening");
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -16,10 +16,10 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use msb_metrics::prometheus::{family_name, sample_name};
+use msb_metrics::prometheus::{family_name, family_name_of, sample_name, sample_name_of};
 use msb_metrics::{Kind, INSTRUMENTS};
-use msb_runtime::lifecycle::SandboxStatus;
 
+use super::exposition::{self, Value};
 use super::state::Daemon;
 
 /// Default listen address; `MSB_PROMETHEUS_ADDR` overrides (`off` disables, port 0 picks one).
@@ -81,31 +81,6 @@ async fn scrape(State(daemon): State<Arc<Daemon>>, headers: HeaderMap) -> Respon
     }
 }
 
-/// User labels exported as series labels: the keys in `MSB_PROMETHEUS_LABELS` (comma-separated),
-/// none by default (every distinct value is a new series). Names are sanitised to Prometheus'
-/// `[a-zA-Z_][a-zA-Z0-9_]*` (`user.id` -> `user_id`, as OTLP translation does); one that would
-/// collide with msb's own labels gets a `label_` prefix.
-fn label_allow_list() -> Vec<(String, String)> {
-    std::env::var("MSB_PROMETHEUS_LABELS")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .map(|key| {
-            let mut name: String = key
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                .collect();
-            if name.starts_with(|c: char| c.is_ascii_digit())
-                || ["sandbox_name", "sandbox_id", "status"].contains(&name.as_str())
-            {
-                name = format!("label_{name}");
-            }
-            (key.to_owned(), name)
-        })
-        .collect()
-}
-
 fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
@@ -113,116 +88,143 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// A Prometheus label name for an attribute: `[a-zA-Z_][a-zA-Z0-9_]*` (`user.id` -> `user_id`,
+/// as OTLP translation does); a user label that would collide with msb's own labels, or start
+/// with a digit, gets a `label_` prefix.
+fn label_name(attribute: &str, user: bool) -> String {
+    let mut name: String = attribute
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if user
+        && (name.starts_with(|c: char| c.is_ascii_digit())
+            || ["sandbox_name", "sandbox_id", "status"].contains(&name.as_str()))
+    {
+        name = format!("label_{name}");
+    }
+    name
+}
+
+fn labels(attributes: &[(String, String)], user_from: usize) -> String {
+    attributes
+        .iter()
+        .enumerate()
+        .map(|(i, (key, value))| {
+            format!("{}=\"{}\"", label_name(key, i >= user_from), escape(value))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn with_braces(labels: &str) -> String {
+    if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    }
+}
+
+fn seconds(time: std::time::SystemTime) -> f64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn header(out: &mut String, family: &str, kind: Kind, help: &str, openmetrics: bool) {
+    let type_name = match kind {
+        Kind::Counter => "counter",
+        Kind::Gauge => "gauge",
+        Kind::Histogram => "histogram",
+    };
+    // Text format 0.0.4 names a counter family with its `_total`; OpenMetrics without.
+    let family_line = if !openmetrics && kind == Kind::Counter {
+        format!("{family}_total")
+    } else {
+        family.to_owned()
+    };
+    let _ = writeln!(out, "# HELP {family_line} {help}.");
+    let _ = writeln!(out, "# TYPE {family_line} {type_name}");
+    if openmetrics {
+        if let Some(unit) = family
+            .rsplit('_')
+            .next()
+            .filter(|u| ["bytes", "seconds", "ratio"].contains(u))
+        {
+            let _ = writeln!(out, "# UNIT {family} {unit}");
+        }
+    }
+}
+
 /// The exposition body.
 pub fn render(daemon: &Daemon, openmetrics: bool) -> Result<String, String> {
     let rows = daemon.store().list_sandboxes().map_err(|e| e.to_string())?;
+    let live = exposition::live_sandboxes(daemon, &rows);
     let mut out = String::new();
     // Per-sandbox series, one family per instrument.
-    let live: Vec<_> = rows
-        .iter()
-        .filter(|row| {
-            row.status
-                .parse::<SandboxStatus>()
-                .is_ok_and(|s| s.is_active())
-        })
-        .filter_map(|row| daemon.live.get(&row.id).map(|latest| (row, latest)))
-        .collect();
-    let allowed = label_allow_list();
     for instrument in INSTRUMENTS {
         let family = family_name(instrument);
-        let kind = match (instrument.kind, openmetrics) {
-            (Kind::Counter, _) => "counter",
-            (Kind::Gauge, _) => "gauge",
-        };
-        let family_line = if openmetrics || instrument.kind == Kind::Gauge {
-            family.clone()
-        } else {
-            sample_name(instrument)
-        };
-        let _ = writeln!(out, "# HELP {family_line} {}", instrument.description);
-        let _ = writeln!(out, "# TYPE {family_line} {kind}");
-        if openmetrics {
-            if let Some(unit) = family
-                .rsplit('_')
-                .next()
-                .filter(|u| ["bytes", "seconds", "ratio"].contains(u))
-            {
-                let _ = writeln!(out, "# UNIT {family} {unit}");
-            }
-        }
-        for (row, latest) in &live {
-            let Some(value) = instrument.value(&latest.sample) else {
+        header(
+            &mut out,
+            &family,
+            instrument.kind,
+            instrument.description,
+            openmetrics,
+        );
+        for sandbox in &live {
+            let Some(value) = instrument.value(&sandbox.latest.sample) else {
                 continue;
             };
-            let mut labels = format!(
-                "sandbox_name=\"{}\",sandbox_id=\"{}\"",
-                escape(&row.name),
-                escape(&row.id)
-            );
-            for (key, name) in &allowed {
-                if let Some(value) = row.labels.get(key) {
-                    let _ = write!(labels, ",{name}=\"{}\"", escape(value));
-                }
-            }
+            let labels = labels(&sandbox.attributes, 2);
             let _ = writeln!(out, "{}{{{labels}}} {value}", sample_name(instrument));
             if openmetrics && instrument.kind == Kind::Counter {
-                let started_s =
-                    latest.sample.timestamp_ms as f64 / 1000.0 - latest.sample.uptime_secs;
-                let _ = writeln!(out, "{family}_created{{{labels}}} {started_s:.3}");
+                let created = seconds(sandbox.run_start());
+                let _ = writeln!(out, "{family}_created{{{labels}}} {created:.3}");
             }
         }
     }
-    // Host-level series.
-    let _ = writeln!(
-        out,
-        "# HELP msb_sandboxes Sandboxes in the catalog by status."
-    );
-    let _ = writeln!(out, "# TYPE msb_sandboxes gauge");
-    for status in SandboxStatus::ALL {
-        let count = rows.iter().filter(|r| r.status == status.as_str()).count();
-        let _ = writeln!(out, "msb_sandboxes{{status=\"{status}\"}} {count}");
-    }
-    if let Ok(capacity) = super::routes::metrics::capacity_of(daemon, &rows) {
-        let mut gauge = |name: &str, help: &str, value: f64| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            let _ = writeln!(out, "{name} {value}");
-        };
-        gauge(
-            "msb_host_cpus",
-            "CPUs of the host.",
-            capacity.host_cpus as f64,
-        );
-        gauge(
-            "msb_cpus_committed",
-            "Sum of running sandboxes' CPU quotas.",
-            capacity.cpus_committed,
-        );
-        if let Some(bytes) = capacity.host_memory_bytes {
-            gauge("msb_host_memory_bytes", "Memory of the host.", bytes as f64);
+    // msbd's and the host's.
+    for family in exposition::daemon_families(daemon, &rows, &live) {
+        let i = family.instrument;
+        let name = family_name_of(i.name, i.unit, i.kind);
+        header(&mut out, &name, i.kind, i.description, openmetrics);
+        let created = seconds(family.start);
+        for point in &family.points {
+            let labels = labels(&point.attributes, usize::MAX);
+            match &point.value {
+                Value::Number(value) => {
+                    let sample = sample_name_of(i.name, i.unit, i.kind);
+                    let _ = writeln!(out, "{sample}{} {value}", with_braces(&labels));
+                    if openmetrics && i.kind == Kind::Counter {
+                        let _ =
+                            writeln!(out, "{name}_created{} {created:.3}", with_braces(&labels));
+                    }
+                }
+                Value::Histogram(h) => {
+                    let mut cumulative = 0;
+                    let bounds = h
+                        .bounds
+                        .iter()
+                        .map(|b| b.to_string())
+                        .chain(["+Inf".to_owned()]);
+                    for (bound, count) in bounds.zip(&h.counts) {
+                        cumulative += count;
+                        let le = if labels.is_empty() {
+                            format!("le=\"{bound}\"")
+                        } else {
+                            format!("{labels},le=\"{bound}\"")
+                        };
+                        let _ = writeln!(out, "{name}_bucket{{{le}}} {cumulative}");
+                    }
+                    let _ = writeln!(out, "{name}_sum{} {}", with_braces(&labels), h.sum_secs);
+                    let _ = writeln!(out, "{name}_count{} {}", with_braces(&labels), h.count);
+                    if openmetrics {
+                        let _ =
+                            writeln!(out, "{name}_created{} {created:.3}", with_braces(&labels));
+                    }
+                }
+            }
         }
-        if let Some(bytes) = capacity.host_memory_available_bytes {
-            gauge(
-                "msb_host_memory_available_bytes",
-                "Memory the host has available.",
-                bytes as f64,
-            );
-        }
-        gauge(
-            "msb_memory_committed_bytes",
-            "Sum of running sandboxes' memory limits.",
-            capacity.memory_committed_bytes as f64,
-        );
     }
-    let store_bytes = std::fs::metadata(daemon.home.database())
-        .map(|m| m.len())
-        .unwrap_or(0);
-    let _ = writeln!(out, "# HELP msb_store_size_bytes Size of the DuckDB file.");
-    let _ = writeln!(out, "# TYPE msb_store_size_bytes gauge");
-    if openmetrics {
-        let _ = writeln!(out, "# UNIT msb_store_size_bytes bytes");
-    }
-    let _ = writeln!(out, "msb_store_size_bytes {store_bytes}");
     if openmetrics {
         out.push_str("# EOF\n");
     }

@@ -39,6 +39,9 @@ pub fn apply_record(daemon: &Daemon, sandbox_id: &str) -> Result<SandboxStatus, 
         .ok()
         .filter(|r| r.run_id == run.id);
     let supervisor_alive = supervisor_of_run_alive(&run);
+    if let Some(record) = &record {
+        daemon.telemetry.boot_progress(record);
+    }
 
     let mut ops: Vec<Operation> = Vec::new();
     if let Some(record) = &record {

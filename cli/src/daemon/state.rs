@@ -35,6 +35,8 @@ pub struct Daemon {
     pub executable: Option<(u64, u64)>,
     /// Where the Prometheus endpoint listens, once bound.
     pub prometheus_addr: std::sync::OnceLock<String>,
+    /// msbd's own instruments and the OTLP exporters.
+    pub telemetry: super::telemetry::Telemetry,
 }
 
 impl Daemon {
@@ -44,6 +46,7 @@ impl Daemon {
         supervisor_exe: PathBuf,
         agent_binary: PathBuf,
         log_level: String,
+        telemetry: super::telemetry::Telemetry,
     ) -> Arc<Self> {
         let series = msb_store::SeriesWriter::start(&store, msb_store::RetentionConfig::default())
             .map_err(|e| {
@@ -64,12 +67,18 @@ impl Daemon {
             live: Default::default(),
             series,
             prometheus_addr: Default::default(),
+            telemetry,
             executable: crate::client::executable_identity(std::path::Path::new("/proc/self/exe")),
         })
     }
 
     /// Takes in samples from a supervisor: live state now, history through the store.
     pub fn ingest(&self, samples: &[msb_metrics::Sample], interval_ms: u64) {
+        if let Some(first) = samples.first() {
+            let previous = self.live.get(&first.sandbox_id);
+            self.telemetry
+                .count_samples(previous.as_ref().map(|l| &l.sample), samples);
+        }
         self.live.record(samples, interval_ms);
         if let Some(series) = &self.series {
             series.append(samples.to_vec());

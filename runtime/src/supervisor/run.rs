@@ -17,7 +17,7 @@ use crate::config::SupervisorConfig;
 use crate::lifecycle::TerminationReason;
 use crate::paths::SandboxDir;
 use crate::process::own_start_ticks;
-use crate::run_record::{now_ms, RunPhase, RunRecord};
+use crate::run_record::{now_ms, now_us, BootTimes, RunPhase, RunRecord};
 
 /// How long the agent has to say `Ready` after the sandbox starts.
 const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -47,6 +47,10 @@ pub fn run_supervisor(config: SupervisorConfig) -> i32 {
         reason: None,
         error: None,
         oom_kills: None,
+        boot: BootTimes {
+            supervisor_us: Some(now_us()),
+            ..BootTimes::default()
+        },
     };
     let fail = |mut record: RunRecord, error: String| {
         tracing::error!("{error}");
@@ -75,6 +79,7 @@ pub fn run_supervisor(config: SupervisorConfig) -> i32 {
         Err(e) => return fail(record, format!("starting the sandbox: {e}")),
     };
     record.init_pid = Some(sandbox.init_pid());
+    record.boot.sandbox_us = Some(now_us());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -153,6 +158,8 @@ pub(super) async fn supervise(
     };
 
     if ending.is_none() {
+        // Written with the Running record (one write less on the start path).
+        shared.record.lock().unwrap().boot.agent_us = Some(now_us());
         if let Some(interval_ms) = shared.config.config.metrics_interval() {
             let sampler = sampler::Sampler::new(
                 sandbox.cgroups().as_ref(),
@@ -214,6 +221,7 @@ async fn start_and_run(
         Some(Ok(pid)) => shared.update_record(|r| {
             r.phase = RunPhase::Running;
             r.workload_pid = Some(pid);
+            r.boot.workload_us = Some(now_us());
         }),
         _ => return Ending::WorkloadDone,
     }

@@ -348,8 +348,11 @@ pub async fn run(shared: Arc<Shared>, mut sampler: Sampler, interval_ms: u64, st
     let upper = shared.dir.upper();
     let mut upper_allocated = None;
     let mut tick: u64 = 0;
+    let mut cost_ns: u64 = 0;
     loop {
         ticker.tick().await;
+        // The sampler's own cost: this thread's CPU time over the synchronous reads below.
+        let cpu_before = thread_cpu_ns();
         if *shared.finished.borrow() {
             return;
         }
@@ -372,8 +375,18 @@ pub async fn run(shared: Arc<Shared>, mut sampler: Sampler, interval_ms: u64, st
             sample.heartbeat_age_ms = Some(at.elapsed().as_millis() as u64);
             sample.active_sessions = Some(u64::from(beat.active_sessions));
         }
+        if let (Some(before), Some(after)) = (cpu_before, thread_cpu_ns()) {
+            cost_ns += after.saturating_sub(before);
+            sample.sampler_cpu_ns = Some(cost_ns);
+        }
         shared.deliver_sample(sample);
     }
+}
+
+/// CPU time of the calling thread, in nanoseconds.
+fn thread_cpu_ns() -> Option<u64> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?;
+    Some(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
 }
 
 /// Samples waiting for msbd, oldest first; the oldest go when it is full.

@@ -201,6 +201,7 @@ impl Harness {
             reason: None,
             error: None,
             oom_kills: None,
+            boot: Default::default(),
         };
         let listener = UnixListener::bind(sandbox.socket()).unwrap();
         let (host_end, agent_end) = UnixStream::pair().unwrap();

@@ -49,6 +49,7 @@ fn supervisor_alive(daemon: &Daemon, sandbox_id: &str) -> bool {
 /// Begins a new run: spawns the supervisor, records the run, and waits until the workload has
 /// started (or, for an attached start, until the supervisor is ready for its client).
 /// The caller holds the sandbox's operation lock.
+#[tracing::instrument(name = "sandbox.start", skip_all, fields(sandbox.id = %sandbox_id))]
 pub async fn start_run(
     daemon: &Arc<Daemon>,
     sandbox_id: &str,
@@ -93,9 +94,13 @@ pub async fn start_run(
         .append(true)
         .open(dir.supervisor_log())
         .map_err(|e| ApiError::internal("opening the supervisor log", e))?;
+    let spawned_at = std::time::SystemTime::now();
     let mut child =
         msb_runtime::spawn::spawn_supervisor(&daemon.supervisor_exe, &supervisor_config, &log)
             .map_err(|e| ApiError::internal("spawning the supervisor", e))?;
+    daemon
+        .telemetry
+        .boot_started(&run_id, &row.name, spawned_at);
     let pid = child.id() as i32;
     let run = RunRow {
         id: run_id,
@@ -177,6 +182,7 @@ pub async fn start_run(
 
 /// Stops the current run (SIGTERM, then SIGKILL after `timeout_ms`; 0 kills at once) and
 /// waits until it is recorded as ended. The caller holds the sandbox's operation lock.
+#[tracing::instrument(name = "sandbox.stop", skip_all, fields(sandbox.id = %sandbox_id, timeout_ms))]
 pub async fn stop_run(
     daemon: &Arc<Daemon>,
     sandbox_id: &str,
@@ -267,6 +273,7 @@ pub async fn stop(
 
 #[utoipa::path(post, path = "/v1/sandboxes/{name}/kill", params(("name" = String, Path)), request_body = KillRequest,
     responses((status = 200, body = SandboxInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[tracing::instrument(name = "sandbox.kill", skip_all, fields(sandbox.name = %name, signal = request.signal))]
 pub async fn kill(
     State(daemon): State<Arc<Daemon>>,
     Path(name): Path<String>,

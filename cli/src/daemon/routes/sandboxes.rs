@@ -87,6 +87,7 @@ pub async fn list(
 
 #[utoipa::path(post, path = "/v1/sandboxes", request_body = CreateSandboxRequest,
     responses((status = 201, body = SandboxInfo), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[tracing::instrument(name = "sandbox.create", skip_all)]
 pub async fn create(
     State(daemon): State<Arc<Daemon>>,
     Json(request): Json<CreateSandboxRequest>,

@@ -17,6 +17,7 @@ use msb_runtime::framing::{read_frame, write_frame};
 use msb_runtime::lifecycle::SandboxStatus;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
+use tracing::Instrument;
 
 use crate::api::{ErrorBody, SESSION_UPGRADE};
 use crate::daemon::error::ApiError;
@@ -54,12 +55,23 @@ pub async fn session(
         ApiError::Conflict(format!("sandbox {name:?} is not accepting sessions: {e}"))
     })?;
     let upgrade = hyper::upgrade::on(&mut request);
-    tokio::spawn(async move {
-        match upgrade.await {
-            Ok(upgraded) => relay(TokioIo::new(upgraded), supervisor).await,
-            Err(e) => tracing::debug!("session upgrade failed: {e}"),
+    let received = std::time::Instant::now();
+    // The session's span lasts until the session ends, past this request's.
+    let span = tracing::info_span!(
+        "exec.session",
+        sandbox.name = %name,
+        process.pid = tracing::field::Empty,
+        msb.session.kind = tracing::field::Empty,
+    );
+    tokio::spawn(
+        async move {
+            match upgrade.await {
+                Ok(upgraded) => relay(&daemon, TokioIo::new(upgraded), supervisor, received).await,
+                Err(e) => tracing::debug!("session upgrade failed: {e}"),
+            }
         }
-    });
+        .instrument(span),
+    );
     Ok(Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
@@ -68,7 +80,12 @@ pub async fn session(
         .expect("static response parts"))
 }
 
-async fn relay(mut client: TokioIo<hyper::upgrade::Upgraded>, mut supervisor: UnixStream) {
+async fn relay(
+    daemon: &Daemon,
+    mut client: TokioIo<hyper::upgrade::Upgraded>,
+    mut supervisor: UnixStream,
+    received: std::time::Instant,
+) {
     let first = match read_frame::<_, ClientRequest>(&mut client).await {
         Ok(Some(request @ (ClientRequest::Attach | ClientRequest::Exec(_)))) => request,
         Ok(Some(other)) => {
@@ -93,6 +110,23 @@ async fn relay(mut client: TokioIo<hyper::upgrade::Upgraded>, mut supervisor: Un
     // The two directions are independent: the supervisor may close its end (the process
     // ended) while the client is still sending, and what the supervisor sent must still reach
     // the client in full. So no copy_bidirectional, which abandons both on the first error.
+    let exec = matches!(first, ClientRequest::Exec(_));
+    tracing::Span::current().record("msb.session.kind", if exec { "exec" } else { "attach" });
+    // The supervisor's first answer says whether the process started: the exec latency.
+    if exec {
+        match read_frame::<_, ClientEvent>(&mut supervisor).await {
+            Ok(Some(event)) => {
+                if let ClientEvent::Started { pid } = &event {
+                    daemon.telemetry.exec_latency.observe(received.elapsed());
+                    tracing::Span::current().record("process.pid", pid);
+                }
+                if write_frame(&mut client, &event).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) | Err(_) => return,
+        }
+    }
     let (mut client_read, mut client_write) = tokio::io::split(client);
     let (mut supervisor_read, mut supervisor_write) = supervisor.into_split();
     let upstream = tokio::spawn(async move {

@@ -1,0 +1,281 @@
+//! What msbd exports, gathered once per scrape or export and rendered by each exporter
+//! (Prometheus text in [`super::prometheus`], OTLP protobuf in [`super::otlp`]).
+//!
+//! Per-sandbox values come from the latest samples of active sandboxes (a removed or ended
+//! sandbox has no series); msbd's and the host's come from [`super::telemetry::Telemetry`],
+//! the catalog and the capacity report. A missing value is left out, never made zero.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use msb_metrics::{DaemonInstrument, BOOT_PHASES, DAEMON_INSTRUMENTS};
+use msb_runtime::lifecycle::SandboxStatus;
+use msb_store::SandboxRow;
+use msb_telemetry::histogram::HistogramSnapshot;
+
+use super::live::{state_of, Latest, MetricsState};
+use super::state::Daemon;
+
+/// An active sandbox with a sample, and the attributes its series carry.
+#[derive(Debug)]
+pub struct LiveSandbox<'a> {
+    pub row: &'a SandboxRow,
+    pub latest: Latest,
+    /// `sandbox.name`, `sandbox.id`, then allow-listed user labels (OTel attribute names).
+    pub attributes: Vec<(String, String)>,
+}
+
+impl LiveSandbox<'_> {
+    /// When the run's counters started from zero.
+    pub fn run_start(&self) -> SystemTime {
+        let sample = &self.latest.sample;
+        UNIX_EPOCH + Duration::from_millis(sample.timestamp_ms)
+            - Duration::from_secs_f64(sample.uptime_secs.max(0.0))
+    }
+}
+
+/// User labels exported as attributes: the keys in `MSB_PROMETHEUS_LABELS` (comma-separated),
+/// none by default, since every distinct value is a new series.
+pub fn label_allow_list() -> Vec<String> {
+    std::env::var("MSB_PROMETHEUS_LABELS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Active sandboxes that have a latest sample, with their attributes.
+pub fn live_sandboxes<'a>(daemon: &Daemon, rows: &'a [SandboxRow]) -> Vec<LiveSandbox<'a>> {
+    let allowed = label_allow_list();
+    rows.iter()
+        .filter(|row| {
+            row.status
+                .parse::<SandboxStatus>()
+                .is_ok_and(|s| s.is_active())
+        })
+        .filter_map(|row| {
+            let latest = daemon.live.get(&row.id)?;
+            let mut attributes = vec![
+                ("sandbox.name".to_owned(), row.name.clone()),
+                ("sandbox.id".to_owned(), row.id.clone()),
+            ];
+            for key in &allowed {
+                if let Some(value) = row.labels.get(key) {
+                    attributes.push((key.clone(), value.clone()));
+                }
+            }
+            Some(LiveSandbox {
+                row,
+                latest,
+                attributes,
+            })
+        })
+        .collect()
+}
+
+/// One point of a daemon instrument.
+#[derive(Debug, Clone)]
+pub enum Value {
+    Number(f64),
+    Histogram(HistogramSnapshot),
+}
+
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub attributes: Vec<(String, String)>,
+    pub value: Value,
+}
+
+/// A daemon instrument's points; `start` is when its counters or histograms began.
+#[derive(Debug, Clone)]
+pub struct Family {
+    pub instrument: &'static DaemonInstrument,
+    pub start: SystemTime,
+    pub points: Vec<Point>,
+}
+
+fn instrument(name: &str) -> &'static DaemonInstrument {
+    DAEMON_INSTRUMENTS
+        .iter()
+        .find(|i| i.name == name)
+        .unwrap_or_else(|| panic!("{name} is not declared in the registry"))
+}
+
+fn point(attributes: &[(&str, String)], value: f64) -> Point {
+    Point {
+        attributes: attributes
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+        value: Value::Number(value),
+    }
+}
+
+/// msbd's and the host's instruments, in registry order; an instrument without points (an
+/// exporter that is not configured, a source that is missing) is left out.
+pub fn daemon_families(daemon: &Daemon, rows: &[SandboxRow], live: &[LiveSandbox]) -> Vec<Family> {
+    let telemetry = &daemon.telemetry;
+    let mut families: Vec<Family> = Vec::new();
+    let mut add = |name: &str, start: SystemTime, points: Vec<Point>| {
+        if !points.is_empty() {
+            families.push(Family {
+                instrument: instrument(name),
+                start,
+                points,
+            });
+        }
+    };
+    let started = telemetry.started;
+    add(
+        "msb.sandboxes",
+        started,
+        SandboxStatus::ALL
+            .iter()
+            .map(|status| {
+                let count = rows.iter().filter(|r| r.status == status.as_str()).count();
+                point(&[("status", status.to_string())], count as f64)
+            })
+            .collect(),
+    );
+    if let Ok(capacity) = super::routes::metrics::capacity_of(daemon, rows) {
+        add(
+            "msb.host.cpus",
+            started,
+            vec![point(&[], capacity.host_cpus as f64)],
+        );
+        add(
+            "msb.cpus.committed",
+            started,
+            vec![point(&[], capacity.cpus_committed)],
+        );
+        if let Some(bytes) = capacity.host_memory_bytes {
+            add("msb.host.memory", started, vec![point(&[], bytes as f64)]);
+        }
+        if let Some(bytes) = capacity.host_memory_available_bytes {
+            add(
+                "msb.host.memory.available",
+                started,
+                vec![point(&[], bytes as f64)],
+            );
+        }
+        add(
+            "msb.memory.committed",
+            started,
+            vec![point(&[], capacity.memory_committed_bytes as f64)],
+        );
+    }
+    if let Ok(meta) = std::fs::metadata(daemon.home.database()) {
+        add(
+            "msb.store.size",
+            started,
+            vec![point(&[], meta.len() as f64)],
+        );
+    }
+    let identity = |s: &LiveSandbox| {
+        [
+            ("sandbox.name", s.row.name.clone()),
+            ("sandbox.id", s.row.id.clone()),
+        ]
+    };
+    add(
+        "msb.sandbox.sample_age",
+        started,
+        live.iter()
+            .map(|s| point(&identity(s), s.latest.received.elapsed().as_secs_f64()))
+            .collect(),
+    );
+    add(
+        "msb.sandbox.stalled",
+        started,
+        live.iter()
+            .map(|s| {
+                let stalled = state_of(&s.latest, true) == MetricsState::Stalled;
+                point(&identity(s), if stalled { 1.0 } else { 0.0 })
+            })
+            .collect(),
+    );
+    add(
+        "msb.sampler.cpu",
+        started,
+        vec![point(
+            &[],
+            telemetry.sampler_cpu_ns.load(Ordering::Relaxed) as f64 / 1e9,
+        )],
+    );
+    add(
+        "msb.sampler.samples",
+        started,
+        vec![point(&[], telemetry.samples.load(Ordering::Relaxed) as f64)],
+    );
+    add(
+        "msb.sandbox.boot.duration",
+        started,
+        BOOT_PHASES
+            .iter()
+            .zip(&telemetry.boot)
+            .map(|(phase, histogram)| Point {
+                attributes: vec![("phase".to_owned(), (*phase).to_owned())],
+                value: Value::Histogram(histogram.snapshot()),
+            })
+            .collect(),
+    );
+    add(
+        "msb.exec.latency",
+        started,
+        vec![Point {
+            attributes: Vec::new(),
+            value: Value::Histogram(telemetry.exec_latency.snapshot()),
+        }],
+    );
+    let exporters = [&telemetry.metrics_exporter, &telemetry.traces_exporter];
+    let exporters: Vec<_> = exporters.into_iter().flatten().collect();
+    add(
+        "msb.otlp.exports",
+        started,
+        exporters
+            .iter()
+            .flat_map(|e| {
+                let signal = e.signal.as_str().to_owned();
+                let stats = e.stats();
+                [
+                    point(
+                        &[("signal", signal.clone()), ("result", "success".into())],
+                        stats.succeeded.load(Ordering::Relaxed) as f64,
+                    ),
+                    point(
+                        &[("signal", signal), ("result", "failure".into())],
+                        stats.failed.load(Ordering::Relaxed) as f64,
+                    ),
+                ]
+            })
+            .collect(),
+    );
+    add(
+        "msb.otlp.dropped",
+        started,
+        exporters
+            .iter()
+            .map(|e| {
+                point(
+                    &[("signal", e.signal.as_str().to_owned())],
+                    e.stats().dropped.load(Ordering::Relaxed) as f64,
+                )
+            })
+            .collect(),
+    );
+    add(
+        "msb.otlp.last_success_timestamp",
+        started,
+        exporters
+            .iter()
+            .filter_map(|e| {
+                let ms = e.stats().last_success_ms.load(Ordering::Relaxed);
+                (ms > 0)
+                    .then(|| point(&[("signal", e.signal.as_str().to_owned())], ms as f64 / 1e3))
+            })
+            .collect(),
+    );
+    families
+}

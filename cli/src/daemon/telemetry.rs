@@ -1,0 +1,209 @@
+//! msbd's own instruments (samplers' cost, boot and exec latencies, export health) and the
+//! OTLP exporters: started once at daemon start from the `OTEL_*` environment.
+//!
+//! Boot spans: `start_run` registers each new run with the trace context of the request that
+//! started it; when the run record first shows the workload running, [`Telemetry::boot_done`]
+//! emits one span per boot phase under that context (their start and end times measured by the
+//! supervisor) and feeds the boot-phase histograms.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use msb_metrics::{BOOT_PHASES, LATENCY_BUCKETS};
+use msb_runtime::run_record::RunRecord;
+use msb_telemetry::histogram::Histogram;
+use msb_telemetry::otlp::{Exporter, OtlpConfig};
+use opentelemetry::trace::{Span as _, TraceContextExt, Tracer as _};
+use opentelemetry::{Context, KeyValue};
+
+/// A run started by this msbd whose boot has not finished yet.
+struct PendingBoot {
+    spawned: SystemTime,
+    parent: Context,
+    sandbox_name: String,
+}
+
+pub struct Telemetry {
+    pub started: SystemTime,
+    /// CPU the samplers spent, summed over every sample received (ns).
+    pub sampler_cpu_ns: AtomicU64,
+    pub samples: AtomicU64,
+    /// One histogram per entry of [`BOOT_PHASES`].
+    pub boot: Vec<Histogram>,
+    pub exec_latency: Histogram,
+    pending_boots: Mutex<HashMap<String, PendingBoot>>,
+    pub otlp: OtlpConfig,
+    pub metrics_exporter: Option<Exporter>,
+    pub traces_exporter: Option<Exporter>,
+    /// `service.instance.id`: stable for one host and `MSB_HOME`.
+    pub instance_id: String,
+    pub host_name: String,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry").finish_non_exhaustive()
+    }
+}
+
+impl Telemetry {
+    /// Without exporters (tests, and msbd with no OTLP endpoint).
+    pub fn new(otlp: OtlpConfig, home: &std::path::Path) -> Telemetry {
+        let host_name = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "unknown".to_owned());
+        Telemetry {
+            started: SystemTime::now(),
+            sampler_cpu_ns: AtomicU64::new(0),
+            samples: AtomicU64::new(0),
+            boot: BOOT_PHASES
+                .iter()
+                .map(|_| Histogram::new(LATENCY_BUCKETS))
+                .collect(),
+            exec_latency: Histogram::new(LATENCY_BUCKETS),
+            pending_boots: Mutex::new(HashMap::new()),
+            instance_id: format!("{host_name}:{}", home.display()),
+            host_name,
+            otlp,
+            metrics_exporter: None,
+            traces_exporter: None,
+        }
+    }
+
+    /// Starts the configured exporters; needs a Tokio runtime.
+    pub fn start_exporters(&mut self) {
+        if let Some(config) = self.otlp.metrics.clone() {
+            tracing::info!(
+                "OTLP metrics to {} ({:?}) every {:?}",
+                config.endpoint,
+                config.protocol,
+                self.otlp.metric_interval
+            );
+            self.metrics_exporter = Some(Exporter::start(config, self.otlp.queue_bytes));
+        }
+        if let Some(config) = self.otlp.traces.clone() {
+            tracing::info!("OTLP traces to {} ({:?})", config.endpoint, config.protocol);
+            self.traces_exporter = Some(Exporter::start(config, self.otlp.queue_bytes));
+        }
+    }
+
+    /// The OTel resource of everything msbd exports.
+    pub fn resource_attributes(&self) -> Vec<(String, String)> {
+        let mut attributes: Vec<(String, String)> = vec![
+            ("service.name".into(), self.otlp.service_name.clone()),
+            ("service.version".into(), env!("CARGO_PKG_VERSION").into()),
+            ("service.instance.id".into(), self.instance_id.clone()),
+            ("host.name".into(), self.host_name.clone()),
+        ];
+        for (key, value) in &self.otlp.resource {
+            match attributes.iter_mut().find(|(k, _)| k == key) {
+                Some(entry) => entry.1 = value.clone(),
+                None => attributes.push((key.clone(), value.clone())),
+            }
+        }
+        attributes
+    }
+
+    /// Counts samplers' cost: `previous` is the sandbox's latest sample before this batch.
+    pub fn count_samples(
+        &self,
+        previous: Option<&msb_metrics::Sample>,
+        samples: &[msb_metrics::Sample],
+    ) {
+        let mut last = previous.map(|s| (s.run_id.as_str(), s.sampler_cpu_ns.unwrap_or(0)));
+        let mut cpu = 0;
+        for sample in samples {
+            if let Some(total) = sample.sampler_cpu_ns {
+                let base = match last {
+                    Some((run, seen)) if run == sample.run_id => seen,
+                    _ => 0,
+                };
+                cpu += total.saturating_sub(base);
+                last = Some((sample.run_id.as_str(), total));
+            }
+        }
+        self.samples
+            .fetch_add(samples.len() as u64, Ordering::Relaxed);
+        self.sampler_cpu_ns.fetch_add(cpu, Ordering::Relaxed);
+    }
+
+    /// A run this msbd just spawned; its boot is reported when it is running.
+    pub fn boot_started(&self, run_id: &str, sandbox_name: &str, spawned: SystemTime) {
+        self.pending_boots.lock().unwrap().insert(
+            run_id.to_owned(),
+            PendingBoot {
+                spawned,
+                parent: tracing_opentelemetry::OpenTelemetrySpanExt::context(
+                    &tracing::Span::current(),
+                ),
+                sandbox_name: sandbox_name.to_owned(),
+            },
+        );
+    }
+
+    /// The run record of a run: once its workload runs (or the run ended), reports its boot.
+    pub fn boot_progress(&self, record: &RunRecord) {
+        let done = record.boot.workload_us.is_some()
+            || record.phase == msb_runtime::run_record::RunPhase::Exited;
+        if !done {
+            return;
+        }
+        let Some(pending) = self.pending_boots.lock().unwrap().remove(&record.run_id) else {
+            return;
+        };
+        let boot = &record.boot;
+        let at = |us: u64| UNIX_EPOCH + Duration::from_micros(us);
+        let ends = [
+            boot.supervisor_us.map(at),
+            boot.sandbox_us.map(at),
+            boot.agent_us.map(at),
+            boot.workload_us.map(at),
+        ];
+        let mut phase_start = Some(pending.spawned);
+        for (index, end) in ends.iter().enumerate() {
+            let (Some(start), Some(end)) = (phase_start, *end) else {
+                phase_start = None;
+                continue;
+            };
+            let duration = end.duration_since(start).unwrap_or_default();
+            self.boot[index].observe(duration);
+            self.phase_span(&pending, BOOT_PHASES[index], start, end);
+            phase_start = Some(end);
+        }
+        if let Some(end) = ends[3] {
+            self.boot[4].observe(end.duration_since(pending.spawned).unwrap_or_default());
+        }
+    }
+
+    fn phase_span(
+        &self,
+        pending: &PendingBoot,
+        phase: &'static str,
+        start: SystemTime,
+        end: SystemTime,
+    ) {
+        let Some(tracer) = msb_telemetry::tracer() else {
+            return;
+        };
+        if !pending.parent.span().span_context().is_valid() {
+            return;
+        }
+        let mut span = tracer
+            .span_builder(format!("boot.{phase}"))
+            .with_start_time(start)
+            .with_attributes([
+                KeyValue::new("sandbox.name", pending.sandbox_name.clone()),
+                KeyValue::new("msb.boot.phase", phase),
+            ])
+            .start_with_context(tracer, &pending.parent);
+        span.end_with_timestamp(end);
+    }
+
+    /// Forgets boots that will never report (a run that failed before writing its record).
+    pub fn boot_abandoned(&self, run_id: &str) {
+        self.pending_boots.lock().unwrap().remove(run_id);
+    }
+}
