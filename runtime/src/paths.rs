@@ -37,6 +37,11 @@ impl MsbHome {
     pub fn daemon_log(&self) -> PathBuf {
         self.root.join("msbd.log")
     }
+    /// msbd's configuration file (optional; `docs/configuration.md`).
+    pub fn daemon_config(&self) -> PathBuf {
+        self.root.join("msbd.toml")
+    }
+
     pub fn database(&self) -> PathBuf {
         self.root.join("msb.duckdb")
     }

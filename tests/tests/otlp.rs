@@ -500,3 +500,57 @@ fn an_invalid_otlp_variable_is_one_clear_error_at_start() {
         assert!(home.daemon_pid().is_none(), "no msbd left running");
     }
 }
+
+#[test]
+fn msbd_toml_configures_export_and_its_mistakes_are_named() {
+    if !require_root() {
+        return;
+    }
+    let receiver = Receiver::start();
+    let home = TestHome::new();
+    std::fs::write(
+        home.path().join("msbd.toml"),
+        format!(
+            "[otlp]\nendpoint = \"http://{}\"\nprotocol = \"grpc\"\nmetric_interval_ms = 300\ntraces = false\n",
+            receiver.grpc
+        ),
+    )
+    .unwrap();
+    home.ok(&["run", "-n", "configured", "-d", "--", "sleep", "1000"]);
+    wait_for(
+        Duration::from_secs(20),
+        "metrics configured by msbd.toml",
+        || {
+            receiver
+                .metrics()
+                .iter()
+                .any(|(_, m)| m.name == "microsandbox.memory.usage")
+        },
+    );
+    home.ok(&["rm", "-f", "configured"]);
+    home.ok(&["server", "stop"]);
+
+    for (text, named) in [
+        ("[otlp]\nendpont = \"http://127.0.0.1:4318\"\n", "endpont"),
+        ("[otlp]\nendpoint = \"127.0.0.1:4318\"\n", "[otlp] endpoint"),
+        (
+            "[prometheus]\naddress = \"everywhere\"\n",
+            "[prometheus] address",
+        ),
+    ] {
+        let home = TestHome::new();
+        std::fs::write(home.path().join("msbd.toml"), text).unwrap();
+        // The test fixture sets MSB_PROMETHEUS_ADDR, which would win over the file.
+        let output = home
+            .command(&["ls"])
+            .env_remove("MSB_PROMETHEUS_ADDR")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{text:?} accepted");
+        assert!(
+            stderr.contains("msbd.toml") && stderr.contains(named),
+            "the error names the file and {named}: {stderr}"
+        );
+    }
+}

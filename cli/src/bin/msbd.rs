@@ -23,14 +23,15 @@ fn main() {
     let args = Args::parse();
     match args.command {
         None => {
-            let otlp = match msb_telemetry::otlp::OtlpConfig::from_env() {
-                Ok(otlp) => otlp,
+            let home = MsbHome::from_env();
+            let config = match msb_cli::daemon::config::DaemonConfig::load(&home.daemon_config()) {
+                Ok(config) => config,
                 Err(e) => {
-                    eprintln!("msbd: invalid OTLP configuration: {e}");
+                    eprintln!("msbd: {e}");
                     std::process::exit(2);
                 }
             };
-            if let Err(e) = msb_cli::daemon::run_daemon(MsbHome::from_env(), args.log_level, otlp) {
+            if let Err(e) = msb_cli::daemon::run_daemon(home, args.log_level, config) {
                 tracing::error!("{e:#}");
                 eprintln!("msbd: {e:#}");
                 std::process::exit(1);

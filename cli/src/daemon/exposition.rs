@@ -34,21 +34,11 @@ impl LiveSandbox<'_> {
     }
 }
 
-/// User labels exported as attributes: the keys in `MSB_PROMETHEUS_LABELS` (comma-separated),
-/// none by default, since every distinct value is a new series.
-pub fn label_allow_list() -> Vec<String> {
-    std::env::var("MSB_PROMETHEUS_LABELS")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Active sandboxes that have a latest sample, with their attributes.
 pub fn live_sandboxes<'a>(daemon: &Daemon, rows: &'a [SandboxRow]) -> Vec<LiveSandbox<'a>> {
-    let allowed = label_allow_list();
+    // User labels exported as attributes: none by default, since every distinct value is a
+    // new series (`MSB_PROMETHEUS_LABELS` or `msbd.toml`).
+    let allowed = &daemon.config.prometheus_labels;
     rows.iter()
         .filter(|row| {
             row.status
@@ -61,7 +51,7 @@ pub fn live_sandboxes<'a>(daemon: &Daemon, rows: &'a [SandboxRow]) -> Vec<LiveSa
                 ("sandbox.name".to_owned(), row.name.clone()),
                 ("sandbox.id".to_owned(), row.id.clone()),
             ];
-            for key in &allowed {
+            for key in allowed {
                 if let Some(value) = row.labels.get(key) {
                     attributes.push((key.clone(), value.clone()));
                 }

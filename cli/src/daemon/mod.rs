@@ -6,6 +6,7 @@
 //! sandbox (see [`reconcile`]), then bind the socket. SIGTERM, SIGINT or
 //! `POST /v1/server/shutdown` stop it cleanly; running sandboxes keep running.
 
+pub mod config;
 pub mod error;
 pub mod exposition;
 pub mod live;
@@ -89,16 +90,16 @@ fn start_telemetry(home: &MsbHome, log_level: &str, otlp: OtlpConfig) -> telemet
     telemetry
 }
 
-/// Runs msbd until it is told to stop. `otlp` was read from the environment by the caller, so
-/// a malformed `OTEL_*` variable fails before anything starts.
-pub fn run_daemon(home: MsbHome, log_level: String, otlp: OtlpConfig) -> Result<()> {
+/// Runs msbd until it is told to stop. `config` was read by the caller, so a malformed
+/// `OTEL_*` variable or `msbd.toml` fails before anything starts.
+pub fn run_daemon(home: MsbHome, log_level: String, config: config::DaemonConfig) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let telemetry = {
         let _entered = runtime.enter();
-        start_telemetry(&home, &log_level, otlp)
+        start_telemetry(&home, &log_level, config.otlp.clone())
     };
     // Our own session: the shell that started `msb` may go away.
     let _ = nix::unistd::setsid();
@@ -135,6 +136,7 @@ pub fn run_daemon(home: MsbHome, log_level: String, otlp: OtlpConfig) -> Result<
         agent_binary_path()?,
         log_level,
         telemetry,
+        config,
     );
     let result = runtime.block_on(serve(daemon.clone()));
     let _ = fs::remove_file(home.socket());

@@ -22,12 +22,13 @@ use msb_metrics::{Kind, INSTRUMENTS};
 use super::exposition::{self, Value};
 use super::state::Daemon;
 
-/// Default listen address; `MSB_PROMETHEUS_ADDR` overrides (`off` disables, port 0 picks one).
+/// Default listen address; `MSB_PROMETHEUS_ADDR` or `msbd.toml` override (`off` disables, port 0
+/// picks one).
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9464";
 
 /// Binds the endpoint if it can: a taken port logs one warning and msbd runs without it.
 pub async fn start(daemon: Arc<Daemon>) -> Option<SocketAddr> {
-    let wanted = std::env::var("MSB_PROMETHEUS_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned());
+    let wanted = daemon.config.prometheus_addr.clone();
     if wanted == "off" {
         return None;
     }

@@ -37,6 +37,7 @@ pub struct Daemon {
     pub prometheus_addr: std::sync::OnceLock<String>,
     /// msbd's own instruments and the OTLP exporters.
     pub telemetry: super::telemetry::Telemetry,
+    pub config: super::config::DaemonConfig,
 }
 
 impl Daemon {
@@ -47,6 +48,7 @@ impl Daemon {
         agent_binary: PathBuf,
         log_level: String,
         telemetry: super::telemetry::Telemetry,
+        config: super::config::DaemonConfig,
     ) -> Arc<Self> {
         let series = msb_store::SeriesWriter::start(&store, msb_store::RetentionConfig::default())
             .map_err(|e| {
@@ -68,6 +70,7 @@ impl Daemon {
             series,
             prometheus_addr: Default::default(),
             telemetry,
+            config,
             executable: crate::client::executable_identity(std::path::Path::new("/proc/self/exe")),
         })
     }

@@ -34,6 +34,7 @@ fn sample(sandbox: &str, run: &str, ts_ms: i64, tick: u64) -> Sample {
         heartbeat_seq: Some(tick),
         heartbeat_age_ms: Some(tick % 1000),
         active_sessions: Some(tick % 2),
+        sampler_cpu_ns: None,
     }
 }
 
