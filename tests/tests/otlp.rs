@@ -339,6 +339,11 @@ fn exports_reach(receiver: &Receiver, env: &[(&str, &str)]) {
             "span {name:?} in the caller's trace: {names:?}"
         );
     }
+    let ready = ours.iter().find(|s| s.name == "boot.workload").unwrap();
+    assert!(
+        ready.events.iter().any(|e| e.name == "sandbox.ready"),
+        "the boot ends with a sandbox.ready event"
+    );
     let requests: Vec<&&Span> = ours
         .iter()
         .filter(|s| s.name.starts_with("POST ") || s.name.starts_with("GET "))

@@ -80,6 +80,7 @@ fn start_telemetry(home: &MsbHome, log_level: &str, otlp: OtlpConfig) -> telemet
                 .with_resource(resource)
                 .with_span_processor(msb_telemetry::otlp::traces::QueueingSpanProcessor::start(
                     exporter.clone(),
+                    &telemetry.otlp,
                 ))
                 .build();
             msb_telemetry::init_with_traces("msbd", log_level, &provider);

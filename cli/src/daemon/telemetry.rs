@@ -199,6 +199,10 @@ impl Telemetry {
                 KeyValue::new("msb.boot.phase", phase),
             ])
             .start_with_context(tracer, &pending.parent);
+        if phase == "workload" {
+            // The end of the boot: the sandbox is ready and its command runs.
+            span.add_event_with_timestamp("sandbox.ready", end, Vec::new());
+        }
         span.end_with_timestamp(end);
     }
 

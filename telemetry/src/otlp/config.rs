@@ -5,7 +5,8 @@
 //! `OTEL_SDK_DISABLED`, `OTEL_{METRICS,TRACES}_EXPORTER` (`otlp` or `none`),
 //! `OTEL_EXPORTER_OTLP[_{METRICS,TRACES}]_{ENDPOINT,PROTOCOL,HEADERS,TIMEOUT}`,
 //! `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`; and msb's
-//! own `MSB_OTLP_QUEUE_BYTES` (how much each signal may hold while the collector is away).
+//! own `MSB_OTLP_QUEUE_BYTES` (how much each signal may hold while the collector is away);
+//! `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`.
 //! Protocols: `grpc` and `http/protobuf` (the default, as the specification says).
 
 use std::collections::BTreeMap;
@@ -71,6 +72,12 @@ pub struct OtlpConfig {
     pub resource: BTreeMap<String, String>,
     /// Byte budget of each signal's export queue (`MSB_OTLP_QUEUE_BYTES`, default 8 MiB).
     pub queue_bytes: usize,
+    /// Span batching: `OTEL_BSP_SCHEDULE_DELAY` (ms, default 1000 here: msbd's spans are few
+    /// and a trace should show up while one looks at it), `OTEL_BSP_MAX_QUEUE_SIZE` (4096),
+    /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` (512).
+    pub span_delay: Duration,
+    pub span_queue: usize,
+    pub span_batch: usize,
 }
 
 /// A configuration error: the variable and what is wrong with its value.
@@ -152,6 +159,29 @@ impl OtlpConfig {
                 }
             },
         };
+        let number = |variable: &str, default: u64, min: u64| -> Result<u64, ConfigError> {
+            match get(variable) {
+                None => Ok(default),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if n >= min => Ok(n),
+                    _ => Err(error(
+                        variable,
+                        &v,
+                        &format!("expected a whole number, at least {min}"),
+                    )),
+                },
+            }
+        };
+        let span_delay = Duration::from_millis(number("OTEL_BSP_SCHEDULE_DELAY", 1000, 1)?);
+        let span_queue = number("OTEL_BSP_MAX_QUEUE_SIZE", 4096, 1)? as usize;
+        let span_batch = number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512, 1)? as usize;
+        if span_batch > span_queue {
+            return Err(error(
+                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+                &span_batch.to_string(),
+                "must not exceed OTEL_BSP_MAX_QUEUE_SIZE",
+            ));
+        }
         let mut config = OtlpConfig {
             metrics: None,
             traces: None,
@@ -159,6 +189,9 @@ impl OtlpConfig {
             service_name,
             resource,
             queue_bytes,
+            span_delay,
+            span_queue,
+            span_batch,
         };
         if disabled {
             return Ok(config);
@@ -461,6 +494,11 @@ mod tests {
             ),
             (vec![("OTEL_SDK_DISABLED", "maybe")], "OTEL_SDK_DISABLED"),
             (vec![("MSB_OTLP_QUEUE_BYTES", "12")], "MSB_OTLP_QUEUE_BYTES"),
+            (vec![("OTEL_BSP_SCHEDULE_DELAY", "-1")], "OTEL_BSP_SCHEDULE_DELAY"),
+            (
+                vec![("OTEL_BSP_MAX_QUEUE_SIZE", "10"), ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "20")],
+                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+            ),
         ] {
             let e = config(&vars).unwrap_err();
             assert_eq!(e.variable, variable, "{vars:?}: {e}");

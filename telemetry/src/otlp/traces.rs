@@ -15,15 +15,14 @@ use opentelemetry_sdk::Resource;
 
 use super::export::{Exporter, Payload};
 
-/// Ended spans held at most between two sends.
-const MAX_BUFFERED_SPANS: usize = 4096;
-/// A batch is sent when this many spans wait, or every [`FLUSH_EVERY`].
-const BATCH: usize = 512;
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
-
 #[derive(Debug)]
 struct Buffer {
     spans: Mutex<Vec<SpanData>>,
+    /// Ended spans held at most between two sends (`OTEL_BSP_MAX_QUEUE_SIZE`).
+    capacity: usize,
+    /// A batch is sent when this many spans wait (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`), or every
+    /// `OTEL_BSP_SCHEDULE_DELAY`.
+    batch: usize,
     resource: Mutex<ResourceAttributesWithSchema>,
     wake: tokio::sync::Notify,
 }
@@ -37,9 +36,11 @@ pub struct QueueingSpanProcessor {
 
 impl QueueingSpanProcessor {
     /// Starts the batching task on the current Tokio runtime.
-    pub fn start(exporter: Exporter) -> QueueingSpanProcessor {
+    pub fn start(exporter: Exporter, config: &super::OtlpConfig) -> QueueingSpanProcessor {
         let buffer = Arc::new(Buffer {
             spans: Mutex::new(Vec::new()),
+            capacity: config.span_queue,
+            batch: config.span_batch,
             resource: Mutex::new(ResourceAttributesWithSchema::default()),
             wake: tokio::sync::Notify::new(),
         });
@@ -48,21 +49,30 @@ impl QueueingSpanProcessor {
             exporter: exporter.clone(),
         };
         let batcher = processor.clone();
+        let delay = config.span_delay;
         tokio::spawn(async move {
             loop {
-                let _ = tokio::time::timeout(FLUSH_EVERY, batcher.buffer.wake.notified()).await;
+                let _ = tokio::time::timeout(delay, batcher.buffer.wake.notified()).await;
                 batcher.send_buffered();
             }
         });
         processor
     }
 
-    /// Moves what is buffered into one export request.
+    /// Moves what is buffered into export requests of at most one batch each.
     pub fn send_buffered(&self) {
-        let spans = std::mem::take(&mut *self.buffer.spans.lock().unwrap());
-        if spans.is_empty() {
-            return;
+        let mut spans = std::mem::take(&mut *self.buffer.spans.lock().unwrap());
+        while spans.len() > self.buffer.batch {
+            let rest = spans.split_off(self.buffer.batch);
+            self.send(spans);
+            spans = rest;
         }
+        if !spans.is_empty() {
+            self.send(spans);
+        }
+    }
+
+    fn send(&self, spans: Vec<SpanData>) {
         let count = spans.len() as u64;
         let resource_spans = {
             let resource = self.buffer.resource.lock().unwrap();
@@ -83,12 +93,12 @@ impl SpanProcessor for QueueingSpanProcessor {
             return;
         }
         let mut spans = self.buffer.spans.lock().unwrap();
-        if spans.len() >= MAX_BUFFERED_SPANS {
+        if spans.len() >= self.buffer.capacity {
             self.exporter.stats().add_dropped(1);
             return;
         }
         spans.push(span);
-        if spans.len() >= BATCH {
+        if spans.len() >= self.buffer.batch {
             self.buffer.wake.notify_one();
         }
     }
