@@ -181,6 +181,7 @@ async fn monitor(daemon: &Arc<Daemon>, sandbox_id: &str) {
         .and_then(|config| config.metrics_interval())
         .unwrap_or(msb_runtime::config::DEFAULT_METRICS_INTERVAL_MS);
     if let Some(mut stream) = connection {
+        let mut undecodable = false;
         loop {
             match read_frame::<_, ClientEvent>(&mut stream).await {
                 Ok(Some(ClientEvent::RecordChanged)) => {
@@ -190,6 +191,18 @@ async fn monitor(daemon: &Arc<Daemon>, sandbox_id: &str) {
                 }
                 Ok(Some(ClientEvent::Samples(samples))) => daemon.ingest(&samples, interval_ms),
                 Ok(Some(_)) => {}
+                // A whole frame this msbd cannot read: a supervisor started by another msb
+                // version (its run goes on; stop, logs and exec do not depend on these frames).
+                Err(msb_protocol::FrameError::Malformed(e)) => {
+                    if !undecodable {
+                        tracing::warn!(
+                            "sandbox {sandbox_id}: a frame from its supervisor does not decode ({e}); \
+                             it probably runs another msb version: its metrics are skipped until \
+                             it is restarted"
+                        );
+                        undecodable = true;
+                    }
+                }
                 Ok(None) | Err(_) => break,
             }
         }

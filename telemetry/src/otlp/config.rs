@@ -494,9 +494,15 @@ mod tests {
             ),
             (vec![("OTEL_SDK_DISABLED", "maybe")], "OTEL_SDK_DISABLED"),
             (vec![("MSB_OTLP_QUEUE_BYTES", "12")], "MSB_OTLP_QUEUE_BYTES"),
-            (vec![("OTEL_BSP_SCHEDULE_DELAY", "-1")], "OTEL_BSP_SCHEDULE_DELAY"),
             (
-                vec![("OTEL_BSP_MAX_QUEUE_SIZE", "10"), ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "20")],
+                vec![("OTEL_BSP_SCHEDULE_DELAY", "-1")],
+                "OTEL_BSP_SCHEDULE_DELAY",
+            ),
+            (
+                vec![
+                    ("OTEL_BSP_MAX_QUEUE_SIZE", "10"),
+                    ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "20"),
+                ],
                 "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
             ),
         ] {
