@@ -34,6 +34,8 @@ struct Received {
     traces: Mutex<Vec<ExportTraceServiceRequest>>,
     /// Metadata / headers of the requests, for the header check.
     tenants: Mutex<HashSet<String>>,
+    /// An OTLP/HTTP request came gzipped.
+    gzipped: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -101,8 +103,14 @@ impl Receiver {
             .unwrap();
         runtime.spawn(async move {
             tonic::transport::Server::builder()
-                .add_service(MetricsServiceServer::new(service.clone()))
-                .add_service(TraceServiceServer::new(service))
+                .add_service(
+                    MetricsServiceServer::new(service.clone())
+                        .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+                )
+                .add_service(
+                    TraceServiceServer::new(service)
+                        .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+                )
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(
                     grpc_listener,
                 ))
@@ -124,7 +132,8 @@ impl Receiver {
                                 .unwrap()
                                 .insert(t.to_str().unwrap().to_owned());
                         }
-                        let request = ExportMetricsServiceRequest::decode(body).unwrap();
+                        let request =
+                            ExportMetricsServiceRequest::decode(unzip(&headers, body)).unwrap();
                         state.metrics.lock().unwrap().push(request);
                         ExportMetricsServiceResponse::default().encode_to_vec()
                     }
@@ -132,11 +141,19 @@ impl Receiver {
             )
             .route(
                 "/v1/traces",
-                axum::routing::post(move |body: bytes::Bytes| async move {
-                    let request = ExportTraceServiceRequest::decode(body).unwrap();
-                    state.traces.lock().unwrap().push(request);
-                    ExportTraceServiceResponse::default().encode_to_vec()
-                }),
+                axum::routing::post(
+                    move |headers: axum::http::HeaderMap, body: bytes::Bytes| async move {
+                        if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
+                            state
+                                .gzipped
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        let request =
+                            ExportTraceServiceRequest::decode(unzip(&headers, body)).unwrap();
+                        state.traces.lock().unwrap().push(request);
+                        ExportTraceServiceResponse::default().encode_to_vec()
+                    },
+                ),
             );
         let http_listener = runtime
             .block_on(tokio::net::TcpListener::bind(http))
@@ -175,6 +192,17 @@ impl Receiver {
             .flat_map(|rs| &rs.scope_spans)
             .flat_map(|ss| ss.spans.clone())
             .collect()
+    }
+}
+
+/// The body as sent, gunzipped when the request says `Content-Encoding: gzip`.
+fn unzip(headers: &axum::http::HeaderMap, body: bytes::Bytes) -> bytes::Bytes {
+    if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out).unwrap();
+        out.into()
+    } else {
+        body
     }
 }
 
@@ -369,11 +397,19 @@ fn grpc_metrics_and_http_traces_reach_real_receivers() {
             ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc"),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &http),
             ("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=acme"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
             ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
             ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
         ],
     );
     assert!(receiver.received.tenants.lock().unwrap().contains("acme"));
+    assert!(
+        receiver
+            .received
+            .gzipped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        "OTEL_EXPORTER_OTLP_COMPRESSION=gzip compresses the HTTP traces"
+    );
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! Read once when msbd starts; anything malformed is one error naming the variable, and msbd
 //! refuses to start rather than run without the export its operator asked for. Supported:
 //! `OTEL_SDK_DISABLED`, `OTEL_{METRICS,TRACES}_EXPORTER` (`otlp` or `none`),
-//! `OTEL_EXPORTER_OTLP[_{METRICS,TRACES}]_{ENDPOINT,PROTOCOL,HEADERS,TIMEOUT}`,
+//! `OTEL_EXPORTER_OTLP[_{METRICS,TRACES}]_{ENDPOINT,PROTOCOL,HEADERS,TIMEOUT,COMPRESSION,
+//! INSECURE}`,
 //! `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`; and msb's
 //! own `MSB_OTLP_QUEUE_BYTES` (how much each signal may hold while the collector is away);
 //! `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`.
@@ -58,6 +59,8 @@ pub struct SignalConfig {
     pub endpoint: String,
     pub headers: Vec<(String, String)>,
     pub timeout: Duration,
+    /// `OTEL_EXPORTER_OTLP[_SIGNAL]_COMPRESSION=gzip`.
+    pub gzip: bool,
 }
 
 /// Everything the exporters need.
@@ -259,12 +262,30 @@ fn signal_config(
             _ => return Err(error(&var, &v, "expected grpc or http/protobuf".to_owned())),
         },
     };
+    let insecure = match pick("INSECURE") {
+        None => false,
+        Some((var, v)) => match v.trim().to_ascii_lowercase().as_str() {
+            "true" => true,
+            "false" => false,
+            _ => return Err(error(&var, &v, "expected true or false".to_owned())),
+        },
+    };
     let url = endpoint_value.trim();
+    // A gRPC endpoint may omit the scheme; it then means plaintext only when declared insecure.
+    let schemeless;
+    let url = if !url.contains("://") && protocol == Protocol::Grpc && insecure {
+        schemeless = format!("http://{url}");
+        schemeless.as_str()
+    } else {
+        url
+    };
     let (scheme, rest) = url.split_once("://").ok_or_else(|| {
         error(
             &endpoint_var,
             url,
-            "expected a URL such as http://127.0.0.1:4318".to_owned(),
+            "expected a URL such as http://127.0.0.1:4318 (a gRPC endpoint without a scheme \
+             needs OTEL_EXPORTER_OTLP_INSECURE=true)"
+                .to_owned(),
         )
     })?;
     match scheme {
@@ -305,6 +326,14 @@ fn signal_config(
         None => Vec::new(),
         Some((var, v)) => parse_headers(&v).map_err(|problem| error(&var, &v, problem))?,
     };
+    let gzip = match pick("COMPRESSION") {
+        None => false,
+        Some((var, v)) => match v.trim() {
+            "gzip" => true,
+            "none" | "" => false,
+            _ => return Err(error(&var, &v, "expected gzip or none".to_owned())),
+        },
+    };
     let timeout = match pick("TIMEOUT") {
         None => Duration::from_secs(10),
         Some((var, v)) => match v.trim().parse::<u64>() {
@@ -318,6 +347,7 @@ fn signal_config(
         endpoint,
         headers,
         timeout,
+        gzip,
     }))
 }
 
@@ -433,6 +463,16 @@ mod tests {
             ]
         );
         assert!(c.traces.is_none());
+        let c = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+        ])
+        .unwrap();
+        let metrics = c.metrics.unwrap();
+        assert_eq!(metrics.endpoint, "http://collector:4317");
+        assert!(metrics.gzip);
         assert!(!config(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318"),
             ("OTEL_SDK_DISABLED", "true")
@@ -493,6 +533,13 @@ mod tests {
                 "OTEL_METRIC_EXPORT_INTERVAL",
             ),
             (vec![("OTEL_SDK_DISABLED", "maybe")], "OTEL_SDK_DISABLED"),
+            (
+                vec![
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                    ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"),
+                ],
+                "OTEL_EXPORTER_OTLP_COMPRESSION",
+            ),
             (vec![("MSB_OTLP_QUEUE_BYTES", "12")], "MSB_OTLP_QUEUE_BYTES"),
             (
                 vec![("OTEL_BSP_SCHEDULE_DELAY", "-1")],

@@ -61,10 +61,20 @@ impl Transport {
         match self.config.protocol {
             Protocol::Grpc => self.send_grpc(payload).await,
             Protocol::HttpProtobuf => {
-                let body = match payload {
+                let mut body = match payload {
                     Payload::Metrics(r) => r.encode_to_vec(),
                     Payload::Traces(r) => r.encode_to_vec(),
                 };
+                if self.config.gzip {
+                    use std::io::Write;
+                    let mut encoder =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    encoder
+                        .write_all(&body)
+                        .and_then(|_| encoder.finish())
+                        .map(|gz| body = gz)
+                        .map_err(|e| SendError::Permanent(format!("gzip: {e}")))?;
+                }
                 let reply = tokio::time::timeout(self.config.timeout, self.post(body))
                     .await
                     .map_err(|_| {
@@ -98,10 +108,11 @@ impl Transport {
         match payload {
             Payload::Metrics(request) => {
                 let request = self.grpc_request(request.clone())?;
-                let reply = MetricsServiceClient::new(channel)
-                    .export(request)
-                    .await
-                    .map_err(status_error)?;
+                let mut client = MetricsServiceClient::new(channel);
+                if self.config.gzip {
+                    client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+                }
+                let reply = client.export(request).await.map_err(status_error)?;
                 Ok(reply
                     .into_inner()
                     .partial_success
@@ -109,10 +120,11 @@ impl Transport {
             }
             Payload::Traces(request) => {
                 let request = self.grpc_request(request.clone())?;
-                let reply = TraceServiceClient::new(channel)
-                    .export(request)
-                    .await
-                    .map_err(status_error)?;
+                let mut client = TraceServiceClient::new(channel);
+                if self.config.gzip {
+                    client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+                }
+                let reply = client.export(request).await.map_err(status_error)?;
                 Ok(reply
                     .into_inner()
                     .partial_success
@@ -153,6 +165,10 @@ impl Transport {
         let mut request = Request::post(url.path_and_query().map_or("/", |p| p.as_str()))
             .header(hyper::header::HOST, format!("{host}:{port}"))
             .header(hyper::header::CONTENT_TYPE, "application/x-protobuf")
+            .header(
+                hyper::header::CONTENT_ENCODING,
+                if self.config.gzip { "gzip" } else { "identity" },
+            )
             .header(
                 hyper::header::USER_AGENT,
                 concat!("msbd/", env!("CARGO_PKG_VERSION")),
