@@ -183,7 +183,9 @@ fn overlay_root_writes_land_in_upper_and_destroy_leaves_nothing() {
             memory_bytes: Some(64 << 20),
             ..Limits::default()
         },
-        script: "echo hi > /new-file && rm /etc/group && printf x >&3".into(),
+        // The sleep keeps PID 1 alive until `start` has confirmed it (a PID 1 that has already
+        // exited is a start failure, and under load this short script can win that race).
+        script: "echo hi > /new-file && rm /etc/group && printf x >&3 && sleep 2".into(),
         ..Options::default()
     });
     assert_eq!(t.read_agent_byte(), b'x', "stdio: {}", t.stdio());
