@@ -12,7 +12,9 @@ pub mod series;
 use std::path::{Path, PathBuf};
 
 pub use catalog::{EventRecord, RunRow, SandboxRow};
-pub use series::{FleetPoint, HistoryPoint, RetentionConfig, SeriesError, SeriesWriter};
+pub use series::{
+    FleetPoint, HistoryPoint, RetentionConfig, SeriesError, SeriesWriter, WriterOptions,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -41,6 +43,8 @@ pub enum StoreError {
 pub struct Store {
     conn: duckdb::Connection,
     path: PathBuf,
+    /// What the time-series queries keep between calls (partition list, open-hour readings).
+    series_cache: series::SeriesCache,
 }
 
 impl std::fmt::Debug for Store {
@@ -57,9 +61,11 @@ impl Store {
             source,
         })?;
         migrations::apply(&conn)?;
+        series::SeriesCache::configure(&conn);
         Ok(Store {
             conn,
             path: path.to_owned(),
+            series_cache: Default::default(),
         })
     }
 
@@ -70,9 +76,11 @@ impl Store {
             source,
         })?;
         migrations::apply(&conn)?;
+        series::SeriesCache::configure(&conn);
         Ok(Store {
             conn,
             path: ":memory:".into(),
+            series_cache: Default::default(),
         })
     }
 
@@ -82,6 +90,10 @@ impl Store {
 
     pub(crate) fn conn(&self) -> &duckdb::Connection {
         &self.conn
+    }
+
+    pub(crate) fn series_cache(&self) -> &series::SeriesCache {
+        &self.series_cache
     }
 
     /// A quick integrity probe for `msb doctor`: the schema version and a catalog read.

@@ -19,6 +19,18 @@ pub fn require_root() -> bool {
     root
 }
 
+/// Tests that start a real Prometheus call this; without Debian's `prometheus` package they
+/// return early (scripts/setup installs it).
+pub fn require_prometheus() -> bool {
+    let present = Command::new("prometheus").arg("--version").output().is_ok();
+    if !present {
+        eprintln!(
+            "skipped: Debian's prometheus package is not installed (scripts/setup installs it)"
+        );
+    }
+    present
+}
+
 fn nix_euid() -> u32 {
     std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -165,14 +165,7 @@ fn a_real_prometheus_scrapes_msbd_and_promtool_accepts_the_exposition() {
     if !require_root() {
         return;
     }
-    if std::process::Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!(
-            "skipped: Debian's prometheus package is not installed (scripts/setup installs it)"
-        );
+    if !msb_e2e::require_prometheus() {
         return;
     }
     let home = TestHome::new();

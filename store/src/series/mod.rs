@@ -10,21 +10,30 @@
 //!
 //! One writer thread ([`SeriesWriter`]) does every write; queries ([`Store::history`],
 //! [`Store::fleet`], [`Store::read_only_sql`], [`Store::export_parquet`]) read through the
-//! store's own connection and see what the writer has committed.
+//! store's own connection and see what the writer has committed. The store keeps the partition
+//! list (and, for the history query, the rows last read from the hour being written) between
+//! queries; the writer tells it when the list changes ([`cache`]).
 
+mod cache;
+mod history;
 mod partitions;
 mod query;
+mod readings;
 mod sql;
 mod writer;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_history;
 
 use std::time::Duration;
 
-pub use query::{FleetPoint, HistoryPoint};
+pub(crate) use cache::SeriesCache;
+pub use history::HistoryPoint;
+pub use query::FleetPoint;
 pub use sql::{SqlResult, MAX_SQL_ROWS, SQL_RELATIONS};
-pub use writer::{SeriesWriter, WriterStats};
+pub use writer::{SeriesWriter, WriterOptions, WriterStats};
 
 /// How long a raw partition stays open for late samples after its hour ends (a supervisor
 /// replays its buffer when msbd comes back).
@@ -115,10 +124,12 @@ pub(crate) const VALUE_COLUMNS: &[Column] = &[
     col("active_sessions", false, Kind::Gauge),
 ];
 
+#[cfg(test)]
 pub(crate) fn gauges() -> impl Iterator<Item = &'static Column> {
     VALUE_COLUMNS.iter().filter(|c| c.kind == Kind::Gauge)
 }
 
+#[cfg(test)]
 pub(crate) fn counters() -> impl Iterator<Item = &'static Column> {
     VALUE_COLUMNS.iter().filter(|c| c.kind == Kind::Counter)
 }

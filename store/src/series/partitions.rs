@@ -2,9 +2,13 @@
 //! partition (rewrite sorted by sandbox and time, then roll it up) and retention (drop whole
 //! partitions, then checkpoint so the freed blocks are reused).
 //!
-//! Only the writer thread calls into this module, on its own connection.
+//! Only the writer thread calls into this module, on its own connection. Every transaction that
+//! changes `series_partitions` bumps the generation the query side's cache checks
+//! ([`super::cache`]).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use duckdb::{params, Connection};
 
@@ -20,10 +24,12 @@ struct RawPartition {
 }
 
 /// The writer's view of `series_partitions`, keyed by start time.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Partitions {
     raw: BTreeMap<i64, RawPartition>,
     rollup: BTreeMap<i64, String>,
+    /// Bumped after every transaction that changes `series_partitions`.
+    generation: Arc<AtomicU64>,
 }
 
 /// What one maintenance pass did.
@@ -91,8 +97,15 @@ fn rollup_select_list() -> String {
 }
 
 impl Partitions {
-    pub(crate) fn load(conn: &Connection) -> duckdb::Result<Partitions> {
-        let mut partitions = Partitions::default();
+    pub(crate) fn load(
+        conn: &Connection,
+        generation: Arc<AtomicU64>,
+    ) -> duckdb::Result<Partitions> {
+        let mut partitions = Partitions {
+            raw: BTreeMap::new(),
+            rollup: BTreeMap::new(),
+            generation,
+        };
         let mut statement =
             conn.prepare("SELECT name, kind, start_ms, closed FROM series_partitions")?;
         let rows = statement.query_map([], |row| {
@@ -170,19 +183,17 @@ impl Partitions {
         f: impl FnOnce(&mut Self) -> duckdb::Result<T>,
     ) -> duckdb::Result<T> {
         conn.execute_batch("BEGIN TRANSACTION")?;
-        match f(self) {
-            Ok(value) => {
-                conn.execute_batch("COMMIT")?;
-                Ok(value)
-            }
-            Err(error) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                if let Ok(reloaded) = Partitions::load(conn) {
-                    *self = reloaded;
-                }
-                Err(error)
+        let result = f(self).and_then(|value| conn.execute_batch("COMMIT").map(|()| value));
+        if result.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+            if let Ok(reloaded) = Partitions::load(conn, Arc::clone(&self.generation)) {
+                *self = reloaded;
             }
         }
+        // After the commit (or rollback): a query that read the list before it sees a newer
+        // generation next time and reads it again.
+        self.generation.fetch_add(1, Ordering::Release);
+        result
     }
 
     /// Rebuilds `samples` and `samples_1m` over the template plus the live partitions.

@@ -30,6 +30,28 @@ pub const MAINTENANCE_EVERY: Duration = Duration::from_secs(10);
 /// Default queue bound: 5 minutes of 1,000 sandboxes at 1 s (about 100 MB of samples).
 pub const DEFAULT_MAX_QUEUED_SAMPLES: usize = 300_000;
 
+/// How a writer runs. The default is what msbd uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterOptions {
+    pub retention: RetentionConfig,
+    /// Queue bound in samples; past it the oldest batches are dropped.
+    pub max_queued_samples: usize,
+    /// How often the writer closes and drops partitions on its own; it also does on
+    /// every [`SeriesWriter::flush`]. Benchmarks that write an hour in seconds set it long, so
+    /// the hour is not closed half written.
+    pub maintenance_every: Duration,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            retention: RetentionConfig::default(),
+            max_queued_samples: DEFAULT_MAX_QUEUED_SAMPLES,
+            maintenance_every: MAINTENANCE_EVERY,
+        }
+    }
+}
+
 /// Counters of what the writer did since it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WriterStats {
@@ -108,8 +130,28 @@ impl SeriesWriter {
         retention: RetentionConfig,
         max_queued_samples: usize,
     ) -> Result<SeriesWriter, StoreError> {
+        SeriesWriter::start_with_options(
+            store,
+            WriterOptions {
+                retention,
+                max_queued_samples,
+                ..WriterOptions::default()
+            },
+        )
+    }
+
+    /// Starts the writer thread with every knob given.
+    pub fn start_with_options(
+        store: &Store,
+        options: WriterOptions,
+    ) -> Result<SeriesWriter, StoreError> {
+        let WriterOptions {
+            retention,
+            max_queued_samples,
+            maintenance_every,
+        } = options;
         let conn = store.conn().try_clone()?;
-        let partitions = Partitions::load(&conn)?;
+        let partitions = Partitions::load(&conn, store.series_cache().generation())?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
@@ -119,7 +161,9 @@ impl SeriesWriter {
         let worker = Worker {
             conn,
             partitions,
+            appends: store.series_cache().appends(),
             retention,
+            maintenance_every,
             shared: Arc::clone(&shared),
             schema: Arc::new(raw_schema()),
         };
@@ -213,7 +257,10 @@ impl Drop for SeriesWriter {
 struct Worker {
     conn: Connection,
     partitions: Partitions,
+    /// Bumped after every committed append (see the store's `SeriesCache`).
+    appends: Arc<AtomicU64>,
     retention: RetentionConfig,
+    maintenance_every: Duration,
     shared: Arc<Shared>,
     schema: Arc<Schema>,
 }
@@ -228,7 +275,7 @@ impl Worker {
                 let mut queue = self.shared.lock();
                 while queue.items.is_empty()
                     && !queue.shutdown
-                    && last_maintenance.elapsed() < MAINTENANCE_EVERY
+                    && last_maintenance.elapsed() < self.maintenance_every
                 {
                     queue = self
                         .shared
@@ -249,7 +296,10 @@ impl Worker {
                 }
             }
             let mut result = self.write(batches);
-            if !flushes.is_empty() || shutdown || last_maintenance.elapsed() >= MAINTENANCE_EVERY {
+            if !flushes.is_empty()
+                || shutdown
+                || last_maintenance.elapsed() >= self.maintenance_every
+            {
                 let maintained = self.maintain();
                 result = result.and(maintained);
                 last_maintenance = Instant::now();
@@ -299,6 +349,7 @@ impl Worker {
         for (hour, samples) in by_hour {
             match self.write_hour(hour, &samples) {
                 Ok(()) => {
+                    self.appends.fetch_add(1, Ordering::Release);
                     counters
                         .written_samples
                         .fetch_add(samples.len() as u64, Ordering::Relaxed);

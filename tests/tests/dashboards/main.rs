@@ -353,14 +353,7 @@ fn every_panel_and_rule_returns_data_from_a_real_prometheus() {
     if !require_root() {
         return;
     }
-    if Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!(
-            "skipped: Debian's prometheus package is not installed (scripts/setup installs it)"
-        );
+    if !msb_e2e::require_prometheus() {
         return;
     }
     let began = Instant::now();
