@@ -263,6 +263,24 @@ fn exports_reach(receiver: &Receiver, env: &[(&str, &str)]) {
             })
         },
     );
+    // `msb server status` reports both exporters and their health.
+    let status: serde_json::Value =
+        serde_json::from_str(&home.ok(&["server", "status", "--format", "json"])).unwrap();
+    let exports = status["otlp"].as_array().expect("otlp in server status");
+    assert_eq!(exports.len(), 2, "{exports:?}");
+    let metrics_export = exports.iter().find(|e| e["signal"] == "metrics").unwrap();
+    assert!(
+        metrics_export["succeeded"].as_u64().unwrap() >= 1,
+        "{metrics_export}"
+    );
+    assert!(
+        metrics_export["last_success"].is_string(),
+        "{metrics_export}"
+    );
+    assert!(home
+        .ok(&["server", "status"])
+        .contains("otlp:      metrics to http://"));
+
     let metrics = receiver.metrics();
     let (resource, _) = &metrics[0];
     assert_eq!(text(resource, "service.name").as_deref(), Some("msbd"));

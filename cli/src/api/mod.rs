@@ -115,6 +115,27 @@ pub struct ServerStatus {
     /// whose binary has since been replaced).
     pub executable_dev: Option<u64>,
     pub executable_ino: Option<u64>,
+    /// The OTLP exporters configured (none when no endpoint is set) and their health.
+    #[serde(default)]
+    pub otlp: Vec<OtlpExportStatus>,
+}
+
+/// One OTLP exporter's configuration and counters since msbd started.
+#[derive(Serialize, Deserialize, Debug, Clone, ToSchema)]
+pub struct OtlpExportStatus {
+    /// `metrics` or `traces`.
+    pub signal: String,
+    pub endpoint: String,
+    /// `grpc` or `http/protobuf`.
+    pub protocol: String,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Data points or spans that will never reach the collector.
+    pub dropped: u64,
+    /// RFC 3339 time of the last successful export.
+    pub last_success: Option<String>,
+    /// Bytes waiting in the queue for the collector.
+    pub queued_bytes: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, ToSchema)]

@@ -99,6 +99,25 @@ pub async fn server(client: &Client, args: ServerArgs) -> Result<i32> {
                     Some(addr) => println!("  metrics:   http://{addr}/metrics"),
                     None => println!("  metrics:   Prometheus endpoint off (see msbd.log)"),
                 }
+                if status.otlp.is_empty() {
+                    println!("  otlp:      off (no OTEL_EXPORTER_OTLP_* endpoint)");
+                }
+                for export in &status.otlp {
+                    println!(
+                        "  otlp:      {} to {} ({}): {} sent, {} failed, {} dropped{}",
+                        export.signal,
+                        export.endpoint,
+                        export.protocol,
+                        export.succeeded,
+                        export.failed,
+                        export.dropped,
+                        export
+                            .last_success
+                            .as_ref()
+                            .map(|t| format!(", last success {t}"))
+                            .unwrap_or_default()
+                    );
+                }
             }
             Ok(0)
         }

@@ -33,7 +33,38 @@ pub async fn status(State(daemon): State<Arc<Daemon>>) -> Result<Json<ServerStat
         prometheus_address: daemon.prometheus_addr.get().cloned(),
         executable_dev: daemon.executable.map(|(dev, _)| dev),
         executable_ino: daemon.executable.map(|(_, ino)| ino),
+        otlp: otlp_status(&daemon),
     }))
+}
+
+fn otlp_status(daemon: &Daemon) -> Vec<crate::api::OtlpExportStatus> {
+    use std::sync::atomic::Ordering;
+    let telemetry = &daemon.telemetry;
+    [
+        (&telemetry.metrics_exporter, &telemetry.otlp.metrics),
+        (&telemetry.traces_exporter, &telemetry.otlp.traces),
+    ]
+    .into_iter()
+    .filter_map(|(exporter, config)| {
+        let (exporter, config) = (exporter.as_ref()?, config.as_ref()?);
+        let stats = exporter.stats();
+        let last = stats.last_success_ms.load(Ordering::Relaxed);
+        Some(crate::api::OtlpExportStatus {
+            signal: exporter.signal.as_str().to_owned(),
+            endpoint: exporter.endpoint.clone(),
+            protocol: match config.protocol {
+                msb_telemetry::otlp::Protocol::Grpc => "grpc",
+                msb_telemetry::otlp::Protocol::HttpProtobuf => "http/protobuf",
+            }
+            .to_owned(),
+            succeeded: stats.succeeded.load(Ordering::Relaxed),
+            failed: stats.failed.load(Ordering::Relaxed),
+            dropped: stats.dropped.load(Ordering::Relaxed),
+            last_success: (last > 0).then(|| super::sandboxes::rfc3339(last as i64)),
+            queued_bytes: stats.queued_bytes.load(Ordering::Relaxed),
+        })
+    })
+    .collect()
 }
 
 /// Stops msbd. Supervisors, and so running sandboxes, keep running.
