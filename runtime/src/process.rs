@@ -41,6 +41,19 @@ pub fn is_alive(pid: i32, start_ticks: Option<u64>) -> bool {
     }
 }
 
+/// Whether every thread of `pid` has ended (it is gone, or a zombie with no thread left). A
+/// zombie group leader can outlive its main thread while other threads finish a system call;
+/// until they do, the process still holds its files and locks.
+pub fn has_exited_fully(pid: i32) -> bool {
+    match stat(pid) {
+        None => true,
+        Some(s) if matches!(s.state, 'Z' | 'X' | 'x') => {
+            std::fs::read_dir(format!("/proc/{pid}/task")).map_or(true, |tasks| tasks.count() <= 1)
+        }
+        Some(_) => false,
+    }
+}
+
 /// This process's own start time, for records others will check against.
 pub fn own_start_ticks() -> Option<u64> {
     stat(std::process::id() as i32).map(|s| s.start_ticks)

@@ -112,7 +112,7 @@ impl Client {
         );
         let _ = self.send_raw(Method::POST, "/v1/server/shutdown").await;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while msb_runtime::process::is_alive(status.pid as i32, None) {
+        while !msb_runtime::process::has_exited_fully(status.pid as i32) {
             if Instant::now() > deadline {
                 bail!("the old msbd (pid {}) did not stop within 10 s", status.pid);
             }
