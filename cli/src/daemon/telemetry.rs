@@ -18,6 +18,10 @@ use msb_telemetry::otlp::{Exporter, OtlpConfig};
 use opentelemetry::trace::{Span as _, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 
+/// How long a spawned run may take to report its boot before msbd stops waiting for it (the
+/// start itself gives up after 30 s).
+const BOOT_REPORT_WINDOW: Duration = Duration::from_secs(300);
+
 /// A run started by this msbd whose boot has not finished yet.
 struct PendingBoot {
     spawned: SystemTime,
@@ -130,9 +134,17 @@ impl Telemetry {
         self.sampler_cpu_ns.fetch_add(cpu, Ordering::Relaxed);
     }
 
-    /// A run this msbd just spawned; its boot is reported when it is running.
+    /// A run this msbd just spawned; its boot is reported when it is running. Boots that never
+    /// report (a supervisor that died before writing its record) are forgotten after
+    /// [`BOOT_REPORT_WINDOW`], so the map stays small.
     pub fn boot_started(&self, run_id: &str, sandbox_name: &str, spawned: SystemTime) {
-        self.pending_boots.lock().unwrap().insert(
+        let mut pending = self.pending_boots.lock().unwrap();
+        pending.retain(|_, boot| {
+            spawned
+                .duration_since(boot.spawned)
+                .is_ok_and(|age| age < BOOT_REPORT_WINDOW)
+        });
+        pending.insert(
             run_id.to_owned(),
             PendingBoot {
                 spawned,
@@ -151,7 +163,8 @@ impl Telemetry {
         if !done {
             return;
         }
-        let Some(pending) = self.pending_boots.lock().unwrap().remove(&record.run_id) else {
+        let pending = self.pending_boots.lock().unwrap().remove(&record.run_id);
+        let Some(pending) = pending else {
             return;
         };
         let boot = &record.boot;
@@ -205,9 +218,77 @@ impl Telemetry {
         }
         span.end_with_timestamp(end);
     }
+}
 
-    /// Forgets boots that will never report (a run that failed before writing its record).
-    pub fn boot_abandoned(&self, run_id: &str) {
-        self.pending_boots.lock().unwrap().remove(run_id);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use msb_metrics::Sample;
+    use msb_runtime::run_record::{BootTimes, RunPhase};
+
+    fn telemetry() -> Telemetry {
+        let otlp = OtlpConfig::from_lookup(|_| None).unwrap();
+        Telemetry::new(otlp, std::path::Path::new("/tmp/home"))
+    }
+
+    fn sample(run: &str, cost_ns: u64) -> Sample {
+        Sample {
+            run_id: run.into(),
+            sampler_cpu_ns: Some(cost_ns),
+            ..Sample::default()
+        }
+    }
+
+    #[test]
+    fn sampler_cost_adds_each_runs_increments_once() {
+        let t = telemetry();
+        t.count_samples(None, &[sample("r1", 100), sample("r1", 250)]);
+        // The next batch continues from the latest sample seen; a new run starts from zero.
+        let previous = sample("r1", 250);
+        t.count_samples(Some(&previous), &[sample("r1", 300), sample("r2", 40)]);
+        assert_eq!(t.sampler_cpu_ns.load(Ordering::Relaxed), 300 + 40);
+        assert_eq!(t.samples.load(Ordering::Relaxed), 4);
+    }
+
+    fn record(run: &str, boot: BootTimes) -> RunRecord {
+        let mut record: RunRecord = serde_json::from_value(serde_json::json!({
+            "run_id": run, "supervisor_pid": 1, "supervisor_start_ticks": null, "init_pid": null,
+            "workload_pid": null, "phase": "Running", "started_at_ms": 0, "ended_at_ms": null,
+            "exit_code": null, "signal": null, "reason": null, "error": null
+        }))
+        .unwrap();
+        record.boot = boot;
+        record
+    }
+
+    #[test]
+    fn a_boot_is_reported_once_with_each_phase() {
+        let t = telemetry();
+        let spawned = UNIX_EPOCH + Duration::from_secs(1000);
+        t.boot_started("r1", "web", spawned);
+        let us = |ms: u64| Some(1_000_000_000 + ms * 1000);
+        let mut r = record("r1", BootTimes::default());
+        r.boot.supervisor_us = us(5);
+        t.boot_progress(&r); // not running yet
+        assert_eq!(t.boot[0].snapshot().count, 0);
+        r.boot = BootTimes {
+            supervisor_us: us(5),
+            sandbox_us: us(30),
+            agent_us: us(32),
+            workload_us: us(35),
+        };
+        t.boot_progress(&r);
+        t.boot_progress(&r); // reported once
+        let sums: Vec<f64> = t.boot.iter().map(|h| h.snapshot().sum_secs).collect();
+        let counts: Vec<u64> = t.boot.iter().map(|h| h.snapshot().count).collect();
+        assert_eq!(counts, vec![1; 5]);
+        for (sum, expected) in sums.iter().zip([0.005, 0.025, 0.002, 0.003, 0.035]) {
+            assert!((sum - expected).abs() < 1e-9, "{sums:?}");
+        }
+        // A run this msbd did not start (or an old one) reports nothing.
+        r.run_id = "other".into();
+        r.phase = RunPhase::Exited;
+        t.boot_progress(&r);
+        assert_eq!(t.boot[4].snapshot().count, 1);
     }
 }
