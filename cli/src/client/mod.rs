@@ -101,20 +101,32 @@ impl Client {
         let Some(installed) = executable_identity(&installed) else {
             return Ok(());
         };
-        let status: crate::api::ServerStatus = self.call_raw(Method::GET, "/v1/server").await?;
-        let running = status.executable_dev.zip(status.executable_ino);
+        // Cheapest first: the running msbd's executable as the kernel sees it (no request);
+        // msbd's own answer when /proc does not tell (another user's process).
+        let from_proc = std::fs::read_to_string(self.home.pid_file())
+            .ok()
+            .and_then(|pid| pid.trim().parse::<u32>().ok())
+            .and_then(|pid| {
+                executable_identity(std::path::Path::new(&format!("/proc/{pid}/exe")))
+                    .map(|identity| (pid, Some(identity)))
+            });
+        let (pid, running) = match from_proc {
+            Some(found) => found,
+            None => {
+                let status: crate::api::ServerStatus =
+                    self.call_raw(Method::GET, "/v1/server").await?;
+                (status.pid, status.executable_dev.zip(status.executable_ino))
+            }
+        };
         if running.is_none() || running == Some(installed) {
             return Ok(());
         }
-        eprintln!(
-            "msb: msbd (pid {}) runs an older build; restarting it",
-            status.pid
-        );
+        eprintln!("msb: msbd (pid {pid}) runs an older build; restarting it");
         let _ = self.send_raw(Method::POST, "/v1/server/shutdown").await;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !msb_runtime::process::has_exited_fully(status.pid as i32) {
+        while !msb_runtime::process::has_exited_fully(pid as i32) {
             if Instant::now() > deadline {
-                bail!("the old msbd (pid {}) did not stop within 10 s", status.pid);
+                bail!("the old msbd (pid {pid}) did not stop within 10 s");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
