@@ -154,7 +154,10 @@ pub async fn start_run(
         if !supervisor_alive(daemon, sandbox_id) {
             apply_record(daemon, sandbox_id)?;
         }
-        let _ = tokio::time::timeout(Duration::from_millis(20), statuses.changed()).await;
+        // An attached start waits for the supervisor's socket, which no status change
+        // announces: look again soon (it appears a few milliseconds after the spawn).
+        let poll = if attach.is_some() { 1 } else { 20 };
+        let _ = tokio::time::timeout(Duration::from_millis(poll), statuses.changed()).await;
     }
     // The run may already be over; if the workload never started, that is an error.
     let run = daemon.store().latest_run(sandbox_id)?;
