@@ -75,8 +75,32 @@ impl Client {
         }
     }
 
+    /// The pid msbd wrote in its pid file.
+    fn daemon_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.home.pid_file())
+            .ok()
+            .and_then(|pid| pid.trim().parse().ok())
+    }
+
+    /// An msbd that was just killed keeps its socket open until its last thread is gone, and a
+    /// connection made in that window is reset: wait that window out (bounded) so the socket
+    /// refuses and a new msbd is started.
+    async fn wait_out_a_dying_daemon(&self) {
+        let Some(pid) = self.daemon_pid().map(|pid| pid as i32) else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !msb_runtime::process::is_alive(pid, None)
+            && !msb_runtime::process::has_exited_fully(pid)
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Connects to msbd, starting it first if it is not running.
     pub async fn connect(&self) -> Result<UnixStream> {
+        self.wait_out_a_dying_daemon().await;
         if UnixStream::connect(self.home.socket()).await.is_ok() {
             self.checked
                 .get_or_try_init(|| self.replace_stale_daemon())
@@ -103,13 +127,10 @@ impl Client {
         };
         // Cheapest first: the running msbd's executable as the kernel sees it (no request);
         // msbd's own answer when /proc does not tell (another user's process).
-        let from_proc = std::fs::read_to_string(self.home.pid_file())
-            .ok()
-            .and_then(|pid| pid.trim().parse::<u32>().ok())
-            .and_then(|pid| {
-                executable_identity(std::path::Path::new(&format!("/proc/{pid}/exe")))
-                    .map(|identity| (pid, Some(identity)))
-            });
+        let from_proc = self.daemon_pid().and_then(|pid| {
+            executable_identity(std::path::Path::new(&format!("/proc/{pid}/exe")))
+                .map(|identity| (pid, Some(identity)))
+        });
         let (pid, running) = match from_proc {
             Some(found) => found,
             None => {
