@@ -42,9 +42,14 @@ pub fn sample_name(instrument: &Instrument) -> String {
     sample_name_of(instrument.name, instrument.unit, instrument.kind)
 }
 
-/// A Prometheus label name for an OTel attribute (`sandbox.name` -> `sandbox_name`).
+/// A Prometheus label name for an OTel attribute: every character outside `[a-zA-Z0-9]`
+/// becomes `_`, as OTLP translation does (`sandbox.name` -> `sandbox_name`, `user.id` ->
+/// `user_id`).
 pub fn label_name(attribute: &str) -> String {
-    attribute.replace(['.', '-'], "_")
+    attribute
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }
 
 /// Every sample name msbd's endpoint can serve: what dashboards and alert rules may use.

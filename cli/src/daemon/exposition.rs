@@ -21,7 +21,8 @@ use super::state::Daemon;
 pub struct LiveSandbox<'a> {
     pub row: &'a SandboxRow,
     pub latest: Latest,
-    /// `sandbox.name`, `sandbox.id`, then allow-listed user labels (OTel attribute names).
+    /// `sandbox.name`, `sandbox.id` ([`msb_metrics::SANDBOX_ATTRIBUTES`]), then allow-listed
+    /// user labels (OTel attribute names).
     pub attributes: Vec<(String, String)>,
 }
 
@@ -163,17 +164,16 @@ pub fn daemon_families(daemon: &Daemon, rows: &[SandboxRow], live: &[LiveSandbox
             vec![point(&[], meta.len() as f64)],
         );
     }
-    let identity = |s: &LiveSandbox| {
-        [
-            ("sandbox.name", s.row.name.clone()),
-            ("sandbox.id", s.row.id.clone()),
-        ]
-    };
+    // A sandbox's identity without its user labels.
+    let identity = |s: &LiveSandbox| s.attributes[..msb_metrics::SANDBOX_ATTRIBUTES.len()].to_vec();
     add(
         "msb.sandbox.sample_age",
         started,
         live.iter()
-            .map(|s| point(&identity(s), s.latest.received.elapsed().as_secs_f64()))
+            .map(|s| Point {
+                attributes: identity(s),
+                value: Value::Number(s.latest.received.elapsed().as_secs_f64()),
+            })
             .collect(),
     );
     add(
@@ -182,7 +182,10 @@ pub fn daemon_families(daemon: &Daemon, rows: &[SandboxRow], live: &[LiveSandbox
         live.iter()
             .map(|s| {
                 let stalled = state_of(&s.latest, true) == MetricsState::Stalled;
-                point(&identity(s), if stalled { 1.0 } else { 0.0 })
+                Point {
+                    attributes: identity(s),
+                    value: Value::Number(if stalled { 1.0 } else { 0.0 }),
+                }
             })
             .collect(),
     );

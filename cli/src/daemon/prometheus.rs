@@ -89,14 +89,11 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// A Prometheus label name for an attribute: `[a-zA-Z_][a-zA-Z0-9_]*` (`user.id` -> `user_id`,
-/// as OTLP translation does); a user label that would collide with msb's own labels, or start
-/// with a digit, gets a `label_` prefix.
+/// A Prometheus label name for an attribute ([`msb_metrics::prometheus::label_name`]); a user
+/// label that would collide with msb's own labels, or start with a digit, gets a `label_`
+/// prefix.
 fn label_name(attribute: &str, user: bool) -> String {
-    let mut name: String = attribute
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
+    let mut name = msb_metrics::prometheus::label_name(attribute);
     if user
         && (name.starts_with(|c: char| c.is_ascii_digit())
             || ["sandbox_name", "sandbox_id", "status"].contains(&name.as_str()))
@@ -175,7 +172,7 @@ pub fn render(daemon: &Daemon, openmetrics: bool) -> Result<String, String> {
             let Some(value) = instrument.value(&sandbox.latest.sample) else {
                 continue;
             };
-            let labels = labels(&sandbox.attributes, 2);
+            let labels = labels(&sandbox.attributes, msb_metrics::SANDBOX_ATTRIBUTES.len());
             let _ = writeln!(out, "{}{{{labels}}} {value}", sample_name(instrument));
             if openmetrics && instrument.kind == Kind::Counter {
                 let created = seconds(sandbox.run_start());

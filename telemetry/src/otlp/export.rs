@@ -157,11 +157,6 @@ impl Exporter {
         );
         self.queue.wake.notify_one();
     }
-
-    /// Requests still waiting.
-    pub fn queued(&self) -> usize {
-        self.queue.pending.lock().unwrap().len()
-    }
 }
 
 async fn worker(transport: Transport, queue: Arc<Queue>) {
