@@ -29,8 +29,8 @@ pub enum NamespaceError {
         #[source]
         source: std::io::Error,
     },
-    /// libcontainer (run in the launcher process) refused or failed; `message` is its whole
-    /// error chain, which cannot cross the process boundary as a typed error.
+    /// The launcher or PID 1's setup failed; `message` names the step and the error, as text
+    /// because it crosses a process boundary.
     #[error("sandbox {id} failed to start: {message}")]
     Start { id: String, message: String },
     #[error("sandbox {id}: agent exited during start ({status})")]

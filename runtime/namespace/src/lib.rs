@@ -1,6 +1,7 @@
 //! The `namespace` isolation backend: runs `msb-agentd` as PID 1 of a sandbox made of Linux
-//! namespaces, cgroup limits, a seccomp filter, no_new_privs and reduced capabilities, using
-//! youki's `libcontainer`. Decisions and their reasons: `docs/adr/002-namespace-backend.md`.
+//! namespaces, cgroup limits, a seccomp filter, no_new_privs and reduced capabilities, made with
+//! plain syscalls (a forked launcher and PID 1's own setup; see `launch` and `setup`).
+//! Decisions and their reasons: `docs/adr/002-namespace-backend.md`.
 //!
 //! # Use
 //!
@@ -18,31 +19,30 @@
 //!   ipc, uts (hostname set), cgroup; plus a user namespace mapping root to the caller's uid
 //!   when the caller is not root (never when it is).
 //! - `pivot_root` into the root ([`Root::Bind`] directory, or an overlay of a shared lower
-//!   directory). `/proc`, a minimal `/dev` (null, zero, full, random, urandom, tty, ptmx,
-//!   `devpts` with `newinstance`, `shm`), read-only `/sys`, tmpfs `/tmp`, the runtime directory
-//!   read-write at `/.msb`, the agent read-only at `/.msb/bin/msb-agentd`, the caller's binds.
+//!   directory), mounted `nodev`. `/proc`, a minimal `/dev` (null, zero, full, random, urandom,
+//!   tty, ptmx, `devpts` with `newinstance`, `shm`), read-only `/sys`, tmpfs `/tmp`, the
+//!   runtime directory read-write at `/.msb`, the agent read-only at `/.msb/bin/msb-agentd`, the
+//!   caller's binds; host-revealing kernel files masked, `/proc/sys` and friends read-only.
 //! - PID 1's argv is `["/.msb/bin/msb-agentd"]` (see [`SandboxSpec::agent_argv`]), its env
 //!   `PATH`, `HOME=/root`, `MSB_AGENT_FD=3`; fd 3 is [`SandboxSpec::agent_fd`]; fds 0 (null),
 //!   1 and 2 ([`SandboxSpec::stdio_log`]) are the only others; nothing else of the caller
 //!   survives the exec.
 //! - no_new_privs, the capabilities in [`CAPABILITIES`], the seccomp filter in [`seccomp`],
-//!   cgroup limits from [`Limits`], applied by libcontainer in `<hierarchy>/msb/<id>` in every
-//!   hierarchy, v1 or v2, wherever each controller is attached ([`Sandbox::cgroup`],
-//!   [`host_cgroups`]).
+//!   cgroup limits from [`Limits`], written by msb in `<hierarchy>/msb/<id>` in the hierarchy of
+//!   each controller it uses, v1 or v2, wherever that controller is attached
+//!   ([`Sandbox::cgroup`], [`host_cgroups`]).
 //!
 //! # What the caller must know
 //!
 //! - [`Sandbox::start`] may be called from a multi-threaded process (e.g. under tokio; call it
-//!   from a blocking thread, it blocks for the few milliseconds PID 1 takes to exec). It forks
-//!   a short-lived *launcher* (glibc `fork`, so malloc stays usable in the child) and runs
-//!   libcontainer there, so libcontainer's process-wide changes (dumpable flag, namespaces,
-//!   fds) never touch the caller. The launcher avoids locks other threads may have held at the
-//!   fork: it logs through its own lock-free `tracing` subscriber (errors only, to fd 2; in PID 1
-//!   that is the stdio log) and never writes `std::env`. What remains for the caller: do not
-//!   call `std::env::set_var`/`remove_var` while a `start` may run, and have no `LISTEN_FDS`
-//!   in the environment (`start` refuses, since libcontainer would pass those fds on).
+//!   from a blocking thread, it blocks for the millisecond or two PID 1 takes to exec). It forks
+//!   a short-lived *launcher* (glibc `fork`, so malloc stays usable in the child), which changes
+//!   namespaces and cgroups for itself and forks PID 1; nothing process-wide happens to the
+//!   caller but the subreaper flag below. The launcher and PID 1 avoid locks other threads may
+//!   have held at the fork: no `tracing`, no `std::env` (PID 1's environment is built before the
+//!   fork).
 //! - `start` sets `PR_SET_CHILD_SUBREAPER` on the calling process (process-wide, permanent):
-//!   PID 1 is created by the launcher and reparented to the caller when the launcher exits, so
+//!   PID 1 is forked by the launcher and reparented to the caller when the launcher exits, so
 //!   the caller can `waitpid` it ([`Sandbox::wait`] does). The caller must not set `SIGCHLD` to
 //!   `SIG_IGN` and must not reap unknown children with `waitpid(-1)`.
 //! - The caller's fd 3 is not touched (the launcher moves the agent socket there in its own fd
@@ -53,9 +53,9 @@
 mod cgroups;
 mod error;
 mod launch;
-mod launch_log;
 mod sandbox;
 pub mod seccomp;
+mod setup;
 mod spec;
 mod sys;
 
@@ -70,7 +70,8 @@ pub use cgroups::{
 pub use error::NamespaceError;
 pub use sandbox::{ExitStatus, Sandbox};
 pub use spec::{
-    capability_mask, AGENT_FD, AGENT_GUEST_PATH, CAPABILITIES, GUEST_PATH_ENV, RUNTIME_GUEST_DIR,
+    capability_mask, AGENT_FD, AGENT_GUEST_PATH, CAPABILITIES, DEVICES, GUEST_PATH_ENV,
+    MASKED_PATHS, READONLY_PATHS, RUNTIME_GUEST_DIR,
 };
 
 /// A host path bind-mounted into the sandbox.
@@ -88,7 +89,7 @@ pub struct Limits {
     pub cpus: Option<f64>,
     /// Memory limit (v1 `memory.limit_in_bytes`, v2 `memory.max`). At least 4 MiB.
     pub memory_bytes: Option<u64>,
-    /// Maximum number of tasks. At least 3 (the start sequence needs two briefly).
+    /// Maximum number of tasks. At least 3 (the launcher and PID 1 coexist briefly).
     pub pids_max: Option<u64>,
 }
 
@@ -127,7 +128,7 @@ pub struct SandboxSpec {
     pub agent_fd: OwnedFd,
     pub mounts: Vec<BindMount>,
     pub limits: Limits,
-    /// Existing per-sandbox host directory for libcontainer state and the OCI bundle.
+    /// Existing per-sandbox host directory; holds the overlay root's mount point.
     pub state_dir: PathBuf,
     /// File receiving PID 1's stdout and stderr (appended); `None` means `/dev/null`.
     pub stdio_log: Option<PathBuf>,

@@ -1,5 +1,6 @@
 //! The sandbox handle: start, wait, kill, destroy.
 
+use std::ffi::CString;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Mutex;
@@ -11,7 +12,7 @@ use nix::unistd::Pid;
 use crate::cgroups::{self, CgroupPaths, HostCgroups};
 use crate::error::NamespaceError;
 use crate::launch::{self, LaunchFds, Layout, Plan};
-use crate::{spec, sys, Root, SandboxSpec};
+use crate::{seccomp, setup, spec, sys, Root, SandboxSpec};
 
 /// How PID 1 ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,21 +63,15 @@ impl Sandbox {
             id: spec.id.clone(),
             reason,
         })?;
-        if std::env::var_os("LISTEN_FDS").is_some() {
-            // libcontainer would hand that many more of the caller's fds to PID 1.
-            return Err(NamespaceError::InvalidSpec {
-                id: spec.id.clone(),
-                reason:
-                    "the caller's environment has LISTEN_FDS; unset it before starting sandboxes"
-                        .into(),
-            });
-        }
         let host = HostCgroups::read().map_err(NamespaceError::HostCgroups)?;
         let cgroups = cgroups::plan(&host, &spec.id);
         check_limits_placeable(&spec, &cgroups)?;
+        let seccomp = seccomp::program().map_err(|message| NamespaceError::Start {
+            id: spec.id.clone(),
+            message,
+        })?;
         let layout = Layout::new(&spec.state_dir);
-
-        let rootfs = match &spec.root {
+        let mount_point = match &spec.root {
             Root::Bind(dir) => dir.clone(),
             Root::Overlay { .. } => layout.rootfs.clone(),
         };
@@ -86,29 +81,58 @@ impl Sandbox {
                 nix::unistd::getgid().as_raw(),
             )
         });
-        let config = spec::oci_config(
-            &spec,
-            &spec::Host {
-                rootfs: &rootfs,
-                cgroups_path: cgroups::cgroups_path(&spec.id),
-                unprivileged: identity,
-            },
-        );
+        let c_strings = |strings: Vec<String>| {
+            strings
+                .into_iter()
+                .map(|s| {
+                    CString::new(s).map_err(|_| NamespaceError::InvalidSpec {
+                        id: spec.id.clone(),
+                        reason: "agent argv holds a NUL byte".into(),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let setup = setup::Plan {
+            root: spec.root.clone(),
+            mount_point,
+            runtime_dir: spec.runtime_dir.clone(),
+            mounts: spec::guest_mounts(&spec, unprivileged),
+            hostname: spec.hostname.clone(),
+            unprivileged,
+            argv: c_strings(spec::agent_argv(&spec))?,
+            env: c_strings(spec::agent_env())?,
+            capabilities: spec::capability_mask(),
+            seccomp,
+        };
 
-        write_layout(&layout, &config)?;
-        let fds = match LaunchFds::open(spec.stdio_log.as_deref()) {
+        if matches!(spec.root, Root::Overlay { .. }) {
+            std::fs::create_dir_all(&layout.rootfs)
+                .map_err(|e| NamespaceError::io("create", layout.rootfs.clone(), e))?;
+        }
+        let cleanup = |cgroups: &CgroupPaths| {
+            let _ = cgroups::remove(cgroups, Duration::from_secs(2));
+            let _ = remove_layout(&layout);
+        };
+        let fds = cgroups::create(&cgroups, &spec.limits)
+            .and_then(|()| LaunchFds::open(spec.stdio_log.as_deref()));
+        let fds = match fds {
             Ok(fds) => fds,
             Err(e) => {
-                let _ = remove_layout(&layout);
+                cleanup(&cgroups);
                 return Err(e);
             }
         };
         let plan = Plan {
-            spec: &spec,
-            layout: &layout,
-            unprivileged,
+            id: &spec.id,
+            setup: &setup,
+            cgroup_procs: cgroups
+                .dirs()
+                .iter()
+                .map(|dir| dir.join("cgroup.procs"))
+                .collect(),
+            unprivileged: identity,
         };
-        let started = launch::launch(&plan, fds).and_then(|pid| {
+        let started = launch::launch(&plan, fds, &spec.agent_fd).and_then(|pid| {
             Ok((
                 pid,
                 sys::pidfd_open(pid).map_err(|e| NamespaceError::sys("pidfd_open", e))?,
@@ -127,8 +151,7 @@ impl Sandbox {
                 })
             }
             Err(e) => {
-                let _ = cgroups::remove(&cgroups, Duration::from_secs(2));
-                let _ = remove_layout(&layout);
+                cleanup(&cgroups);
                 Err(e)
             }
         }
@@ -178,7 +201,7 @@ impl Sandbox {
     }
 
     /// Kills PID 1 if it still runs, reaps it, and removes the sandbox's cgroups and state
-    /// (bundle, libcontainer state, overlay mount point; the root, upper, runtime and state
+    /// (the overlay mount point; the root, upper, runtime and state
     /// directories themselves belong to the caller). Idempotent: call again after an error.
     /// The error names everything that is still there. Nothing is mounted on the host, so there
     /// is nothing to unmount.
@@ -270,26 +293,9 @@ fn check_limits_placeable(spec: &SandboxSpec, paths: &CgroupPaths) -> Result<(),
     }
 }
 
-fn write_layout(layout: &Layout, config: &serde_json::Value) -> Result<(), NamespaceError> {
-    for dir in [&layout.bundle, &layout.containers, &layout.rootfs] {
-        std::fs::create_dir_all(dir).map_err(|e| NamespaceError::io("create", dir.clone(), e))?;
-    }
-    let file = layout.bundle.join("config.json");
-    let text = serde_json::to_vec_pretty(config)
-        .map_err(|e| NamespaceError::io("serialize", file.clone(), std::io::Error::other(e)))?;
-    std::fs::write(&file, text).map_err(|e| NamespaceError::io("write", file, e))
-}
-
-/// Removes what `write_layout` and libcontainer created; returns what is left.
+/// Removes the overlay's mount point; returns what is left.
 fn remove_layout(layout: &Layout) -> Vec<String> {
     let mut remaining = Vec::new();
-    for dir in [&layout.bundle, &layout.containers] {
-        match std::fs::remove_dir_all(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => remaining.push(format!("{} ({e})", dir.display())),
-        }
-    }
     // Only an empty mount point is removed; a non-empty one would be a caller's directory.
     match std::fs::remove_dir(&layout.rootfs) {
         Ok(()) => {}

@@ -82,7 +82,7 @@ fn empty_argv_and_bad_limits_are_rejected() {
 #[test]
 fn overlay_options_format() {
     assert_eq!(
-        crate::launch::overlay_options(Path::new("/l"), Path::new("/u"), Path::new("/w")),
+        crate::setup::overlay_options(Path::new("/l"), Path::new("/u"), Path::new("/w")),
         "lowerdir=/l,upperdir=/u,workdir=/w"
     );
 }

@@ -5,10 +5,15 @@
 //! here removes the syscalls that are dangerous *without* a capability or whose kernel code has
 //! a history of exploitable bugs, and blocks the one way back to full capabilities, creating a
 //! user namespace. Every denied call returns `EPERM`, except `clone3`, which returns `ENOSYS` so
-//! that libc falls back to `clone`, whose flags seccomp can inspect. The reasons for each entry
+//! that libc falls back to `clone`, whose flags seccomp can inspect. libseccomp compiles the
+//! rules once per process ([`program`]); PID 1 installs the program as its last step before exec. The reasons for each entry
 //! are in `docs/adr/002-namespace-backend.md`.
 
-use serde_json::{json, Value};
+use std::io::{Read, Seek};
+
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
 
 /// Syscalls that always fail with `EPERM` in a sandbox.
 pub const DENIED_SYSCALLS: &[&str] = &[
@@ -65,51 +70,82 @@ pub const DENIED_WITH_NEW_USER_NAMESPACE: &[&str] = &["unshare", "clone"];
 /// Fails with `ENOSYS`: its flags live in a struct seccomp cannot read.
 pub const UNSUPPORTED_SYSCALLS: &[&str] = &["clone3"];
 
-/// Architectures the filter covers. Listing the compat ABIs makes the deny-list apply to 32-bit
-/// callers too (instead of leaving them unfiltered or killing them outright).
-fn architectures() -> Vec<&'static str> {
+/// The filter as a classic BPF program (`struct sock_filter` array, native endian), compiled by
+/// libseccomp once per process and installed in each PID 1 just before its exec.
+pub fn program() -> Result<&'static [u8], String> {
+    static PROGRAM: std::sync::OnceLock<Result<Vec<u8>, String>> = std::sync::OnceLock::new();
+    PROGRAM
+        .get_or_init(compile)
+        .as_deref()
+        .map_err(Clone::clone)
+}
+
+/// Architectures the filter covers besides the native one. Listing the compat ABIs makes the
+/// deny-list apply to 32-bit callers too (instead of leaving them unfiltered or killing them).
+fn compat_architectures() -> &'static [ScmpArch] {
     if cfg!(target_arch = "x86_64") {
-        vec!["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+        &[ScmpArch::X86, ScmpArch::X32]
     } else if cfg!(target_arch = "aarch64") {
-        vec!["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
+        &[ScmpArch::Arm]
     } else {
-        vec!["SCMP_ARCH_NATIVE"]
+        &[]
     }
 }
 
-/// The OCI `linux.seccomp` object.
-pub fn oci_seccomp() -> Value {
-    let new_user = libc::CLONE_NEWUSER as u64;
-    let mut rules = vec![json!({
-        "names": DENIED_SYSCALLS,
-        "action": "SCMP_ACT_ERRNO",
-        "errnoRet": libc::EPERM,
-    })];
-    for name in DENIED_WITH_NEW_USER_NAMESPACE {
-        // libcontainer reads `value` as the expected result and `valueTwo` as the mask; runc
-        // reads them the other way round. With both equal, the rule means the same to either.
-        rules.push(json!({
-            "names": [name],
-            "action": "SCMP_ACT_ERRNO",
-            "errnoRet": libc::EPERM,
-            "args": [{
-                "index": 0,
-                "value": new_user,
-                "valueTwo": new_user,
-                "op": "SCMP_CMP_MASKED_EQ",
-            }],
-        }));
+fn compile() -> Result<Vec<u8>, String> {
+    let context = |what: &str, e: libseccomp::error::SeccompError| format!("seccomp {what}: {e}");
+    let mut filter =
+        ScmpFilterContext::new(ScmpAction::Allow).map_err(|e| context("new filter", e))?;
+    for arch in compat_architectures() {
+        filter
+            .add_arch(*arch)
+            .map_err(|e| context(&format!("add arch {arch:?}"), e))?;
     }
-    rules.push(json!({
-        "names": UNSUPPORTED_SYSCALLS,
-        "action": "SCMP_ACT_ERRNO",
-        "errnoRet": libc::ENOSYS,
-    }));
-    json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": architectures(),
-        "syscalls": rules,
-    })
+    // PID 1 sets no_new_privs itself, before the filter, as the last step of dropping privileges.
+    filter
+        .set_ctl_nnp(false)
+        .map_err(|e| context("clear nnp attribute", e))?;
+    let syscall = |name: &str| {
+        ScmpSyscall::from_name(name).map_err(|e| context(&format!("syscall {name}"), e))
+    };
+    for name in DENIED_SYSCALLS {
+        filter
+            .add_rule(ScmpAction::Errno(libc::EPERM), syscall(name)?)
+            .map_err(|e| context(&format!("deny {name}"), e))?;
+    }
+    let new_user = libc::CLONE_NEWUSER as u64;
+    for name in DENIED_WITH_NEW_USER_NAMESPACE {
+        let flags = ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(new_user), new_user);
+        filter
+            .add_rule_conditional(ScmpAction::Errno(libc::EPERM), syscall(name)?, &[flags])
+            .map_err(|e| context(&format!("deny {name} with CLONE_NEWUSER"), e))?;
+    }
+    for name in UNSUPPORTED_SYSCALLS {
+        filter
+            .add_rule(ScmpAction::Errno(libc::ENOSYS), syscall(name)?)
+            .map_err(|e| context(&format!("deny {name}"), e))?;
+    }
+    // libseccomp of Debian 12 (2.5) cannot export to memory; a memfd stands in.
+    let memfd = nix::sys::memfd::memfd_create(
+        c"msb-seccomp",
+        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+    )
+    .map_err(|e| format!("seccomp memfd: {e}"))?;
+    filter
+        .export_bpf(&memfd)
+        .map_err(|e| context("export", e))?;
+    let mut file = std::fs::File::from(memfd);
+    let mut program = Vec::new();
+    file.seek(std::io::SeekFrom::Start(0))
+        .and_then(|_| file.read_to_end(&mut program))
+        .map_err(|e| format!("reading the exported seccomp program: {e}"))?;
+    if program.is_empty() || program.len() % 8 != 0 {
+        return Err(format!(
+            "seccomp program of {} bytes is not a sock_filter array",
+            program.len()
+        ));
+    }
+    Ok(program)
 }
 
 #[cfg(test)]
@@ -117,21 +153,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn filter_parses_as_oci_and_denies_with_eperm() {
-        let seccomp: oci_spec::runtime::LinuxSeccomp =
-            serde_json::from_value(oci_seccomp()).expect("valid OCI seccomp");
-        let syscalls = seccomp.syscalls().as_ref().unwrap();
-        assert_eq!(syscalls.len(), 4);
-        let first = &syscalls[0];
-        assert_eq!(first.errno_ret(), Some(libc::EPERM as u32));
-        for name in ["kexec_load", "bpf", "keyctl", "ptrace", "open_by_handle_at"] {
-            assert!(first.names().iter().any(|n| n == name), "{name} denied");
-        }
-        let clone = &syscalls[2];
-        assert_eq!(clone.names(), &vec!["clone".to_owned()]);
-        let arg = &clone.args().as_ref().unwrap()[0];
-        assert_eq!(arg.value(), 0x1000_0000);
-        assert_eq!(arg.value_two(), Some(0x1000_0000));
+    fn filter_compiles_to_a_bpf_program() {
+        let program = program().expect("filter compiles");
+        // One instruction is 8 bytes; a deny-list over three ABIs is some hundred of them.
+        assert_eq!(program.len() % 8, 0);
+        assert!(
+            program.len() / 8 > DENIED_SYSCALLS.len(),
+            "{}",
+            program.len()
+        );
+        assert!(
+            std::ptr::eq(program, super::program().unwrap()),
+            "compiled once"
+        );
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! The OCI runtime spec (`config.json`) msb hands to libcontainer for one sandbox (pure).
+//! What a sandbox looks like from inside: its mounts, devices, capabilities and PID 1's argv and
+//! environment (pure data; `setup` makes it so).
 
-use std::path::Path;
+use std::path::PathBuf;
 
-use serde_json::{json, Value};
+use nix::mount::MsFlags;
 
-use crate::{cgroups, seccomp, SandboxSpec};
+use crate::SandboxSpec;
 
 /// Where the runtime directory appears in the sandbox.
 pub const RUNTIME_GUEST_DIR: &str = "/.msb";
@@ -39,15 +40,122 @@ pub fn capability_mask() -> u64 {
         .fold(0, |mask, (_, bit)| mask | 1 << bit)
 }
 
-/// Facts about the calling process that shape the spec.
-#[derive(Clone, Debug)]
-pub(crate) struct Host<'a> {
-    /// The directory libcontainer pivots into.
-    pub rootfs: &'a Path,
-    /// OCI `linux.cgroupsPath` (`/msb/<id>`).
-    pub cgroups_path: String,
-    /// `Some((uid, gid))` when not root: a user namespace maps root in the sandbox to them.
-    pub unprivileged: Option<(u32, u32)>,
+/// Device nodes of the sandbox's `/dev` (name, major, minor): created with `mknod` when the
+/// caller is root, bound from the host's `/dev` in a user namespace (where `mknod` is refused).
+pub const DEVICES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// Symbolic links in `/dev` (link, target).
+pub const DEV_LINKS: [(&str, &str); 5] = [
+    ("/dev/ptmx", "pts/ptmx"),
+    ("/dev/fd", "/proc/self/fd"),
+    ("/dev/stdin", "/proc/self/fd/0"),
+    ("/dev/stdout", "/proc/self/fd/1"),
+    ("/dev/stderr", "/proc/self/fd/2"),
+];
+
+/// Kernel files hidden from the sandbox (`/dev/null` bound over files, an empty read-only tmpfs
+/// over directories): they leak host information or are host-wide knobs. The list of the OCI
+/// runtime spec's defaults, which Docker and Podman use too.
+pub const MASKED_PATHS: [&str; 10] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+];
+
+/// Kernel directories the sandbox may read but not write: without a user namespace, root in
+/// the sandbox is host root, and `/proc/sys` would otherwise set host-wide sysctls.
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// One mount PID 1 makes inside its new root, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum GuestMount {
+    /// A new instance of a kernel filesystem (`proc`, `tmpfs`, `devpts`, `sysfs`).
+    Fs {
+        fs_type: &'static str,
+        target: &'static str,
+        flags: MsFlags,
+        data: String,
+    },
+    /// A host path bound (recursively) at `target`, which becomes a directory or an empty file
+    /// to match the source. `nosuid,nodev` always, read-only on request.
+    Bind {
+        source: PathBuf,
+        target: PathBuf,
+        readonly: bool,
+    },
+}
+
+/// The mounts of a sandbox, after its root and `/.msb` (pure). The runtime directory is bound
+/// at [`RUNTIME_GUEST_DIR`] before the pivot (it carries the old root's temporary mount point),
+/// so it is not in this list; the agent binary is.
+pub(crate) fn guest_mounts(spec: &SandboxSpec, unprivileged: bool) -> Vec<GuestMount> {
+    let fs = |fs_type, target, flags, data: &str| GuestMount::Fs {
+        fs_type,
+        target,
+        flags,
+        data: data.to_owned(),
+    };
+    let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    // gid 5 ("tty") does not exist in a one-id user namespace.
+    let devpts = if unprivileged {
+        "newinstance,ptmxmode=0666,mode=0620"
+    } else {
+        "newinstance,ptmxmode=0666,mode=0620,gid=5"
+    };
+    let mut mounts = vec![
+        fs("proc", "/proc", hardened, ""),
+        fs(
+            "tmpfs",
+            "/dev",
+            MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+            "mode=755,size=65536k",
+        ),
+        fs(
+            "devpts",
+            "/dev/pts",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            devpts,
+        ),
+        fs("tmpfs", "/dev/shm", hardened, "mode=1777,size=65536k"),
+        fs("sysfs", "/sys", hardened | MsFlags::MS_RDONLY, ""),
+        fs(
+            "tmpfs",
+            "/tmp",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            "mode=1777",
+        ),
+        GuestMount::Bind {
+            source: spec.agent_binary.clone(),
+            target: PathBuf::from(AGENT_GUEST_PATH),
+            readonly: true,
+        },
+    ];
+    mounts.extend(spec.mounts.iter().map(|m| GuestMount::Bind {
+        source: m.host.clone(),
+        target: m.guest.clone(),
+        readonly: m.readonly,
+    }));
+    mounts
 }
 
 /// The argv of PID 1.
@@ -57,93 +165,13 @@ pub(crate) fn agent_argv(spec: &SandboxSpec) -> Vec<String> {
         .unwrap_or_else(|| vec![AGENT_GUEST_PATH.to_owned()])
 }
 
-/// Builds `config.json`.
-pub(crate) fn oci_config(spec: &SandboxSpec, host: &Host<'_>) -> Value {
-    let capabilities: Vec<&str> = CAPABILITIES.iter().map(|(name, _)| *name).collect();
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "network"}),
-        json!({"type": "ipc"}),
-        json!({"type": "uts"}),
-        json!({"type": "mount"}),
-        json!({"type": "cgroup"}),
-    ];
-    let mut linux = json!({
-        "namespaces": [],
-        "cgroupsPath": host.cgroups_path,
-        "resources": cgroups::oci_resources(&spec.limits),
-        "rootfsPropagation": "slave",
-        "seccomp": seccomp::oci_seccomp(),
-        "maskedPaths": oci_spec::runtime::get_default_maskedpaths(),
-        "readonlyPaths": oci_spec::runtime::get_default_readonly_paths(),
-    });
-    if let Some((uid, gid)) = host.unprivileged {
-        namespaces.push(json!({"type": "user"}));
-        linux["uidMappings"] = json!([{"containerID": 0, "hostID": uid, "size": 1}]);
-        linux["gidMappings"] = json!([{"containerID": 0, "hostID": gid, "size": 1}]);
-    }
-    linux["namespaces"] = Value::Array(namespaces);
-
-    json!({
-        "ociVersion": "1.0.2",
-        "root": {"path": host.rootfs, "readonly": false},
-        "hostname": spec.hostname,
-        "process": {
-            "terminal": false,
-            "user": {"uid": 0, "gid": 0},
-            "args": agent_argv(spec),
-            "env": [
-                format!("PATH={GUEST_PATH_ENV}"),
-                format!("MSB_AGENT_FD={AGENT_FD}"),
-                "HOME=/root",
-            ],
-            "cwd": "/",
-            "noNewPrivileges": true,
-            "capabilities": {
-                "bounding": capabilities,
-                "effective": capabilities,
-                "permitted": capabilities,
-                "inheritable": [],
-                "ambient": [],
-            },
-        },
-        "mounts": mounts(spec, host.unprivileged.is_some()),
-        "linux": linux,
-    })
-}
-
-fn mounts(spec: &SandboxSpec, unprivileged: bool) -> Vec<Value> {
-    let mut mounts = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc",
-               "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-        "options": if unprivileged {
-            // gid=5 does not exist in a one-id user namespace.
-            json!(["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"])
-        } else {
-            json!(["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"])
-        }}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
-               "options": ["nosuid", "noexec", "nodev", "ro"]}),
-        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-               "options": ["nosuid", "nodev", "mode=1777"]}),
-        bind(&spec.runtime_dir, Path::new(RUNTIME_GUEST_DIR), false),
-        bind(&spec.agent_binary, Path::new(AGENT_GUEST_PATH), true),
-    ];
-    for mount in &spec.mounts {
-        mounts.push(bind(&mount.host, &mount.guest, mount.readonly));
-    }
-    mounts
-}
-
-fn bind(host: &Path, guest: &Path, readonly: bool) -> Value {
-    let mut options = vec!["rbind", "nosuid", "nodev"];
-    options.push(if readonly { "ro" } else { "rw" });
-    json!({"destination": guest, "type": "bind", "source": host, "options": options})
+/// The environment of PID 1: nothing of the caller's.
+pub(crate) fn agent_env() -> Vec<String> {
+    vec![
+        format!("PATH={GUEST_PATH_ENV}"),
+        format!("MSB_AGENT_FD={AGENT_FD}"),
+        "HOME=/root".to_owned(),
+    ]
 }
 
 #[cfg(test)]

@@ -24,103 +24,99 @@ fn sandbox_spec() -> SandboxSpec {
     }
 }
 
-fn host(unprivileged: Option<(u32, u32)>) -> Host<'static> {
-    Host {
-        rootfs: Path::new("/srv/root"),
-        cgroups_path: "/msb/web-1".into(),
-        unprivileged,
-    }
-}
-
-fn parse(config: Value) -> oci_spec::runtime::Spec {
-    serde_json::from_value(config).expect("config.json is a valid OCI spec")
+fn fs_mount<'a>(mounts: &'a [GuestMount], target: &str) -> (&'static str, MsFlags, &'a str) {
+    mounts
+        .iter()
+        .find_map(|m| match m {
+            GuestMount::Fs {
+                fs_type,
+                target: t,
+                flags,
+                data,
+            } if *t == target => Some((*fs_type, *flags, data.as_str())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{target} mounted"))
 }
 
 #[test]
-fn root_runs_without_a_user_namespace() {
-    let spec = parse(oci_config(&sandbox_spec(), &host(None)));
-    let linux = spec.linux().as_ref().unwrap();
-    let types: Vec<String> = linux
-        .namespaces()
-        .as_ref()
-        .unwrap()
+fn kernel_filesystems_are_hardened() {
+    let mounts = guest_mounts(&sandbox_spec(), false);
+    let (fs, flags, _) = fs_mount(&mounts, "/proc");
+    assert_eq!(fs, "proc");
+    assert!(flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV));
+    let (fs, flags, _) = fs_mount(&mounts, "/sys");
+    assert_eq!(fs, "sysfs");
+    assert!(flags.contains(MsFlags::MS_RDONLY));
+    let (fs, flags, _) = fs_mount(&mounts, "/dev");
+    assert_eq!(fs, "tmpfs");
+    assert!(
+        !flags.contains(MsFlags::MS_NODEV),
+        "/dev holds the sandbox's only usable nodes"
+    );
+    let (fs, _, data) = fs_mount(&mounts, "/dev/pts");
+    assert_eq!(fs, "devpts");
+    assert!(data.contains("newinstance") && data.contains("gid=5"));
+    assert_eq!(fs_mount(&mounts, "/tmp").0, "tmpfs");
+    assert_eq!(fs_mount(&mounts, "/dev/shm").0, "tmpfs");
+    // /dev before what lives in it.
+    let position = |target: &str| {
+        mounts
+            .iter()
+            .position(|m| matches!(m, GuestMount::Fs { target: t, .. } if *t == target))
+    };
+    assert!(position("/dev") < position("/dev/pts"));
+    assert!(position("/dev") < position("/dev/shm"));
+}
+
+#[test]
+fn user_namespace_devpts_has_no_tty_group() {
+    let mounts = guest_mounts(&sandbox_spec(), true);
+    assert!(!fs_mount(&mounts, "/dev/pts").2.contains("gid="));
+}
+
+#[test]
+fn agent_and_user_binds_follow_the_kernel_filesystems() {
+    let mounts = guest_mounts(&sandbox_spec(), false);
+    let binds: Vec<(&PathBuf, &PathBuf, bool)> = mounts
         .iter()
-        .map(|n| n.typ().to_string())
+        .filter_map(|m| match m {
+            GuestMount::Bind {
+                source,
+                target,
+                readonly,
+            } => Some((source, target, *readonly)),
+            _ => None,
+        })
         .collect();
-    assert_eq!(types, ["pid", "net", "ipc", "uts", "mnt", "cgroup"]);
-    assert!(linux.uid_mappings().is_none());
-    assert_eq!(spec.hostname().as_deref(), Some("web"));
+    assert_eq!(
+        binds,
+        [
+            (
+                &PathBuf::from("/usr/lib/msb/msb-agentd"),
+                &PathBuf::from(AGENT_GUEST_PATH),
+                true
+            ),
+            (&PathBuf::from("/data"), &PathBuf::from("/mnt/data"), true),
+        ]
+    );
+    assert!(matches!(mounts.last(), Some(GuestMount::Bind { .. })));
 }
 
 #[test]
-fn unprivileged_caller_gets_a_user_namespace_mapping_root_to_itself() {
-    let spec = parse(oci_config(&sandbox_spec(), &host(Some((1000, 100)))));
-    let linux = spec.linux().as_ref().unwrap();
-    assert!(linux
-        .namespaces()
-        .as_ref()
-        .unwrap()
-        .iter()
-        .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User));
-    let uid = &linux.uid_mappings().as_ref().unwrap()[0];
-    assert_eq!(
-        (uid.container_id(), uid.host_id(), uid.size()),
-        (0, 1000, 1)
-    );
-    let gid = &linux.gid_mappings().as_ref().unwrap()[0];
-    assert_eq!(gid.host_id(), 100);
-}
-
-#[test]
-fn agent_is_pid_1_with_its_fd_and_reduced_privileges() {
-    let spec = parse(oci_config(&sandbox_spec(), &host(None)));
-    let process = spec.process().as_ref().unwrap();
-    assert_eq!(
-        process.args().as_ref().unwrap(),
-        &vec![AGENT_GUEST_PATH.to_owned()]
-    );
-    let env = process.env().as_ref().unwrap();
+fn agent_is_pid_1_with_its_fd_and_a_clean_environment() {
+    assert_eq!(agent_argv(&sandbox_spec()), [AGENT_GUEST_PATH]);
+    let env = agent_env();
     assert!(env.contains(&"MSB_AGENT_FD=3".to_owned()));
-    assert_eq!(process.no_new_privileges(), Some(true));
-    let caps = process.capabilities().as_ref().unwrap();
-    assert_eq!(caps.effective().as_ref().unwrap().len(), CAPABILITIES.len());
-    assert!(caps.ambient().as_ref().unwrap().is_empty());
-    assert!(!caps
-        .bounding()
-        .as_ref()
-        .unwrap()
-        .contains(&oci_spec::runtime::Capability::SysAdmin));
+    assert!(env.iter().any(|e| e.starts_with("PATH=/usr/local/sbin")));
+    assert_eq!(env.len(), 3, "nothing of the caller's: {env:?}");
 }
 
 #[test]
 fn capability_mask_matches_the_kernel_numbers() {
     // CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE SYS_CHROOT
     assert_eq!(capability_mask(), 0x405fb);
-}
-
-#[test]
-fn mounts_cover_the_runtime_dir_agent_and_user_binds() {
-    let config = oci_config(&sandbox_spec(), &host(None));
-    let mounts = config["mounts"].as_array().unwrap();
-    let find = |dest: &str| {
-        mounts
-            .iter()
-            .find(|m| m["destination"] == dest)
-            .unwrap_or_else(|| panic!("{dest} mounted"))
-    };
-    assert_eq!(find("/sys")["options"][3], "ro");
-    assert_eq!(find("/tmp")["type"], "tmpfs");
-    assert!(find("/dev/pts")["options"]
-        .as_array()
-        .unwrap()
-        .contains(&json!("newinstance")));
-    assert_eq!(find("/.msb")["source"], "/run/msb/web-1");
-    assert_eq!(find("/.msb")["options"][3], "rw");
-    assert_eq!(find(AGENT_GUEST_PATH)["options"][3], "ro");
-    assert_eq!(find("/mnt/data")["options"][3], "ro");
-    // /.msb must be mounted before the agent binary inside it.
-    let position = |dest: &str| mounts.iter().position(|m| m["destination"] == dest);
-    assert!(position("/.msb") < position(AGENT_GUEST_PATH));
+    assert_eq!(capability_mask() & (1 << 21), 0, "no CAP_SYS_ADMIN");
 }
 
 #[test]
@@ -131,21 +127,13 @@ fn agent_argv_can_be_overridden_for_tests() {
 }
 
 #[test]
-fn limits_become_oci_resources_under_msb_cgroups() {
-    let mut sandbox = sandbox_spec();
-    sandbox.limits = Limits {
-        cpus: Some(0.5),
-        memory_bytes: Some(64 << 20),
-        pids_max: Some(10),
-    };
-    let spec = parse(oci_config(&sandbox, &host(None)));
-    let linux = spec.linux().as_ref().unwrap();
-    assert_eq!(
-        linux.cgroups_path().as_deref(),
-        Some(Path::new("/msb/web-1"))
-    );
-    let resources = linux.resources().as_ref().unwrap();
-    assert_eq!(resources.memory().unwrap().limit(), Some(64 << 20));
-    assert_eq!(resources.cpu().as_ref().unwrap().quota(), Some(50_000));
-    assert_eq!(resources.pids().unwrap().limit(), 10);
+fn masked_and_readonly_paths_are_kernel_paths() {
+    for path in MASKED_PATHS.iter().chain(READONLY_PATHS.iter()) {
+        assert!(
+            path.starts_with("/proc/") || path.starts_with("/sys/"),
+            "{path}"
+        );
+    }
+    assert!(READONLY_PATHS.contains(&"/proc/sys"));
+    assert!(MASKED_PATHS.contains(&"/proc/kcore"));
 }

@@ -88,3 +88,138 @@ pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: `_exit` has no preconditions and does not return.
     unsafe { libc::_exit(code) }
 }
+
+/// Drops `capability` from the calling thread's bounding set (`PR_CAPBSET_DROP`).
+pub(crate) fn capbset_drop(capability: u32) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, capability as libc::c_ulong, 0, 0, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Empties the ambient capability set.
+pub(crate) fn clear_ambient_capabilities() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `capset(2)` (version 3, 64-bit masks): sets the effective and permitted sets to `mask` and
+/// the inheritable set to empty.
+pub(crate) fn capset(mask: u64) -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let half = |shift: u32| Data {
+        effective: (mask >> shift) as u32,
+        permitted: (mask >> shift) as u32,
+        inheritable: 0,
+    };
+    let data = [half(0), half(32)];
+    // SAFETY: header and two data structs of the v3 layout live for the call.
+    if unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Marks every fd from `first` up close-on-exec (`close_range` with `CLOSE_RANGE_CLOEXEC`).
+pub(crate) fn cloexec_from(first: u32) -> io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: plain syscall with integer arguments; it only changes fd flags.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Installs a classic BPF seccomp filter (`program` is a `struct sock_filter` array) on the
+/// calling thread. `no_new_privs` must already be set, or the caller must have
+/// `CAP_SYS_ADMIN`.
+pub(crate) fn install_seccomp(program: &[u8]) -> io::Result<()> {
+    if program.is_empty() || program.len() % std::mem::size_of::<libc::sock_filter>() != 0 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // Copy into properly aligned instructions.
+    let filters: Vec<libc::sock_filter> = program
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let fprog = libc::sock_fprog {
+        len: filters.len() as u16,
+        filter: filters.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `fprog` points at `filters`, which outlive the call; the kernel copies the program.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+            &fprog as *const libc::sock_fprog as libc::c_ulong,
+            0,
+            0,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Gives an exec'd program default signal dispositions and an empty signal mask. Rust's runtime
+/// ignores `SIGPIPE`, and ignored signals survive `execve`.
+pub(crate) fn reset_signals() -> io::Result<()> {
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    )?;
+    for signal in nix::sys::signal::Signal::iterator() {
+        if matches!(
+            signal,
+            nix::sys::signal::Signal::SIGKILL | nix::sys::signal::Signal::SIGSTOP
+        ) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL involves no handler code; this process is single-threaded.
+        unsafe { nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigDfl) }?;
+    }
+    Ok(())
+}
+
+/// Takes ownership of a raw fd that a syscall wrapper just returned.
+pub(crate) fn own_fd(raw: std::os::fd::RawFd) -> OwnedFd {
+    // SAFETY: callers pass an fd freshly returned by the kernel that nothing else owns.
+    unsafe { OwnedFd::from_raw_fd(raw) }
+}

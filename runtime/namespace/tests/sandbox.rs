@@ -24,6 +24,11 @@ cat /mnt/ro/hello > /.msb/ro_read
 unshare -U true 2>/.msb/unshare_err; echo $? > /.msb/unshare
 touch /tmp/x && grep ' /tmp ' /proc/mounts > /.msb/tmp_mount
 grep ' /sys ' /proc/mounts > /.msb/sys_mount
+echo x > /host-null 2>/dev/null; echo $? > /.msb/root_node
+echo x > /dev/null; echo $? > /.msb/dev_node
+wc -c < /proc/timer_list > /.msb/timer_list
+echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null; echo $? > /.msb/proc_sys_write
+grep -c oldroot /proc/self/mountinfo > /.msb/old_root
 printf x >&3
 read line <&3
 exit 7
@@ -170,6 +175,27 @@ fn pid_1_runs_isolated_with_its_fd_limits_and_filter() {
         t.output("sys_mount").contains(" ro,"),
         "{}",
         t.output("sys_mount")
+    );
+    assert_ne!(
+        t.output("root_node").trim(),
+        "0",
+        "device nodes in the root are inert"
+    );
+    assert_eq!(t.output("dev_node").trim(), "0", "/dev/null works");
+    assert_eq!(
+        t.output("timer_list").trim(),
+        "0",
+        "/proc/timer_list is masked"
+    );
+    assert_ne!(
+        t.output("proc_sys_write").trim(),
+        "0",
+        "/proc/sys is read-only"
+    );
+    assert_eq!(
+        t.output("old_root").trim(),
+        "0",
+        "the host's root is detached"
     );
 }
 

@@ -1,4 +1,4 @@
-//! The namespace backend: Linux namespaces through `msb-namespace` (libcontainer).
+//! The namespace backend: Linux namespaces, cgroups and seccomp through `msb-namespace`.
 
 use std::os::fd::OwnedFd;
 

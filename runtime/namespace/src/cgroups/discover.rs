@@ -270,16 +270,17 @@ pub(crate) fn v2_own_dir(mounts: &[CgroupMount], memberships: &[Membership]) -> 
     own_dir(mount, &membership.path)
 }
 
-/// One mounted hierarchy in which libcontainer creates a directory per sandbox.
+/// One mounted hierarchy that carries a controller (a v1 one of [`LEFTOVER_V1_CONTROLLERS`],
+/// or the cgroup2 tree).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hierarchy {
     pub version: CgroupVersion,
     pub mount_point: PathBuf,
 }
 
-/// The v1 controllers libcontainer's cgroup manager (libcgroups 0.7) drives; it creates the
-/// sandbox's directory in every mounted hierarchy carrying one of them.
-const LIBCGROUPS_V1_CONTROLLERS: [&str; 12] = [
+/// The v1 controllers in whose hierarchies a sandbox directory may be left: msb's own, plus
+/// those libcontainer's cgroup manager (libcgroups 0.7) created one in when msb used it.
+const LEFTOVER_V1_CONTROLLERS: [&str; 12] = [
     "cpu",
     "cpuacct",
     "cpuset",
@@ -294,7 +295,7 @@ const LIBCGROUPS_V1_CONTROLLERS: [&str; 12] = [
     "freezer",
 ];
 
-/// The hierarchies libcontainer may create sandbox directories in (pure).
+/// The hierarchies a sandbox directory may be in (pure).
 pub(crate) fn hierarchies(mounts: &[CgroupMount]) -> Vec<Hierarchy> {
     let mut found: Vec<Hierarchy> = Vec::new();
     for mount in mounts {
@@ -303,7 +304,7 @@ pub(crate) fn hierarchies(mounts: &[CgroupMount]) -> Vec<Hierarchy> {
             Some(options)
                 if options
                     .iter()
-                    .any(|o| LIBCGROUPS_V1_CONTROLLERS.contains(&o.as_str())) =>
+                    .any(|o| LEFTOVER_V1_CONTROLLERS.contains(&o.as_str())) =>
             {
                 CgroupVersion::V1
             }

@@ -1,11 +1,12 @@
 //! Cgroup placement and limits for namespace sandboxes.
 //!
-//! libcontainer creates and fills the cgroups: msb gives it the path `/msb/<id>` and the limits
-//! as OCI `linux.resources`, and it creates `<mount point>/msb/<id>` in **every** hierarchy it
-//! knows (on v1 and hybrid hosts each v1 hierarchy, on v2 hosts the one tree), moves PID 1 in
-//! and writes the limits. msb computes the same directories itself (see [`discover`] for how a
-//! controller's hierarchy is found) to hand them to the metrics sampler and to remove them on
-//! destroy. Why not nested below the caller's own cgroup, and why libcontainer does the writes:
+//! A sandbox gets `<mount point>/msb/<id>` in the hierarchy of each controller msb uses (cpu,
+//! cpuacct, memory, pids, io/blkio), found where that controller is actually attached (see
+//! [`discover`]): on v1 and hybrid hosts one directory per v1 hierarchy, on v2 one directory in
+//! the unified tree (with the controllers enabled in the parents' `cgroup.subtree_control`).
+//! [`create`] makes the directories and writes the limits before PID 1 exists; the launcher
+//! writes itself into each `cgroup.procs`, so PID 1 is born inside. The same directories go to
+//! the metrics sampler and are removed on destroy. Why not nested below the caller's own cgroup:
 //! `docs/adr/002-namespace-backend.md`.
 
 mod discover;
@@ -16,19 +17,17 @@ use std::time::{Duration, Instant};
 
 pub use discover::{Attachment, CgroupMode, CgroupVersion, Controller, Hierarchy, HostCgroups};
 
-use serde_json::{json, Value};
-
+use crate::error::NamespaceError;
 use crate::Limits;
 
 /// CFS period msb uses for CPU quotas (100 ms, the kernel default).
 pub const CPU_PERIOD_US: u64 = 100_000;
 /// Smallest CFS quota the kernel accepts (1 ms).
 const CPU_QUOTA_MIN_US: u64 = 1_000;
-/// libcontainer's intermediate process and PID 1 briefly coexist in the sandbox's pids cgroup
-/// while it starts; one more task leaves PID 1 room to do anything at all.
+/// The launcher and PID 1 briefly coexist in the sandbox's pids cgroup while it starts; one more
+/// task leaves PID 1 room to do anything at all.
 pub const PIDS_MAX_MIN: u64 = 3;
-/// libcontainer's intermediate process is charged to the sandbox's memory cgroup while it
-/// starts the sandbox.
+/// The launcher and PID 1 are charged to the sandbox's memory cgroup while it starts.
 pub const MEMORY_BYTES_MIN: u64 = 4 << 20;
 /// The parent directory of every sandbox cgroup, in every hierarchy.
 pub const PARENT_DIR: &str = "msb";
@@ -55,44 +54,170 @@ pub struct CgroupPaths {
 }
 
 impl CgroupPaths {
-    /// Every directory libcontainer created for the sandbox, one per hierarchy (this includes
-    /// hierarchies msb does not read, such as `cpuset` and `freezer`).
+    /// Every directory of the sandbox, each once (on v2 all controllers share one; on v1
+    /// co-mounted controllers such as `cpu,cpuacct` do).
     pub fn dirs(&self) -> &[PathBuf] {
         &self.hierarchy_dirs
     }
+
+    fn placed(&self) -> impl Iterator<Item = &ControllerDir> {
+        [&self.cpu, &self.cpuacct, &self.memory, &self.pids, &self.io]
+            .into_iter()
+            .flatten()
+    }
 }
 
-/// libcontainer's `linux.cgroupsPath` for a sandbox.
-pub fn cgroups_path(sandbox_id: &str) -> String {
-    format!("/{PARENT_DIR}/{sandbox_id}")
-}
-
-/// Where libcontainer puts a sandbox's cgroups (pure). On a hybrid host libcontainer drives only
-/// the v1 hierarchies, so a controller attached to the cgroup2 tree there is not used.
+/// Where a sandbox's cgroups go (pure): each controller's directory in the hierarchy it is
+/// attached to.
 pub fn plan(host: &HostCgroups, sandbox_id: &str) -> CgroupPaths {
     let relative = Path::new(PARENT_DIR).join(sandbox_id);
     let place = |controller: Controller| {
         let attachment = host.attachment(controller)?;
-        if host.mode == CgroupMode::Hybrid && attachment.version == CgroupVersion::V2 {
-            return None;
-        }
         Some(ControllerDir {
             version: attachment.version,
             path: attachment.mount_point.join(&relative),
         })
     };
-    let hierarchies = host.hierarchies.iter().filter(|h| match host.mode {
-        CgroupMode::V2 => h.version == CgroupVersion::V2,
-        _ => h.version == CgroupVersion::V1,
-    });
-    CgroupPaths {
+    let mut paths = CgroupPaths {
         cpu: place(Controller::Cpu),
         cpuacct: place(Controller::CpuAcct),
         memory: place(Controller::Memory),
         pids: place(Controller::Pids),
         io: place(Controller::Io),
-        hierarchy_dirs: hierarchies.map(|h| h.mount_point.join(&relative)).collect(),
+        hierarchy_dirs: Vec::new(),
+    };
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for dir in paths.placed() {
+        if !dirs.contains(&dir.path) {
+            dirs.push(dir.path.clone());
+        }
     }
+    paths.hierarchy_dirs = dirs;
+    paths
+}
+
+/// `msb/<id>` in every mounted hierarchy (pure): where a crashed sandbox, or one started by an
+/// older msb that let libcontainer create a directory in each hierarchy, may have left some.
+fn every_hierarchy_dir(host: &HostCgroups, sandbox_id: &str) -> Vec<PathBuf> {
+    let relative = Path::new(PARENT_DIR).join(sandbox_id);
+    host.hierarchies
+        .iter()
+        .map(|h| h.mount_point.join(&relative))
+        .collect()
+}
+
+/// Creates the sandbox's directories and writes the limits. On error, removes what it created.
+pub(crate) fn create(paths: &CgroupPaths, limits: &Limits) -> Result<(), NamespaceError> {
+    let result = create_and_limit(paths, limits);
+    if result.is_err() {
+        let _ = remove(paths, Duration::from_millis(100));
+    }
+    result
+}
+
+fn create_and_limit(paths: &CgroupPaths, limits: &Limits) -> Result<(), NamespaceError> {
+    let failed = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| NamespaceError::Cgroup { op, path, source }
+    };
+    for dir in paths.dirs() {
+        let v2 = paths
+            .placed()
+            .any(|d| d.path == *dir && d.version == CgroupVersion::V2);
+        if v2 {
+            enable_v2_controllers(paths, dir)?;
+        }
+        std::fs::create_dir_all(dir).map_err(failed("create", dir))?;
+    }
+    let write = |dir: &Option<ControllerDir>, v1: &str, v2: &str, value: String| {
+        let Some(dir) = dir else {
+            return Ok(());
+        };
+        let file = dir.path.join(match dir.version {
+            CgroupVersion::V1 => v1,
+            CgroupVersion::V2 => v2,
+        });
+        std::fs::write(&file, value).map_err(failed("write", &file))
+    };
+    if let Some(cpus) = limits.cpus {
+        let quota = cpu_quota_us(cpus);
+        match paths.cpu.as_ref().map(|d| d.version) {
+            Some(CgroupVersion::V1) => {
+                write(
+                    &paths.cpu,
+                    "cpu.cfs_period_us",
+                    "",
+                    CPU_PERIOD_US.to_string(),
+                )?;
+                write(&paths.cpu, "cpu.cfs_quota_us", "", quota.to_string())?;
+            }
+            _ => write(
+                &paths.cpu,
+                "",
+                "cpu.max",
+                format!("{quota} {CPU_PERIOD_US}"),
+            )?,
+        }
+    }
+    if let Some(bytes) = limits.memory_bytes {
+        write(
+            &paths.memory,
+            "memory.limit_in_bytes",
+            "memory.max",
+            bytes.to_string(),
+        )?;
+    }
+    if let Some(max) = limits.pids_max {
+        write(&paths.pids, "pids.max", "pids.max", max.to_string())?;
+    }
+    Ok(())
+}
+
+/// On the unified tree a child can use a controller only if every ancestor below the root
+/// enables it in `cgroup.subtree_control`: the mount point's and `msb`'s.
+fn enable_v2_controllers(paths: &CgroupPaths, dir: &Path) -> Result<(), NamespaceError> {
+    let Some(parent) = dir.parent() else {
+        return Ok(());
+    };
+    let Some(root) = parent.parent() else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(parent).map_err(|source| NamespaceError::Cgroup {
+        op: "create",
+        path: parent.to_path_buf(),
+        source,
+    })?;
+    let mut wanted: Vec<&str> = Vec::new();
+    for (placed, name) in [
+        (&paths.cpu, "cpu"),
+        (&paths.memory, "memory"),
+        (&paths.pids, "pids"),
+        (&paths.io, "io"),
+    ] {
+        if placed
+            .as_ref()
+            .is_some_and(|d| d.version == CgroupVersion::V2)
+        {
+            wanted.push(name);
+        }
+    }
+    for level in [root, parent] {
+        let file = level.join("cgroup.subtree_control");
+        let enabled = std::fs::read_to_string(&file).unwrap_or_default();
+        let missing: Vec<String> = wanted
+            .iter()
+            .filter(|name| !enabled.split_whitespace().any(|e| e == **name))
+            .map(|name| format!("+{name}"))
+            .collect();
+        if !missing.is_empty() {
+            std::fs::write(&file, missing.join(" ")).map_err(|source| NamespaceError::Cgroup {
+                op: "enable controllers",
+                path: file.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Checks limits against what the kernel and the start sequence accept.
@@ -122,24 +247,6 @@ pub fn validate_limits(limits: &Limits) -> Result<(), String> {
 /// CFS quota in microseconds per [`CPU_PERIOD_US`] for a quota in cores.
 pub fn cpu_quota_us(cpus: f64) -> u64 {
     ((cpus * CPU_PERIOD_US as f64).round() as u64).max(CPU_QUOTA_MIN_US)
-}
-
-/// The OCI `linux.resources` object for `limits` (pure). Devices: deny everything; libcontainer
-/// then allows its default nodes (null, zero, full, random, urandom, tty, ptmx, pts).
-pub fn oci_resources(limits: &Limits) -> Value {
-    let mut resources = json!({
-        "devices": [{"allow": false, "access": "rwm"}],
-    });
-    if let Some(cpus) = limits.cpus {
-        resources["cpu"] = json!({"quota": cpu_quota_us(cpus), "period": CPU_PERIOD_US});
-    }
-    if let Some(bytes) = limits.memory_bytes {
-        resources["memory"] = json!({"limit": bytes});
-    }
-    if let Some(max) = limits.pids_max {
-        resources["pids"] = json!({"limit": max});
-    }
-    resources
 }
 
 /// Removes the sandbox's directories. A directory that is already gone counts as removed; one
@@ -230,7 +337,8 @@ pub fn remove_leftovers(
     use nix::sys::wait::{waitpid, WaitPidFlag};
     use nix::unistd::Pid;
     let host = HostCgroups::read()?;
-    let paths = plan(&host, sandbox_id);
+    let mut paths = plan(&host, sandbox_id);
+    paths.hierarchy_dirs = every_hierarchy_dir(&host, sandbox_id);
     let mut pids = Vec::new();
     for dir in paths.dirs() {
         let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else {

@@ -48,9 +48,10 @@ fn hybrid_plan_uses_each_v1_hierarchy() {
         PathBuf::from("/sys/fs/cgroup/blkio/msb/web-1")
     );
     assert_eq!(paths.pids.as_ref().unwrap().version, CgroupVersion::V1);
-    // Every v1 hierarchy libcontainer drives (cpuset, devices too), not the named or v2 ones.
-    assert_eq!(paths.dirs().len(), 7);
-    assert!(paths
+    // One directory per hierarchy of a controller msb uses; none in cpuset, devices or the
+    // named and v2 hierarchies.
+    assert_eq!(paths.dirs().len(), 5, "{:?}", paths.dirs());
+    assert!(!paths
         .dirs()
         .contains(&PathBuf::from("/sys/fs/cgroup/cpuset/msb/web-1")));
     assert!(!paths
@@ -68,8 +69,10 @@ fn v2_plan_is_one_directory() {
 }
 
 #[test]
-fn cgroups_path_is_below_msb() {
-    assert_eq!(cgroups_path("web-1"), "/msb/web-1");
+fn leftovers_are_looked_for_in_every_hierarchy() {
+    let dirs = every_hierarchy_dir(&hybrid_host(), "web-1");
+    assert!(dirs.contains(&PathBuf::from("/sys/fs/cgroup/cpuset/msb/web-1")));
+    assert!(dirs.contains(&PathBuf::from("/sys/fs/cgroup/devices/msb/web-1")));
 }
 
 #[test]
@@ -80,27 +83,74 @@ fn cpu_quota_conversion() {
     assert_eq!(cpu_quota_us(0.001), 1_000, "clamped to the kernel minimum");
 }
 
+/// `create` on plain directories standing in for the hierarchies: it makes the sandbox's
+/// directories and writes each limit in the file of the controller's version.
 #[test]
-fn resources_from_limits() {
+fn create_writes_limits_where_each_controller_is() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |version, name: &str| {
+        Some(ControllerDir {
+            version,
+            path: tmp.path().join(name).join("msb/box"),
+        })
+    };
+    let v1 = CgroupPaths {
+        cpu: dir(CgroupVersion::V1, "cpu"),
+        memory: dir(CgroupVersion::V1, "memory"),
+        pids: dir(CgroupVersion::V1, "pids"),
+        hierarchy_dirs: ["cpu", "memory", "pids"]
+            .iter()
+            .map(|n| tmp.path().join(n).join("msb/box"))
+            .collect(),
+        ..CgroupPaths::default()
+    };
     let limits = Limits {
         cpus: Some(1.5),
         memory_bytes: Some(1 << 30),
         pids_max: Some(100),
     };
+    create(&v1, &limits).unwrap();
+    let read = |path: &str| std::fs::read_to_string(tmp.path().join(path)).unwrap();
+    assert_eq!(read("cpu/msb/box/cpu.cfs_quota_us"), "150000");
+    assert_eq!(read("cpu/msb/box/cpu.cfs_period_us"), "100000");
+    assert_eq!(read("memory/msb/box/memory.limit_in_bytes"), "1073741824");
+    assert_eq!(read("pids/msb/box/pids.max"), "100");
+
+    let unified = tmp.path().join("unified");
+    std::fs::create_dir_all(&unified).unwrap();
+    std::fs::write(unified.join("cgroup.subtree_control"), "memory").unwrap();
+    let one = Some(ControllerDir {
+        version: CgroupVersion::V2,
+        path: unified.join("msb/box"),
+    });
+    let v2 = CgroupPaths {
+        cpu: one.clone(),
+        cpuacct: one.clone(),
+        memory: one.clone(),
+        pids: one,
+        hierarchy_dirs: vec![unified.join("msb/box")],
+        ..CgroupPaths::default()
+    };
+    create(&v2, &limits).unwrap();
+    assert_eq!(read("unified/msb/box/cpu.max"), "150000 100000");
+    assert_eq!(read("unified/msb/box/memory.max"), "1073741824");
+    // The root already enabled memory; cpu and pids are added, at both levels.
+    assert_eq!(read("unified/cgroup.subtree_control"), "+cpu +pids");
     assert_eq!(
-        oci_resources(&limits),
-        json!({
-            "devices": [{"allow": false, "access": "rwm"}],
-            "cpu": {"quota": 150_000, "period": 100_000},
-            "memory": {"limit": 1u64 << 30},
-            "pids": {"limit": 100},
-        })
+        read("unified/msb/cgroup.subtree_control"),
+        "+cpu +memory +pids"
     );
-    let none = oci_resources(&Limits::default());
-    assert_eq!(
-        none,
-        json!({"devices": [{"allow": false, "access": "rwm"}]})
-    );
+
+    // Nothing requested, nothing written; a failure removes what was created.
+    let bad = CgroupPaths {
+        memory: Some(ControllerDir {
+            version: CgroupVersion::V1,
+            path: PathBuf::from("/proc/version/msb/box"),
+        }),
+        hierarchy_dirs: vec![PathBuf::from("/proc/version/msb/box")],
+        ..CgroupPaths::default()
+    };
+    assert!(create(&bad, &Limits::default()).is_err());
 }
 
 #[test]

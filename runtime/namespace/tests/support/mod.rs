@@ -49,6 +49,15 @@ pub fn busybox_root(dir: &Path) {
     }
     std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     std::fs::write(dir.join("etc/group"), "root:x:0:\n").unwrap();
+    // A device node in the root itself (as a copied host root may carry): the root is mounted
+    // nodev, so it must be unusable inside.
+    nix::sys::stat::mknod(
+        &dir.join("host-null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
 }
 
 /// One test sandbox: a temporary directory with the root, runtime and state directories.

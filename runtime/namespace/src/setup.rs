@@ -1,0 +1,390 @@
+//! PID 1's side of the start: from a fresh set of namespaces to the agent's `execve`.
+//!
+//! Runs in the sandbox's PID 1 right after the launcher forked it (single-threaded, so it may
+//! allocate), as root of its namespaces with every capability. In order:
+//!
+//! 1. `/` of the new mount namespace becomes a recursive slave (host mounts propagate in,
+//!    nothing propagates out); the root is mounted at its mount point: an overlay, or the bind
+//!    directory bound onto itself; both `nodev`, so device nodes a root may carry are inert
+//!    (the sandbox's only usable nodes are the ones msb makes in `/dev`).
+//! 2. The runtime directory is bound at `<root>/.msb`; bind sources are opened (`O_PATH`) while
+//!    host paths still resolve on the host.
+//! 3. `pivot_root(<root>, <root>/.msb/.oldroot)`. Everything after is created inside the
+//!    sandbox's own root, so a symbolic link planted by an earlier run can only point inside
+//!    it. The old root stays attached until the end because a `proc` or `sysfs` mount in a
+//!    user namespace is allowed only while another one is visible.
+//! 4. `/proc`, `/dev` (nodes, `devpts`, `shm`, links), `/sys`, `/tmp`, the agent binary, the
+//!    caller's binds (sources through `/proc/self/fd/N`), masked and read-only kernel paths;
+//!    then the old root is detached.
+//! 5. Hostname, `lo` up, stdio and the agent fd at 0-3 (everything else close-on-exec), default
+//!    signal handling, a new session.
+//! 6. Capabilities reduced to [`CAPABILITIES`](crate::CAPABILITIES), `no_new_privs`, the seccomp
+//!    filter, `execve` of the agent.
+//!
+//! Any error ends PID 1 with a one-line report on the launcher's report pipe.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{open, OFlag};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{fstat, makedev, mknod, Mode, SFlag};
+use nix::sys::statvfs::{statvfs, FsFlags};
+
+use crate::spec::{
+    GuestMount, AGENT_GUEST_PATH, DEVICES, DEV_LINKS, MASKED_PATHS, READONLY_PATHS,
+    RUNTIME_GUEST_DIR,
+};
+use crate::{sys, Root};
+
+/// Where the old root is parked between the pivot and its detach (inside `/.msb`).
+const OLD_ROOT: &str = "/.msb/.oldroot";
+
+/// Everything PID 1 needs, prepared by the caller before any fork.
+pub(crate) struct Plan {
+    pub root: Root,
+    /// Where the root is mounted (and pivoted into): the bind directory itself, or the overlay's
+    /// mount point.
+    pub mount_point: PathBuf,
+    pub runtime_dir: PathBuf,
+    pub mounts: Vec<GuestMount>,
+    pub hostname: String,
+    pub unprivileged: bool,
+    pub argv: Vec<CString>,
+    pub env: Vec<CString>,
+    pub capabilities: u64,
+    pub seccomp: &'static [u8],
+}
+
+/// The fds PID 1 arranges at 0, 1, 2 and 3 (held above 64 until then).
+pub(crate) struct Stdio {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub agent: OwnedFd,
+}
+
+/// Makes the sandbox and execs the agent; returns only on failure, with what failed.
+pub(crate) fn pid1(plan: &Plan, stdio: &Stdio) -> String {
+    match run(plan, stdio) {
+        Ok(never) => match never {},
+        Err(message) => message,
+    }
+}
+
+fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make / a recursive slave: {e}"))?;
+    mount_root(plan)?;
+
+    let runtime_target = plan
+        .mount_point
+        .join(RUNTIME_GUEST_DIR.trim_start_matches('/'));
+    ensure_real_dir(&runtime_target)?;
+    bind(
+        &plan.runtime_dir,
+        &runtime_target,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+    )?;
+    let old_root = plan.mount_point.join(OLD_ROOT.trim_start_matches('/'));
+    ensure_real_dir(&old_root)?;
+
+    // Bind sources are resolved on the host, before the pivot.
+    let mut sources = Vec::new();
+    for guest in &plan.mounts {
+        if let GuestMount::Bind { source, .. } = guest {
+            sources.push(open_path(source)?);
+        }
+    }
+    let mut device_sources = Vec::new();
+    if plan.unprivileged {
+        for (name, ..) in DEVICES {
+            device_sources.push(open_path(&Path::new("/dev").join(name))?);
+        }
+    }
+
+    nix::unistd::pivot_root(&plan.mount_point, &old_root)
+        .map_err(|e| format!("pivot_root into {}: {e}", plan.mount_point.display()))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+
+    let mut sources = sources.into_iter();
+    for guest in &plan.mounts {
+        match guest {
+            GuestMount::Fs {
+                fs_type,
+                target,
+                flags,
+                data,
+            } => {
+                mkdir_all(Path::new(target))?;
+                let data = (!data.is_empty()).then_some(data.as_str());
+                mount(Some(*fs_type), *target, Some(*fs_type), *flags, data)
+                    .map_err(|e| format!("mount {fs_type} at {target}: {e}"))?;
+                if *target == "/dev" {
+                    populate_dev(&device_sources)?;
+                }
+            }
+            GuestMount::Bind {
+                source,
+                target,
+                readonly,
+            } => {
+                let fd = sources.next().expect("one source per bind");
+                let flags = if *readonly {
+                    MsFlags::MS_RDONLY
+                } else {
+                    MsFlags::empty()
+                };
+                bind_fd(&fd, source, target, flags)?;
+            }
+        }
+    }
+    for path in MASKED_PATHS {
+        mask(Path::new(path))?;
+    }
+    for path in READONLY_PATHS {
+        let path = Path::new(path);
+        if path.exists() {
+            bind(path, path, MsFlags::MS_RDONLY)?;
+        }
+    }
+    umount2(OLD_ROOT, MntFlags::MNT_DETACH).map_err(|e| format!("detach the old root: {e}"))?;
+    let _ = std::fs::remove_dir(OLD_ROOT);
+
+    nix::unistd::sethostname(&plan.hostname).map_err(|e| format!("sethostname: {e}"))?;
+    sys::loopback_up().map_err(|e| format!("bring lo up: {e}"))?;
+    arrange_fds(stdio)?;
+    sys::reset_signals().map_err(|e| format!("reset signals: {e}"))?;
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
+
+    drop_privileges(plan.capabilities)?;
+    sys::install_seccomp(plan.seccomp).map_err(|e| format!("install seccomp filter: {e}"))?;
+    let path = CString::new(AGENT_GUEST_PATH).expect("no NUL");
+    let error = match nix::unistd::execve(&path, &plan.argv, &plan.env) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    };
+    Err(format!("execve {AGENT_GUEST_PATH}: {error}"))
+}
+
+fn mount_root(plan: &Plan) -> Result<(), String> {
+    match &plan.root {
+        Root::Overlay { lower, upper, work } => {
+            let options = overlay_options(lower, upper, work);
+            mount(
+                Some("overlay"),
+                &plan.mount_point,
+                Some("overlay"),
+                MsFlags::MS_NODEV,
+                Some(options.as_str()),
+            )
+            .map_err(|e| {
+                format!(
+                    "mount overlay ({options}) at {}: {e}",
+                    plan.mount_point.display()
+                )
+            })
+        }
+        Root::Bind(dir) => bind(dir, &plan.mount_point, MsFlags::MS_NODEV),
+    }
+}
+
+/// overlayfs mount options (pure). Paths were checked for `,` and `:` by validation.
+pub(crate) fn overlay_options(lower: &Path, upper: &Path, work: &Path) -> String {
+    format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    )
+}
+
+/// `/dev`'s nodes and links, right after its tmpfs is mounted.
+fn populate_dev(host_nodes: &[OwnedFd]) -> Result<(), String> {
+    for (index, (name, major, minor)) in DEVICES.iter().enumerate() {
+        let path = Path::new("/dev").join(name);
+        match host_nodes.get(index) {
+            Some(fd) => bind_fd(fd, &path, &path, MsFlags::empty())?,
+            None => {
+                mknod(
+                    &path,
+                    SFlag::S_IFCHR,
+                    Mode::from_bits_truncate(0o666),
+                    makedev(*major, *minor),
+                )
+                .map_err(|e| format!("mknod {}: {e}", path.display()))?;
+                // mknod honours the umask; the nodes must be usable by every user.
+                nix::sys::stat::fchmodat(
+                    None,
+                    &path,
+                    Mode::from_bits_truncate(0o666),
+                    nix::sys::stat::FchmodatFlags::FollowSymlink,
+                )
+                .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+            }
+        }
+    }
+    for (link, target) in DEV_LINKS {
+        std::os::unix::fs::symlink(target, link).map_err(|e| format!("symlink {link}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Hides `path`: `/dev/null` over a file, an empty read-only tmpfs over a directory.
+fn mask(path: &Path) -> Result<(), String> {
+    let Ok(metadata) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if metadata.is_dir() {
+        mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| format!("mask {}: {e}", path.display()))
+    } else {
+        mount(
+            Some("/dev/null"),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("mask {}: {e}", path.display()))
+    }
+}
+
+/// A directory that is not a symbolic link, created if missing.
+fn ensure_real_dir(path: &Path) -> Result<(), String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!(
+            "{} exists and is not a directory (msb mounts there)",
+            path.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir(path).map_err(|e| format!("create {}: {e}", path.display()))
+        }
+        Err(e) => Err(format!("inspect {}: {e}", path.display())),
+    }
+}
+
+fn mkdir_all(path: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(path).map_err(|e| format!("create {}: {e}", path.display()))
+}
+
+fn open_path(path: &Path) -> Result<OwnedFd, String> {
+    open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+        .map(sys::own_fd)
+        .map_err(|e| format!("open {}: {e}", path.display()))
+}
+
+/// Binds host path `source` (resolved now) at `target` with `extra` flags.
+fn bind(source: &Path, target: &Path, extra: MsFlags) -> Result<(), String> {
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bind {} at {}: {e}", source.display(), target.display()))?;
+    remount(target, extra)
+}
+
+/// Binds what `fd` (an `O_PATH` fd opened on the host) refers to at `target` (inside the new
+/// root), creating the target to match, `nosuid,nodev` plus `extra`. `name` is for errors.
+fn bind_fd(fd: &OwnedFd, name: &Path, target: &Path, extra: MsFlags) -> Result<(), String> {
+    let is_dir = fstat(fd.as_raw_fd())
+        .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR)
+        .map_err(|e| format!("stat {}: {e}", name.display()))?;
+    if is_dir {
+        mkdir_all(target)?;
+    } else {
+        if let Some(parent) = target.parent() {
+            mkdir_all(parent)?;
+        }
+        match mknod(target, SFlag::S_IFREG, Mode::from_bits_truncate(0o644), 0) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(format!("create {}: {e}", target.display())),
+        }
+    }
+    let source = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    mount(
+        Some(source.as_str()),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bind {} at {}: {e}", name.display(), target.display()))?;
+    remount(target, MsFlags::MS_NOSUID | MsFlags::MS_NODEV | extra)
+}
+
+/// Adds `extra` to a bind mount's flags, keeping the ones it has (a user namespace may not
+/// clear flags it inherited locked).
+fn remount(target: &Path, extra: MsFlags) -> Result<(), String> {
+    if extra.is_empty() {
+        return Ok(());
+    }
+    let current = statvfs(target)
+        .map(|s| s.flags())
+        .map_err(|e| format!("statvfs {}: {e}", target.display()))?;
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra;
+    for (fs, ms) in [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if current.contains(fs) {
+            flags |= ms;
+        }
+    }
+    mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+        .map_err(|e| format!("remount {} ({flags:?}): {e}", target.display()))
+}
+
+/// stdin, stdout, stderr and the agent socket at 0-3; every other fd close-on-exec (the report
+/// pipe among them, whose closing tells the caller the exec happened).
+fn arrange_fds(stdio: &Stdio) -> Result<(), String> {
+    for (fd, target) in [
+        (&stdio.stdin, 0),
+        (&stdio.stdout, 1),
+        (&stdio.stderr, 2),
+        (&stdio.agent, crate::spec::AGENT_FD),
+    ] {
+        nix::unistd::dup2(fd.as_raw_fd(), target).map_err(|e| format!("dup2 to {target}: {e}"))?;
+    }
+    sys::cloexec_from(crate::spec::AGENT_FD as u32 + 1).map_err(|e| format!("close_range: {e}"))
+}
+
+/// Bounding set, ambient set, `no_new_privs`, then the effective and permitted sets.
+fn drop_privileges(keep: u64) -> Result<(), String> {
+    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .unwrap_or(63);
+    for capability in 0..=last.min(63) {
+        if keep & (1 << capability) == 0 {
+            sys::capbset_drop(capability)
+                .map_err(|e| format!("drop capability {capability} from the bounding set: {e}"))?;
+        }
+    }
+    sys::clear_ambient_capabilities().map_err(|e| format!("clear ambient capabilities: {e}"))?;
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("set no_new_privs: {e}"))?;
+    sys::capset(keep).map_err(|e| format!("capset: {e}"))
+}
