@@ -37,6 +37,10 @@ impl MsbHome {
     pub fn daemon_log(&self) -> PathBuf {
         self.root.join("msbd.log")
     }
+    /// Where idle warm supervisors log (until they are handed a sandbox).
+    pub fn warm_supervisor_log(&self) -> PathBuf {
+        self.root.join("warm-supervisors.log")
+    }
     /// msbd's configuration file (optional; `docs/configuration.md`).
     pub fn daemon_config(&self) -> PathBuf {
         self.root.join("msbd.toml")

@@ -118,6 +118,22 @@ pub struct ServerStatus {
     /// The OTLP exporters configured (none when no endpoint is set) and their health.
     #[serde(default)]
     pub otlp: Vec<OtlpExportStatus>,
+    /// Supervisors kept ready ahead of time, and how starts were served.
+    #[serde(default)]
+    pub warm_supervisors: WarmStatus,
+}
+
+/// The warm supervisor pool.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, ToSchema)]
+pub struct WarmStatus {
+    /// How many msbd keeps ready (`MSB_WARM_SUPERVISORS`, `[sandboxes] warm_supervisors`).
+    pub target: usize,
+    /// How many are ready now.
+    pub idle: usize,
+    /// Starts since msbd started that a warm supervisor served.
+    pub warm_starts: usize,
+    /// Starts that found none ready and spawned a supervisor.
+    pub cold_starts: usize,
 }
 
 /// One OTLP exporter's configuration and counters since msbd started.

@@ -99,6 +99,11 @@ pub async fn server(client: &Client, args: ServerArgs) -> Result<i32> {
                     Some(addr) => println!("  metrics:   http://{addr}/metrics"),
                     None => println!("  metrics:   Prometheus endpoint off (see msbd.log)"),
                 }
+                let warm = &status.warm_supervisors;
+                println!(
+                    "  warm:      {} of {} supervisors ready; starts: {} warm, {} cold",
+                    warm.idle, warm.target, warm.warm_starts, warm.cold_starts
+                );
                 if status.otlp.is_empty() {
                     println!("  otlp:      off (no OTEL_EXPORTER_OTLP_* endpoint)");
                 }

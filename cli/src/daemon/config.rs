@@ -16,6 +16,9 @@
 //! metrics = true                    # false: OTEL_METRICS_EXPORTER=none
 //! traces = true                     # false: OTEL_TRACES_EXPORTER=none
 //! queue_bytes = 8388608             # MSB_OTLP_QUEUE_BYTES
+//!
+//! [sandboxes]
+//! warm_supervisors = 1              # idle supervisors kept ready (0-16); MSB_WARM_SUPERVISORS wins
 //! ```
 //!
 //! Unknown keys and wrong types are errors naming the file, line and key: a typo must not
@@ -34,7 +37,20 @@ struct File {
     prometheus: PrometheusSection,
     #[serde(default)]
     otlp: OtlpSection,
+    #[serde(default)]
+    sandboxes: SandboxesSection,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SandboxesSection {
+    warm_supervisors: Option<u64>,
+}
+
+/// Idle supervisors msbd keeps ready when nothing says otherwise.
+pub const DEFAULT_WARM_SUPERVISORS: usize = 1;
+/// Most idle supervisors msbd keeps ready.
+pub const MAX_WARM_SUPERVISORS: usize = 16;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,6 +82,9 @@ pub struct DaemonConfig {
     pub prometheus_addr: String,
     /// User label keys exported as series labels and OTLP attributes.
     pub prometheus_labels: Vec<String>,
+    /// Supervisors spawned ahead of time, each with its launcher already in placeholder
+    /// cgroups, so that a start skips the supervisor's spawn and the cgroup migration.
+    pub warm_supervisors: usize,
 }
 
 /// Percent-encodes what would break a `k=v,k=v` list.
@@ -190,10 +209,30 @@ impl DaemonConfig {
                 .collect(),
             None => file.prometheus.labels.unwrap_or_default(),
         };
+        let warm_supervisors = match env("MSB_WARM_SUPERVISORS") {
+            Some(text) => text.trim().parse::<u64>().map_err(|_| {
+                format!("MSB_WARM_SUPERVISORS = {text:?}: expected a whole number from 0 to {MAX_WARM_SUPERVISORS}")
+            })?,
+            None => file
+                .sandboxes
+                .warm_supervisors
+                .unwrap_or(DEFAULT_WARM_SUPERVISORS as u64),
+        };
+        if warm_supervisors > MAX_WARM_SUPERVISORS as u64 {
+            return Err(format!(
+                "warm_supervisors = {warm_supervisors} ({}): at most {MAX_WARM_SUPERVISORS}",
+                if env("MSB_WARM_SUPERVISORS").is_some() {
+                    "MSB_WARM_SUPERVISORS".to_owned()
+                } else {
+                    format!("{} [sandboxes]", path.display())
+                }
+            ));
+        }
         Ok(DaemonConfig {
             otlp,
             prometheus_addr,
             prometheus_labels,
+            warm_supervisors: warm_supervisors as usize,
         })
     }
 }
@@ -211,6 +250,24 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         DaemonConfig::load_with(&path, |name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn warm_supervisors_from_file_or_environment() {
+        assert_eq!(
+            load("", &[]).unwrap().warm_supervisors,
+            DEFAULT_WARM_SUPERVISORS
+        );
+        let text = "[sandboxes]\nwarm_supervisors = 3\n";
+        assert_eq!(load(text, &[]).unwrap().warm_supervisors, 3);
+        let env = [("MSB_WARM_SUPERVISORS", "0")];
+        assert_eq!(load(text, &env).unwrap().warm_supervisors, 0);
+        let e = load("", &[("MSB_WARM_SUPERVISORS", "two")]).unwrap_err();
+        assert!(e.starts_with("MSB_WARM_SUPERVISORS"), "{e}");
+        let e = load("[sandboxes]\nwarm_supervisors = 99\n", &[]).unwrap_err();
+        assert!(e.contains("[sandboxes]") && e.contains("at most 16"), "{e}");
+        let e = load("[sandboxes]\nwarm = 1\n", &[]).unwrap_err();
+        assert!(e.contains("warm"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod routes;
 pub mod state;
 pub mod supervisors;
 pub mod telemetry;
+pub mod warm;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -149,6 +150,17 @@ pub fn run_daemon(home: MsbHome, log_level: String, config: config::DaemonConfig
 async fn serve(daemon: Arc<Daemon>) -> Result<()> {
     reconcile::startup(&daemon)
         .map_err(|e| anyhow::anyhow!("reconciling sandboxes at start: {e}"))?;
+    match msb_runtime::backend::remove_stale_warm_cgroups() {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!(
+                ?removed,
+                "removed cgroups of warm supervisors that are gone"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("looking for stale warm cgroups: {e}"),
+    }
+    daemon.warm.refill();
     let socket = daemon.home.socket();
     let _ = fs::remove_file(&socket);
     let listener =
@@ -163,6 +175,7 @@ async fn serve(daemon: Arc<Daemon>) -> Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let stopping = daemon.clone();
+    let stopping_pool = daemon.warm.clone();
     let shutdown = async move {
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
@@ -179,5 +192,6 @@ async fn serve(daemon: Arc<Daemon>) -> Result<()> {
     let _ = stopped_rx.await;
     // Followers of logs and long waits would hold a graceful shutdown open: give them a moment.
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    let _ = tokio::task::spawn_blocking(move || stopping_pool.drain()).await;
     Ok(())
 }

@@ -38,6 +38,8 @@ pub struct Daemon {
     /// msbd's own instruments and the OTLP exporters.
     pub telemetry: super::telemetry::Telemetry,
     pub config: super::config::DaemonConfig,
+    /// Supervisors spawned ahead of time.
+    pub warm: Arc<super::warm::WarmPool>,
 }
 
 impl Daemon {
@@ -55,7 +57,14 @@ impl Daemon {
                 tracing::error!("metrics history is off: {}", super::error::error_chain(&e))
             })
             .ok();
+        let warm = Arc::new(super::warm::WarmPool::new(
+            supervisor_exe.clone(),
+            log_level.clone(),
+            home.warm_supervisor_log(),
+            config.warm_supervisors,
+        ));
         Arc::new(Daemon {
+            warm,
             home,
             store: Mutex::new(store),
             op_locks: Mutex::new(HashMap::new()),

@@ -73,7 +73,7 @@ impl LaunchFds {
     }
 }
 
-/// What the launcher needs besides its fds.
+/// What a launcher needs besides its fds.
 pub(crate) struct Plan<'a> {
     pub id: &'a str,
     pub setup: &'a setup::Plan,
@@ -107,29 +107,35 @@ pub(crate) fn launch(
         ForkResult::Parent { child } => {
             drop(report_write);
             drop(fds);
-            let mut report = String::new();
-            let read = File::from(report_read).read_to_string(&mut report);
-            let launcher = waitpid(child, None);
-            read.map_err(|e| NamespaceError::sys("read launcher report", e))?;
-            let (pid, error) = parse_report(&report);
-            if let Some(message) = error {
-                if let Some(pid) = pid {
-                    // PID 1 died reporting; it is our child now (subreaper): reap it.
-                    let _ = waitpid(Pid::from_raw(pid), None);
-                }
-                return Err(NamespaceError::Start {
-                    id: id.to_owned(),
-                    message,
-                });
-            }
-            match pid {
-                Some(pid) => confirm_running(id, pid),
-                None => Err(NamespaceError::Start {
-                    id: id.to_owned(),
-                    message: format!("launcher died without a report ({launcher:?})"),
-                }),
-            }
+            finish(id, File::from(report_read), child)
         }
+    }
+}
+
+/// The caller's end of a launch: reads the report until end-of-file (the launcher exited and
+/// PID 1 exec'd or died), reaps the launcher, and returns PID 1's pid or the reported error.
+pub(crate) fn finish(id: &str, mut report: File, launcher: Pid) -> Result<i32, NamespaceError> {
+    let mut text = String::new();
+    let read = report.read_to_string(&mut text);
+    let launcher = waitpid(launcher, None);
+    read.map_err(|e| NamespaceError::sys("read launcher report", e))?;
+    let (pid, error) = parse_report(&text);
+    if let Some(message) = error {
+        if let Some(pid) = pid {
+            // PID 1 died reporting; it is our child now (subreaper): reap it.
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
+        return Err(NamespaceError::Start {
+            id: id.to_owned(),
+            message,
+        });
+    }
+    match pid {
+        Some(pid) => confirm_running(id, pid),
+        None => Err(NamespaceError::Start {
+            id: id.to_owned(),
+            message: format!("launcher died without a report ({launcher:?})"),
+        }),
     }
 }
 
@@ -178,24 +184,31 @@ fn launcher(
     agent_fd: &OwnedFd,
     report: &OwnedFd,
 ) -> Result<i32, String> {
-    // Above 64 and close-on-exec until PID 1 puts them at 0-3.
-    let above = |fd: &OwnedFd, what: &str| {
-        sys::dup_cloexec_above(fd, 64).map_err(|e| format!("dup {what}: {e}"))
-    };
-    let stdio = Stdio {
-        stdin: above(&fds.stdin, "stdin")?,
-        stdout: above(&fds.stdout, "stdout")?,
-        stderr: above(&fds.stderr, "stderr")?,
-        agent: above(agent_fd, "agent fd")?,
-    };
+    let stdio = Stdio::above([&fds.stdin, &fds.stdout, &fds.stderr, agent_fd])?;
     drop(fds);
-    let report = above(report, "report pipe")?;
+    let report = sys::dup_cloexec_above(report, 64).map_err(|e| format!("dup report: {e}"))?;
+    join_cgroups(&plan.cgroup_procs)?;
+    enter_namespaces_and_fork(plan.setup, plan.unprivileged, &stdio, report)
+}
 
+/// Writes the calling process into each `cgroup.procs` file.
+pub(crate) fn join_cgroups(cgroup_procs: &[PathBuf]) -> Result<(), String> {
     let me = std::process::id().to_string();
-    for procs in &plan.cgroup_procs {
+    for procs in cgroup_procs {
         std::fs::write(procs, &me).map_err(|e| format!("join cgroup {}: {e}", procs.display()))?;
     }
-    if let Some((uid, gid)) = plan.unprivileged {
+    Ok(())
+}
+
+/// The launcher's part after the cgroups: namespaces, then the fork of PID 1, which runs
+/// `setup::pid1` and reports its failure on `report`. Returns PID 1's pid.
+pub(crate) fn enter_namespaces_and_fork(
+    setup: &setup::Plan,
+    unprivileged: Option<(u32, u32)>,
+    stdio: &Stdio,
+    report: OwnedFd,
+) -> Result<i32, String> {
+    if let Some((uid, gid)) = unprivileged {
         enter_user_namespace(uid, gid)?;
     }
     unshare(
@@ -210,7 +223,7 @@ fn launcher(
 
     match sys::fork().map_err(|e| format!("fork PID 1: {e}"))? {
         ForkResult::Child => {
-            let message = setup::pid1(plan.setup, &stdio);
+            let message = setup::pid1(setup, stdio);
             let _ = File::from(report).write_all(format!("err {message}\n").as_bytes());
             sys::exit_now(1);
         }

@@ -58,14 +58,15 @@ pub mod seccomp;
 mod setup;
 mod spec;
 mod sys;
+mod warm;
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 pub use cgroups::{
-    host_cgroups, remove_leftovers, sandbox_cgroups, Attachment, CgroupMode, CgroupPaths,
-    CgroupReport, CgroupVersion, Controller, ControllerDir, ControllerReport, Hierarchy,
-    CPU_PERIOD_US, MEMORY_BYTES_MIN, PIDS_MAX_MIN,
+    host_cgroups, remove_leftovers, remove_stale_warm_cgroups, sandbox_cgroups, Attachment,
+    CgroupMode, CgroupPaths, CgroupReport, CgroupVersion, Controller, ControllerDir,
+    ControllerReport, Hierarchy, CPU_PERIOD_US, MEMORY_BYTES_MIN, PIDS_MAX_MIN,
 };
 pub use error::NamespaceError;
 pub use sandbox::{ExitStatus, Sandbox};
@@ -73,6 +74,7 @@ pub use spec::{
     capability_mask, AGENT_FD, AGENT_GUEST_PATH, CAPABILITIES, DEVICES, GUEST_PATH_ENV,
     MASKED_PATHS, READONLY_PATHS, RUNTIME_GUEST_DIR,
 };
+pub use warm::{WarmLauncher, WARM_PREFIX};
 
 /// A host path bind-mounted into the sandbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,7 +96,7 @@ pub struct Limits {
 }
 
 /// The sandbox's root filesystem.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Root {
     /// A host directory used directly as the root (read-write), like microsandbox's
     /// `RootfsSource::Bind`.

@@ -1,6 +1,5 @@
 //! The sandbox handle: start, wait, kill, destroy.
 
-use std::ffi::CString;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Mutex;
@@ -12,6 +11,7 @@ use nix::unistd::Pid;
 use crate::cgroups::{self, CgroupPaths, HostCgroups};
 use crate::error::NamespaceError;
 use crate::launch::{self, LaunchFds, Layout, Plan};
+use crate::warm::WarmLauncher;
 use crate::{seccomp, setup, spec, sys, Root, SandboxSpec};
 
 /// How PID 1 ended.
@@ -58,6 +58,20 @@ impl Sandbox {
     /// Starts the sandbox; returns once PID 1 has exec'd the agent. On error nothing is left
     /// behind (cgroups and state removed).
     pub fn start(spec: SandboxSpec) -> Result<Sandbox, NamespaceError> {
+        Self::start_with(spec, None)
+    }
+
+    /// Like [`Sandbox::start`], through a launcher forked ahead of time (which then skips the
+    /// cgroup migration). If the warm launcher cannot be used (it died, or the host's cgroup
+    /// layout changed), it is dropped and the sandbox starts cold.
+    pub fn start_warm(spec: SandboxSpec, warm: WarmLauncher) -> Result<Sandbox, NamespaceError> {
+        Self::start_with(spec, Some(warm))
+    }
+
+    fn start_with(
+        spec: SandboxSpec,
+        warm: Option<WarmLauncher>,
+    ) -> Result<Sandbox, NamespaceError> {
         let unprivileged = !nix::unistd::geteuid().is_root();
         validate(&spec, unprivileged).map_err(|reason| NamespaceError::InvalidSpec {
             id: spec.id.clone(),
@@ -66,7 +80,8 @@ impl Sandbox {
         let host = HostCgroups::read().map_err(NamespaceError::HostCgroups)?;
         let cgroups = cgroups::plan(&host, &spec.id);
         check_limits_placeable(&spec, &cgroups)?;
-        let seccomp = seccomp::program().map_err(|message| NamespaceError::Start {
+        // Compiled here, before the fork, so the launcher and PID 1 inherit it.
+        seccomp::program().map_err(|message| NamespaceError::Start {
             id: spec.id.clone(),
             message,
         })?;
@@ -81,17 +96,6 @@ impl Sandbox {
                 nix::unistd::getgid().as_raw(),
             )
         });
-        let c_strings = |strings: Vec<String>| {
-            strings
-                .into_iter()
-                .map(|s| {
-                    CString::new(s).map_err(|_| NamespaceError::InvalidSpec {
-                        id: spec.id.clone(),
-                        reason: "agent argv holds a NUL byte".into(),
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
         let setup = setup::Plan {
             root: spec.root.clone(),
             mount_point,
@@ -99,10 +103,9 @@ impl Sandbox {
             mounts: spec::guest_mounts(&spec, unprivileged),
             hostname: spec.hostname.clone(),
             unprivileged,
-            argv: c_strings(spec::agent_argv(&spec))?,
-            env: c_strings(spec::agent_env())?,
+            argv: spec::agent_argv(&spec),
+            env: spec::agent_env(),
             capabilities: spec::capability_mask(),
-            seccomp,
         };
 
         if matches!(spec.root, Root::Overlay { .. }) {
@@ -113,6 +116,13 @@ impl Sandbox {
             let _ = cgroups::remove(cgroups, Duration::from_secs(2));
             let _ = remove_layout(&layout);
         };
+        let warm = warm.and_then(|mut warm| match warm.adopt(&cgroups) {
+            Ok(()) => Some(warm),
+            Err(reason) => {
+                tracing::warn!(id = %spec.id, "starting cold: {reason}");
+                None
+            }
+        });
         let fds = cgroups::create(&cgroups, &spec.limits)
             .and_then(|()| LaunchFds::open(spec.stdio_log.as_deref()));
         let fds = match fds {
@@ -132,7 +142,11 @@ impl Sandbox {
                 .collect(),
             unprivileged: identity,
         };
-        let started = launch::launch(&plan, fds, &spec.agent_fd).and_then(|pid| {
+        let launched = match warm {
+            Some(warm) => warm.launch(&spec.id, &setup, identity, fds, &spec.agent_fd),
+            None => launch::launch(&plan, fds, &spec.agent_fd),
+        };
+        let started = launched.and_then(|pid| {
             Ok((
                 pid,
                 sys::pidfd_open(pid).map_err(|e| NamespaceError::sys("pidfd_open", e))?,
@@ -267,6 +281,10 @@ pub(crate) fn validate(spec: &SandboxSpec, unprivileged: bool) -> Result<(), Str
     }
     if spec.agent_argv.as_ref().is_some_and(|argv| argv.is_empty()) {
         return Err("agent_argv must not be empty".into());
+    }
+    let texts = spec.agent_argv.iter().flatten().chain([&spec.hostname]);
+    if let Some(text) = texts.into_iter().find(|t| t.contains('\0')) {
+        return Err(format!("{text:?} holds a NUL byte"));
     }
     cgroups::validate_limits(&spec.limits)
 }

@@ -31,6 +31,7 @@ use nix::fcntl::{open, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{fstat, makedev, mknod, Mode, SFlag};
 use nix::sys::statvfs::{statvfs, FsFlags};
+use serde::{Deserialize, Serialize};
 
 use crate::spec::{
     GuestMount, AGENT_GUEST_PATH, DEVICES, DEV_LINKS, MASKED_PATHS, READONLY_PATHS,
@@ -41,7 +42,9 @@ use crate::{sys, Root};
 /// Where the old root is parked between the pivot and its detach (inside `/.msb`).
 const OLD_ROOT: &str = "/.msb/.oldroot";
 
-/// Everything PID 1 needs, prepared by the caller before any fork.
+/// Everything PID 1 needs, prepared by the caller (before the launcher's fork, or sent to a
+/// warm launcher as JSON).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Plan {
     pub root: Root,
     /// Where the root is mounted (and pivoted into): the bind directory itself, or the overlay's
@@ -51,10 +54,9 @@ pub(crate) struct Plan {
     pub mounts: Vec<GuestMount>,
     pub hostname: String,
     pub unprivileged: bool,
-    pub argv: Vec<CString>,
-    pub env: Vec<CString>,
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
     pub capabilities: u64,
-    pub seccomp: &'static [u8],
 }
 
 /// The fds PID 1 arranges at 0, 1, 2 and 3 (held above 64 until then).
@@ -63,6 +65,22 @@ pub(crate) struct Stdio {
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
     pub agent: OwnedFd,
+}
+
+impl Stdio {
+    /// Close-on-exec copies above 64 of stdin, stdout, stderr and the agent fd, out of the way
+    /// of the `dup2`s to 0-3.
+    pub(crate) fn above(fds: [&OwnedFd; 4]) -> Result<Stdio, String> {
+        let [stdin, stdout, stderr, agent] = fds.map(|fd| {
+            sys::dup_cloexec_above(fd, 64).map_err(|e| format!("dup fd {}: {e}", fd.as_raw_fd()))
+        });
+        Ok(Stdio {
+            stdin: stdin?,
+            stdout: stdout?,
+            stderr: stderr?,
+            agent: agent?,
+        })
+    }
 }
 
 /// Makes the sandbox and execs the agent; returns only on failure, with what failed.
@@ -125,8 +143,14 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
             } => {
                 mkdir_all(Path::new(target))?;
                 let data = (!data.is_empty()).then_some(data.as_str());
-                mount(Some(*fs_type), *target, Some(*fs_type), *flags, data)
-                    .map_err(|e| format!("mount {fs_type} at {target}: {e}"))?;
+                mount(
+                    Some(fs_type.as_str()),
+                    target.as_str(),
+                    Some(fs_type.as_str()),
+                    *flags,
+                    data,
+                )
+                .map_err(|e| format!("mount {fs_type} at {target}: {e}"))?;
                 if *target == "/dev" {
                     populate_dev(&device_sources)?;
                 }
@@ -165,10 +189,20 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
 
+    let c_strings = |strings: &[String]| {
+        strings
+            .iter()
+            .map(|s| CString::new(s.as_bytes()).map_err(|_| format!("NUL byte in {s:?}")))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let argv = c_strings(&plan.argv)?;
+    let env = c_strings(&plan.env)?;
+    // Compiled by the caller before the launcher's fork; this is the inherited copy.
+    let seccomp = crate::seccomp::program()?;
     drop_privileges(plan.capabilities)?;
-    sys::install_seccomp(plan.seccomp).map_err(|e| format!("install seccomp filter: {e}"))?;
+    sys::install_seccomp(seccomp).map_err(|e| format!("install seccomp filter: {e}"))?;
     let path = CString::new(AGENT_GUEST_PATH).expect("no NUL");
-    let error = match nix::unistd::execve(&path, &plan.argv, &plan.env) {
+    let error = match nix::unistd::execve(&path, &argv, &env) {
         Err(e) => e,
         Ok(never) => match never {},
     };

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use nix::mount::MsFlags;
+use serde::{Deserialize, Serialize};
 
 use crate::SandboxSpec;
 
@@ -87,12 +88,13 @@ pub const READONLY_PATHS: [&str; 5] = [
 ];
 
 /// One mount PID 1 makes inside its new root, in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum GuestMount {
     /// A new instance of a kernel filesystem (`proc`, `tmpfs`, `devpts`, `sysfs`).
     Fs {
-        fs_type: &'static str,
-        target: &'static str,
+        fs_type: String,
+        target: String,
+        #[serde(with = "ms_flags")]
         flags: MsFlags,
         data: String,
     },
@@ -109,9 +111,9 @@ pub(crate) enum GuestMount {
 /// at [`RUNTIME_GUEST_DIR`] before the pivot (it carries the old root's temporary mount point),
 /// so it is not in this list; the agent binary is.
 pub(crate) fn guest_mounts(spec: &SandboxSpec, unprivileged: bool) -> Vec<GuestMount> {
-    let fs = |fs_type, target, flags, data: &str| GuestMount::Fs {
-        fs_type,
-        target,
+    let fs = |fs_type: &str, target: &str, flags, data: &str| GuestMount::Fs {
+        fs_type: fs_type.to_owned(),
+        target: target.to_owned(),
         flags,
         data: data.to_owned(),
     };
@@ -156,6 +158,21 @@ pub(crate) fn guest_mounts(spec: &SandboxSpec, unprivileged: bool) -> Vec<GuestM
         readonly: m.readonly,
     }));
     mounts
+}
+
+/// `MsFlags` as their bits on the wire to a warm launcher.
+mod ms_flags {
+    use nix::mount::MsFlags;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(flags: &MsFlags, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(flags.bits())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<MsFlags, D::Error> {
+        let bits = u64::deserialize(deserializer)?;
+        Ok(MsFlags::from_bits_truncate(bits))
+    }
 }
 
 /// The argv of PID 1.

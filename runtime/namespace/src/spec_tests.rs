@@ -24,7 +24,7 @@ fn sandbox_spec() -> SandboxSpec {
     }
 }
 
-fn fs_mount<'a>(mounts: &'a [GuestMount], target: &str) -> (&'static str, MsFlags, &'a str) {
+fn fs_mount<'a>(mounts: &'a [GuestMount], target: &str) -> (&'a str, MsFlags, &'a str) {
     mounts
         .iter()
         .find_map(|m| match m {
@@ -33,7 +33,7 @@ fn fs_mount<'a>(mounts: &'a [GuestMount], target: &str) -> (&'static str, MsFlag
                 target: t,
                 flags,
                 data,
-            } if *t == target => Some((*fs_type, *flags, data.as_str())),
+            } if t == target => Some((fs_type.as_str(), *flags, data.as_str())),
             _ => None,
         })
         .unwrap_or_else(|| panic!("{target} mounted"))
@@ -63,7 +63,7 @@ fn kernel_filesystems_are_hardened() {
     let position = |target: &str| {
         mounts
             .iter()
-            .position(|m| matches!(m, GuestMount::Fs { target: t, .. } if *t == target))
+            .position(|m| matches!(m, GuestMount::Fs { target: t, .. } if t == target))
     };
     assert!(position("/dev") < position("/dev/pts"));
     assert!(position("/dev") < position("/dev/shm"));

@@ -310,3 +310,82 @@ fn host_report_finds_every_controller() {
         assert!(controller.writable, "{name} writable as root");
     }
 }
+
+#[test]
+fn warm_launcher_starts_a_sandbox_in_its_renamed_cgroups() {
+    require_host!();
+    let name = format!("{}", std::process::id());
+    let warm = msb_namespace::WarmLauncher::prepare(&name).expect("warm launcher");
+    let launcher = warm.pid();
+    let placeholder = format!("{}{name}", msb_namespace::WARM_PREFIX);
+    let memory_root = Path::new("/sys/fs/cgroup/memory/msb");
+    // The launcher joins its placeholder cgroups in the background.
+    let procs = memory_root.join(&placeholder).join("cgroup.procs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !std::fs::read_to_string(&procs)
+        .unwrap_or_default()
+        .contains(&launcher.to_string())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "launcher never joined {procs:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+
+    let mut t = TestSandbox::start(Options {
+        warm: Some(warm),
+        limits: Limits {
+            memory_bytes: Some(128 << 20),
+            pids_max: Some(32),
+            ..Limits::default()
+        },
+        script: "hostname > /.msb/hostname; cat /proc/self/cgroup > /.msb/cgroup; printf x >&3; read line <&3".into(),
+        ..Options::default()
+    });
+    assert_eq!(t.read_agent_byte(), b'x', "stdio: {}", t.stdio());
+    assert_eq!(t.output("hostname").trim(), "box");
+    let memory = t.sandbox().cgroup().memory.clone().unwrap().path;
+    assert_eq!(
+        std::fs::read_to_string(memory.join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim(),
+        (128u64 << 20).to_string()
+    );
+    let members = std::fs::read_to_string(memory.join("cgroup.procs")).unwrap();
+    assert!(
+        members.lines().any(|l| l == t.sandbox().pid().to_string()),
+        "PID 1 was born in the sandbox's cgroup: {members}"
+    );
+    assert!(
+        !memory_root.join(&placeholder).exists(),
+        "placeholder renamed away"
+    );
+    // The cgroup namespace's root is the sandbox's cgroup.
+    assert!(
+        t.output("cgroup").lines().any(|l| l.ends_with(":memory:/")),
+        "{}",
+        t.output("cgroup")
+    );
+    t.release();
+    assert_eq!(t.sandbox().wait().unwrap(), ExitStatus::Exited(0));
+    t.sandbox().destroy().unwrap();
+    assert!(!memory.exists());
+}
+
+#[test]
+fn unclaimed_warm_launcher_leaves_nothing() {
+    require_host!();
+    let name = format!("{}-drop", std::process::id());
+    let warm = msb_namespace::WarmLauncher::prepare(&name).expect("warm launcher");
+    let pid = warm.pid();
+    let dir =
+        Path::new("/sys/fs/cgroup/pids/msb").join(format!("{}{name}", msb_namespace::WARM_PREFIX));
+    assert!(dir.exists());
+    drop(warm);
+    assert!(!dir.exists(), "placeholder removed");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "launcher reaped"
+    );
+}

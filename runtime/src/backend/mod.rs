@@ -8,8 +8,8 @@ use std::os::fd::OwnedFd;
 
 /// Host cgroup facts, for `msb doctor`.
 pub use msb_namespace::{
-    host_cgroups, sandbox_cgroups, CgroupMode, CgroupPaths, CgroupReport, CgroupVersion,
-    ControllerDir,
+    host_cgroups, remove_stale_warm_cgroups, sandbox_cgroups, CgroupMode, CgroupPaths,
+    CgroupReport, CgroupVersion, ControllerDir,
 };
 
 use crate::config::SupervisorConfig;
@@ -42,12 +42,41 @@ pub enum BackendError {
     },
 }
 
-/// Starts the sandbox with `agent_fd` as the agent's end of its channel.
+/// Work a warm supervisor does for its sandbox before the sandbox's configuration arrives:
+/// for the namespace backend, a launcher forked into placeholder cgroups.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    launcher: Option<msb_namespace::WarmLauncher>,
+}
+
+impl Prepared {
+    /// Nothing prepared: the sandbox starts cold.
+    pub fn none() -> Prepared {
+        Prepared::default()
+    }
+
+    /// Prepares what can be (a failure is logged and leaves a cold start).
+    pub fn new() -> Prepared {
+        match msb_namespace::WarmLauncher::prepare(&std::process::id().to_string()) {
+            Ok(launcher) => Prepared {
+                launcher: Some(launcher),
+            },
+            Err(e) => {
+                tracing::warn!("preparing a warm launcher (the sandbox will start cold): {e}");
+                Prepared::none()
+            }
+        }
+    }
+}
+
+/// Starts the sandbox with `agent_fd` as the agent's end of its channel, using what was
+/// prepared.
 pub fn start(
     config: &SupervisorConfig,
     agent_fd: OwnedFd,
+    prepared: Prepared,
 ) -> Result<Box<dyn Backend>, BackendError> {
-    namespace::start(config, agent_fd).map(|s| Box::new(s) as Box<dyn Backend>)
+    namespace::start(config, agent_fd, prepared.launcher).map(|s| Box::new(s) as Box<dyn Backend>)
 }
 
 /// Releases what a sandbox whose supervisor died still holds on the host: its processes (the

@@ -2,7 +2,7 @@
 
 use std::os::fd::OwnedFd;
 
-use msb_namespace::{BindMount, Limits, Root, Sandbox, SandboxSpec};
+use msb_namespace::{BindMount, Limits, Root, Sandbox, SandboxSpec, WarmLauncher};
 
 use super::{Backend, BackendError};
 use crate::config::{RootfsSource, SupervisorConfig};
@@ -14,6 +14,7 @@ pub const DEFAULT_PIDS_MAX: u64 = 4096;
 pub fn start(
     config: &SupervisorConfig,
     agent_fd: OwnedFd,
+    warm: Option<WarmLauncher>,
 ) -> Result<NamespaceBackend, BackendError> {
     let dir = SandboxDir::new(config.sandbox_dir.clone());
     let root = match &config.config.rootfs {
@@ -53,9 +54,11 @@ pub fn start(
         state_dir: dir.backend_state(),
         stdio_log: Some(dir.supervisor_log()),
     };
-    Ok(NamespaceBackend {
-        sandbox: Sandbox::start(spec)?,
-    })
+    let sandbox = match warm {
+        Some(launcher) => Sandbox::start_warm(spec, launcher)?,
+        None => Sandbox::start(spec)?,
+    };
+    Ok(NamespaceBackend { sandbox })
 }
 
 pub struct NamespaceBackend {

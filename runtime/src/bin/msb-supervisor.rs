@@ -3,6 +3,12 @@
 //! Its whole configuration arrives on fd 3 (see `msb_runtime::spawn`); the flags only label
 //! the process for `ps` (name, id, cpus, memory, log level). A binary of its own, without the
 //! store, so that starting one is cheap.
+//!
+//! With `--warm` it is spawned before anyone asks for a sandbox: it forks its launcher into
+//! placeholder cgroups (`msb_namespace::WarmLauncher`) and waits for the configuration, which
+//! msbd writes when it hands it a sandbox; end-of-file without one means msbd let it go.
+
+use std::os::fd::AsRawFd;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -14,8 +20,24 @@ fn main() {
     };
     let log_level = flag("--log-level").unwrap_or_else(|| "info".to_owned());
     msb_telemetry::init("supervisor", &log_level);
+    let warm = args.iter().any(|a| a == "--warm");
+    let prepared = if warm {
+        msb_runtime::backend::Prepared::new()
+    } else {
+        msb_runtime::backend::Prepared::none()
+    };
     let config = match msb_runtime::spawn::read_supervisor_config() {
-        Ok(config) => config,
+        Ok(Some(config)) => config,
+        Ok(None) if warm => {
+            // msbd let it go: `exit` runs no destructors, so release the launcher and its
+            // cgroups first.
+            drop(prepared);
+            std::process::exit(0);
+        }
+        Ok(None) => {
+            eprintln!("msb-supervisor: fd 3 held no configuration");
+            std::process::exit(2);
+        }
         Err(e) => {
             eprintln!(
                 "msb-supervisor {} ({}): reading the configuration from fd 3: {e}",
@@ -25,5 +47,20 @@ fn main() {
             std::process::exit(2);
         }
     };
-    std::process::exit(msb_runtime::supervisor::run_supervisor(config));
+    if warm {
+        // From now on this process belongs to one sandbox: log where its supervisor log is.
+        let dir = msb_runtime::paths::SandboxDir::new(config.sandbox_dir.clone());
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.supervisor_log())
+        {
+            Ok(log) => {
+                let _ = nix::unistd::dup2(log.as_raw_fd(), 1);
+                let _ = nix::unistd::dup2(log.as_raw_fd(), 2);
+            }
+            Err(e) => tracing::warn!("opening {}: {e}", dir.supervisor_log().display()),
+        }
+    }
+    std::process::exit(msb_runtime::supervisor::run_supervisor(config, prepared));
 }

@@ -28,8 +28,9 @@ const AFTER_EXIT_GRACE_MS: u64 = 1_000;
 /// Grace for `--max-duration` and `--idle-timeout` stops.
 const TIMER_STOP_GRACE_MS: u64 = 10_000;
 
-/// Runs the sandbox described by `config` until its run ends. Returns the process exit code.
-pub fn run_supervisor(config: SupervisorConfig) -> i32 {
+/// Runs the sandbox described by `config` until its run ends, using what a warm supervisor
+/// `prepared`. Returns the process exit code.
+pub fn run_supervisor(config: SupervisorConfig, prepared: backend::Prepared) -> i32 {
     // Own session: msbd's death or a signal to its process group must not reach us.
     let _ = nix::unistd::setsid();
     let dir = SandboxDir::new(config.sandbox_dir.clone());
@@ -74,7 +75,7 @@ pub fn run_supervisor(config: SupervisorConfig) -> i32 {
         Ok(pair) => pair,
         Err(e) => return fail(record, format!("creating the agent channel: {e}")),
     };
-    let sandbox = match backend::start(&config, agent_end.into()) {
+    let sandbox = match backend::start(&config, agent_end.into(), prepared) {
         Ok(sandbox) => sandbox,
         Err(e) => return fail(record, format!("starting the sandbox: {e}")),
     };

@@ -89,15 +89,19 @@ pub async fn start_run(
         },
         log_level: daemon.log_level.clone(),
     };
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.supervisor_log())
-        .map_err(|e| ApiError::internal("opening the supervisor log", e))?;
     let spawned_at = std::time::SystemTime::now();
-    let mut child =
-        msb_runtime::spawn::spawn_supervisor(&daemon.supervisor_exe, &supervisor_config, &log)
-            .map_err(|e| ApiError::internal("spawning the supervisor", e))?;
+    let mut child = match daemon.warm.hand_over(&supervisor_config) {
+        Some(child) => child,
+        None => {
+            let log = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.supervisor_log())
+                .map_err(|e| ApiError::internal("opening the supervisor log", e))?;
+            msb_runtime::spawn::spawn_supervisor(&daemon.supervisor_exe, &supervisor_config, &log)
+                .map_err(|e| ApiError::internal("spawning the supervisor", e))?
+        }
+    };
     daemon
         .telemetry
         .boot_started(&run_id, &row.name, spawned_at);

@@ -34,6 +34,18 @@ pub async fn status(State(daemon): State<Arc<Daemon>>) -> Result<Json<ServerStat
         executable_dev: daemon.executable.map(|(dev, _)| dev),
         executable_ino: daemon.executable.map(|(_, ino)| ino),
         otlp: otlp_status(&daemon),
+        warm_supervisors: crate::api::WarmStatus {
+            target: daemon.config.warm_supervisors,
+            idle: daemon.warm.idle(),
+            warm_starts: daemon
+                .warm
+                .warm_starts
+                .load(std::sync::atomic::Ordering::Relaxed),
+            cold_starts: daemon
+                .warm
+                .cold_starts
+                .load(std::sync::atomic::Ordering::Relaxed),
+        },
     }))
 }
 

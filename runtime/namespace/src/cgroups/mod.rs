@@ -377,6 +377,38 @@ pub fn remove_leftovers(
     ))
 }
 
+/// Removes the placeholder cgroups (`msb/warm-<pid>`) of warm launchers that are gone: no task
+/// in them and no process `<pid>` (the supervisor that made them). Returns their names.
+pub fn remove_stale_warm_cgroups() -> io::Result<Vec<String>> {
+    let host = HostCgroups::read()?;
+    let mut names: Vec<String> = Vec::new();
+    for hierarchy in &host.hierarchies {
+        let Ok(entries) = std::fs::read_dir(hierarchy.mount_point.join(PARENT_DIR)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix(crate::WARM_PREFIX) else {
+                continue;
+            };
+            let owner_alive = pid.parse::<i32>().is_ok_and(|pid| {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+            });
+            let busy = std::fs::read_to_string(entry.path().join("cgroup.procs"))
+                .map(|procs| !procs.trim().is_empty())
+                .unwrap_or(false);
+            if !owner_alive
+                && !busy
+                && std::fs::remove_dir(entry.path()).is_ok()
+                && !names.contains(&name)
+            {
+                names.push(name);
+            }
+        }
+    }
+    Ok(names)
+}
+
 /// Where a sandbox's cgroups are on this host (they exist while it runs).
 pub fn sandbox_cgroups(sandbox_id: &str) -> io::Result<CgroupPaths> {
     Ok(plan(&HostCgroups::read()?, sandbox_id))

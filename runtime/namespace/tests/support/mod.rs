@@ -74,11 +74,14 @@ pub struct Options {
     pub limits: Limits,
     pub mounts: Vec<BindMount>,
     pub script: String,
+    /// Start through this launcher forked ahead of time.
+    pub warm: Option<msb_namespace::WarmLauncher>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
+            warm: None,
             overlay: false,
             limits: Limits::default(),
             mounts: Vec::new(),
@@ -143,7 +146,11 @@ impl TestSandbox {
             stdio_log: Some(base.join("stdio.log")),
         };
         let log = base.join("stdio.log");
-        let sandbox = Sandbox::start(spec).unwrap_or_else(|e| {
+        let started = match options.warm {
+            Some(warm) => Sandbox::start_warm(spec, warm),
+            None => Sandbox::start(spec),
+        };
+        let sandbox = started.unwrap_or_else(|e| {
             let stdio = std::fs::read_to_string(&log).unwrap_or_default();
             panic!("sandbox starts: {e}\nstdio: {stdio}")
         });

@@ -1,0 +1,140 @@
+//! Warm supervisors: `msb-supervisor --warm` processes spawned before anyone asks for a sandbox.
+//!
+//! Starting a sandbox cold costs msbd a spawn of the supervisor (exec, dynamic linking, runtime
+//! set-up) and the supervisor a cgroup migration that, on cgroup v1, waits for an RCU grace
+//! period (ADR 002, "Start latency"). A warm supervisor has done both: it runs, and its
+//! launcher already sits in placeholder cgroups. `start` hands one its configuration over its
+//! fd 3 and spawns a replacement in the background; with none ready, `start` spawns cold.
+//!
+//! Idle ones log to `$MSB_HOME/warm-supervisors.log`; once handed a sandbox a supervisor
+//! logs to that sandbox's `supervisor.log`. When msbd goes away (stop or crash) their fd 3
+//! reaches end-of-file and they exit, removing their placeholder cgroups.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::Child;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use msb_runtime::config::SupervisorConfig;
+
+/// An idle supervisor and msbd's end of its fd 3.
+#[derive(Debug)]
+struct Idle {
+    child: Child,
+    control: UnixStream,
+}
+
+/// The pool of idle supervisors.
+#[derive(Debug)]
+pub struct WarmPool {
+    exe: PathBuf,
+    log_level: String,
+    log_path: PathBuf,
+    /// How many idle supervisors to keep.
+    target: usize,
+    idle: Mutex<Vec<Idle>>,
+    /// Spawns under way (counted against `target`).
+    spawning: AtomicUsize,
+    /// Starts served by a warm supervisor, and cold ones (for `msb server status` and tests).
+    pub warm_starts: AtomicUsize,
+    pub cold_starts: AtomicUsize,
+}
+
+impl WarmPool {
+    pub fn new(exe: PathBuf, log_level: String, log_path: PathBuf, target: usize) -> WarmPool {
+        WarmPool {
+            exe,
+            log_level,
+            log_path,
+            target,
+            idle: Mutex::new(Vec::new()),
+            spawning: AtomicUsize::new(0),
+            warm_starts: AtomicUsize::new(0),
+            cold_starts: AtomicUsize::new(0),
+        }
+    }
+
+    /// Hands `config` to an idle supervisor and returns it as the sandbox's supervisor, or
+    /// `None` when none is ready (or none took it); then tops the pool up in the background.
+    pub fn hand_over(self: &Arc<Self>, config: &SupervisorConfig) -> Option<Child> {
+        let child = loop {
+            let Some(mut idle) = self.lock().pop() else {
+                break None;
+            };
+            // One that died while idle (killed, or its launcher failed) is skipped.
+            if !matches!(idle.child.try_wait(), Ok(None)) {
+                let _ = idle.child.wait();
+                continue;
+            }
+            match msb_runtime::spawn::hand_over(&mut idle.control, config) {
+                Ok(()) => break Some(idle.child),
+                Err(e) => {
+                    tracing::warn!(
+                        pid = idle.child.id(),
+                        "warm supervisor refused its sandbox: {e}"
+                    );
+                    let _ = idle.child.kill();
+                    let _ = idle.child.wait();
+                }
+            }
+        };
+        match &child {
+            Some(_) => self.warm_starts.fetch_add(1, Ordering::Relaxed),
+            None => self.cold_starts.fetch_add(1, Ordering::Relaxed),
+        };
+        self.refill();
+        child
+    }
+
+    /// Spawns supervisors in the background until `target` are idle or on their way.
+    pub fn refill(self: &Arc<Self>) {
+        let missing = self
+            .target
+            .saturating_sub(self.lock().len() + self.spawning.load(Ordering::Relaxed));
+        for _ in 0..missing {
+            self.spawning.fetch_add(1, Ordering::Relaxed);
+            let pool = self.clone();
+            std::thread::spawn(move || {
+                let spawned = pool.spawn_one();
+                pool.spawning.fetch_sub(1, Ordering::Relaxed);
+                match spawned {
+                    Ok(idle) => pool.lock().push(idle),
+                    Err(e) => tracing::warn!("spawning a warm supervisor: {e}"),
+                }
+            });
+        }
+    }
+
+    /// How many are idle now.
+    pub fn idle(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Lets every idle supervisor go (they exit on end-of-file) and reaps them.
+    pub fn drain(&self) {
+        let idle: Vec<Idle> = std::mem::take(&mut *self.lock());
+        for Idle { mut child, control } in idle {
+            drop(control);
+            let _ = child.wait();
+        }
+    }
+
+    fn spawn_one(&self) -> std::io::Result<Idle> {
+        if let Some(dir) = self.log_path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let log: File = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        let (child, control) =
+            msb_runtime::spawn::spawn_warm_supervisor(&self.exe, &self.log_level, &log)?;
+        Ok(Idle { child, control })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

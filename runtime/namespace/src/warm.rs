@@ -1,0 +1,279 @@
+//! A launcher forked ahead of time, already inside a set of cgroups, for the next sandbox.
+//!
+//! On cgroup v1 the first migration of a task into a cgroup after a quiet spell waits for an
+//! RCU grace period (8-15 ms on the development host; see ADR 002, "Start latency"), which is
+//! most of a sandbox's start. A [`WarmLauncher`] pays it before anyone asks for a sandbox: it
+//! forks the launcher into placeholder cgroups (`msb/warm-<name>`), where it waits on a socket.
+//! [`crate::Sandbox::start_warm`] renames the placeholder directories to the sandbox's (cgroupfs
+//! allows a rename within the same parent; the tasks stay), writes the limits and sends the
+//! launcher PID 1's plan as JSON with its four fds (`SCM_RIGHTS`); from there the launcher goes
+//! on exactly as a cold one (namespaces, PID 1, report).
+//!
+//! Dropping an unclaimed `WarmLauncher` closes the socket (the launcher exits), reaps the
+//! launcher and removes the placeholder cgroups.
+
+use std::fs::File;
+use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::fcntl::OFlag;
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+use serde::{Deserialize, Serialize};
+
+use crate::cgroups::{self, CgroupPaths, HostCgroups};
+use crate::error::NamespaceError;
+use crate::launch::{self, LaunchFds};
+use crate::setup::{self, Stdio};
+use crate::{seccomp, sys};
+
+/// Prefix of placeholder cgroup directories (`msb/warm-<name>`).
+pub const WARM_PREFIX: &str = "warm-";
+
+/// Largest plan a warm launcher accepts.
+const MAX_ORDER_BYTES: usize = 1 << 20;
+
+/// What a warm launcher receives when its sandbox is claimed.
+#[derive(Serialize, Deserialize)]
+struct Order {
+    setup: setup::Plan,
+    unprivileged: Option<(u32, u32)>,
+}
+
+/// A launcher waiting in placeholder cgroups; see the module documentation.
+#[derive(Debug)]
+pub struct WarmLauncher {
+    pid: Pid,
+    /// The launcher's cgroups: the placeholders, or the sandbox's once adopted.
+    cgroups: CgroupPaths,
+    channel: Option<UnixStream>,
+    report: Option<OwnedFd>,
+}
+
+impl WarmLauncher {
+    /// Forks a launcher into new placeholder cgroups `msb/warm-<name>` (`name`: `[a-z0-9-]`)
+    /// and returns at once; the launcher joins them in the background. Compiles the seccomp
+    /// filter first, so the launcher inherits it. Sets `PR_SET_CHILD_SUBREAPER` like
+    /// [`crate::Sandbox::start`].
+    pub fn prepare(name: &str) -> Result<WarmLauncher, NamespaceError> {
+        let id = format!("{WARM_PREFIX}{name}");
+        seccomp::program().map_err(|message| NamespaceError::Start {
+            id: id.clone(),
+            message,
+        })?;
+        let host = HostCgroups::read().map_err(NamespaceError::HostCgroups)?;
+        let placeholder = cgroups::plan(&host, &id);
+        cgroups::create(&placeholder, &crate::Limits::default())?;
+        let result = fork_waiting(&placeholder);
+        if result.is_err() {
+            let _ = cgroups::remove(&placeholder, Duration::from_secs(2));
+        }
+        let (pid, channel, report) = result?;
+        Ok(WarmLauncher {
+            pid,
+            cgroups: placeholder,
+            channel: Some(channel),
+            report: Some(report),
+        })
+    }
+
+    /// Host pid of the waiting launcher.
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    /// Moves the placeholder directories to `target` (the sandbox's, from the same host plan).
+    /// On error nothing moved and the launcher is unusable (drop it and start cold).
+    pub(crate) fn adopt(&mut self, target: &CgroupPaths) -> Result<(), String> {
+        match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            other => return Err(format!("the warm launcher is gone ({other:?})")),
+        }
+        let pairs: Vec<(PathBuf, PathBuf)> = self
+            .cgroups
+            .dirs()
+            .iter()
+            .cloned()
+            .zip(target.dirs().iter().cloned())
+            .collect();
+        if pairs.len() != self.cgroups.dirs().len() || pairs.len() != target.dirs().len() {
+            return Err("the host's cgroup layout changed since the launcher was forked".into());
+        }
+        for (done, (from, to)) in pairs.iter().enumerate() {
+            if let Err(e) = std::fs::rename(from, to) {
+                for (from, to) in &pairs[..done] {
+                    let _ = std::fs::rename(to, from);
+                }
+                return Err(format!(
+                    "renaming {} to {}: {e}",
+                    from.display(),
+                    to.display()
+                ));
+            }
+        }
+        self.cgroups = target.clone();
+        Ok(())
+    }
+
+    /// Sends the plan and fds, then waits like a cold start until PID 1 has exec'd.
+    pub(crate) fn launch(
+        mut self,
+        id: &str,
+        setup: &setup::Plan,
+        unprivileged: Option<(u32, u32)>,
+        fds: LaunchFds,
+        agent_fd: &OwnedFd,
+    ) -> Result<i32, NamespaceError> {
+        let channel = self.channel.take().expect("unclaimed");
+        let report = self.report.take().expect("unclaimed");
+        let order = serde_json::to_vec(&Order {
+            setup: setup.clone(),
+            unprivileged,
+        })
+        .map_err(|e| NamespaceError::sys("serialize the launch plan", std::io::Error::other(e)))?;
+        let sent = send(
+            &channel,
+            &order,
+            [&fds.stdin, &fds.stdout, &fds.stderr, agent_fd],
+        );
+        drop(fds);
+        drop(channel);
+        let pid = self.pid;
+        // From here the launcher is ours to reap, not Drop's.
+        self.pid = Pid::from_raw(0);
+        if let Err(e) = sent {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return Err(NamespaceError::sys(
+                "handing the plan to the warm launcher",
+                e,
+            ));
+        }
+        launch::finish(id, File::from(report), pid)
+    }
+}
+
+impl Drop for WarmLauncher {
+    fn drop(&mut self) {
+        if self.pid.as_raw() == 0 {
+            return;
+        }
+        // End-of-file on its socket makes the launcher exit.
+        drop(self.channel.take());
+        drop(self.report.take());
+        let _ = waitpid(self.pid, None);
+        let _ = cgroups::remove(&self.cgroups, Duration::from_secs(2));
+    }
+}
+
+/// Forks the waiting launcher. Returns its pid, the caller's end of its socket and the read
+/// end of its report pipe.
+fn fork_waiting(placeholder: &CgroupPaths) -> Result<(Pid, UnixStream, OwnedFd), NamespaceError> {
+    let (ours, theirs) = UnixStream::pair().map_err(|e| NamespaceError::sys("socketpair", e))?;
+    let (report_read, report_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| NamespaceError::sys("pipe2", e))?;
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| NamespaceError::sys("PR_SET_CHILD_SUBREAPER", e))?;
+    let procs: Vec<PathBuf> = placeholder
+        .dirs()
+        .iter()
+        .map(|d| d.join("cgroup.procs"))
+        .collect();
+    match sys::fork().map_err(|e| NamespaceError::sys("fork", e))? {
+        ForkResult::Child => {
+            drop(ours);
+            drop(report_read);
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                waiting_main(&procs, &theirs, report_write)
+            }));
+            sys::exit_now(if outcome.is_err() { 2 } else { 0 });
+        }
+        ForkResult::Parent { child } => Ok((child, ours, report_read)),
+    }
+}
+
+/// The warm launcher: joins its cgroups, waits for its order, then launches. Single-threaded
+/// (a fork of one thread): no `tracing`, no `std::env`.
+fn waiting_main(procs: &[PathBuf], channel: &UnixStream, report: OwnedFd) {
+    let outcome = (|| -> Result<Option<i32>, String> {
+        launch::join_cgroups(procs)?;
+        let Some((order, fds)) = receive(channel)? else {
+            return Ok(None);
+        };
+        let order: Order =
+            serde_json::from_slice(&order).map_err(|e| format!("garbled launch plan: {e}"))?;
+        let [stdin, stdout, stderr, agent] = fds;
+        let stdio = Stdio::above([&stdin, &stdout, &stderr, &agent])?;
+        drop((stdin, stdout, stderr, agent));
+        let report = sys::dup_cloexec_above(&report, 64).map_err(|e| format!("dup report: {e}"))?;
+        launch::enter_namespaces_and_fork(&order.setup, order.unprivileged, &stdio, report)
+            .map(Some)
+    })();
+    let message = match outcome {
+        Ok(None) => return,
+        Ok(Some(pid)) => format!("pid {pid}\n"),
+        Err(message) => format!("err {message}\n"),
+    };
+    let _ = File::from(report).write_all(message.as_bytes());
+}
+
+fn send(channel: &UnixStream, bytes: &[u8], fds: [&OwnedFd; 4]) -> std::io::Result<()> {
+    let raw: [RawFd; 4] = fds.map(|fd| fd.as_raw_fd());
+    let sent = sendmsg::<()>(
+        channel.as_raw_fd(),
+        &[IoSlice::new(bytes)],
+        &[ControlMessage::ScmRights(&raw)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    let mut writer = channel;
+    writer.write_all(&bytes[sent..])?;
+    writer.shutdown(std::net::Shutdown::Write)
+}
+
+/// The order's bytes and the four fds that came with them.
+type Received = (Vec<u8>, [OwnedFd; 4]);
+
+/// The order and its four fds; `None` when the socket closed without one.
+fn receive(channel: &UnixStream) -> Result<Option<Received>, String> {
+    let mut first = vec![0u8; 64 * 1024];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let (received, raw) = {
+        let mut iov = [IoSliceMut::new(&mut first)];
+        let message = recvmsg::<()>(
+            channel.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| format!("receiving the launch plan: {e}"))?;
+        let mut raw = Vec::new();
+        for cmsg in message
+            .cmsgs()
+            .map_err(|e| format!("control message: {e}"))?
+        {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                raw.extend(fds);
+            }
+        }
+        (message.bytes, raw)
+    };
+    let owned: Vec<OwnedFd> = raw.into_iter().map(sys::own_fd).collect();
+    if received == 0 && owned.is_empty() {
+        return Ok(None);
+    }
+    let fds: [OwnedFd; 4] = owned
+        .try_into()
+        .map_err(|v: Vec<OwnedFd>| format!("expected 4 fds with the plan, got {}", v.len()))?;
+    first.truncate(received);
+    let reader = channel;
+    reader
+        .take(MAX_ORDER_BYTES as u64)
+        .read_to_end(&mut first)
+        .map_err(|e| format!("receiving the launch plan: {e}"))?;
+    Ok(Some((first, fds)))
+}

@@ -1,0 +1,164 @@
+//! Warm supervisors: spawned ahead of time, used by starts, replaced, and gone with msbd.
+
+use std::path::Path;
+use std::time::Duration;
+
+use msb_e2e::{require_root, TestHome};
+
+/// Idle warm supervisors of this home's msbd: its children still running `--warm`.
+fn warm_children(home: &TestHome) -> Vec<i32> {
+    let Some(daemon) = home.daemon_pid() else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit(") ")
+            .next()
+            .and_then(|rest| rest.split(' ').nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let warm = cmdline.split(|b| *b == 0).any(|arg| arg == b"--warm");
+        if ppid == Some(daemon) && warm && !stat.contains(") Z ") {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn warm_status(home: &TestHome) -> serde_json::Value {
+    let text = home.ok(&["server", "status", "--format", "json"]);
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["warm_supervisors"].clone()
+}
+
+fn placeholder_cgroups(pids: &[i32]) -> Vec<String> {
+    let mut left = Vec::new();
+    for controller in ["cpu", "memory", "pids"] {
+        for pid in pids {
+            let dir = format!("/sys/fs/cgroup/{controller}/msb/warm-{pid}");
+            if Path::new(&dir).exists() {
+                left.push(dir);
+            }
+        }
+    }
+    left
+}
+
+#[test]
+fn starts_use_a_warm_supervisor_and_msbd_replaces_it() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    home.ok(&["server", "start"]);
+    home.eventually(Duration::from_secs(10), "one warm supervisor idle", || {
+        warm_status(&home)["idle"] == 1
+    });
+    let first = warm_children(&home);
+    assert_eq!(first.len(), 1, "{first:?}");
+    // Its launcher already sits in placeholder cgroups.
+    assert!(
+        !placeholder_cgroups(&first).is_empty(),
+        "placeholder cgroups of {first:?}"
+    );
+
+    let out = home.ok(&["run", "-n", "w1", "--", "cat", "/proc/self/cgroup"]);
+    assert!(
+        !out.contains("warm-"),
+        "the sandbox's cgroups are its own: {out}"
+    );
+    let status = warm_status(&home);
+    assert_eq!(status["warm_starts"], 1, "{status}");
+    assert_eq!(status["cold_starts"], 0, "{status}");
+    // The supervisor that served w1 was the warm one: its placeholder is gone (renamed).
+    assert!(placeholder_cgroups(&first).is_empty());
+    let inspect = home.inspect("w1");
+    assert_eq!(inspect["runs"][0]["exit_code"], 0, "{inspect}");
+
+    // A replacement is spawned; the next start uses it too.
+    home.eventually(Duration::from_secs(10), "a replacement idle", || {
+        warm_status(&home)["idle"] == 1
+    });
+    let second = warm_children(&home);
+    assert_eq!(second.len(), 1);
+    assert_ne!(second, first);
+    assert_eq!(home.ok(&["run", "--", "echo", "again"]).trim(), "again");
+    assert_eq!(warm_status(&home)["warm_starts"], 2);
+
+    // Stopping msbd lets the idle ones go, with their cgroups.
+    home.eventually(Duration::from_secs(10), "a replacement idle", || {
+        warm_status(&home)["idle"] == 1
+    });
+    let idle = warm_children(&home);
+    home.ok(&["rm", "-f", "w1"]);
+    home.ok(&["server", "stop"]);
+    home.eventually(Duration::from_secs(10), "idle supervisors gone", || {
+        idle.iter()
+            .all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    });
+    assert!(placeholder_cgroups(&idle).is_empty());
+}
+
+#[test]
+fn idle_supervisors_leave_with_a_killed_msbd() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::with_env(&[("MSB_WARM_SUPERVISORS", "2")]);
+    home.ok(&["server", "start"]);
+    home.eventually(Duration::from_secs(10), "two warm supervisors idle", || {
+        warm_status(&home)["idle"] == 2
+    });
+    let idle = warm_children(&home);
+    assert_eq!(idle.len(), 2);
+    let daemon = home.daemon_pid().unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &daemon.to_string()])
+        .status()
+        .unwrap();
+    home.eventually(
+        Duration::from_secs(10),
+        "orphaned idle supervisors exit",
+        || {
+            idle.iter().all(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| s.contains(") Z "))
+                    .unwrap_or(true)
+            })
+        },
+    );
+    assert!(
+        placeholder_cgroups(&idle).is_empty(),
+        "they removed their cgroups"
+    );
+    // The next command starts a new msbd, which warms up again and runs sandboxes.
+    assert_eq!(home.ok(&["run", "--", "echo", "ok"]).trim(), "ok");
+}
+
+#[test]
+fn zero_warm_supervisors_starts_cold_and_bad_values_are_refused() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::with_env(&[("MSB_WARM_SUPERVISORS", "0")]);
+    assert_eq!(home.ok(&["run", "--", "echo", "cold"]).trim(), "cold");
+    let status = warm_status(&home);
+    assert_eq!(status["target"], 0);
+    assert_eq!(status["cold_starts"], 1, "{status}");
+    assert!(warm_children(&home).is_empty());
+
+    let bad = TestHome::with_env(&[("MSB_WARM_SUPERVISORS", "lots")]);
+    let run = bad.msb(&["ls"]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains("MSB_WARM_SUPERVISORS"),
+        "names the variable: {}",
+        run.stderr
+    );
+}
