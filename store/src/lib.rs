@@ -35,6 +35,8 @@ pub enum StoreError {
     NameTaken(String),
     #[error(transparent)]
     Db(#[from] duckdb::Error),
+    #[error("persisting the catalog failed: {0}")]
+    CatalogWrite(String),
     #[error("corrupt {what} in the store: {detail}")]
     Corrupt { what: &'static str, detail: String },
 }
@@ -42,6 +44,10 @@ pub enum StoreError {
 /// An open store. Not `Sync`: msbd keeps it behind one mutex (one writer).
 pub struct Store {
     conn: duckdb::Connection,
+    /// The catalog in memory, and its writer (see [`catalog`]). Declared after `conn` is fine:
+    /// the writer's thread has its own connection and is joined when the store drops.
+    mirror: std::sync::Mutex<catalog::Mirror>,
+    catalog_writer: catalog::CatalogWriter,
     path: PathBuf,
     /// What the time-series queries keep between calls (partition list, open-hour readings).
     series_cache: series::SeriesCache,
@@ -60,11 +66,19 @@ impl Store {
             path: path.to_owned(),
             source,
         })?;
+        Self::with_connection(conn, path.to_owned())
+    }
+
+    fn with_connection(conn: duckdb::Connection, path: PathBuf) -> Result<Store, StoreError> {
         migrations::apply(&conn)?;
         series::SeriesCache::configure(&conn);
+        let mirror = catalog::Mirror::load(&conn)?;
+        let catalog_writer = catalog::CatalogWriter::start(conn.try_clone()?);
         Ok(Store {
             conn,
-            path: path.to_owned(),
+            mirror: std::sync::Mutex::new(mirror),
+            catalog_writer,
+            path,
             series_cache: Default::default(),
         })
     }
@@ -75,13 +89,7 @@ impl Store {
             path: ":memory:".into(),
             source,
         })?;
-        migrations::apply(&conn)?;
-        series::SeriesCache::configure(&conn);
-        Ok(Store {
-            conn,
-            path: ":memory:".into(),
-            series_cache: Default::default(),
-        })
+        Self::with_connection(conn, ":memory:".into())
     }
 
     pub fn path(&self) -> &Path {
@@ -96,8 +104,34 @@ impl Store {
         &self.series_cache
     }
 
+    pub(crate) fn mirror(&self) -> std::sync::MutexGuard<'_, catalog::Mirror> {
+        self.mirror.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn persist(&self, mutation: catalog::Mutation) {
+        self.catalog_writer.send(mutation);
+    }
+
+    /// Waits until every catalog change made so far is committed to the file (before reading
+    /// the catalog tables through SQL, and at shutdown).
+    pub fn flush_catalog(&self) -> Result<(), StoreError> {
+        self.catalog_writer
+            .flush()
+            .map_err(StoreError::CatalogWrite)
+    }
+
+    /// The last error persisting the catalog, if any (the change stayed in memory).
+    pub fn catalog_error(&self) -> Option<String> {
+        self.catalog_writer
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// A quick integrity probe for `msb doctor`: the schema version and a catalog read.
     pub fn health(&self) -> Result<StoreHealth, StoreError> {
+        self.flush_catalog()?;
         let schema_version = migrations::current_version(&self.conn)?;
         let sandboxes: i64 = self
             .conn

@@ -176,6 +176,7 @@ async fn serve(daemon: Arc<Daemon>) -> Result<()> {
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let stopping = daemon.clone();
     let stopping_pool = daemon.warm.clone();
+    let flushing = daemon.clone();
     let shutdown = async move {
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
@@ -193,5 +194,8 @@ async fn serve(daemon: Arc<Daemon>) -> Result<()> {
     // Followers of logs and long waits would hold a graceful shutdown open: give them a moment.
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     let _ = tokio::task::spawn_blocking(move || stopping_pool.drain()).await;
+    if let Err(e) = flushing.store().flush_catalog() {
+        tracing::error!("persisting the catalog at shutdown: {e}");
+    }
     Ok(())
 }

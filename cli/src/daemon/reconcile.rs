@@ -253,6 +253,28 @@ pub fn remove_sandbox(daemon: &Daemon, sandbox_id: &str) -> Result<(), ApiError>
     Ok(())
 }
 
+/// A sandbox directory without a catalog row may still have a supervisor: the catalog reaches
+/// the file a moment after msbd acts (ADR 008), so a crash in that moment loses the row of a
+/// sandbox that was just starting. Its supervisor and processes are ended, its cgroups removed.
+fn stop_orphan(daemon: &Daemon, sandbox_id: &str) {
+    let dir = daemon.home.sandbox(sandbox_id);
+    if let Ok(record) = RunRecord::read(&dir.run_record()) {
+        if is_alive(record.supervisor_pid, record.supervisor_start_ticks) {
+            tracing::warn!(
+                pid = record.supervisor_pid,
+                "killing the supervisor of sandbox {sandbox_id}, which has no catalog row"
+            );
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(record.supervisor_pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    if let Err(e) = msb_runtime::backend::clean_up_after_crash(sandbox_id) {
+        tracing::warn!("cleaning up after orphaned sandbox {sandbox_id}: {e}");
+    }
+}
+
 /// At msbd start: reattach live supervisors, settle dead ones, sweep ephemeral leftovers and
 /// sandbox directories with no catalog row.
 pub fn startup(daemon: &Arc<Daemon>) -> Result<(), ApiError> {
@@ -281,6 +303,7 @@ pub fn startup(daemon: &Arc<Daemon>) -> Result<(), ApiError> {
             let id = entry.file_name().to_string_lossy().into_owned();
             if !known.contains(&id) {
                 tracing::info!("sweeping orphaned sandbox directory {id}");
+                stop_orphan(daemon, &id);
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }

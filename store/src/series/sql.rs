@@ -185,6 +185,10 @@ impl Store {
     /// Runs a user's read-only query over [`SQL_RELATIONS`]; refuses anything else with
     /// [`SeriesError::Refused`] before it runs. At most [`MAX_SQL_ROWS`] rows.
     pub fn read_only_sql(&self, sql: &str) -> Result<SqlResult, SeriesError> {
+        // The catalog tables are among the relations: let them catch up with the mirror.
+        self.catalog_writer
+            .flush()
+            .map_err(|e| SeriesError::Write(format!("catalog not persisted: {e}")))?;
         let conn = self.conn();
         let parsed: String =
             conn.query_row("SELECT json_serialize_sql(?::VARCHAR)", [sql], |r| r.get(0))?;
