@@ -3,6 +3,9 @@
 # busybox root filesystem (a copy of the one msb builds at $MSB_HOME/images/busybox/rootfs):
 #
 #   run:  `msb run -- true`         vs `crun run` (bundle running `true`) vs `bwrap ... true`
+#         and `msb run -- true` on a second msbd with no warm supervisors (MSB_WARM_SUPERVISORS=0,
+#         "msb run cold": every start spawns its supervisor and migrates into fresh cgroups; run
+#         through `env`, which adds well under a millisecond)
 #   exec: `msb exec bench -- true`  vs `crun exec <running container> true`
 #         (msbd and one `sleep` sandbox kept warm; one `sleep` crun container kept running)
 #
@@ -93,6 +96,7 @@ work=$(mktemp -d /tmp/msb-bench.XXXXXX)
 export MSB_HOME=$work/msb-home
 crun_root=$work/crun-state
 results=$work/results
+cold_home=$work/msb-cold
 mkdir -p "$MSB_HOME" "$crun_root" "$results"
 msb_started=0
 crun_started=0
@@ -107,6 +111,7 @@ cleanup() {
     if [ "$msb_started" = 1 ]; then
         "$MSB" rm -f bench >/dev/null 2>&1
         "$MSB" server stop >/dev/null 2>&1
+        MSB_HOME=$cold_home "$MSB" server stop >/dev/null 2>&1
     fi
     if [ "${BENCH_KEEP:-0}" = 1 ]; then
         say "kept $work (hyperfine JSON in $results)"
@@ -126,6 +131,9 @@ msb_started=1
 # occasionally fail with "the session ended before the process exited" (the summary counts them).
 "$MSB" run -- true </dev/null || "$MSB" run -- true </dev/null \
     || die "msb run -- true failed (see $MSB_HOME/msbd.log; BENCH_KEEP=1 keeps it)"
+# The cold msbd: same binaries, no warm supervisors.
+MSB_HOME=$cold_home MSB_WARM_SUPERVISORS=0 "$MSB" server start >/dev/null
+MSB_HOME=$cold_home "$MSB" run -- true </dev/null || die "msb run -- true (cold msbd) failed"
 msb_rootfs=$MSB_HOME/images/busybox/rootfs
 [ -e "$msb_rootfs/bin/true" ] || die "no busybox root at $msb_rootfs"
 "$MSB" run -n bench -d -- sleep 100000 >/dev/null
@@ -167,6 +175,7 @@ in_crun_ns "$CRUN" --root "$crun_root" run -b "$work/bundle-run" bench-run </dev
 q() { printf '%q ' "$@"; } # one hyperfine -N command line
 declare -A cmd=(
     ["msb run"]=$(q "$MSB" run -- true)
+    ["msb run cold"]=$(q env "MSB_HOME=$cold_home" "$MSB" run -- true)
     ["crun run"]=$(q "$CRUN" --root "$crun_root" run -b "$work/bundle-run" bench-run)
     ["bwrap run"]=$(q "$BWRAP" --ro-bind "$rootfs" / --proc /proc --dev /dev --unshare-all true)
     ["msb exec"]=$(q "$MSB" exec bench -- true)
@@ -197,7 +206,7 @@ measure() { # PART RUNS NAME...: ROUNDS hyperfine invocations, order reversed ev
 
 say "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs"
 started=$SECONDS
-measure run "$RUNS" "msb run" "crun run" "bwrap run"
+measure run "$RUNS" "msb run" "msb run cold" "crun run" "bwrap run"
 measure exec "$EXEC_RUNS" "msb exec" "crun exec"
 say "measured in $((SECONDS - started)) s; load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -223,14 +232,14 @@ def p90(times):
     times = sorted(times)
     return times[round(0.9 * (len(times) - 1))]
 
-print(f"\n{'':10}{'median':>10}{'p90':>10}{'runs':>6}{'failed':>8}")
-for name in ["msb run", "crun run", "bwrap run", "msb exec", "crun exec"]:
+print(f"\n{'':13}{'median':>10}{'p90':>10}{'runs':>6}{'failed':>8}")
+for name in ["msb run", "msb run cold", "crun run", "bwrap run", "msb exec", "crun exec"]:
     times = pooled.get(name, [])
     if not times:
-        print(f"{name:10}{'-':>10}{'-':>10}{0:6}{failed.get(name, 0):8}")
+        print(f"{name:13}{'-':>10}{'-':>10}{0:6}{failed.get(name, 0):8}")
         continue
     median_ms, p90_ms = statistics.median(times) * 1000, p90(times) * 1000
-    print(f"{name:10}{median_ms:7.1f} ms{p90_ms:7.1f} ms{len(times):6}{failed[name]:8}")
+    print(f"{name:13}{median_ms:7.1f} ms{p90_ms:7.1f} ms{len(times):6}{failed[name]:8}")
 
 def ratio(part, a, b, target=None):
     if not pooled.get(a) or not pooled.get(b):
@@ -238,7 +247,7 @@ def ratio(part, a, b, target=None):
         return
     value = statistics.median(pooled[a]) / statistics.median(pooled[b])
     each = sorted(r[a] / r[b] for (p, _), r in per_round.items() if p == part and a in r and b in r)
-    line = f"  {a:8} / {b:9} {value:6.2f}x  (rounds {each[0]:.2f}x .. {each[-1]:.2f}x)"
+    line = f"  {a:12} / {b:9} {value:6.2f}x  (rounds {each[0]:.2f}x .. {each[-1]:.2f}x)"
     if target is not None:
         line += f"  target <= {target}x: {'met' if value <= target else 'NOT met'}"
     print(line)
@@ -246,6 +255,7 @@ def ratio(part, a, b, target=None):
 print("\nratios of the medians")
 ratio("run", "msb run", "crun run", 1.5)
 ratio("run", "msb run", "bwrap run")
+ratio("run", "msb run cold", "crun run")
 ratio("exec", "msb exec", "crun exec", 1.5)
 print("\nearlier on this kind of machine: crun run ~10 ms, bwrap ~2.5 ms, crun exec ~5 ms")
 EOF

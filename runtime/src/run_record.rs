@@ -69,11 +69,12 @@ impl RunRecord {
     }
 
     /// Writes to a temporary file and renames it over `path`, so readers never see half a record.
+    /// Not synced to disk: the record describes processes, which a host crash ends anyway, and
+    /// msbd reads it from the page cache (ADR 003).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let tmp = path.with_extension("json.tmp");
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(&serde_json::to_vec_pretty(self).expect("record serialises"))?;
-        file.sync_data()?;
         std::fs::rename(&tmp, path)
     }
 }

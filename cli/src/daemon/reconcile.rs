@@ -158,15 +158,21 @@ async fn monitor(daemon: &Arc<Daemon>, sandbox_id: &str) {
     let run = daemon.store().latest_run(sandbox_id).ok().flatten();
     let alive = || run.as_ref().is_some_and(supervisor_of_run_alive);
 
-    // The supervisor binds its socket first thing; give it a moment.
+    // The supervisor binds its socket first thing (a warm one within a millisecond or two of
+    // being handed the sandbox); look again soon, then less often (10 s in all).
     let mut connection = None;
-    for _ in 0..400 {
+    let mut pause = Duration::from_millis(1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
         match supervisors::watch(&socket).await {
             Ok(stream) => {
                 connection = Some(stream);
                 break;
             }
-            Err(_) if alive() => tokio::time::sleep(Duration::from_millis(25)).await,
+            Err(_) if alive() => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(25));
+            }
             Err(_) => break,
         }
     }
@@ -211,11 +217,11 @@ async fn monitor(daemon: &Arc<Daemon>, sandbox_id: &str) {
     // is all we need; otherwise let it finish dying before judging.
     let run_record = daemon.home.sandbox(sandbox_id).run_record();
     let recorded_end = || RunRecord::read(&run_record).is_ok_and(|r| r.phase == RunPhase::Exited);
-    for _ in 0..400 {
+    for _ in 0..2000 {
         if recorded_end() || !alive() {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     match apply_record(daemon, sandbox_id) {
         Ok(status) if status.is_terminal() => remove_if_ephemeral(daemon, sandbox_id),

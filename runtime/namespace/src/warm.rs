@@ -34,6 +34,11 @@ use crate::{seccomp, sys};
 /// Prefix of placeholder cgroup directories (`msb/warm-<name>`).
 pub const WARM_PREFIX: &str = "warm-";
 
+/// What the launcher writes on its socket once it is in every placeholder cgroup.
+const JOINED: [u8; 1] = *b"j";
+/// How long a claim waits for that (the migration takes milliseconds).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Largest plan a warm launcher accepts.
 const MAX_ORDER_BYTES: usize = 1 << 20;
 
@@ -92,6 +97,19 @@ impl WarmLauncher {
         match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => {}
             other => return Err(format!("the warm launcher is gone ({other:?})")),
+        }
+        // The directories may only move once the launcher is in all of them: it says so with
+        // one byte (at once, unless it is still waiting out the migration).
+        let channel = self.channel.as_ref().expect("unclaimed");
+        let mut joined = [0u8; 1];
+        let read = channel
+            .set_read_timeout(Some(JOIN_TIMEOUT))
+            .and_then(|()| (&*channel).read_exact(&mut joined))
+            .and_then(|()| channel.set_read_timeout(None));
+        match read {
+            Ok(()) if joined == JOINED => {}
+            Ok(()) => return Err(format!("the warm launcher said {joined:?}")),
+            Err(e) => return Err(format!("the warm launcher did not join its cgroups: {e}")),
         }
         let pairs: Vec<(PathBuf, PathBuf)> = self
             .cgroups
@@ -201,6 +219,9 @@ fn fork_waiting(placeholder: &CgroupPaths) -> Result<(Pid, UnixStream, OwnedFd),
 fn waiting_main(procs: &[PathBuf], channel: &UnixStream, report: OwnedFd) {
     let outcome = (|| -> Result<Option<i32>, String> {
         launch::join_cgroups(procs)?;
+        (&*channel)
+            .write_all(&JOINED)
+            .map_err(|e| format!("telling the supervisor the cgroups are joined: {e}"))?;
         let Some((order, fds)) = receive(channel)? else {
             return Ok(None);
         };

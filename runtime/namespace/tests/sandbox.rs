@@ -389,3 +389,24 @@ fn unclaimed_warm_launcher_leaves_nothing() {
         "launcher reaped"
     );
 }
+
+/// A claim right after `prepare` (while the launcher may still be migrating into its cgroups)
+/// waits for the launcher instead of moving the directories under it.
+#[test]
+fn warm_launcher_claimed_at_once_still_starts() {
+    require_host!();
+    for round in 0..5 {
+        let name = format!("{}-now{round}", std::process::id());
+        let warm = msb_namespace::WarmLauncher::prepare(&name).expect("warm launcher");
+        let mut t = TestSandbox::start(Options {
+            warm: Some(warm),
+            // Alive until released, so that the start sees PID 1 running.
+            script: "printf x >&3; read line <&3".into(),
+            ..Options::default()
+        });
+        assert_eq!(t.read_agent_byte(), b'x', "round {round}: {}", t.stdio());
+        t.release();
+        assert_eq!(t.sandbox().wait().unwrap(), ExitStatus::Exited(0));
+        t.sandbox().destroy().unwrap();
+    }
+}

@@ -382,7 +382,7 @@ async fn finish(shared: &Shared, sandbox: &Arc<dyn Backend>, ending: Ending) -> 
         > 0
         && tokio::time::Instant::now() < deadline
     {
-        sleep(Duration::from_millis(5)).await;
+        sleep(Duration::from_millis(1)).await;
     }
     let _ = std::fs::remove_file(shared.dir.socket());
     0

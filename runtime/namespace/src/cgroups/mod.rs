@@ -261,7 +261,8 @@ pub fn remove(paths: &CgroupPaths, patience: Duration) -> Vec<(PathBuf, io::Erro
                 Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => break,
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10));
+                    // The last task's exit is being accounted; that takes microseconds.
+                    std::thread::sleep(Duration::from_millis(1));
                 }
                 Err(e) => {
                     left.push((dir.clone(), e));
