@@ -56,6 +56,11 @@ impl MsbHome {
     pub fn sandboxes(&self) -> PathBuf {
         self.root.join("sandboxes")
     }
+    /// Where removed sandboxes' directories go to be deleted in the background (same
+    /// filesystem as `sandboxes`, so moving one there is a rename).
+    pub fn trash(&self) -> PathBuf {
+        self.root.join("trash")
+    }
     pub fn sandbox(&self, id: &str) -> SandboxDir {
         SandboxDir {
             root: self.sandboxes().join(id),

@@ -1,9 +1,9 @@
 //! Starting a supervisor process with its configuration on an inherited fd.
 //!
-//! The configuration (which holds `-e` values) travels on fd 3 of the child, never in argv or
-//! the environment: a memfd written before the spawn, or, for a *warm* supervisor spawned
-//! ahead of time (`--warm`), one end of a socketpair msbd writes the configuration into when it
-//! hands the supervisor a sandbox. argv carries only what `ps` may show (name, id, cpus,
+//! The configuration (which holds `-e` values) travels on an inherited fd, never in argv or the
+//! environment (which only names the fd, `MSB_CONFIG_FD`): a memfd written before the spawn,
+//! or, for a *warm* supervisor spawned ahead of time (`--warm`), one end of a socketpair msbd
+//! writes the configuration into when it hands the supervisor a sandbox. argv carries only what `ps` may show (name, id, cpus,
 //! memory, log level; `--warm` for one still waiting).
 #![allow(unsafe_code)]
 
@@ -17,8 +17,36 @@ use std::process::{Child, Command, Stdio};
 
 use crate::config::SupervisorConfig;
 
-/// The fd number the supervisor reads its configuration from.
-pub const CONFIG_FD: i32 = 3;
+/// The environment variable naming the fd the supervisor reads its configuration from.
+pub const CONFIG_FD_ENV: &str = "MSB_CONFIG_FD";
+
+/// Serialises spawns that pass an fd: the fd is inheritable only while its own spawn runs.
+static SPAWN_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Spawns `command` with `fd` inherited and named in [`CONFIG_FD_ENV`]. No `pre_exec` hook, so
+/// std uses `posix_spawn` (a vfork: no copy of msbd's page tables, which cost milliseconds of
+/// msbd's CPU and stalled its other threads' page faults while it ran). The fd is made
+/// inheritable only under [`SPAWN_LOCK`], so no other spawn of this process can inherit it.
+fn spawn_passing(command: &mut Command, fd: &impl AsRawFd) -> std::io::Result<Child> {
+    let _guard = SPAWN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let raw = fd.as_raw_fd();
+    command.env(CONFIG_FD_ENV, raw.to_string());
+    set_cloexec(raw, false)?;
+    let child = command.spawn();
+    set_cloexec(raw, true)?;
+    child
+}
+
+fn set_cloexec(fd: i32, on: bool) -> std::io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let flags = if on {
+        FdFlag::FD_CLOEXEC
+    } else {
+        FdFlag::empty()
+    };
+    fcntl(fd, FcntlArg::F_SETFD(flags)).map_err(std::io::Error::from)?;
+    Ok(())
+}
 
 /// Spawns `msb-supervisor ...` (`exe`) in its own process group, with stdout and stderr to `log`.
 pub fn spawn_supervisor(
@@ -34,7 +62,6 @@ pub fn spawn_supervisor(
     let mut file = File::from(memfd);
     file.write_all(&serde_json::to_vec(config).expect("config serialises"))?;
     file.seek(SeekFrom::Start(0))?;
-    let source_fd = file.as_raw_fd();
 
     let sandbox = &config.config;
     let mut command = Command::new(exe);
@@ -53,30 +80,19 @@ pub fn spawn_supervisor(
         .stdout(log.try_clone()?)
         .stderr(log.try_clone()?)
         .process_group(0);
-    // SAFETY: the closure runs in the forked child before exec and calls only dup2, which is
-    // async-signal-safe; it allocates nothing and touches no locks.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::dup2(source_fd, CONFIG_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = command.spawn();
-    drop(file);
-    child
+    spawn_passing(&mut command, &file)
 }
 
 /// Spawns `msb-supervisor --warm` (`exe`) in its own process group, with stdout and stderr to
-/// `log` until it is handed a sandbox. Returns the child and msbd's end of its fd 3.
+/// `log` until it is handed a sandbox, at CPU priority `nice` until then (it raises its own
+/// once handed one). Returns the child and msbd's end of its configuration socket.
 pub fn spawn_warm_supervisor(
     exe: &Path,
     log_level: &str,
     log: &File,
+    nice: i32,
 ) -> std::io::Result<(Child, UnixStream)> {
     let (ours, theirs) = UnixStream::pair()?;
-    let theirs_fd = theirs.as_raw_fd();
     let mut command = Command::new(exe);
     command
         .args(["--warm", "--log-level", log_level])
@@ -84,18 +100,21 @@ pub fn spawn_warm_supervisor(
         .stdout(log.try_clone()?)
         .stderr(log.try_clone()?)
         .process_group(0);
-    // SAFETY: as in `spawn_supervisor`: only dup2 between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::dup2(theirs_fd, CONFIG_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = command.spawn()?;
+    // Nice values are per thread on Linux and inherited by the spawned child: lower this
+    // (short-lived) thread's priority for the spawn.
+    set_thread_nice(nice);
+    let child = spawn_passing(&mut command, &theirs);
+    set_thread_nice(0);
     drop(theirs);
-    Ok((child, ours))
+    Ok((child?, ours))
+}
+
+/// Sets the calling thread's nice value (Linux: `setpriority(PRIO_PROCESS, 0)` is per thread).
+/// Raising priority back (a lower value) needs root, which msbd and supervisors are here; a
+/// failure leaves the priority as it was.
+pub fn set_thread_nice(nice: i32) {
+    // SAFETY: plain syscall with integer arguments.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
 }
 
 /// In msbd: hands a warm supervisor its sandbox (the whole configuration, then end-of-file).
@@ -104,11 +123,23 @@ pub fn hand_over(control: &mut UnixStream, config: &SupervisorConfig) -> std::io
     control.shutdown(std::net::Shutdown::Write)
 }
 
-/// In the supervisor: reads the configuration from [`CONFIG_FD`] until end-of-file and closes
-/// it. `None` when it ends without one (msbd let a warm supervisor go).
+/// In the supervisor: reads the configuration from the fd named in [`CONFIG_FD_ENV`] until
+/// end-of-file and closes it. `None` when it ends without one (msbd let a warm supervisor go).
 pub fn read_supervisor_config() -> std::io::Result<Option<SupervisorConfig>> {
-    // SAFETY: fd 3 was set up by msbd for this process and nothing else in it uses fd 3.
-    let mut file = unsafe { File::from_raw_fd(CONFIG_FD) };
+    let fd: i32 = std::env::var(CONFIG_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|fd| *fd > 2)
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{CONFIG_FD_ENV} does not name a configuration fd"),
+            )
+        })?;
+    // The fd is not inherited any further (and is closed when `file` drops).
+    set_cloexec(fd, true)?;
+    // SAFETY: msbd passed this fd to this process for this purpose; nothing else in it uses it.
+    let mut file = unsafe { File::from_raw_fd(fd) };
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
     if bytes.is_empty() {

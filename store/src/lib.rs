@@ -66,14 +66,24 @@ impl Store {
             path: path.to_owned(),
             source,
         })?;
-        Self::with_connection(conn, path.to_owned())
+        Self::with_connection(conn, path.to_owned(), Some(&Self::journal_path(path)))
     }
 
-    fn with_connection(conn: duckdb::Connection, path: PathBuf) -> Result<Store, StoreError> {
+    /// The catalog's journal beside the database: `msb.duckdb` -> `msb.catalog-journal`.
+    pub fn journal_path(database: &Path) -> PathBuf {
+        database.with_extension("catalog-journal")
+    }
+
+    fn with_connection(
+        conn: duckdb::Connection,
+        path: PathBuf,
+        journal: Option<&Path>,
+    ) -> Result<Store, StoreError> {
         migrations::apply(&conn)?;
         series::SeriesCache::configure(&conn);
+        // Replays the journal first, so that the mirror sees every acknowledged change.
+        let catalog_writer = catalog::CatalogWriter::start(conn.try_clone()?, journal)?;
         let mirror = catalog::Mirror::load(&conn)?;
-        let catalog_writer = catalog::CatalogWriter::start(conn.try_clone()?);
         Ok(Store {
             conn,
             mirror: std::sync::Mutex::new(mirror),
@@ -89,7 +99,7 @@ impl Store {
             path: ":memory:".into(),
             source,
         })?;
-        Self::with_connection(conn, ":memory:".into())
+        Self::with_connection(conn, ":memory:".into(), None)
     }
 
     pub fn path(&self) -> &Path {

@@ -138,6 +138,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         SELECT *, epoch_ms(minute_ms) AS ts FROM (FROM samples_1m_template);
     "#,
     ),
+    (
+        3,
+        "catalog journal",
+        r#"
+    -- The sequence number of the last catalog change committed here; changes after it are
+    -- replayed from $MSB_HOME/msb.catalog-journal when the store opens (ADR 008).
+    CREATE TABLE catalog_journal (applied_seq UBIGINT NOT NULL);
+    INSERT INTO catalog_journal VALUES (0);
+    "#,
+    ),
 ];
 
 /// The highest version this build knows.

@@ -34,6 +34,8 @@ pub struct Client {
     pub home: MsbHome,
     /// Set once this process has checked that the running msbd is the installed one.
     checked: std::sync::Arc<tokio::sync::OnceCell<()>>,
+    /// Set when that check restarted msbd (connections made before are dead).
+    restarted: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Adds the caller's W3C trace context, taken from the `TRACEPARENT` and `TRACESTATE`
@@ -72,6 +74,7 @@ impl Client {
         Self {
             home,
             checked: Default::default(),
+            restarted: Default::default(),
         }
     }
 
@@ -98,16 +101,26 @@ impl Client {
         }
     }
 
-    /// Connects to msbd, starting it first if it is not running.
+    /// Connects to msbd, starting it first if it is not running. The first connection of this
+    /// process also waits out a dying msbd and replaces a stale one; later ones just connect.
     pub async fn connect(&self) -> Result<UnixStream> {
-        self.wait_out_a_dying_daemon().await;
-        if UnixStream::connect(self.home.socket()).await.is_ok() {
-            self.checked
-                .get_or_try_init(|| self.replace_stale_daemon())
-                .await?;
-            return UnixStream::connect(self.home.socket())
-                .await
-                .with_context(|| format!("connecting to {}", self.home.socket().display()));
+        if self.checked.initialized() {
+            if let Ok(stream) = UnixStream::connect(self.home.socket()).await {
+                return Ok(stream);
+            }
+        } else {
+            self.wait_out_a_dying_daemon().await;
+            if let Ok(stream) = UnixStream::connect(self.home.socket()).await {
+                self.checked
+                    .get_or_try_init(|| self.replace_stale_daemon())
+                    .await?;
+                if !self.restarted.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Ok(stream);
+                }
+                return UnixStream::connect(self.home.socket())
+                    .await
+                    .with_context(|| format!("connecting to {}", self.home.socket().display()));
+            }
         }
         self.start_daemon().await?;
         let _ = self.checked.set(());
@@ -143,6 +156,8 @@ impl Client {
             return Ok(());
         }
         eprintln!("msb: msbd (pid {pid}) runs an older build; restarting it");
+        self.restarted
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = self.send_raw(Method::POST, "/v1/server/shutdown").await;
         let deadline = Instant::now() + Duration::from_secs(10);
         while !msb_runtime::process::has_exited_fully(pid as i32) {

@@ -190,11 +190,18 @@ async fn monitor(daemon: &Arc<Daemon>, sandbox_id: &str) {
         let mut undecodable = false;
         loop {
             match read_frame::<_, ClientEvent>(&mut stream).await {
-                Ok(Some(ClientEvent::RecordChanged)) => {
-                    if let Err(e) = apply_record(daemon, sandbox_id) {
-                        tracing::warn!("reconciling {sandbox_id}: {e}");
+                Ok(Some(ClientEvent::RecordChanged)) => match apply_record(daemon, sandbox_id) {
+                    // An ephemeral sandbox's supervisor records the end as soon as the sandbox
+                    // is down (before its own clean-up): remove it now, so `msb run` returns
+                    // without waiting for the supervisor to exit. Nothing of it is ingested
+                    // after that.
+                    Ok(status) if status.is_terminal() && is_ephemeral(daemon, sandbox_id) => {
+                        remove_if_ephemeral(daemon, sandbox_id);
+                        return;
                     }
-                }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("reconciling {sandbox_id}: {e}"),
+                },
                 Ok(Some(ClientEvent::Samples(samples))) => daemon.ingest(&samples, interval_ms),
                 Ok(Some(_)) => {}
                 // A whole frame this msbd cannot read: a supervisor started by another msb
@@ -232,26 +239,59 @@ async fn monitor(daemon: &Arc<Daemon>, sandbox_id: &str) {
     }
 }
 
-fn remove_if_ephemeral(daemon: &Daemon, sandbox_id: &str) {
-    let ephemeral = daemon
+fn is_ephemeral(daemon: &Daemon, sandbox_id: &str) -> bool {
+    daemon
         .store()
         .sandbox_by_id(sandbox_id)
         .ok()
         .flatten()
-        .is_some_and(|s| s.ephemeral);
-    if ephemeral {
+        .is_some_and(|s| s.ephemeral)
+}
+
+fn remove_if_ephemeral(daemon: &Daemon, sandbox_id: &str) {
+    if is_ephemeral(daemon, sandbox_id) {
         if let Err(e) = remove_sandbox(daemon, sandbox_id) {
             tracing::warn!("removing ephemeral sandbox {sandbox_id}: {e}");
         }
     }
 }
 
+fn empty_trash_in_background(path: std::path::PathBuf) {
+    std::thread::spawn(move || {
+        // A supervisor still finishing may remove entries concurrently: try twice.
+        if std::fs::remove_dir_all(&path)
+            .or_else(|_| std::fs::remove_dir_all(&path))
+            .is_err()
+            && path.exists()
+        {
+            tracing::warn!("could not delete {}", path.display());
+        }
+    });
+}
+
 /// Deletes a sandbox's catalog rows and its directory.
 pub fn remove_sandbox(daemon: &Daemon, sandbox_id: &str) -> Result<(), ApiError> {
     let dir = daemon.home.sandbox(sandbox_id);
     if dir.root().exists() {
-        std::fs::remove_dir_all(dir.root())
-            .map_err(|e| ApiError::internal(&format!("removing {}", dir.root().display()), e))?;
+        // Out of `sandboxes/` at once (a rename), deleted in the background: deleting takes a
+        // few milliseconds that `msb run` would otherwise wait for. What a crash leaves in the
+        // trash is deleted at the next start.
+        let trash = daemon.home.trash().join(sandbox_id);
+        let moved = std::fs::create_dir_all(daemon.home.trash())
+            .and_then(|()| std::fs::rename(dir.root(), &trash));
+        match moved {
+            Ok(()) => empty_trash_in_background(trash),
+            Err(_) => std::fs::remove_dir_all(dir.root())
+                // A supervisor finishing its clean-up may remove entries concurrently.
+                .or_else(|_| std::fs::remove_dir_all(dir.root()))
+                .or_else(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => Ok(()),
+                    _ => Err(e),
+                })
+                .map_err(|e| {
+                    ApiError::internal(&format!("removing {}", dir.root().display()), e)
+                })?,
+        }
     }
     daemon.store().delete_sandbox(sandbox_id)?;
     daemon.forget(sandbox_id);
@@ -301,6 +341,11 @@ pub fn startup(daemon: &Arc<Daemon>) -> Result<(), ApiError> {
         } else if sandbox.ephemeral {
             tracing::info!(sandbox = %sandbox.name, "sweeping ephemeral leftover");
             remove_sandbox(daemon, &sandbox.id)?;
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(daemon.home.trash()) {
+        for entry in entries.flatten() {
+            empty_trash_in_background(entry.path());
         }
     }
     let known: std::collections::HashSet<_> = sandboxes.iter().map(|s| s.id.clone()).collect();

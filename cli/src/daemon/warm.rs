@@ -4,10 +4,11 @@
 //! set-up) and the supervisor a cgroup migration that, on cgroup v1, waits for an RCU grace
 //! period (ADR 002, "Start latency"). A warm supervisor has done both: it runs, and its
 //! launcher already sits in placeholder cgroups. `start` hands one its configuration over its
-//! fd 3 and spawns a replacement in the background; with none ready, `start` spawns cold.
+//! configuration socket and spawns a replacement in the background, at a low CPU priority so
+//! that it does not slow the run it overlaps; with none ready, `start` spawns cold.
 //!
 //! Idle ones log to `$MSB_HOME/warm-supervisors.log`; once handed a sandbox a supervisor
-//! logs to that sandbox's `supervisor.log`. When msbd goes away (stop or crash) their fd 3
+//! logs to that sandbox's `supervisor.log`. When msbd goes away (stop or crash) their socket
 //! reaches end-of-file and they exit, removing their placeholder cgroups.
 
 use std::fs::{File, OpenOptions};
@@ -19,7 +20,11 @@ use std::sync::{Arc, Mutex};
 
 use msb_runtime::config::SupervisorConfig;
 
-/// An idle supervisor and msbd's end of its fd 3.
+/// The CPU priority (nice value) a warm supervisor is spawned and prepares at: its spawn
+/// usually overlaps the run that used its predecessor, which should not wait for it.
+const WARM_NICE: i32 = 10;
+
+/// An idle supervisor and msbd's end of its configuration socket.
 #[derive(Debug)]
 struct Idle {
     child: Child,
@@ -130,7 +135,7 @@ impl WarmPool {
             .append(true)
             .open(&self.log_path)?;
         let (child, control) =
-            msb_runtime::spawn::spawn_warm_supervisor(&self.exe, &self.log_level, &log)?;
+            msb_runtime::spawn::spawn_warm_supervisor(&self.exe, &self.log_level, &log, WARM_NICE)?;
         Ok(Idle { child, control })
     }
 

@@ -77,8 +77,9 @@ impl LaunchFds {
 pub(crate) struct Plan<'a> {
     pub id: &'a str,
     pub setup: &'a setup::Plan,
-    /// `cgroup.procs` files the launcher writes itself into, so PID 1 starts inside them.
-    pub cgroup_procs: Vec<PathBuf>,
+    /// Files the launcher writes itself into, so PID 1 starts inside the sandbox's cgroups
+    /// ([`crate::cgroups::join_files`]).
+    pub cgroup_joins: Vec<PathBuf>,
     /// `Some((uid, gid))` when the caller is not root: a user namespace maps root to them.
     pub unprivileged: Option<(u32, u32)>,
 }
@@ -187,15 +188,15 @@ fn launcher(
     let stdio = Stdio::above([&fds.stdin, &fds.stdout, &fds.stderr, agent_fd])?;
     drop(fds);
     let report = sys::dup_cloexec_above(report, 64).map_err(|e| format!("dup report: {e}"))?;
-    join_cgroups(&plan.cgroup_procs)?;
+    join_cgroups(&plan.cgroup_joins)?;
     enter_namespaces_and_fork(plan.setup, plan.unprivileged, &stdio, report)
 }
 
-/// Writes the calling process into each `cgroup.procs` file.
-pub(crate) fn join_cgroups(cgroup_procs: &[PathBuf]) -> Result<(), String> {
-    let me = std::process::id().to_string();
-    for procs in cgroup_procs {
-        std::fs::write(procs, &me).map_err(|e| format!("join cgroup {}: {e}", procs.display()))?;
+/// Moves the calling process into each cgroup by writing `0` ("myself") to each file. The caller
+/// must be single-threaded: on v1 the file is `tasks`, which moves one thread.
+pub(crate) fn join_cgroups(files: &[PathBuf]) -> Result<(), String> {
+    for file in files {
+        std::fs::write(file, "0").map_err(|e| format!("join cgroup {}: {e}", file.display()))?;
     }
     Ok(())
 }

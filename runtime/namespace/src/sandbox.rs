@@ -135,11 +135,7 @@ impl Sandbox {
         let plan = Plan {
             id: &spec.id,
             setup: &setup,
-            cgroup_procs: cgroups
-                .dirs()
-                .iter()
-                .map(|dir| dir.join("cgroup.procs"))
-                .collect(),
+            cgroup_joins: cgroups::join_files(&cgroups),
             unprivileged: identity,
         };
         let launched = match warm {

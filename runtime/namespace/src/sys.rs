@@ -223,3 +223,9 @@ pub(crate) fn own_fd(raw: std::os::fd::RawFd) -> OwnedFd {
     // SAFETY: callers pass an fd freshly returned by the kernel that nothing else owns.
     unsafe { OwnedFd::from_raw_fd(raw) }
 }
+
+/// Sets the calling thread's nice value (root may raise priority); failures are ignored.
+pub(crate) fn set_nice(nice: i32) {
+    // SAFETY: plain syscall with integer arguments.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+}

@@ -196,11 +196,7 @@ fn fork_waiting(placeholder: &CgroupPaths) -> Result<(Pid, UnixStream, OwnedFd),
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| NamespaceError::sys("pipe2", e))?;
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| NamespaceError::sys("PR_SET_CHILD_SUBREAPER", e))?;
-    let procs: Vec<PathBuf> = placeholder
-        .dirs()
-        .iter()
-        .map(|d| d.join("cgroup.procs"))
-        .collect();
+    let procs: Vec<PathBuf> = cgroups::join_files(placeholder);
     match sys::fork().map_err(|e| NamespaceError::sys("fork", e))? {
         ForkResult::Child => {
             drop(ours);
@@ -227,6 +223,8 @@ fn waiting_main(procs: &[PathBuf], channel: &UnixStream, report: OwnedFd) {
         };
         let order: Order =
             serde_json::from_slice(&order).map_err(|e| format!("garbled launch plan: {e}"))?;
+        // Forked at its supervisor's low waiting priority: the sandbox runs at the normal one.
+        sys::set_nice(0);
         let [stdin, stdout, stderr, agent] = fds;
         let stdio = Stdio::above([&stdin, &stdout, &stderr, &agent])?;
         drop((stdin, stdout, stderr, agent));

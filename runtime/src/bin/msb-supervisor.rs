@@ -1,6 +1,6 @@
 //! `msb-supervisor`: one sandbox's supervisor, spawned by msbd.
 //!
-//! Its whole configuration arrives on fd 3 (see `msb_runtime::spawn`); the flags only label
+//! Its whole configuration arrives on an inherited fd (see `msb_runtime::spawn`); the flags only label
 //! the process for `ps` (name, id, cpus, memory, log level). A binary of its own, without the
 //! store, so that starting one is cheap.
 //!
@@ -35,12 +35,12 @@ fn main() {
             std::process::exit(0);
         }
         Ok(None) => {
-            eprintln!("msb-supervisor: fd 3 held no configuration");
+            eprintln!("msb-supervisor: the configuration fd held nothing");
             std::process::exit(2);
         }
         Err(e) => {
             eprintln!(
-                "msb-supervisor {} ({}): reading the configuration from fd 3: {e}",
+                "msb-supervisor {} ({}): reading the configuration: {e}",
                 flag("--name").unwrap_or_default(),
                 flag("--id").unwrap_or_default()
             );
@@ -48,6 +48,9 @@ fn main() {
         }
     };
     if warm {
+        // Spawned at a low CPU priority so as not to slow the run being served meanwhile;
+        // from now on it serves its own (the runtime's threads are created after this).
+        msb_runtime::spawn::set_thread_nice(0);
         // From now on this process belongs to one sandbox: log where its supervisor log is.
         let dir = msb_runtime::paths::SandboxDir::new(config.sandbox_dir.clone());
         match std::fs::OpenOptions::new()

@@ -358,18 +358,30 @@ async fn finish(shared: &Shared, sandbox: &Arc<dyn Backend>, ending: Ending) -> 
             format!("the workload was killed by the kernel's OOM killer (memory above {limit})")
         });
     }
+    let record_end = || {
+        shared.update_record(|r| {
+            r.oom_kills = oom_kills;
+            r.phase = RunPhase::Exited;
+            r.ended_at_ms = Some(now_ms());
+            r.exit_code = exit_code;
+            r.signal = signal;
+            r.reason = Some(reason);
+            r.error = error.clone();
+        })
+    };
+    // PID 1 is gone, so the run has ended. An ephemeral sandbox is recorded as ended before
+    // its cgroups are removed, so that msbd can remove it (and `msb run` return) meanwhile; a
+    // named one only after, because its next start reuses the cgroup names.
+    let ephemeral = shared.config.config.ephemeral;
+    if ephemeral {
+        record_end();
+    }
     if let Err(e) = sandbox.destroy() {
         tracing::error!("cleaning up the sandbox: {e}");
     }
-    shared.update_record(|r| {
-        r.oom_kills = oom_kills;
-        r.phase = RunPhase::Exited;
-        r.ended_at_ms = Some(now_ms());
-        r.exit_code = exit_code;
-        r.signal = signal;
-        r.reason = Some(reason);
-        r.error = error;
-    });
+    if !ephemeral {
+        record_end();
+    }
     shared.finished.send_replace(true);
     // Sessions whose process never reported an end get none now: closing their queues ends
     // them once what is queued is written. Wait (bounded) until every reply has gone out.

@@ -187,3 +187,14 @@ fn removing_missing_directories_succeeds() {
     };
     assert!(remove(&paths, Duration::from_millis(10)).is_empty());
 }
+
+#[test]
+fn processes_join_v1_through_tasks_and_v2_through_cgroup_procs() {
+    let v1 = join_files(&plan(&hybrid_host(), "a"));
+    assert_eq!(v1.len(), 5);
+    assert!(v1.iter().all(|f| f.ends_with("tasks")), "{v1:?}");
+    assert_eq!(
+        join_files(&plan(&v2_host(), "a")),
+        [PathBuf::from("/sys/fs/cgroup/msb/a/cgroup.procs")]
+    );
+}
