@@ -37,6 +37,10 @@ impl MsbHome {
     pub fn daemon_log(&self) -> PathBuf {
         self.root.join("msbd.log")
     }
+    /// Where idle warm supervisors bind their sockets until they are handed a sandbox.
+    pub fn warm_sockets(&self) -> PathBuf {
+        self.root.join("warm")
+    }
     /// Where idle warm supervisors log (until they are handed a sandbox).
     pub fn warm_supervisor_log(&self) -> PathBuf {
         self.root.join("warm-supervisors.log")

@@ -83,19 +83,24 @@ pub fn spawn_supervisor(
     spawn_passing(&mut command, &file)
 }
 
-/// Spawns `msb-supervisor --warm` (`exe`) in its own process group, with stdout and stderr to
-/// `log` until it is handed a sandbox, at CPU priority `nice` until then (it raises its own
-/// once handed one). Returns the child and msbd's end of its configuration socket.
+/// Spawns `msb-supervisor --warm --socket SOCKET` (`exe`) in its own process group, with stdout
+/// and stderr to `log` until it is handed a sandbox, at CPU priority `nice` until then (it
+/// raises its own once handed one). It binds its supervisor socket at `socket` first thing;
+/// msbd moves that file into the sandbox's directory when it hands it one. Returns the child
+/// and msbd's end of its configuration socket.
 pub fn spawn_warm_supervisor(
     exe: &Path,
     log_level: &str,
     log: &File,
+    socket: &Path,
     nice: i32,
 ) -> std::io::Result<(Child, UnixStream)> {
     let (ours, theirs) = UnixStream::pair()?;
     let mut command = Command::new(exe);
     command
         .args(["--warm", "--log-level", log_level])
+        .arg("--socket")
+        .arg(socket)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log.try_clone()?)

@@ -144,22 +144,27 @@ fn a_dead_supervisor_is_a_crash_and_verbs_return_promptly() {
             "orphaned sandbox init killed",
             || !alive(init),
         );
-        let cgroups = std::process::Command::new("find")
-            .args([
-                "/sys/fs/cgroup",
-                "-maxdepth",
-                "4",
-                "-type",
-                "d",
-                "-name",
-                &id,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            cgroups.stdout.is_empty(),
-            "cgroups left: {}",
-            String::from_utf8_lossy(&cgroups.stdout)
+        // The orphaned init is reaped by msbd's clean-up, which then removes the cgroups (a
+        // zombie keeps its pids cgroup busy until then): give it the same few seconds.
+        let cgroups_left = || {
+            let found = std::process::Command::new("find")
+                .args([
+                    "/sys/fs/cgroup",
+                    "-maxdepth",
+                    "4",
+                    "-type",
+                    "d",
+                    "-name",
+                    &id,
+                ])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&found.stdout).into_owned()
+        };
+        home.eventually(
+            Duration::from_secs(10),
+            "the sandbox's cgroups removed",
+            || cgroups_left().is_empty(),
         );
     }
 }

@@ -135,16 +135,34 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
         pty: args.tty && std::io::stdin().is_terminal(),
         buffer_output: false,
     };
-    let io = session::open(client, &info.name).await?;
+    let path = format!("/v1/sandboxes/{}", segment(&info.name));
+    // The run must settle before msb returns (an ephemeral sandbox is removed first): ask msbd
+    // to wait for that now, alongside the session, so that the answer comes as soon as the
+    // sandbox is gone rather than one more request after the session ends.
+    let settled = {
+        let client = client.clone();
+        let wait = format!("{path}/wait");
+        tokio::spawn(async move {
+            client
+                .call::<(), crate::api::WaitResponse>(Method::POST, &wait, None)
+                .await
+        })
+    };
+    let io = match session::open(client, &info.name).await {
+        Ok(io) => io,
+        Err(e) => {
+            settled.abort();
+            return Err(explain_failed_run(client, &info.name, e).await);
+        }
+    };
     let end = match session::run(io, ClientRequest::Attach, options).await {
         Ok(end) => end,
-        Err(e) => return Err(explain_failed_run(client, &info.name, e).await),
+        Err(e) => {
+            settled.abort();
+            return Err(explain_failed_run(client, &info.name, e).await);
+        }
     };
-    // Let the run settle (an ephemeral sandbox is removed before this returns).
-    let path = format!("/v1/sandboxes/{}", segment(&info.name));
-    let _ = client
-        .call::<(), crate::api::WaitResponse>(Method::POST, &format!("{path}/wait"), None)
-        .await;
+    let _ = settled.await;
     if end.start_failed && !info.ephemeral {
         // The sandbox never ran its command: do not leave it behind.
         let _ = client

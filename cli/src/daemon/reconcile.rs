@@ -24,7 +24,7 @@ use super::supervisors;
 /// Folds the supervisor's run record (and whether it still lives) into the catalog.
 /// Returns the sandbox's status afterwards.
 pub fn apply_record(daemon: &Daemon, sandbox_id: &str) -> Result<SandboxStatus, ApiError> {
-    let store = daemon.store();
+    let mut store = daemon.store();
     let Some(sandbox) = store.sandbox_by_id(sandbox_id)? else {
         return Err(ApiError::NotFound(sandbox_id.to_owned()));
     };
@@ -77,6 +77,14 @@ pub fn apply_record(daemon: &Daemon, sandbox_id: &str) -> Result<SandboxStatus, 
         run.error.get_or_insert_with(|| {
             "the supervisor exited without recording the end of the run".to_owned()
         });
+        // The supervisor cannot clean up any more: its sandbox's processes and cgroups remain.
+        // Released before the status says the run is over (a `stop` that returns Crashed has
+        // nothing left behind), without holding the store meanwhile.
+        drop(store);
+        if let Err(e) = msb_runtime::backend::clean_up_after_crash(sandbox_id) {
+            tracing::warn!(sandbox = %sandbox.name, "cleaning up after the crash: {e}");
+        }
+        store = daemon.store();
     }
     store.update_run(&run)?;
 
@@ -113,12 +121,6 @@ pub fn apply_record(daemon: &Daemon, sandbox_id: &str) -> Result<SandboxStatus, 
         tracing::info!(sandbox = %sandbox.name, "{current} -> {status}");
     }
     drop(store);
-    if crashed {
-        // The supervisor cannot clean up any more: its sandbox's processes and cgroups remain.
-        if let Err(e) = msb_runtime::backend::clean_up_after_crash(sandbox_id) {
-            tracing::warn!(sandbox = %sandbox.name, "cleaning up after the crash: {e}");
-        }
-    }
     daemon.publish_status(sandbox_id, status);
     Ok(status)
 }
@@ -258,13 +260,17 @@ fn remove_if_ephemeral(daemon: &Daemon, sandbox_id: &str) {
 
 fn empty_trash_in_background(path: std::path::PathBuf) {
     std::thread::spawn(move || {
-        // A supervisor still finishing may remove entries concurrently: try twice.
-        if std::fs::remove_dir_all(&path)
-            .or_else(|_| std::fs::remove_dir_all(&path))
-            .is_err()
-            && path.exists()
-        {
-            tracing::warn!("could not delete {}", path.display());
+        // A supervisor still finishing (unmounting the root, removing entries) may get in the
+        // way for a moment: try a few times.
+        for attempt in 0..5 {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => return,
+                Err(_) if !path.exists() => return,
+                Err(e) if attempt == 4 => {
+                    tracing::warn!("could not delete {}: {e}", path.display())
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
         }
     });
 }

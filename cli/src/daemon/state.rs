@@ -61,6 +61,7 @@ impl Daemon {
             supervisor_exe.clone(),
             log_level.clone(),
             home.warm_supervisor_log(),
+            home.warm_sockets(),
             config.warm_supervisors,
         ));
         Arc::new(Daemon {

@@ -29,6 +29,9 @@ const WARM_NICE: i32 = 10;
 struct Idle {
     child: Child,
     control: UnixStream,
+    /// Where it bound its supervisor socket (under `$MSB_HOME/warm/`); moved into the
+    /// sandbox's directory when it is handed one, so the socket is there at once.
+    socket: PathBuf,
 }
 
 /// The pool of idle supervisors.
@@ -37,6 +40,9 @@ pub struct WarmPool {
     exe: PathBuf,
     log_level: String,
     log_path: PathBuf,
+    /// Where idle supervisors bind their sockets (`$MSB_HOME/warm/<n>.sock`).
+    socket_dir: PathBuf,
+    next_socket: AtomicUsize,
     /// How many idle supervisors to keep.
     target: usize,
     idle: Mutex<Vec<Idle>>,
@@ -48,11 +54,21 @@ pub struct WarmPool {
 }
 
 impl WarmPool {
-    pub fn new(exe: PathBuf, log_level: String, log_path: PathBuf, target: usize) -> WarmPool {
+    pub fn new(
+        exe: PathBuf,
+        log_level: String,
+        log_path: PathBuf,
+        socket_dir: PathBuf,
+        target: usize,
+    ) -> WarmPool {
+        // Sockets of idle supervisors of an earlier msbd: theirs went away with it.
+        let _ = std::fs::remove_dir_all(&socket_dir);
         WarmPool {
             exe,
             log_level,
             log_path,
+            socket_dir,
+            next_socket: AtomicUsize::new(0),
             target,
             idle: Mutex::new(Vec::new()),
             spawning: AtomicUsize::new(0),
@@ -73,7 +89,12 @@ impl WarmPool {
                 let _ = idle.child.wait();
                 continue;
             }
-            match msb_runtime::spawn::hand_over(&mut idle.control, config) {
+            // The socket first, so that it is in place before the supervisor (and msbd's own
+            // wait for it) could look.
+            let target = msb_runtime::paths::SandboxDir::new(config.sandbox_dir.clone()).socket();
+            let moved = std::fs::rename(&idle.socket, &target)
+                .and_then(|()| msb_runtime::spawn::hand_over(&mut idle.control, config));
+            match moved {
                 Ok(()) => break Some(idle.child),
                 Err(e) => {
                     tracing::warn!(
@@ -120,9 +141,15 @@ impl WarmPool {
     /// Lets every idle supervisor go (they exit on end-of-file) and reaps them.
     pub fn drain(&self) {
         let idle: Vec<Idle> = std::mem::take(&mut *self.lock());
-        for Idle { mut child, control } in idle {
+        for Idle {
+            mut child,
+            control,
+            socket,
+        } in idle
+        {
             drop(control);
             let _ = child.wait();
+            let _ = std::fs::remove_file(socket);
         }
     }
 
@@ -134,9 +161,37 @@ impl WarmPool {
             .create(true)
             .append(true)
             .open(&self.log_path)?;
-        let (child, control) =
-            msb_runtime::spawn::spawn_warm_supervisor(&self.exe, &self.log_level, &log, WARM_NICE)?;
-        Ok(Idle { child, control })
+        std::fs::create_dir_all(&self.socket_dir)?;
+        let socket = self.socket_dir.join(format!(
+            "{}.sock",
+            self.next_socket.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&socket);
+        let (mut child, control) = msb_runtime::spawn::spawn_warm_supervisor(
+            &self.exe,
+            &self.log_level,
+            &log,
+            &socket,
+            WARM_NICE,
+        )?;
+        // Idle once its socket is bound (it binds first thing; give it a few seconds).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !socket.exists() {
+            if std::time::Instant::now() > deadline || !matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(std::io::Error::other(format!(
+                    "the warm supervisor never bound {}",
+                    socket.display()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        Ok(Idle {
+            child,
+            control,
+            socket,
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {

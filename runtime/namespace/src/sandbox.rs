@@ -52,6 +52,10 @@ pub struct Sandbox {
     layout: Layout,
     /// Set once PID 1 has been reaped.
     exit: Mutex<Option<ExitStatus>>,
+    /// PID 1's mount namespace, held until `destroy`: the last process of a mount namespace
+    /// unmounts all of it (the overlay, proc, sysfs, ...) in its own exit, which would delay
+    /// the moment PID 1 is seen to end; held here, that happens when `destroy` lets go.
+    mount_namespace: Mutex<Option<std::fs::File>>,
 }
 
 impl Sandbox {
@@ -151,6 +155,7 @@ impl Sandbox {
         match started {
             Ok((pid, pidfd)) => {
                 tracing::debug!(id = %spec.id, pid, "namespace sandbox started");
+                let mount_namespace = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok();
                 Ok(Sandbox {
                     id: spec.id,
                     pid,
@@ -158,6 +163,7 @@ impl Sandbox {
                     cgroups,
                     layout,
                     exit: Mutex::new(None),
+                    mount_namespace: Mutex::new(mount_namespace),
                 })
             }
             Err(e) => {
@@ -223,6 +229,12 @@ impl Sandbox {
             // ECHILD: someone else reaped it; its cgroups still empty out.
             tracing::debug!(id = %self.id, error = %e, "PID 1 not reaped by destroy");
         }
+        drop(
+            self.mount_namespace
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         for (path, e) in cgroups::remove(&self.cgroups, Duration::from_secs(2)) {
             remaining.push(format!("cgroup {} ({e})", path.display()));
         }

@@ -21,6 +21,18 @@ fn main() {
     let log_level = flag("--log-level").unwrap_or_else(|| "info".to_owned());
     msb_telemetry::init("supervisor", &log_level);
     let warm = args.iter().any(|a| a == "--warm");
+    // A warm supervisor binds its socket now, where msbd said; msbd moves the file into the
+    // sandbox's directory when it hands this supervisor a sandbox.
+    let listener = match flag("--socket") {
+        Some(path) if warm => match std::os::unix::net::UnixListener::bind(&path) {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                eprintln!("msb-supervisor: binding {path}: {e}");
+                std::process::exit(2);
+            }
+        },
+        _ => None,
+    };
     let prepared = if warm {
         msb_runtime::backend::Prepared::new()
     } else {
@@ -32,6 +44,9 @@ fn main() {
             // msbd let it go: `exit` runs no destructors, so release the launcher and its
             // cgroups first.
             drop(prepared);
+            if let Some(path) = flag("--socket") {
+                let _ = std::fs::remove_file(path);
+            }
             std::process::exit(0);
         }
         Ok(None) => {
@@ -65,5 +80,7 @@ fn main() {
             Err(e) => tracing::warn!("opening {}: {e}", dir.supervisor_log().display()),
         }
     }
-    std::process::exit(msb_runtime::supervisor::run_supervisor(config, prepared));
+    std::process::exit(msb_runtime::supervisor::run_supervisor(
+        config, prepared, listener,
+    ));
 }

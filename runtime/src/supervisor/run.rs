@@ -29,8 +29,13 @@ const AFTER_EXIT_GRACE_MS: u64 = 1_000;
 const TIMER_STOP_GRACE_MS: u64 = 10_000;
 
 /// Runs the sandbox described by `config` until its run ends, using what a warm supervisor
-/// `prepared`. Returns the process exit code.
-pub fn run_supervisor(config: SupervisorConfig, prepared: backend::Prepared) -> i32 {
+/// `prepared` and the socket it `bound` (already at the sandbox's socket path). Returns the
+/// process exit code.
+pub fn run_supervisor(
+    config: SupervisorConfig,
+    prepared: backend::Prepared,
+    bound: Option<StdUnixListener>,
+) -> i32 {
     // Own session: msbd's death or a signal to its process group must not reach us.
     let _ = nix::unistd::setsid();
     let dir = SandboxDir::new(config.sandbox_dir.clone());
@@ -66,10 +71,15 @@ pub fn run_supervisor(config: SupervisorConfig, prepared: backend::Prepared) -> 
     if let Err(e) = record.write(&dir.run_record()) {
         return fail(record, format!("writing the run record: {e}"));
     }
-    let _ = std::fs::remove_file(dir.socket());
-    let listener = match StdUnixListener::bind(dir.socket()) {
-        Ok(l) => l,
-        Err(e) => return fail(record, format!("binding {}: {e}", dir.socket().display())),
+    let listener = match bound {
+        Some(listener) => listener,
+        None => {
+            let _ = std::fs::remove_file(dir.socket());
+            match StdUnixListener::bind(dir.socket()) {
+                Ok(l) => l,
+                Err(e) => return fail(record, format!("binding {}: {e}", dir.socket().display())),
+            }
+        }
     };
     let (host_end, agent_end) = match StdUnixStream::pair() {
         Ok(pair) => pair,
