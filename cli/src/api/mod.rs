@@ -98,6 +98,9 @@ pub struct WaitResponse {
     /// The workload's exit code (128 + signal when a signal ended it).
     pub exit_code: Option<i32>,
     pub termination_reason: Option<TerminationReason>,
+    /// Why the run failed, when the runtime knows (e.g. the sandbox could not be built).
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, ToSchema)]

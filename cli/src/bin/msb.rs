@@ -8,8 +8,9 @@ use msb_runtime::paths::MsbHome;
 fn main() {
     let cli = Cli::parse();
     msb_telemetry::init("msb", "warn");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    // One thread: a client mostly waits on a socket or two, and handing wake-ups between a
+    // worker and the main thread cost `msb run` a millisecond or more per request.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -148,18 +148,16 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
                 .await
         })
     };
-    let io = match session::open(client, &info.name).await {
-        Ok(io) => io,
-        Err(e) => {
-            settled.abort();
-            return Err(explain_failed_run(client, &info.name, e).await);
-        }
+    let session = match session::open(client, &info.name).await {
+        Ok(io) => session::run(io, ClientRequest::Attach, options).await,
+        Err(e) => Err(e),
     };
-    let end = match session::run(io, ClientRequest::Attach, options).await {
+    let end = match session {
         Ok(end) => end,
         Err(e) => {
-            settled.abort();
-            return Err(explain_failed_run(client, &info.name, e).await);
+            // The settled state says why, even for an ephemeral sandbox that is gone by now.
+            let settled = settled.await.ok().and_then(Result::ok);
+            return Err(explain_failed_run(client, &info.name, e, settled).await);
         }
     };
     let _ = settled.await;
@@ -192,7 +190,15 @@ pub async fn create(client: &Client, args: CreateArgs) -> Result<i32> {
 
 /// When an attached session breaks, the run's record usually says why (the runtime's error
 /// rather than "the connection closed").
-async fn explain_failed_run(client: &Client, name: &str, error: anyhow::Error) -> anyhow::Error {
+async fn explain_failed_run(
+    client: &Client,
+    name: &str,
+    error: anyhow::Error,
+    settled: Option<crate::api::WaitResponse>,
+) -> anyhow::Error {
+    if let Some(reason) = settled.and_then(|s| s.error) {
+        return anyhow::anyhow!("sandbox {name} failed: {reason}");
+    }
     let path = format!("/v1/sandboxes/{}", segment(name));
     let _ = client
         .call::<(), crate::api::WaitResponse>(Method::POST, &format!("{path}/wait"), None)

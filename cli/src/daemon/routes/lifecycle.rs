@@ -358,7 +358,10 @@ pub async fn wait(
                     (None, Some(signal)) => Some(128 + signal),
                     _ => None,
                 }),
-                termination_reason: run.and_then(|r| r.termination_reason?.parse().ok()),
+                termination_reason: run
+                    .as_ref()
+                    .and_then(|r| r.termination_reason.as_ref()?.parse().ok()),
+                error: run.and_then(|r| r.error),
             };
             if !row.ephemeral || status == SandboxStatus::Created {
                 return Ok(Json(response));
