@@ -62,8 +62,13 @@ pub fn is_static_elf(path: &Path) -> io::Result<bool> {
 }
 
 /// Makes sure the default root exists at `target`, building it if needed.
+/// Whether the default root at `target` is built (one `stat`).
+pub fn default_rootfs_ready(target: &Path) -> bool {
+    target.join("bin").join("busybox").is_file()
+}
+
 pub fn ensure_default_rootfs(target: &Path) -> Result<(), RootfsError> {
-    if target.join("bin").join("busybox").is_file() {
+    if default_rootfs_ready(target) {
         return Ok(());
     }
     let busybox = find_busybox()?;

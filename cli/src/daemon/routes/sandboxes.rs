@@ -103,7 +103,9 @@ pub async fn create(
     if request.attach.is_some() && !request.start {
         return Err(ApiError::Invalid("attach requires start".into()));
     }
-    if config.rootfs == RootfsSource::Default {
+    if config.rootfs == RootfsSource::Default
+        && !msb_runtime::rootfs::default_rootfs_ready(&daemon.home.default_rootfs())
+    {
         let target = daemon.home.default_rootfs();
         tokio::task::spawn_blocking(move || msb_runtime::rootfs::ensure_default_rootfs(&target))
             .await
