@@ -166,6 +166,8 @@ pub const DAEMON_INSTRUMENTS: &[DaemonInstrument] = &[
     daemon("msb.sampler.samples", Counter, "{sample}", &[], "Samples msbd received from the sandboxes' samplers"),
     daemon("msb.sandbox.boot.duration", Histogram, "s", &["phase"], "Time of each boot phase: spawn (supervisor up), sandbox (namespaces, root, cgroups), agent (agent ready), workload (command started), total"),
     daemon("msb.exec.latency", Histogram, "s", &[], "Time from an exec request reaching msbd to the process running in the sandbox"),
+    daemon("msb.supervisors.warm", Gauge, "{supervisor}", &[], "Supervisors spawned ahead of time and ready for the next start (MSB_WARM_SUPERVISORS is the target)"),
+    daemon("msb.sandbox.starts", Counter, "{start}", &["path"], "Sandbox starts by how they got their supervisor: warm (spawned ahead of time) or cold (spawned for the start)"),
     daemon_needs(daemon("msb.otlp.exports", Counter, "{export}", &["signal", "result"], "OTLP export requests by signal and result (success, failure)"), "an OTLP endpoint"),
     daemon_needs(daemon("msb.otlp.dropped", Counter, "{item}", &["signal"], "Data points or spans dropped: export failed or queue full"), "an OTLP endpoint"),
     daemon_needs(daemon("msb.otlp.last_success_timestamp", Gauge, "s", &["signal"], "Unix time of the last successful export"), "an OTLP endpoint"),

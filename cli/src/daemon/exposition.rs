@@ -157,6 +157,27 @@ pub fn daemon_families(daemon: &Daemon, rows: &[SandboxRow], live: &[LiveSandbox
             vec![point(&[], capacity.memory_committed_bytes as f64)],
         );
     }
+    add(
+        "msb.supervisors.warm",
+        started,
+        vec![point(&[], daemon.warm.idle() as f64)],
+    );
+    add(
+        "msb.sandbox.starts",
+        started,
+        [
+            ("warm", &daemon.warm.warm_starts),
+            ("cold", &daemon.warm.cold_starts),
+        ]
+        .into_iter()
+        .map(|(path, count)| {
+            point(
+                &[("path", path.to_owned())],
+                count.load(Ordering::Relaxed) as f64,
+            )
+        })
+        .collect(),
+    );
     if let Ok(meta) = std::fs::metadata(daemon.home.database()) {
         add(
             "msb.store.size",
