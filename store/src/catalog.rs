@@ -570,7 +570,7 @@ impl Drop for CatalogWriter {
 }
 
 /// How long the writer collects changes before committing them.
-pub(crate) const GROUP_COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(25);
+pub(crate) const GROUP_COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Drops the changes of a batch that a later change in the same batch makes void, so that
 /// applying the rest in order leaves the tables exactly as applying all would (pure):

@@ -209,6 +209,14 @@ pub(crate) fn enter_namespaces_and_fork(
     stdio: &Stdio,
     report: OwnedFd,
 ) -> Result<i32, String> {
+    enter_namespaces(unprivileged)?;
+    fork_pid1(setup, stdio, report)
+}
+
+/// Gives the calling (single-threaded) process the sandbox's namespaces; its next child is PID
+/// 1 of the new pid namespace. Call after joining the cgroups: the cgroup namespace's root is
+/// the process's cgroup when it is created.
+pub(crate) fn enter_namespaces(unprivileged: Option<(u32, u32)>) -> Result<(), String> {
     if let Some((uid, gid)) = unprivileged {
         enter_user_namespace(uid, gid)?;
     }
@@ -220,8 +228,15 @@ pub(crate) fn enter_namespaces_and_fork(
             | CloneFlags::CLONE_NEWCGROUP
             | CloneFlags::CLONE_NEWPID,
     )
-    .map_err(|e| format!("unshare namespaces: {e}"))?;
+    .map_err(|e| format!("unshare namespaces: {e}"))
+}
 
+/// Forks PID 1, which runs `setup::pid1` and reports its failure on `report`.
+pub(crate) fn fork_pid1(
+    setup: &setup::Plan,
+    stdio: &Stdio,
+    report: OwnedFd,
+) -> Result<i32, String> {
     match sys::fork().map_err(|e| format!("fork PID 1: {e}"))? {
         ForkResult::Child => {
             let message = setup::pid1(setup, stdio);

@@ -143,7 +143,7 @@ impl Sandbox {
             unprivileged: identity,
         };
         let launched = match warm {
-            Some(warm) => warm.launch(&spec.id, &setup, identity, fds, &spec.agent_fd),
+            Some(warm) => warm.launch(&spec.id, &setup, fds, &spec.agent_fd),
             None => launch::launch(&plan, fds, &spec.agent_fd),
         };
         let started = launched.and_then(|pid| {

@@ -4,10 +4,12 @@
 //! RCU grace period (8-15 ms on the development host; see ADR 002, "Start latency"), which is
 //! most of a sandbox's start. A [`WarmLauncher`] pays it before anyone asks for a sandbox: it
 //! forks the launcher into placeholder cgroups (`msb/warm-<name>`), where it waits on a socket.
-//! [`crate::Sandbox::start_warm`] renames the placeholder directories to the sandbox's (cgroupfs
-//! allows a rename within the same parent; the tasks stay), writes the limits and sends the
-//! launcher PID 1's plan as JSON with its four fds (`SCM_RIGHTS`); from there the launcher goes
-//! on exactly as a cold one (namespaces, PID 1, report).
+//! It also makes the sandbox's namespaces then (they do not depend on the sandbox), so a claim
+//! is left with forking PID 1. [`crate::Sandbox::start_warm`] renames the placeholder
+//! directories to the sandbox's (cgroupfs allows a rename within the same parent; the tasks
+//! stay, and the cgroup namespace's root is the directory, whatever its name), writes the
+//! limits and sends the launcher PID 1's plan as JSON with its four fds (`SCM_RIGHTS`); from
+//! there the launcher goes on exactly as a cold one (PID 1, report).
 //!
 //! Dropping an unclaimed `WarmLauncher` closes the socket (the launcher exits), reaps the
 //! launcher and removes the placeholder cgroups.
@@ -46,7 +48,6 @@ const MAX_ORDER_BYTES: usize = 1 << 20;
 #[derive(Serialize, Deserialize)]
 struct Order {
     setup: setup::Plan,
-    unprivileged: Option<(u32, u32)>,
 }
 
 /// A launcher waiting in placeholder cgroups; see the module documentation.
@@ -142,7 +143,6 @@ impl WarmLauncher {
         mut self,
         id: &str,
         setup: &setup::Plan,
-        unprivileged: Option<(u32, u32)>,
         fds: LaunchFds,
         agent_fd: &OwnedFd,
     ) -> Result<i32, NamespaceError> {
@@ -150,7 +150,6 @@ impl WarmLauncher {
         let report = self.report.take().expect("unclaimed");
         let order = serde_json::to_vec(&Order {
             setup: setup.clone(),
-            unprivileged,
         })
         .map_err(|e| NamespaceError::sys("serialize the launch plan", std::io::Error::other(e)))?;
         let sent = send(
@@ -197,12 +196,18 @@ fn fork_waiting(placeholder: &CgroupPaths) -> Result<(Pid, UnixStream, OwnedFd),
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| NamespaceError::sys("PR_SET_CHILD_SUBREAPER", e))?;
     let procs: Vec<PathBuf> = cgroups::join_files(placeholder);
+    let identity = (!nix::unistd::geteuid().is_root()).then(|| {
+        (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    });
     match sys::fork().map_err(|e| NamespaceError::sys("fork", e))? {
         ForkResult::Child => {
             drop(ours);
             drop(report_read);
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                waiting_main(&procs, &theirs, report_write)
+                waiting_main(&procs, identity, &theirs, report_write)
             }));
             sys::exit_now(if outcome.is_err() { 2 } else { 0 });
         }
@@ -212,9 +217,17 @@ fn fork_waiting(placeholder: &CgroupPaths) -> Result<(Pid, UnixStream, OwnedFd),
 
 /// The warm launcher: joins its cgroups, waits for its order, then launches. Single-threaded
 /// (a fork of one thread): no `tracing`, no `std::env`.
-fn waiting_main(procs: &[PathBuf], channel: &UnixStream, report: OwnedFd) {
+fn waiting_main(
+    procs: &[PathBuf],
+    identity: Option<(u32, u32)>,
+    channel: &UnixStream,
+    report: OwnedFd,
+) {
     let outcome = (|| -> Result<Option<i32>, String> {
         launch::join_cgroups(procs)?;
+        // The namespaces do not depend on the sandbox either: make them now too (a network
+        // namespace alone takes about a millisecond).
+        launch::enter_namespaces(identity)?;
         (&*channel)
             .write_all(&JOINED)
             .map_err(|e| format!("telling the supervisor the cgroups are joined: {e}"))?;
@@ -229,8 +242,7 @@ fn waiting_main(procs: &[PathBuf], channel: &UnixStream, report: OwnedFd) {
         let stdio = Stdio::above([&stdin, &stdout, &stderr, &agent])?;
         drop((stdin, stdout, stderr, agent));
         let report = sys::dup_cloexec_above(&report, 64).map_err(|e| format!("dup report: {e}"))?;
-        launch::enter_namespaces_and_fork(&order.setup, order.unprivileged, &stdio, report)
-            .map(Some)
+        launch::fork_pid1(&order.setup, &stdio, report).map(Some)
     })();
     let message = match outcome {
         Ok(None) => return,
