@@ -11,7 +11,6 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -48,7 +47,9 @@ fn set_cloexec(fd: i32, on: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Spawns `msb-supervisor ...` (`exe`) in its own process group, with stdout and stderr to `log`.
+/// Spawns `msb-supervisor ...` (`exe`), with stdout and stderr to `log`. It starts a session of
+/// its own first thing (`setsid`, which a process group leader could not do), so neither msbd's
+/// death nor a signal to msbd's group reaches it.
 pub fn spawn_supervisor(
     exe: &Path,
     config: &SupervisorConfig,
@@ -78,13 +79,12 @@ pub fn spawn_supervisor(
         .args(["--log-level", &config.log_level])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
-        .stderr(log.try_clone()?)
-        .process_group(0);
+        .stderr(log.try_clone()?);
     spawn_passing(&mut command, &file)
 }
 
-/// Spawns `msb-supervisor --warm --socket SOCKET` (`exe`) in its own process group, with stdout
-/// and stderr to `log` until it is handed a sandbox, at CPU priority `nice` until then (it
+/// Spawns `msb-supervisor --warm --socket SOCKET` (`exe`), with stdout and stderr to `log` until
+/// it is handed a sandbox (and its own session from then on), at CPU priority `nice` until then (it
 /// raises its own once handed one). It binds its supervisor socket at `socket` first thing;
 /// msbd moves that file into the sandbox's directory when it hands it one. Returns the child
 /// and msbd's end of its configuration socket.
@@ -103,8 +103,7 @@ pub fn spawn_warm_supervisor(
         .arg(socket)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
-        .stderr(log.try_clone()?)
-        .process_group(0);
+        .stderr(log.try_clone()?);
     // Nice values are per thread on Linux and inherited by the spawned child: lower this
     // (short-lived) thread's priority for the spawn.
     set_thread_nice(nice);
