@@ -55,6 +55,59 @@ pub async fn open(client: &Client, name: &str) -> Result<TokioIo<hyper::upgrade:
     Ok(TokioIo::new(upgraded))
 }
 
+/// What an attached create answers with besides the session: the sandbox's name and whether
+/// it is ephemeral.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub name: String,
+    pub ephemeral: bool,
+}
+
+/// Creates and starts a sandbox and opens its session in one request (`POST /v1/sandboxes`
+/// with `Upgrade: msb-session`; `request.attach` must be set).
+pub async fn create_attached(
+    client: &Client,
+    request: &crate::api::CreateSandboxRequest,
+) -> Result<(Created, TokioIo<hyper::upgrade::Upgraded>)> {
+    let stream = client.connect().await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection.with_upgrades());
+    let body = serde_json::to_vec(request).expect("request serialises");
+    let request = super::with_trace_context(Request::builder())
+        .method(Method::POST)
+        .uri("/v1/sandboxes")
+        .header("host", "msbd")
+        .header("content-type", "application/json")
+        .header(hyper::header::CONNECTION, "upgrade")
+        .header(hyper::header::UPGRADE, SESSION_UPGRADE)
+        .body(Full::new(Bytes::from(body)))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .context("talking to msbd")?;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        return Err(failure(status, &bytes).into());
+    }
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let created = Created {
+        name: header("x-msb-sandbox").context("msbd named no sandbox in its answer")?,
+        ephemeral: header("x-msb-ephemeral").as_deref() == Some("true"),
+    };
+    let upgraded = hyper::upgrade::on(response)
+        .await
+        .context("upgrading the session")?;
+    Ok((created, TokioIo::new(upgraded)))
+}
+
 /// Restores the terminal's settings when dropped.
 struct RawMode {
     saved: nix::sys::termios::Termios,

@@ -123,10 +123,10 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
         start: true,
         attach,
     };
-    let info: SandboxInfo = client
-        .call(Method::POST, "/v1/sandboxes", Some(&request))
-        .await?;
     if args.detach {
+        let info: SandboxInfo = client
+            .call(Method::POST, "/v1/sandboxes", Some(&request))
+            .await?;
         println!("{}", info.name);
         return Ok(0);
     }
@@ -135,6 +135,8 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
         pty: args.tty && std::io::stdin().is_terminal(),
         buffer_output: false,
     };
+    // One request creates, starts and opens the session.
+    let (info, io) = session::create_attached(client, &request).await?;
     let path = format!("/v1/sandboxes/{}", segment(&info.name));
     // The run must settle before msb returns (an ephemeral sandbox is removed first): ask msbd
     // to wait for that now, alongside the session, so that the answer comes as soon as the
@@ -148,11 +150,7 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
                 .await
         })
     };
-    let session = match session::open(client, &info.name).await {
-        Ok(io) => session::run(io, ClientRequest::Attach, options).await,
-        Err(e) => Err(e),
-    };
-    let end = match session {
+    let end = match session::run(io, ClientRequest::Attach, options).await {
         Ok(end) => end,
         Err(e) => {
             // The settled state says why, even for an ephemeral sandbox that is gone by now.

@@ -85,13 +85,65 @@ pub async fn list(
     Ok(Json(out))
 }
 
+/// The headers of a `101` answer to an attached create: the sandbox's name, and `true` when it
+/// is ephemeral.
+pub const SANDBOX_NAME_HEADER: &str = "x-msb-sandbox";
+pub const SANDBOX_EPHEMERAL_HEADER: &str = "x-msb-ephemeral";
+
 #[utoipa::path(post, path = "/v1/sandboxes", request_body = CreateSandboxRequest,
-    responses((status = 201, body = SandboxInfo), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses(
+        (status = 201, body = SandboxInfo),
+        (status = 101, description = "With `Upgrade: msb-session` and `attach`: the started sandbox's session on this connection, as `GET /v1/sandboxes/{name}/session` gives it (one request instead of two); headers `x-msb-sandbox` (name) and `x-msb-ephemeral`"),
+        (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 #[tracing::instrument(name = "sandbox.create", skip_all)]
 pub async fn create(
     State(daemon): State<Arc<Daemon>>,
-    Json(request): Json<CreateSandboxRequest>,
-) -> Result<(StatusCode, Json<SandboxInfo>), ApiError> {
+    request: axum::extract::Request,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let (mut parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_CREATE_BODY).await {
+        Ok(bytes) => bytes,
+        Err(e) => return Err(ApiError::Invalid(format!("reading the request body: {e}"))),
+    };
+    let request = match Json::<CreateSandboxRequest>::from_bytes(&bytes) {
+        Ok(Json(request)) => request,
+        Err(rejection) => return Ok(rejection.into_response()),
+    };
+    let upgrade = (super::session::wants_session(&parts.headers) && request.attach.is_some())
+        .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+        .flatten();
+    let info = create_sandbox(&daemon, request).await?;
+    match upgrade {
+        Some(upgrade) => {
+            let id = daemon.sandbox(&info.name)?.id;
+            let socket = daemon.home.sandbox(&id).socket();
+            let supervisor = tokio::net::UnixStream::connect(&socket)
+                .await
+                .map_err(|e| {
+                    ApiError::Conflict(format!(
+                        "sandbox {:?} is not accepting sessions: {e}",
+                        info.name
+                    ))
+                })?;
+            super::session::spawn_relay(daemon.clone(), &info.name, upgrade, supervisor);
+            Ok(super::session::switching_protocols()
+                .header(SANDBOX_NAME_HEADER, info.name.as_str())
+                .header(SANDBOX_EPHEMERAL_HEADER, info.ephemeral.to_string())
+                .body(axum::body::Body::empty())
+                .expect("valid header values"))
+        }
+        None => Ok((StatusCode::CREATED, Json(info)).into_response()),
+    }
+}
+
+/// The largest create request body accepted (axum's default for JSON).
+const MAX_CREATE_BODY: usize = 2 << 20;
+
+async fn create_sandbox(
+    daemon: &Arc<Daemon>,
+    request: CreateSandboxRequest,
+) -> Result<SandboxInfo, ApiError> {
     let mut config = request.config;
     if config.name.is_empty() {
         config.name = msb_runtime::ids::ephemeral_name();
@@ -128,15 +180,15 @@ pub async fn create(
     if request.start {
         let lock = daemon.op_lock(&row.id);
         let _guard = lock.lock().await;
-        if let Err(e) = start_run(&daemon, &row.id, request.attach).await {
+        if let Err(e) = start_run(daemon, &row.id, request.attach).await {
             // A sandbox that cannot start is not left half-created.
-            if let Err(cleanup) = remove_sandbox(&daemon, &row.id) {
+            if let Err(cleanup) = remove_sandbox(daemon, &row.id) {
                 tracing::error!("rolling back {}: {cleanup}", row.name);
             }
             return Err(e);
         }
     }
-    Ok((StatusCode::CREATED, Json(info_by_name(&daemon, &row.name)?)))
+    info_by_name(daemon, &row.name)
 }
 
 #[utoipa::path(get, path = "/v1/sandboxes/{name}", params(("name" = String, Path)),

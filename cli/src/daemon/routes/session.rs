@@ -30,12 +30,7 @@ pub async fn session(
     Path(name): Path<String>,
     mut request: Request,
 ) -> Result<Response, ApiError> {
-    let wants_upgrade = request
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case(SESSION_UPGRADE));
-    if !wants_upgrade {
+    if !wants_session(request.headers()) {
         return Err(ApiError::Invalid(format!(
             "this endpoint needs `Upgrade: {SESSION_UPGRADE}`"
         )));
@@ -55,6 +50,36 @@ pub async fn session(
         ApiError::Conflict(format!("sandbox {name:?} is not accepting sessions: {e}"))
     })?;
     let upgrade = hyper::upgrade::on(&mut request);
+    spawn_relay(daemon, &name, upgrade, supervisor);
+    Ok(switching_protocols()
+        .body(Body::empty())
+        .expect("static response parts"))
+}
+
+/// Whether a request asks for `Upgrade: msb-session`.
+pub(crate) fn wants_session(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(SESSION_UPGRADE))
+}
+
+/// The 101 answer's parts, to which a caller may add headers.
+pub(crate) fn switching_protocols() -> axum::http::response::Builder {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, SESSION_UPGRADE)
+}
+
+/// Once the connection is upgraded, relays the session between it and `supervisor` (a
+/// connection to the sandbox's supervisor socket).
+pub(crate) fn spawn_relay(
+    daemon: Arc<Daemon>,
+    name: &str,
+    upgrade: hyper::upgrade::OnUpgrade,
+    supervisor: UnixStream,
+) {
     let received = std::time::Instant::now();
     // The session's span lasts until the session ends, past this request's.
     let span = tracing::info_span!(
@@ -72,12 +97,6 @@ pub async fn session(
         }
         .instrument(span),
     );
-    Ok(Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, SESSION_UPGRADE)
-        .body(Body::empty())
-        .expect("static response parts"))
 }
 
 async fn relay(
