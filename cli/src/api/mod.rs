@@ -22,6 +22,10 @@ pub use openapi::{openapi_json, ApiDoc};
 /// The `Upgrade` token for exec and attach sessions (framed `msb_protocol::session` messages
 /// flow both ways after the 101 response).
 pub const SESSION_UPGRADE: &str = "msb-session";
+/// Headers of the `101` answer to an attached create (`POST /v1/sandboxes` with
+/// `Upgrade: msb-session`): the sandbox's name, and `true` when it is ephemeral.
+pub const SANDBOX_NAME_HEADER: &str = "x-msb-sandbox";
+pub const SANDBOX_EPHEMERAL_HEADER: &str = "x-msb-ephemeral";
 
 /// How a started sandbox's workload is wired.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, ToSchema)]

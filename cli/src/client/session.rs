@@ -14,7 +14,7 @@ use msb_runtime::framing::{read_frame, write_frame};
 use tokio::sync::mpsc;
 
 use super::{failure, segment, Client};
-use crate::api::SESSION_UPGRADE;
+use crate::api::{SANDBOX_EPHEMERAL_HEADER, SANDBOX_NAME_HEADER, SESSION_UPGRADE};
 
 /// How the local terminal and streams take part in a session.
 #[derive(Debug, Clone, Copy)]
@@ -27,19 +27,28 @@ pub struct SessionOptions {
     pub buffer_output: bool,
 }
 
-/// Opens an upgraded session connection to sandbox `name`.
-pub async fn open(client: &Client, name: &str) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
+/// Sends one request asking for `Upgrade: msb-session` and returns the 101 answer's headers
+/// and the upgraded connection; any other answer is msbd's error.
+async fn upgrade(
+    client: &Client,
+    method: Method,
+    uri: &str,
+    json: Option<Vec<u8>>,
+) -> Result<(hyper::HeaderMap, TokioIo<hyper::upgrade::Upgraded>)> {
     let stream = client.connect().await?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection.with_upgrades());
-    let request = super::with_trace_context(Request::builder())
-        .method(Method::GET)
-        .uri(format!("/v1/sandboxes/{}/session", segment(name)))
+    let mut request = super::with_trace_context(Request::builder())
+        .method(method)
+        .uri(uri)
         .header("host", "msbd")
         .header(hyper::header::CONNECTION, "upgrade")
-        .header(hyper::header::UPGRADE, SESSION_UPGRADE)
-        .body(Full::new(Bytes::new()))?;
+        .header(hyper::header::UPGRADE, SESSION_UPGRADE);
+    if json.is_some() {
+        request = request.header("content-type", "application/json");
+    }
+    let request = request.body(Full::new(Bytes::from(json.unwrap_or_default())))?;
     let response = sender
         .send_request(request)
         .await
@@ -49,10 +58,17 @@ pub async fn open(client: &Client, name: &str) -> Result<TokioIo<hyper::upgrade:
         let bytes = response.into_body().collect().await?.to_bytes();
         return Err(failure(status, &bytes).into());
     }
+    let headers = response.headers().clone();
     let upgraded = hyper::upgrade::on(response)
         .await
         .context("upgrading the session")?;
-    Ok(TokioIo::new(upgraded))
+    Ok((headers, TokioIo::new(upgraded)))
+}
+
+/// Opens an upgraded session connection to sandbox `name`.
+pub async fn open(client: &Client, name: &str) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
+    let uri = format!("/v1/sandboxes/{}/session", segment(name));
+    Ok(upgrade(client, Method::GET, &uri, None).await?.1)
 }
 
 /// What an attached create answers with besides the session: the sandbox's name and whether
@@ -69,43 +85,16 @@ pub async fn create_attached(
     client: &Client,
     request: &crate::api::CreateSandboxRequest,
 ) -> Result<(Created, TokioIo<hyper::upgrade::Upgraded>)> {
-    let stream = client.connect().await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection.with_upgrades());
     let body = serde_json::to_vec(request).expect("request serialises");
-    let request = super::with_trace_context(Request::builder())
-        .method(Method::POST)
-        .uri("/v1/sandboxes")
-        .header("host", "msbd")
-        .header("content-type", "application/json")
-        .header(hyper::header::CONNECTION, "upgrade")
-        .header(hyper::header::UPGRADE, SESSION_UPGRADE)
-        .body(Full::new(Bytes::from(body)))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .context("talking to msbd")?;
-    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
-        return Err(failure(status, &bytes).into());
-    }
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
+    let (headers, io) = upgrade(client, Method::POST, "/v1/sandboxes", Some(body)).await?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let created = Created {
-        name: header("x-msb-sandbox").context("msbd named no sandbox in its answer")?,
-        ephemeral: header("x-msb-ephemeral").as_deref() == Some("true"),
+        name: header(SANDBOX_NAME_HEADER)
+            .context("msbd named no sandbox in its answer")?
+            .to_owned(),
+        ephemeral: header(SANDBOX_EPHEMERAL_HEADER) == Some("true"),
     };
-    let upgraded = hyper::upgrade::on(response)
-        .await
-        .context("upgrading the session")?;
-    Ok((created, TokioIo::new(upgraded)))
+    Ok((created, io))
 }
 
 /// Restores the terminal's settings when dropped.

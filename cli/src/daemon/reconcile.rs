@@ -260,19 +260,30 @@ fn remove_if_ephemeral(daemon: &Daemon, sandbox_id: &str) {
 
 fn empty_trash_in_background(path: std::path::PathBuf) {
     std::thread::spawn(move || {
-        // A supervisor still finishing (unmounting the root, removing entries) may get in the
-        // way for a moment: try a few times.
-        for attempt in 0..5 {
-            match std::fs::remove_dir_all(&path) {
-                Ok(()) => return,
-                Err(_) if !path.exists() => return,
-                Err(e) if attempt == 4 => {
-                    tracing::warn!("could not delete {}: {e}", path.display())
-                }
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
-            }
+        if let Err(e) = delete_dir(&path, 5, std::time::Duration::from_millis(100)) {
+            tracing::warn!("could not delete {}: {e}", path.display());
         }
     });
+}
+
+/// `remove_dir_all`, tried `attempts` times `pause` apart: a supervisor still finishing
+/// (unmounting the root, removing entries) may get in the way for a moment. A directory that
+/// is gone counts as deleted.
+fn delete_dir(
+    path: &std::path::Path,
+    attempts: u32,
+    pause: std::time::Duration,
+) -> std::io::Result<()> {
+    let mut attempt = 1;
+    loop {
+        match std::fs::remove_dir_all(path) {
+            Ok(()) => return Ok(()),
+            Err(_) if !path.exists() => return Ok(()),
+            Err(e) if attempt >= attempts => return Err(e),
+            Err(_) => std::thread::sleep(pause),
+        }
+        attempt += 1;
+    }
 }
 
 /// Deletes a sandbox's catalog rows and its directory.
@@ -287,16 +298,9 @@ pub fn remove_sandbox(daemon: &Daemon, sandbox_id: &str) -> Result<(), ApiError>
             .and_then(|()| std::fs::rename(dir.root(), &trash));
         match moved {
             Ok(()) => empty_trash_in_background(trash),
-            Err(_) => std::fs::remove_dir_all(dir.root())
-                // A supervisor finishing its clean-up may remove entries concurrently.
-                .or_else(|_| std::fs::remove_dir_all(dir.root()))
-                .or_else(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => Ok(()),
-                    _ => Err(e),
-                })
-                .map_err(|e| {
-                    ApiError::internal(&format!("removing {}", dir.root().display()), e)
-                })?,
+            Err(_) => delete_dir(dir.root(), 2, std::time::Duration::ZERO).map_err(|e| {
+                ApiError::internal(&format!("removing {}", dir.root().display()), e)
+            })?,
         }
     }
     daemon.store().delete_sandbox(sandbox_id)?;

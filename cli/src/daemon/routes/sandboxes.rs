@@ -12,7 +12,10 @@ use msb_store::{RunRow, SandboxRow};
 use serde::Deserialize;
 
 use super::lifecycle::{start_run, stop_run};
-use crate::api::{CreateSandboxRequest, ErrorBody, RunInfo, SandboxInfo};
+use crate::api::{
+    CreateSandboxRequest, ErrorBody, RunInfo, SandboxInfo, SANDBOX_EPHEMERAL_HEADER,
+    SANDBOX_NAME_HEADER,
+};
 use crate::daemon::error::ApiError;
 use crate::daemon::reconcile::remove_sandbox;
 use crate::daemon::state::Daemon;
@@ -84,11 +87,6 @@ pub async fn list(
     }
     Ok(Json(out))
 }
-
-/// The headers of a `101` answer to an attached create: the sandbox's name, and `true` when it
-/// is ephemeral.
-pub const SANDBOX_NAME_HEADER: &str = "x-msb-sandbox";
-pub const SANDBOX_EPHEMERAL_HEADER: &str = "x-msb-ephemeral";
 
 #[utoipa::path(post, path = "/v1/sandboxes", request_body = CreateSandboxRequest,
     responses(
