@@ -17,8 +17,8 @@
 #
 # Usage (as root):  benches/lifecycle.sh
 # Environment:
-#   MSB_BIN       msb binary (default /usr/local/bin/msb, else $CARGO_TARGET_DIR/release/msb)
-#   MSB_AGENTD    agent binary (default: the one beside msbd; for a target-dir msb, its static build)
+#   MSB_BIN       msb binary (default /usr/local/bin/msb, else $CARGO_TARGET_DIR/msb-bin/msb)
+#   MSB_AGENTD    agent binary (default: the one beside msbd; for target/release, the static build)
 #   ROUNDS        alternating rounds per part (default 6)
 #   RUNS          timed runs per command and round for run (default 20)
 #   EXEC_RUNS     timed runs per command and round for exec (default 40)
@@ -61,7 +61,7 @@ if [ -n "${MSB_BIN:-}" ]; then
 elif [ -x /usr/local/bin/msb ]; then
     MSB=/usr/local/bin/msb
 else
-    MSB=$target_dir/release/msb
+    MSB=$target_dir/msb-bin/msb
 fi
 [ -x "$MSB" ] || die "no msb binary at $MSB: build with ./scripts/setup, or set MSB_BIN"
 MSB=$(readlink -f "$MSB")

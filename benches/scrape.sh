@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/msb-target}"
-MSB="${MSB_BIN:-$CARGO_TARGET_DIR/release/msb}"
-export MSB_AGENTD="${MSB_AGENTD:-$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/msb-agentd}"
+MSB="${MSB_BIN:-$CARGO_TARGET_DIR/msb-bin/msb}"
+export MSB_AGENTD="${MSB_AGENTD:-$CARGO_TARGET_DIR/msb-bin/msb-agentd}"
 export MSB_HOME="$(mktemp -d /tmp/msb-scrape-XXXXXX)"
 export MSB_PROMETHEUS_ADDR=127.0.0.1:0
 COUNT="${COUNT:-100}"

@@ -78,6 +78,27 @@ fn kill_signals_the_workload_and_wait_reports_how_it_ended() {
 }
 
 #[test]
+fn wait_on_an_ephemeral_sandbox_that_already_ended_reports_how_it_ended() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    // Unnamed and detached: removed as soon as it ends, before anyone waits for it.
+    let run = home.msb(&["run", "-d", "--", "sh", "-c", "exit 5"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let name = run.stdout.trim().to_owned();
+    home.eventually(Duration::from_secs(10), "the ephemeral sandbox is removed", || {
+        home.names().is_empty()
+    });
+    let wait = home.msb(&["wait", &name]);
+    assert_eq!((wait.code, wait.stdout.trim()), (5, "5"), "{wait:?}");
+    // A name that never existed is still unknown.
+    let wait = home.msb(&["wait", "run-never-was"]);
+    assert_ne!(wait.code, 0, "{wait:?}");
+    assert!(wait.stderr.contains("run-never-was"), "{wait:?}");
+}
+
+#[test]
 fn rm_needs_a_stopped_sandbox_or_force_and_removes_everything() {
     if !require_root() {
         return;

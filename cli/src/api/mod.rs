@@ -6,6 +6,7 @@
 
 mod history;
 mod metrics;
+#[cfg(feature = "daemon")]
 mod openapi;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use utoipa::ToSchema;
 
 pub use history::{ExportRequest, ExportResponse, HistoryResponse, SqlRequest, SqlResponse};
 pub use metrics::{CapacityReport, MetricsReport, SandboxHeadroom};
+#[cfg(feature = "daemon")]
 pub use openapi::{openapi_json, ApiDoc};
 
 /// The `Upgrade` token for exec and attach sessions (framed `msb_protocol::session` messages

@@ -6,6 +6,12 @@ use msb_cli::commands::{dispatch, Cli};
 use msb_runtime::paths::MsbHome;
 
 fn main() {
+    // Errors are printed as one line, never with a backtrace; without this, RUST_BACKTRACE=1 in
+    // the environment makes anyhow capture one for every error value, and the first capture in
+    // a static executable sorts all its unwind tables (a millisecond or two).
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let cli = Cli::parse();
     msb_telemetry::init("msb", "warn");
     // One thread: a client mostly waits on a socket or two, and handing wake-ups between a

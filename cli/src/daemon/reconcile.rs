@@ -197,9 +197,10 @@ async fn monitor(daemon: &Arc<Daemon>, sandbox_id: &str) {
                     // is down (before its own clean-up): remove it now, so `msb run` returns
                     // without waiting for the supervisor to exit. Nothing of it is ingested
                     // after that.
-                    Ok(status) if status.is_terminal() && is_ephemeral(daemon, sandbox_id) => {
-                        remove_if_ephemeral(daemon, sandbox_id);
-                        return;
+                    Ok(status) if status.is_terminal() => {
+                        if remove_if_ephemeral(daemon, sandbox_id) {
+                            return;
+                        }
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!("reconciling {sandbox_id}: {e}"),
@@ -233,7 +234,9 @@ async fn monitor(daemon: &Arc<Daemon>, sandbox_id: &str) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     match apply_record(daemon, sandbox_id) {
-        Ok(status) if status.is_terminal() => remove_if_ephemeral(daemon, sandbox_id),
+        Ok(status) if status.is_terminal() => {
+            remove_if_ephemeral(daemon, sandbox_id);
+        }
         Ok(status) => {
             tracing::warn!("{sandbox_id} is still {status} after its supervisor's socket closed")
         }
@@ -241,21 +244,25 @@ async fn monitor(daemon: &Arc<Daemon>, sandbox_id: &str) {
     }
 }
 
-fn is_ephemeral(daemon: &Daemon, sandbox_id: &str) -> bool {
-    daemon
-        .store()
-        .sandbox_by_id(sandbox_id)
+/// Removes an ended ephemeral sandbox, remembering how it ended for a late `wait`. False when
+/// the sandbox is not ephemeral (or already gone).
+fn remove_if_ephemeral(daemon: &Daemon, sandbox_id: &str) -> bool {
+    let row = daemon.store().sandbox_by_id(sandbox_id).ok().flatten();
+    let Some(row) = row.filter(|row| row.ephemeral) else {
+        return false;
+    };
+    if let Some(ending) = row
+        .status
+        .parse()
         .ok()
-        .flatten()
-        .is_some_and(|s| s.ephemeral)
-}
-
-fn remove_if_ephemeral(daemon: &Daemon, sandbox_id: &str) {
-    if is_ephemeral(daemon, sandbox_id) {
-        if let Err(e) = remove_sandbox(daemon, sandbox_id) {
-            tracing::warn!("removing ephemeral sandbox {sandbox_id}: {e}");
-        }
+        .and_then(|status| super::routes::lifecycle::ending(daemon, &row, status).ok())
+    {
+        daemon.record_ending(ending);
     }
+    if let Err(e) = remove_sandbox(daemon, sandbox_id) {
+        tracing::warn!("removing ephemeral sandbox {sandbox_id}: {e}");
+    }
+    true
 }
 
 fn empty_trash_in_background(path: std::path::PathBuf) {

@@ -40,7 +40,14 @@ pub struct Daemon {
     pub config: super::config::DaemonConfig,
     /// Supervisors spawned ahead of time.
     pub warm: Arc<super::warm::WarmPool>,
+    /// How recently removed ephemeral sandboxes ended, by name, for a `wait` that arrives
+    /// after the removal (`msb run` asks while the run is still going, but a short run can
+    /// end first). Kept for [`ENDING_KEPT`].
+    endings: Mutex<HashMap<String, (Instant, crate::api::WaitResponse)>>,
 }
+
+/// How long [`Daemon::ending`] remembers a removed ephemeral sandbox.
+pub const ENDING_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Daemon {
     pub fn new(
@@ -70,6 +77,7 @@ impl Daemon {
             store: Mutex::new(store),
             op_locks: Mutex::new(HashMap::new()),
             statuses: Mutex::new(HashMap::new()),
+            endings: Mutex::new(HashMap::new()),
             monitored: Mutex::new(Default::default()),
             started: Instant::now(),
             supervisor_exe,
@@ -127,6 +135,20 @@ impl Daemon {
             // Waiters see the sender go away and re-read the catalog.
             drop(tx);
         }
+    }
+
+    /// Remembers how an ephemeral sandbox ended, before it is removed.
+    pub fn record_ending(&self, ending: crate::api::WaitResponse) {
+        let mut endings = self.endings.lock().unwrap();
+        endings.retain(|_, (at, _)| at.elapsed() < ENDING_KEPT);
+        endings.insert(ending.name.clone(), (Instant::now(), ending));
+    }
+
+    /// How a removed ephemeral sandbox ended, if it was removed within [`ENDING_KEPT`].
+    pub fn ending(&self, name: &str) -> Option<crate::api::WaitResponse> {
+        let endings = self.endings.lock().unwrap();
+        let (at, ending) = endings.get(name)?;
+        (at.elapsed() < ENDING_KEPT).then(|| ending.clone())
     }
 
     /// Publishes a status change to waiters.

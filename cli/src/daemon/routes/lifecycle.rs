@@ -13,7 +13,7 @@ use msb_protocol::ExecMode;
 use msb_runtime::config::{SandboxConfig, SupervisorConfig};
 use msb_runtime::lifecycle::{transition, Operation, SandboxStatus, TerminationReason};
 use msb_runtime::process::stat;
-use msb_store::{EventRecord, RunRow};
+use msb_store::{EventRecord, RunRow, SandboxRow};
 
 use super::sandboxes::info_by_name;
 use crate::api::{AttachMode, ErrorBody, KillRequest, SandboxInfo, StopRequest, WaitResponse};
@@ -221,6 +221,29 @@ pub async fn stop_run(
     .await
 }
 
+/// How a sandbox in a terminal `status` ended: its latest run's exit code (128 + signal for a
+/// signal), termination reason and error.
+pub fn ending(
+    daemon: &Daemon,
+    row: &SandboxRow,
+    status: SandboxStatus,
+) -> Result<WaitResponse, ApiError> {
+    let run = daemon.store().latest_run(&row.id)?;
+    Ok(WaitResponse {
+        name: row.name.clone(),
+        status,
+        exit_code: run.as_ref().and_then(|r| match (r.exit_code, r.signal) {
+            (Some(code), _) => Some(code),
+            (None, Some(signal)) => Some(128 + signal),
+            _ => None,
+        }),
+        termination_reason: run
+            .as_ref()
+            .and_then(|r| r.termination_reason.as_ref()?.parse().ok()),
+        error: run.and_then(|r| r.error),
+    })
+}
+
 /// Waits until the sandbox is no longer active, settling a dead supervisor's run if needed.
 async fn wait_until_ended(
     daemon: &Arc<Daemon>,
@@ -327,7 +350,16 @@ pub async fn wait(
     State(daemon): State<Arc<Daemon>>,
     Path(name): Path<String>,
 ) -> Result<Json<WaitResponse>, ApiError> {
-    let row = daemon.sandbox(&name)?;
+    let row = match daemon.sandbox(&name) {
+        Ok(row) => row,
+        Err(ApiError::NotFound(name)) => {
+            return daemon
+                .ending(&name)
+                .map(Json)
+                .ok_or(ApiError::NotFound(name))
+        }
+        Err(e) => return Err(e),
+    };
     let id = row.id.clone();
     let mut statuses = daemon.subscribe_status(
         &id,
@@ -339,7 +371,10 @@ pub async fn wait(
     loop {
         let Some(row) = daemon.store().sandbox_by_id(&id)? else {
             // An ephemeral sandbox is removed once it ends: report how it ended.
-            return last.map(Json).ok_or(ApiError::NotFound(name));
+            return last
+                .or_else(|| daemon.ending(&name))
+                .map(Json)
+                .ok_or(ApiError::NotFound(name));
         };
         let mut status: SandboxStatus = row
             .status
@@ -349,20 +384,7 @@ pub async fn wait(
             status = apply_record(&daemon, &id)?;
         }
         if status.is_terminal() {
-            let run = daemon.store().latest_run(&id)?;
-            let response = WaitResponse {
-                name: name.clone(),
-                status,
-                exit_code: run.as_ref().and_then(|r| match (r.exit_code, r.signal) {
-                    (Some(code), _) => Some(code),
-                    (None, Some(signal)) => Some(128 + signal),
-                    _ => None,
-                }),
-                termination_reason: run
-                    .as_ref()
-                    .and_then(|r| r.termination_reason.as_ref()?.parse().ok()),
-                error: run.and_then(|r| r.error),
-            };
+            let response = ending(&daemon, &row, status)?;
             if !row.ephemeral || status == SandboxStatus::Created {
                 return Ok(Json(response));
             }
