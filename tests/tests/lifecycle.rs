@@ -87,9 +87,11 @@ fn wait_on_an_ephemeral_sandbox_that_already_ended_reports_how_it_ended() {
     let run = home.msb(&["run", "-d", "--", "sh", "-c", "exit 5"]);
     assert_eq!(run.code, 0, "{run:?}");
     let name = run.stdout.trim().to_owned();
-    home.eventually(Duration::from_secs(10), "the ephemeral sandbox is removed", || {
-        home.names().is_empty()
-    });
+    home.eventually(
+        Duration::from_secs(10),
+        "the ephemeral sandbox is removed",
+        || home.names().is_empty(),
+    );
     let wait = home.msb(&["wait", &name]);
     assert_eq!((wait.code, wait.stdout.trim()), (5, "5"), "{wait:?}");
     // A name that never existed is still unknown.
