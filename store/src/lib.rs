@@ -16,6 +16,15 @@ pub use series::{
     FleetPoint, HistoryPoint, RetentionConfig, SeriesError, SeriesWriter, WriterOptions,
 };
 
+/// The writer threads (catalog and series) work behind msbd's answers, never in front of them:
+/// they run at nice 10, so that on a busy host they yield to sandboxes starting and stopping
+/// (and, woken less often, write bigger batches). Failures leave the priority as it was.
+#[allow(unsafe_code)]
+pub(crate) fn lower_thread_priority() {
+    // SAFETY: plain syscall with integer arguments; 0 is the calling thread.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("opening {path}")]

@@ -265,12 +265,35 @@ fn remove_if_ephemeral(daemon: &Daemon, sandbox_id: &str) -> bool {
     true
 }
 
+/// Deletes a directory moved into the trash on msbd's one trash thread (started with the first
+/// removal, at a low CPU priority: it is never waited for).
 fn empty_trash_in_background(path: std::path::PathBuf) {
-    std::thread::spawn(move || {
-        if let Err(e) = delete_dir(&path, 5, std::time::Duration::from_millis(100)) {
+    static TRASH: std::sync::OnceLock<std::sync::mpsc::Sender<std::path::PathBuf>> =
+        std::sync::OnceLock::new();
+    let delete = |path: &std::path::Path| {
+        if let Err(e) = delete_dir(path, 5, std::time::Duration::from_millis(100)) {
             tracing::warn!("could not delete {}: {e}", path.display());
         }
+    };
+    let trash = TRASH.get_or_init(|| {
+        let (sender, paths) = std::sync::mpsc::channel::<std::path::PathBuf>();
+        let spawned = std::thread::Builder::new()
+            .name("msb-trash".into())
+            .spawn(move || {
+                msb_runtime::spawn::set_thread_nice(10);
+                for path in paths {
+                    delete(&path);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("no trash thread ({e}); the trash is emptied inline");
+        }
+        sender
     });
+    // Without the thread the receiver is gone and the path comes back.
+    if let Err(std::sync::mpsc::SendError(path)) = trash.send(path) {
+        delete(&path);
+    }
 }
 
 /// `remove_dir_all`, tried `attempts` times `pause` apart: a supervisor still finishing

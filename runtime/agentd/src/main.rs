@@ -9,11 +9,13 @@
 //! one that forks), the reaper (signalfd), the heartbeat, and per session one output pump and one
 //! stdin writer. Diagnostics go to stderr, prefixed `msb-agentd:`; stdout is never written.
 
-/// Writes one diagnostic line to stderr; never panics, even when stderr is gone.
+/// Writes one diagnostic line to stderr in one `write` (stderr is unbuffered: `writeln!` would
+/// make one per formatted piece); never panics, even when stderr is gone.
 macro_rules! log {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), "msb-agentd: {}", format_args!($($arg)*));
+        let line = format!("msb-agentd: {}\n", format_args!($($arg)*));
+        let _ = std::io::stderr().write_all(line.as_bytes());
     }};
 }
 

@@ -131,9 +131,9 @@ fn start(agent: &Arc<Agent>, session: SessionId, spec: ExecSpec) -> Result<(), E
 
     let pid = pid.as_raw().unsigned_abs();
     agent.writer.send(&FromAgent::Started { session, pid });
+    pump::start(Pump::new(agent.clone(), session, outputs, waiter));
     agent.note_activity(session);
     log!("session {session}: started {program} as pid {pid}");
-    pump::start(Pump::new(agent.clone(), session, outputs, waiter));
     Ok(())
 }
 

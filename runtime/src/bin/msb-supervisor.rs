@@ -38,6 +38,13 @@ fn main() {
     } else {
         msb_runtime::backend::Prepared::none()
     };
+    // After the launcher's fork (above): a warm supervisor has its runtime ready when it is
+    // handed a sandbox. A failure is retried, and reported, by `run_supervisor`.
+    let runtime = if warm {
+        msb_runtime::supervisor::supervisor_runtime().ok()
+    } else {
+        None
+    };
     let config = match msb_runtime::spawn::read_supervisor_config() {
         Ok(Some(config)) => config,
         Ok(None) if warm => {
@@ -64,7 +71,7 @@ fn main() {
     };
     if warm {
         // Spawned at a low CPU priority so as not to slow the run being served meanwhile;
-        // from now on it serves its own (the runtime's threads are created after this).
+        // from now on it serves its own (the runtime's threads reset their own priority).
         msb_runtime::spawn::set_thread_nice(0);
         // From now on this process belongs to one sandbox: log where its supervisor log is.
         let dir = msb_runtime::paths::SandboxDir::new(config.sandbox_dir.clone());
@@ -81,6 +88,6 @@ fn main() {
         }
     }
     std::process::exit(msb_runtime::supervisor::run_supervisor(
-        config, prepared, listener,
+        config, prepared, listener, runtime,
     ));
 }

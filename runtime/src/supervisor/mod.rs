@@ -17,4 +17,4 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use run::run_supervisor;
+pub use run::{run_supervisor, supervisor_runtime};

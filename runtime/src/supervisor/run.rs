@@ -28,13 +28,25 @@ const AFTER_EXIT_GRACE_MS: u64 = 1_000;
 /// Grace for `--max-duration` and `--idle-timeout` stops.
 const TIMER_STOP_GRACE_MS: u64 = 10_000;
 
+/// The supervisor's async runtime. A warm supervisor builds it before it is handed a sandbox
+/// (after its launcher is forked), so that a start does not wait for its threads; they run at
+/// the normal priority even though a warm supervisor waits at a lower one.
+pub fn supervisor_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(|| crate::spawn::set_thread_nice(0))
+        .build()
+}
+
 /// Runs the sandbox described by `config` until its run ends, using what a warm supervisor
-/// `prepared` and the socket it `bound` (already at the sandbox's socket path). Returns the
-/// process exit code.
+/// `prepared`, the socket it `bound` (already at the sandbox's socket path) and the `runtime` it
+/// built. Returns the process exit code.
 pub fn run_supervisor(
     config: SupervisorConfig,
     prepared: backend::Prepared,
     bound: Option<StdUnixListener>,
+    runtime: Option<tokio::runtime::Runtime>,
 ) -> i32 {
     // Own session: msbd's death or a signal to its process group must not reach us.
     let _ = nix::unistd::setsid();
@@ -73,13 +85,10 @@ pub fn run_supervisor(
     }
     let listener = match bound {
         Some(listener) => listener,
-        None => {
-            let _ = std::fs::remove_file(dir.socket());
-            match StdUnixListener::bind(dir.socket()) {
-                Ok(l) => l,
-                Err(e) => return fail(record, format!("binding {}: {e}", dir.socket().display())),
-            }
-        }
+        None => match bind_and_publish(&dir.socket()) {
+            Ok(l) => l,
+            Err(e) => return fail(record, format!("binding {}: {e}", dir.socket().display())),
+        },
     };
     let (host_end, agent_end) = match StdUnixStream::pair() {
         Ok(pair) => pair,
@@ -91,11 +100,9 @@ pub fn run_supervisor(
     };
     record.init_pid = Some(sandbox.init_pid());
     record.boot.sandbox_us = Some(now_us());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // A cold supervisor builds its runtime only now: the launcher is forked inside
+    // `backend::start`, and a fork is simplest from a process with one thread.
+    let runtime = match runtime.map_or_else(supervisor_runtime, Ok) {
         Ok(rt) => rt,
         Err(e) => {
             sandbox.kill();
@@ -113,6 +120,20 @@ pub fn run_supervisor(
     ))
 }
 
+/// Binds a listening socket at `path` such that the path appears only once the socket listens:
+/// bound and listening under a temporary name, then renamed. msbd takes the file's existence as
+/// "the supervisor is up", and a connect between `bind` and `listen` would be refused.
+fn bind_and_publish(path: &std::path::Path) -> std::io::Result<StdUnixListener> {
+    // Shorter than the final name, so that it fits wherever the final path does (108 bytes).
+    let staging = path.with_file_name(format!(".s{}", std::process::id()));
+    let _ = std::fs::remove_file(&staging);
+    let listener = StdUnixListener::bind(&staging)?;
+    std::fs::rename(&staging, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&staging);
+    })?;
+    Ok(listener)
+}
+
 /// Which event ended the running phase.
 enum Ending {
     WorkloadDone,
@@ -128,8 +149,9 @@ pub(super) async fn supervise(
     sandbox: Arc<dyn Backend>,
 ) -> i32 {
     let (to_agent_tx, to_agent_rx) = mpsc::unbounded_channel();
+    // The record gets PID 1's pid and the boot times with its next write (`Running`): one write
+    // and one catalog update less before the workload starts.
     let shared = Arc::new(Shared::new(config, record.clone(), to_agent_tx));
-    shared.update_record(|_| {});
 
     let (reader, writer) = match host_end
         .set_nonblocking(true)

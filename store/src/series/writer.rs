@@ -169,7 +169,10 @@ impl SeriesWriter {
         };
         let thread = std::thread::Builder::new()
             .name("msb-series-writer".into())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                crate::lower_thread_priority();
+                worker.run()
+            })
             .map_err(|e| StoreError::Corrupt {
                 what: "series writer thread",
                 detail: e.to_string(),

@@ -88,8 +88,9 @@ impl TestAgent {
         let guard = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).expect("clear FD_CLOEXEC");
         let mut command = if on_fd_3 && fd != 3 {
-            // The shell moves the inherited fd to 3 and then becomes the agent.
-            let mut command = Command::new("/bin/sh");
+            // The shell moves the inherited fd to 3 and then becomes the agent. bash, not sh:
+            // dash rejects fd numbers above 9, and with tests running in parallel `fd` can be.
+            let mut command = Command::new("/bin/bash");
             command.args([
                 "-c",
                 &format!("exec \"$0\" 3<&{fd} {fd}<&-"),
