@@ -162,7 +162,10 @@ impl TestHome {
     /// Runs `msb ARGS` and asserts it succeeded; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let run = self.msb(args);
-        assert_eq!(run.code, 0, "msb {args:?} failed: {run:?}");
+        if run.code != 0 {
+            let log = std::fs::read_to_string(self.path().join("msbd.log")).unwrap_or_default();
+            panic!("msb {args:?} failed: {run:?}\nmsbd.log:\n{log}");
+        }
         run.stdout
     }
 

@@ -246,8 +246,29 @@ impl Client {
             .with_context(|| format!("starting {}", msbd.display()))
     }
 
-    /// Sends one request and returns the raw response (body not yet read).
+    /// Sends one request and returns the raw response (body not yet read). A `GET` whose
+    /// connection is lost before the answer (msbd killed or restarting under it, the connection
+    /// reset) is sent once more on a new connection, which starts msbd again if need be.
     pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response<Incoming>> {
+        if method != Method::GET {
+            return self.send_once(method, path, body).await;
+        }
+        match self.send_once(method.clone(), path, body.clone()).await {
+            Err(e) if connection_lost(&e) => {
+                self.wait_out_a_dying_daemon().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                self.send_once(method, path, body).await
+            }
+            answer => answer,
+        }
+    }
+
+    async fn send_once(
         &self,
         method: Method,
         path: &str,
@@ -332,6 +353,23 @@ pub fn failure(status: StatusCode, bytes: &[u8]) -> ApiFailure {
     ApiFailure { status, body }
 }
 
+/// Whether a request failed because its connection went away before the answer.
+fn connection_lost(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(|e| e.is_closed() || e.is_incomplete_message() || e.is_canceled())
+            || cause.downcast_ref::<std::io::Error>().is_some_and(|e| {
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::BrokenPipe
+                )
+            })
+    })
+}
+
 /// `msbd` beside the running `msb`, else on the PATH.
 pub fn msbd_path() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating msb's own executable")?;
@@ -356,4 +394,21 @@ pub fn segment(name: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_lost_connection_counts_as_lost() {
+        let reset = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+            .context("talking to msbd");
+        assert!(connection_lost(&reset));
+        let refused =
+            anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(!connection_lost(&refused), "refused: nothing was sent");
+        let answered = anyhow::Error::new(failure(StatusCode::NOT_FOUND, b"{}"));
+        assert!(!connection_lost(&answered));
+    }
 }
