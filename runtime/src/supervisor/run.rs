@@ -179,15 +179,24 @@ pub(super) async fn supervise(
     });
     let mut stop = shared.stop.subscribe();
 
-    // 1. The agent comes up.
-    let ending = tokio::select! {
-        _ = shared.agent_ready.notified() => None,
-        _ = sleep(AGENT_READY_TIMEOUT) => {
-            shared.request_stop(StopRequest { reason: TerminationReason::AgentUnresponsive, grace_ms: 0 });
-            Some(Ending::Stop(StopRequest { reason: TerminationReason::AgentUnresponsive, grace_ms: 0 }))
+    // 1. The agent comes up. Meanwhile a foreground run's client attaches and the workload's
+    //    `Exec` is queued at once: the agent reads it right after saying `Ready`, without a
+    //    round trip through this process.
+    let mut exec = std::pin::pin!(queue_main_exec(&shared));
+    let mut exec_queued = false;
+    let ready_deadline = sleep(AGENT_READY_TIMEOUT);
+    tokio::pin!(ready_deadline);
+    let ending = loop {
+        tokio::select! {
+            _ = &mut exec, if !exec_queued => exec_queued = true,
+            _ = shared.agent_ready.notified() => break None,
+            _ = &mut ready_deadline => {
+                shared.request_stop(StopRequest { reason: TerminationReason::AgentUnresponsive, grace_ms: 0 });
+                break Some(Ending::Stop(StopRequest { reason: TerminationReason::AgentUnresponsive, grace_ms: 0 }));
+            }
+            _ = init_exit.wait_for(|gone| *gone) => break Some(Ending::InitGone("the sandbox's init exited before the agent was ready")),
+            request = stop.wait_for(Option::is_some) => break Some(Ending::Stop(request.map(|r| r.unwrap()).unwrap_or(StopRequest { reason: TerminationReason::ShutdownRequested, grace_ms: 0 }))),
         }
-        _ = init_exit.wait_for(|gone| *gone) => Some(Ending::InitGone("the sandbox's init exited before the agent was ready")),
-        request = stop.wait_for(Option::is_some) => Some(Ending::Stop(request.map(|r| r.unwrap()).unwrap_or(StopRequest { reason: TerminationReason::ShutdownRequested, grace_ms: 0 }))),
     };
 
     if ending.is_none() {
@@ -208,7 +217,12 @@ pub(super) async fn supervise(
     }
     let ending = match ending {
         Some(ending) => ending,
-        None => start_and_run(&shared, &mut init_exit, &mut agent_reader).await,
+        None => {
+            if !exec_queued {
+                exec.await;
+            }
+            start_and_run(&shared, &mut init_exit, &mut agent_reader).await
+        }
     };
     shut_down(&shared, &sandbox, &mut init_exit, &ending).await;
     // The agent's last frames (the workload's exit) may still be in flight: read to the end of
@@ -225,25 +239,7 @@ async fn start_and_run(
     agent_reader: &mut tokio::task::JoinHandle<()>,
 ) -> Ending {
     let mut stop = shared.stop.subscribe();
-    // 2. A foreground run waits for its client so no output is lost.
-    if shared.config.wait_for_attach {
-        tokio::select! {
-            _ = shared.first_attach.notified() => {}
-            _ = sleep(ATTACH_TIMEOUT) => tracing::warn!("no client attached within {ATTACH_TIMEOUT:?}; starting anyway"),
-        }
-    }
-    // 3. The workload starts.
-    let config = &shared.config.config;
-    let spec = ExecSpec {
-        argv: config.effective_command(),
-        env: config.env.clone(),
-        workdir: config.workdir.clone(),
-        mode: shared.config.main_mode,
-    };
-    let _ = shared.to_agent.send(ToAgent::Exec {
-        session: MAIN_SESSION,
-        spec,
-    });
+    // 2. The workload starts (its `Exec` is queued by now).
     let mut started = shared.main_started.subscribe();
     let start = tokio::select! {
         result = started.wait_for(Option::is_some) => result.ok().and_then(|r| r.clone()),
@@ -260,7 +256,7 @@ async fn start_and_run(
     }
     spawn_timers(shared.clone());
 
-    // 4. Running, until one of these.
+    // 3. Running, until one of these.
     let mut outcome = shared.main_outcome.subscribe();
     tokio::select! {
         _ = outcome.wait_for(Option::is_some) => Ending::WorkloadDone,
@@ -268,6 +264,28 @@ async fn start_and_run(
         _ = init_exit.wait_for(|gone| *gone) => Ending::InitGone("the sandbox's init exited unexpectedly"),
         _ = agent_reader => Ending::InitGone("the agent channel closed unexpectedly"),
     }
+}
+
+/// Waits for a foreground run's client (so that not a byte of output is lost), then queues the
+/// workload's `Exec` for the agent.
+async fn queue_main_exec(shared: &Shared) {
+    if shared.config.wait_for_attach {
+        tokio::select! {
+            _ = shared.first_attach.notified() => {}
+            _ = sleep(ATTACH_TIMEOUT) => tracing::warn!("no client attached within {ATTACH_TIMEOUT:?}; starting anyway"),
+        }
+    }
+    let config = &shared.config.config;
+    let spec = ExecSpec {
+        argv: config.effective_command(),
+        env: config.env.clone(),
+        workdir: config.workdir.clone(),
+        mode: shared.config.main_mode,
+    };
+    let _ = shared.to_agent.send(ToAgent::Exec {
+        session: MAIN_SESSION,
+        spec,
+    });
 }
 
 fn spawn_timers(shared: Arc<Shared>) {
