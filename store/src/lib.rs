@@ -16,13 +16,39 @@ pub use series::{
     FleetPoint, HistoryPoint, RetentionConfig, SeriesError, SeriesWriter, WriterOptions,
 };
 
-/// The writer threads (catalog and series) work behind msbd's answers, never in front of them:
-/// they run at nice 10, so that on a busy host they yield to sandboxes starting and stopping
-/// (and, woken less often, write bigger batches). Failures leave the priority as it was.
+/// The writer threads work behind msbd's answers, never in front of them, so they run at a low
+/// CPU priority: on a busy host they yield to sandboxes starting and stopping (and, woken less
+/// often, write bigger batches). The catalog writer runs at nice 10. The series writer, whose
+/// one-sample commits cost DuckDB a millisecond or two of CPU each and which at nice 10 still
+/// kept a runnable supervisor off a CPU for as long (traced), runs as `SCHED_IDLE`, on CPU time
+/// nobody else wants, and is raised to nice 10 while its queue is older than it should be (see
+/// `series::writer`). Failures leave the priority as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriterPriority {
+    Low,
+    Idle,
+}
+
+/// Sets the priority of thread `tid` (0: the calling thread).
 #[allow(unsafe_code)]
-pub(crate) fn lower_thread_priority() {
-    // SAFETY: plain syscall with integer arguments; 0 is the calling thread.
-    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+pub(crate) fn set_thread_priority(tid: i32, priority: WriterPriority) {
+    let (policy, nice) = match priority {
+        WriterPriority::Low => (libc::SCHED_OTHER, 10),
+        WriterPriority::Idle => (libc::SCHED_IDLE, 19),
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscalls; `param` is a valid sched_param that outlives the call.
+    unsafe {
+        let _ = libc::sched_setscheduler(tid, policy, &param);
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice);
+    }
+}
+
+/// The calling thread's id.
+#[allow(unsafe_code)]
+pub(crate) fn current_tid() -> i32 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { libc::gettid() }
 }
 
 #[derive(Debug, thiserror::Error)]

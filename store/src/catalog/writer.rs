@@ -80,7 +80,7 @@ impl CatalogWriter {
         let thread = std::thread::Builder::new()
             .name("catalog-writer".into())
             .spawn(move || {
-                crate::lower_thread_priority();
+                crate::set_thread_priority(0, crate::WriterPriority::Low);
                 while let Ok(first) = changes.recv() {
                     // Group commit: collect for a short window (a flush ends it at once), so
                     // that a burst, e.g. the whole life of an ephemeral sandbox, is one commit

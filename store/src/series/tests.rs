@@ -403,3 +403,39 @@ fn history_survives_an_msbd_restart_and_exports_to_parquet() {
     );
     assert_eq!(rows, 30);
 }
+
+/// The scheduling policy of this process's thread named `comm` (field 41 of its stat file).
+fn policy_of_thread(comm: &str) -> Option<u32> {
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+        let (name, rest) = stat.split_once(") ")?;
+        if name.ends_with(&format!("({comm}")) {
+            return rest.split(' ').nth(38)?.parse().ok();
+        }
+    }
+    None
+}
+
+#[test]
+fn the_writer_waits_at_idle_priority_and_returns_to_it_after_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let writer = SeriesWriter::start(&store, RetentionConfig::default()).unwrap();
+    let idle = libc::SCHED_IDLE as u32;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while policy_of_thread("msb-series-writ") != Some(idle) {
+        assert!(Instant::now() < deadline, "the writer never went idle");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A flush raises it (someone waits); written and caught up, it goes back to idle.
+    writer.append(vec![sample("sb", "run", now_ms(), 1)]);
+    writer.flush().unwrap();
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM samples WHERE sandbox_id = 'sb'"),
+        1
+    );
+    while policy_of_thread("msb-series-writ") != Some(idle) {
+        assert!(Instant::now() < deadline, "the writer stayed raised");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -9,7 +9,7 @@
 //! every [`SeriesWriter::flush`].
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -77,7 +77,14 @@ struct Queue {
     items: VecDeque<Item>,
     queued_samples: usize,
     shutdown: bool,
+    /// When the oldest queued item was queued.
+    oldest_at: Option<Instant>,
 }
+
+/// How long queued samples may wait for the writer's idle-priority CPU time before it is
+/// raised to nice 10: a bound on what a `kill -9` of msbd loses on a busy host (samples come
+/// every second), and on how stale history queries are.
+const MAX_IDLE_LAG: Duration = Duration::from_millis(300);
 
 #[derive(Default)]
 struct Counters {
@@ -94,6 +101,9 @@ struct Shared {
     wake: Condvar,
     counters: Counters,
     max_queued_samples: usize,
+    /// The writer thread's id (0 until it runs), and whether it was raised from idle priority.
+    writer_tid: AtomicI32,
+    raised: AtomicBool,
 }
 
 impl Shared {
@@ -101,6 +111,17 @@ impl Shared {
         // A panic while holding the lock cannot leave the queue inconsistent (pushes and pops
         // only), so a poisoned lock is still usable.
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Raises the writer from idle priority when the queue has waited too long (`oldest_at`)
+    /// or when `urgent` (a flush someone waits for); the writer lowers itself again once it
+    /// has caught up.
+    fn raise_if_late(&self, oldest_at: Option<Instant>, urgent: bool) {
+        let late = urgent || oldest_at.is_some_and(|at| at.elapsed() >= MAX_IDLE_LAG);
+        let tid = self.writer_tid.load(Ordering::Acquire);
+        if late && tid != 0 && !self.raised.swap(true, Ordering::AcqRel) {
+            crate::set_thread_priority(tid, crate::WriterPriority::Low);
+        }
     }
 }
 
@@ -157,6 +178,8 @@ impl SeriesWriter {
             wake: Condvar::new(),
             counters: Counters::default(),
             max_queued_samples: max_queued_samples.max(1),
+            writer_tid: AtomicI32::new(0),
+            raised: AtomicBool::new(false),
         });
         let worker = Worker {
             conn,
@@ -170,7 +193,11 @@ impl SeriesWriter {
         let thread = std::thread::Builder::new()
             .name("msb-series-writer".into())
             .spawn(move || {
-                crate::lower_thread_priority();
+                crate::set_thread_priority(0, crate::WriterPriority::Idle);
+                worker
+                    .shared
+                    .writer_tid
+                    .store(crate::current_tid(), Ordering::Release);
                 worker.run()
             })
             .map_err(|e| StoreError::Corrupt {
@@ -193,6 +220,7 @@ impl SeriesWriter {
         let mut queue = self.shared.lock();
         queue.queued_samples += samples.len();
         queue.items.push_back(Item::Batch(samples));
+        queue.oldest_at.get_or_insert_with(Instant::now);
         while queue.queued_samples > self.shared.max_queued_samples {
             let Some(index) = queue.items.iter().position(|i| matches!(i, Item::Batch(_))) else {
                 break;
@@ -205,7 +233,9 @@ impl SeriesWriter {
                     .fetch_add(dropped.len() as u64, Ordering::Relaxed);
             }
         }
+        let oldest_at = queue.oldest_at;
         drop(queue);
+        self.shared.raise_if_late(oldest_at, false);
         self.shared.wake.notify_one();
     }
 
@@ -219,7 +249,9 @@ impl SeriesWriter {
                 return Err(SeriesError::WriterGone);
             }
             queue.items.push_back(Item::Flush(reply));
+            queue.oldest_at.get_or_insert_with(Instant::now);
         }
+        self.shared.raise_if_late(None, true);
         self.shared.wake.notify_one();
         match done.recv() {
             Ok(Ok(())) => Ok(()),
@@ -288,6 +320,7 @@ impl Worker {
                         .unwrap_or_else(|p| p.into_inner().0);
                 }
                 queue.queued_samples = 0;
+                queue.oldest_at = None;
                 (std::mem::take(&mut queue.items), queue.shutdown)
             };
             let mut batches = Vec::new();
@@ -312,6 +345,11 @@ impl Worker {
             }
             if shutdown {
                 return;
+            }
+            // Caught up after being raised (a late queue or a flush): back to idle priority.
+            if self.shared.raised.load(Ordering::Acquire) && self.shared.lock().items.is_empty() {
+                crate::set_thread_priority(0, crate::WriterPriority::Idle);
+                self.shared.raised.store(false, Ordering::Release);
             }
         }
     }
