@@ -431,7 +431,10 @@ fn the_writer_waits_at_idle_priority_and_returns_to_it_after_a_flush() {
     writer.append(vec![sample("sb", "run", now_ms(), 1)]);
     writer.flush().unwrap();
     assert_eq!(
-        count(&store, "SELECT count(*) FROM samples WHERE sandbox_id = 'sb'"),
+        count(
+            &store,
+            "SELECT count(*) FROM samples WHERE sandbox_id = 'sb'"
+        ),
         1
     );
     while policy_of_thread("msb-series-writ") != Some(idle) {
