@@ -84,16 +84,16 @@ pub fn spawn_supervisor(
 }
 
 /// Spawns `msb-supervisor --warm --socket SOCKET` (`exe`), with stdout and stderr to `log` until
-/// it is handed a sandbox (and its own session from then on), at CPU priority `nice` until then (it
-/// raises its own once handed one). It binds its supervisor socket at `socket` first thing;
-/// msbd moves that file into the sandbox's directory when it hands it one. Returns the child
-/// and msbd's end of its configuration socket.
+/// it is handed a sandbox (and its own session from then on). It inherits the calling thread's
+/// CPU priority (msbd spawns it from a thread at nice 10; it raises its own once handed a
+/// sandbox). It binds its supervisor socket at `socket` first thing; msbd moves that file into
+/// the sandbox's directory when it hands it one. Returns the child and msbd's end of its
+/// configuration socket.
 pub fn spawn_warm_supervisor(
     exe: &Path,
     log_level: &str,
     log: &File,
     socket: &Path,
-    nice: i32,
 ) -> std::io::Result<(Child, UnixStream)> {
     let (ours, theirs) = UnixStream::pair()?;
     let mut command = Command::new(exe);
@@ -104,22 +104,12 @@ pub fn spawn_warm_supervisor(
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log.try_clone()?);
-    // Nice values are per thread on Linux and inherited by the spawned child: lower this
-    // (short-lived) thread's priority for the spawn.
-    set_thread_nice(nice);
     let child = spawn_passing(&mut command, &theirs);
-    set_thread_nice(0);
     drop(theirs);
     Ok((child?, ours))
 }
 
-/// Sets the calling thread's nice value (Linux: `setpriority(PRIO_PROCESS, 0)` is per thread).
-/// Raising priority back (a lower value) needs root, which msbd and supervisors are here; a
-/// failure leaves the priority as it was.
-pub fn set_thread_nice(nice: i32) {
-    // SAFETY: plain syscall with integer arguments.
-    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
-}
+pub use msb_namespace::{set_cpu_priority, CpuPriority};
 
 /// In msbd: hands a warm supervisor its sandbox (the whole configuration, then end-of-file).
 pub fn hand_over(control: &mut UnixStream, config: &SupervisorConfig) -> std::io::Result<()> {

@@ -280,7 +280,7 @@ fn empty_trash_in_background(path: std::path::PathBuf) {
         let spawned = std::thread::Builder::new()
             .name("msb-trash".into())
             .spawn(move || {
-                msb_runtime::spawn::set_thread_nice(10);
+                msb_runtime::spawn::set_cpu_priority(0, msb_runtime::spawn::CpuPriority::Nice(10));
                 for path in paths {
                     delete(&path);
                 }

@@ -74,6 +74,7 @@ pub use spec::{
     capability_mask, AGENT_FD, AGENT_GUEST_PATH, CAPABILITIES, DEVICES, GUEST_PATH_ENV,
     MASKED_PATHS, READONLY_PATHS, RUNTIME_GUEST_DIR,
 };
+pub use sys::{set_cpu_priority, CpuPriority};
 pub use warm::{WarmLauncher, WARM_PREFIX};
 
 /// A host path bind-mounted into the sandbox.

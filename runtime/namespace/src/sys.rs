@@ -224,8 +224,27 @@ pub(crate) fn own_fd(raw: std::os::fd::RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(raw) }
 }
 
-/// Sets the calling thread's nice value (root may raise priority); failures are ignored.
-pub(crate) fn set_nice(nice: i32) {
-    // SAFETY: plain syscall with integer arguments.
-    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+/// A thread's CPU priority. Linux keeps policy and nice value per thread, and threads and
+/// processes inherit them from the thread that creates them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuPriority {
+    /// `SCHED_OTHER` at nice 0: a sandbox and whatever serves it.
+    Normal,
+    /// `SCHED_OTHER` at this nice value: work done ahead of time or behind the answers.
+    Nice(i32),
+}
+
+/// Sets the CPU priority of thread `tid` (0: the calling thread). Raising a priority needs root
+/// (msbd and supervisors are root here); failures leave it as it was.
+pub fn set_cpu_priority(tid: i32, priority: CpuPriority) {
+    let (policy, nice) = match priority {
+        CpuPriority::Normal => (libc::SCHED_OTHER, 0),
+        CpuPriority::Nice(nice) => (libc::SCHED_OTHER, nice),
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscalls; `param` is a valid sched_param that outlives the call.
+    unsafe {
+        let _ = libc::sched_setscheduler(tid, policy, &param);
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice);
+    }
 }

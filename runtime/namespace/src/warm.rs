@@ -100,7 +100,9 @@ impl WarmLauncher {
             other => return Err(format!("the warm launcher is gone ({other:?})")),
         }
         // The directories may only move once the launcher is in all of them: it says so with
-        // one byte (at once, unless it is still waiting out the migration).
+        // one byte (at once, unless it is still waiting out the migration, which it does at the
+        // low priority it was forked at: raise it, the start waits for it now).
+        sys::set_cpu_priority(self.pid.as_raw(), sys::CpuPriority::Normal);
         let channel = self.channel.as_ref().expect("unclaimed");
         let mut joined = [0u8; 1];
         let read = channel
@@ -237,7 +239,7 @@ fn waiting_main(
         let order: Order =
             serde_json::from_slice(&order).map_err(|e| format!("garbled launch plan: {e}"))?;
         // Forked at its supervisor's low waiting priority: the sandbox runs at the normal one.
-        sys::set_nice(0);
+        sys::set_cpu_priority(0, sys::CpuPriority::Normal);
         let [stdin, stdout, stderr, agent] = fds;
         let stdio = Stdio::above([&stdin, &stdout, &stderr, &agent])?;
         drop((stdin, stdout, stderr, agent));

@@ -72,7 +72,7 @@ fn main() {
     if warm {
         // Spawned at a low CPU priority so as not to slow the run being served meanwhile;
         // from now on it serves its own (the runtime's threads reset their own priority).
-        msb_runtime::spawn::set_thread_nice(0);
+        msb_runtime::spawn::set_cpu_priority(0, msb_runtime::spawn::CpuPriority::Normal);
         // From now on this process belongs to one sandbox: log where its supervisor log is.
         let dir = msb_runtime::paths::SandboxDir::new(config.sandbox_dir.clone());
         match std::fs::OpenOptions::new()

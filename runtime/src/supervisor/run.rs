@@ -35,7 +35,7 @@ pub fn supervisor_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .on_thread_start(|| crate::spawn::set_thread_nice(0))
+        .on_thread_start(|| crate::spawn::set_cpu_priority(0, crate::spawn::CpuPriority::Normal))
         .build()
 }
 
