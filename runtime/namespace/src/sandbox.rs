@@ -81,7 +81,10 @@ impl Sandbox {
             id: spec.id.clone(),
             reason,
         })?;
-        let host = HostCgroups::read().map_err(NamespaceError::HostCgroups)?;
+        let host = match &warm {
+            Some(warm) => warm.host.clone(),
+            None => HostCgroups::read().map_err(NamespaceError::HostCgroups)?,
+        };
         let cgroups = cgroups::plan(&host, &spec.id);
         check_limits_placeable(&spec, &cgroups)?;
         // Compiled here, before the fork, so the launcher and PID 1 inherit it.

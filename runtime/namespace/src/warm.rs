@@ -54,6 +54,10 @@ struct Order {
 #[derive(Debug)]
 pub struct WarmLauncher {
     pid: Pid,
+    /// The host's cgroup layout as read for the placeholders; the sandbox's cgroups are planned
+    /// from the same snapshot (they replace the placeholders one for one), without reading
+    /// mountinfo again at the start.
+    pub(crate) host: HostCgroups,
     /// The launcher's cgroups: the placeholders, or the sandbox's once adopted.
     cgroups: CgroupPaths,
     channel: Option<UnixStream>,
@@ -81,6 +85,7 @@ impl WarmLauncher {
         let (pid, channel, report) = result?;
         Ok(WarmLauncher {
             pid,
+            host,
             cgroups: placeholder,
             channel: Some(channel),
             report: Some(report),
