@@ -96,14 +96,13 @@ pub fn run_supervisor(
         }
     };
     let mut written = |runtime: &Option<tokio::runtime::Runtime>| -> Result<(), String> {
-        match (starting.take(), runtime) {
-            (Some(write), Some(rt)) => match rt.block_on(write) {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(format!("writing the run record: {e}")),
-                Err(e) => Err(format!("writing the run record: {e}")),
-            },
-            _ => Ok(()),
-        }
+        let (Some(write), Some(rt)) = (starting.take(), runtime) else {
+            return Ok(());
+        };
+        let outcome = rt.block_on(write).map_err(|e| e.to_string());
+        outcome
+            .and_then(|write| write.map_err(|e| e.to_string()))
+            .map_err(|e| format!("writing the run record: {e}"))
     };
     let listener = match bound {
         Some(listener) => listener,
