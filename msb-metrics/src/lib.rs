@@ -1,4 +1,6 @@
-//! The instrument registry and the typed sample: the one place msb declares what it measures.
+//! The instrument registry and the typed sample: the one place msb declares what it measures
+//! (`sample.rs` declares each per-sandbox instrument in one line; `registry.rs` holds the types,
+//! msbd's own instruments and the generated docs).
 //!
 //! [`Sample`] is what a supervisor's sampler produces once per interval for its sandbox and what
 //! msbd keeps (latest per sandbox) and stores (one row per sandbox per tick). Every optional
@@ -10,7 +12,8 @@ mod registry;
 mod sample;
 
 pub use registry::{
-    field_value, markdown, DaemonInstrument, Instrument, Kind, BOOT_PHASES, DAEMON_INSTRUMENTS,
-    INSTRUMENTS, LATENCY_BUCKETS, SANDBOX_ATTRIBUTES,
+    by_field, families, history_count, history_fields, markdown, DaemonInstrument, History,
+    Instrument, Kind, Number, ValueType, BOOT_PHASES, DAEMON_INSTRUMENTS, LATENCY_BUCKETS,
+    SANDBOX_ATTRIBUTES,
 };
-pub use sample::Sample;
+pub use sample::{FieldValue, Sample, INSTRUMENTS, MICROSANDBOX_FIELDS};

@@ -4,7 +4,7 @@
 //! a unit-less gauge `1` -> `_ratio`, annotations like `{process}` are dropped), and counters end
 //! in `_total`.
 
-use crate::{Instrument, Kind, DAEMON_INSTRUMENTS, INSTRUMENTS};
+use crate::{Instrument, Kind, DAEMON_INSTRUMENTS};
 
 /// The metric family name of an OTel instrument, without the `_total` of counters.
 pub fn family_name_of(name: &str, unit: &str, kind: Kind) -> String {
@@ -70,8 +70,8 @@ pub fn exported_names() -> Vec<String> {
             }
         }
     };
-    for i in INSTRUMENTS {
-        add(i.name, i.unit, i.kind);
+    for family in crate::registry::families() {
+        add(family[0].name, family[0].unit, family[0].kind);
     }
     for i in DAEMON_INSTRUMENTS {
         add(i.name, i.unit, i.kind);
@@ -122,9 +122,8 @@ mod tests {
             sample_name_of("msb.otlp.exports", "{export}", Kind::Counter),
             "msb_otlp_exports_total"
         );
-        let mut names: Vec<String> = INSTRUMENTS
-            .iter()
-            .map(family_name)
+        let mut names: Vec<String> = crate::registry::families()
+            .map(|f| family_name(&f[0]))
             .chain(
                 DAEMON_INSTRUMENTS
                     .iter()

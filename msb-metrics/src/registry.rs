@@ -5,7 +5,7 @@
 //! here. Names keep microsandbox's `microsandbox.*` OTel names where it has them, so existing
 //! dashboards and alerts keep working; msb's additions live in the same namespace.
 
-use crate::Sample;
+use crate::{Sample, INSTRUMENTS};
 
 /// How a value behaves over time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,80 +28,141 @@ impl Kind {
     }
 }
 
-/// One declared instrument.
+/// A [`Sample`] value: what the field holds, before [`Instrument::scale`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Number {
+    U64(u64),
+    F64(f64),
+}
+
+impl Number {
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Number::U64(v) => v as f64,
+            Number::F64(v) => v,
+        }
+    }
+}
+
+/// The Rust type of a [`Sample`] field, which is also its store column's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueType {
+    U64,
+    F64,
+}
+
+impl ValueType {
+    /// The DuckDB column type the value is stored as.
+    pub fn sql_type(self) -> &'static str {
+        match self {
+            ValueType::U64 => "UBIGINT",
+            ValueType::F64 => "DOUBLE",
+        }
+    }
+}
+
+/// How history aggregates an instrument over a step (and the 1-minute rollups keep it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum History {
+    /// A gauge: the step's average (`<field>` in history points).
+    Average,
+    /// A gauge whose maximum is also shown (`<field>` and `<field>_max`).
+    AverageAndMax,
+    /// A counter: the per-second rate over the step (`<field>_per_sec`).
+    Rate,
+    /// Kept in the store (rollups keep the last value) but not a history column.
+    Last,
+}
+
+/// One declared per-sandbox instrument: everything any surface needs to know about it. The
+/// entries are made by `declare_sample!` in `sample.rs`, one line each.
 #[derive(Debug, Clone, Copy)]
 pub struct Instrument {
-    /// OTel name.
+    /// OTel name. Several fields may share one name, told apart by [`Instrument::attributes`].
     pub name: &'static str,
     pub kind: Kind,
     /// UCUM unit, as OTel expects (`By`, `s`, `1`, `{process}`).
     pub unit: &'static str,
     pub description: &'static str,
-    /// The [`Sample`] field (and `msb metrics` JSON key) it is read from.
+    /// The [`Sample`] field, `msb metrics` JSON key and store column it is read from.
     pub field: &'static str,
     /// Multiplier from the field's unit to the instrument's (e.g. ns -> s is 1e-9).
     pub scale: f64,
     /// What has to exist for the value to be produced, when it is not produced everywhere
     /// (until then the field is null, with the reason logged once per sandbox).
     pub requires: Option<&'static str>,
+    /// Fixed attributes of this field's points, after the sandbox's own.
+    pub attributes: &'static [(&'static str, &'static str)],
+    pub history: History,
+    /// The field's type (`u64` or `f64`), which is also the JSON and store type.
+    pub value_type: ValueType,
+    /// Whether the field is optional (`null` when its source is missing).
+    pub nullable: bool,
+    /// Reads the field.
+    pub get: fn(&Sample) -> Option<Number>,
+    /// Writes the field (`None` leaves a non-optional field at zero).
+    pub set: fn(&mut Sample, Option<Number>),
+}
+
+impl Instrument {
+    /// The instrument's value in its own unit; `None` when the source is missing.
+    pub fn value(&self, sample: &Sample) -> Option<f64> {
+        (self.get)(sample).map(|v| v.as_f64() * self.scale)
+    }
 }
 
 /// Attributes every per-sandbox instrument carries (user labels are added from an allow-list).
 pub const SANDBOX_ATTRIBUTES: &[&str] = &["sandbox.name", "sandbox.id"];
 
-const fn instrument(
-    name: &'static str,
-    kind: Kind,
-    unit: &'static str,
-    field: &'static str,
-    description: &'static str,
-) -> Instrument {
-    Instrument {
-        name,
-        kind,
-        unit,
-        description,
-        field,
-        scale: 1.0,
-        requires: None,
+/// Number of instruments whose history is `kind` (`Average` counts both averaged kinds).
+pub const fn history_count(kind: History) -> usize {
+    let mut n = 0;
+    let mut i = 0;
+    while i < INSTRUMENTS.len() {
+        if history_matches(INSTRUMENTS[i].history, kind) {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
+
+const fn history_matches(have: History, want: History) -> bool {
+    match want {
+        History::Average => matches!(have, History::Average | History::AverageAndMax),
+        History::AverageAndMax => matches!(have, History::AverageAndMax),
+        History::Rate => matches!(have, History::Rate),
+        History::Last => matches!(have, History::Last),
     }
 }
 
-const fn needs(mut i: Instrument, what: &'static str) -> Instrument {
-    i.requires = Some(what);
-    i
+/// The fields whose history is `kind`, in declaration order (`N` must be
+/// [`history_count`]`(kind)`, or the constant that calls it fails to compile).
+pub const fn history_fields<const N: usize>(kind: History) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut n = 0;
+    let mut i = 0;
+    while i < INSTRUMENTS.len() {
+        if history_matches(INSTRUMENTS[i].history, kind) {
+            out[n] = INSTRUMENTS[i].field;
+            n += 1;
+        }
+        i += 1;
+    }
+    assert!(n == N, "history_fields: N is not history_count(kind)");
+    out
 }
 
-const fn scaled(mut i: Instrument, scale: f64) -> Instrument {
-    i.scale = scale;
-    i
+/// The instruments grouped by OTel name, in declaration order: one slice per metric family
+/// (fields that share a name are declared next to each other; a test checks).
+pub fn families() -> impl Iterator<Item = &'static [Instrument]> {
+    INSTRUMENTS.chunk_by(|a, b| a.name == b.name)
 }
 
-use Kind::{Counter, Gauge};
-
-/// The per-sandbox instruments, in the order of the `msb metrics` JSON fields.
-pub const INSTRUMENTS: &[Instrument] = &[
-    scaled(instrument("microsandbox.cpu.utilization", Gauge, "1", "cpu_percent", "CPU time over wall time since the previous sample; 1 = one core busy; clamped to the CPU quota"), 0.01),
-    scaled(instrument("microsandbox.cpu.time", Counter, "s", "vcpu_time_ns", "CPU time consumed by the sandbox's processes (cgroup cpuacct / cpu.stat)"), 1e-9),
-    instrument("microsandbox.memory.usage", Gauge, "By", "memory_bytes", "Memory in use: cgroup usage minus inactive file cache (tmpfs included)"),
-    instrument("microsandbox.memory.available", Gauge, "By", "memory_available_bytes", "Memory limit minus memory in use"),
-    instrument("microsandbox.memory.host_resident", Gauge, "By", "memory_host_resident_bytes", "Anonymous and mapped-file memory resident on the host"),
-    instrument("microsandbox.memory.limit", Gauge, "By", "memory_limit_bytes", "The effective memory limit (the host's memory when unlimited)"),
-    needs(instrument("microsandbox.disk.bytes_read", Counter, "By", "disk_read_bytes", "Bytes read from block devices by the sandbox"), "cgroup v2 io controller"),
-    needs(instrument("microsandbox.disk.bytes_written", Counter, "By", "disk_write_bytes", "Bytes written to block devices by the sandbox, writeback included"), "cgroup v2 io controller"),
-    needs(instrument("microsandbox.network.bytes_received", Counter, "By", "net_rx_bytes", "Ethernet bytes delivered to the sandbox"), "userspace network stack"),
-    needs(instrument("microsandbox.network.bytes_sent", Counter, "By", "net_tx_bytes", "Ethernet bytes sent by the sandbox"), "userspace network stack"),
-    needs(instrument("microsandbox.upper.used", Gauge, "By", "upper_used_bytes", "Used space of the writable root's filesystem (its statfs)"), "ext4 writable root"),
-    needs(instrument("microsandbox.upper.free", Gauge, "By", "upper_free_bytes", "Space left on the writable root's filesystem (its statfs)"), "ext4 writable root"),
-    needs(instrument("microsandbox.upper.host_allocated", Gauge, "By", "upper_host_allocated_bytes", "Host blocks allocated to the writable root's backing storage"), "default (overlay) root"),
-    instrument("microsandbox.uptime", Gauge, "s", "uptime_secs", "Time since the run started"),
-    needs(instrument("microsandbox.network.packets_received", Counter, "{packet}", "net_rx_packets", "Frames delivered to the sandbox"), "userspace network stack"),
-    needs(instrument("microsandbox.network.packets_sent", Counter, "{packet}", "net_tx_packets", "Frames sent by the sandbox"), "userspace network stack"),
-    instrument("microsandbox.processes", Gauge, "{process}", "processes", "Processes in the sandbox (cgroup pids.current)"),
-    instrument("microsandbox.heartbeat.sequence", Counter, "{heartbeat}", "heartbeat_seq", "Heartbeats the agent has sent in this run"),
-    scaled(instrument("microsandbox.heartbeat.age", Gauge, "s", "heartbeat_age_ms", "Time since the agent's last heartbeat arrived"), 1e-3),
-    instrument("microsandbox.exec.sessions.active", Gauge, "{session}", "active_sessions", "Exec sessions running in the sandbox"),
-];
+/// The instrument read from `field`.
+pub fn by_field(field: &str) -> Option<&'static Instrument> {
+    INSTRUMENTS.iter().find(|i| i.field == field)
+}
 
 /// An instrument of msbd itself or of the host, not read from a sandbox's [`Sample`]: the
 /// fleet, capacity, the store, the samplers' own cost, the exporters' health, and the latencies
@@ -140,7 +201,7 @@ const fn daemon_needs(mut i: DaemonInstrument, what: &'static str) -> DaemonInst
     i
 }
 
-use Kind::Histogram;
+use Kind::{Counter, Gauge, Histogram};
 
 /// Upper bounds (seconds) of the latency histograms' buckets: sub-millisecond exec round trips
 /// up to boots that take seconds.
@@ -167,47 +228,12 @@ pub const DAEMON_INSTRUMENTS: &[DaemonInstrument] = &[
     daemon("msb.sandbox.boot.duration", Histogram, "s", &["phase"], "Time of each boot phase: spawn (supervisor up), sandbox (namespaces, root, cgroups), agent (agent ready), workload (command started), total"),
     daemon("msb.exec.latency", Histogram, "s", &[], "Time from an exec request reaching msbd to the process running in the sandbox"),
     daemon("msb.supervisors.warm", Gauge, "{supervisor}", &[], "Supervisors spawned ahead of time and ready for the next start (MSB_WARM_SUPERVISORS is the target)"),
+    daemon("msb.sandbox.runs.ended", Counter, "{run}", &["reason"], "Runs that ended, by why: exit (the workload exited), signal, oom_kill, max_duration, idle, stop, agent_unresponsive, error"),
     daemon("msb.sandbox.starts", Counter, "{start}", &["path"], "Sandbox starts by how they got their supervisor: warm (spawned ahead of time) or cold (spawned for the start)"),
     daemon_needs(daemon("msb.otlp.exports", Counter, "{export}", &["signal", "result"], "OTLP export requests by signal and result (success, failure)"), "an OTLP endpoint"),
     daemon_needs(daemon("msb.otlp.dropped", Counter, "{item}", &["signal"], "Data points or spans dropped: export failed or queue full"), "an OTLP endpoint"),
     daemon_needs(daemon("msb.otlp.last_success_timestamp", Gauge, "s", &["signal"], "Unix time of the last successful export"), "an OTLP endpoint"),
 ];
-
-/// The raw value of `field` in `sample` (before [`Instrument::scale`]); `None` when the source
-/// is missing. Panics on an undeclared field: a registry entry must name a real field.
-pub fn field_value(sample: &Sample, field: &str) -> Option<f64> {
-    let u = |v: Option<u64>| v.map(|v| v as f64);
-    match field {
-        "cpu_percent" => sample.cpu_percent,
-        "vcpu_time_ns" => u(sample.vcpu_time_ns),
-        "memory_bytes" => u(sample.memory_bytes),
-        "memory_available_bytes" => u(sample.memory_available_bytes),
-        "memory_host_resident_bytes" => u(sample.memory_host_resident_bytes),
-        "memory_limit_bytes" => u(sample.memory_limit_bytes),
-        "disk_read_bytes" => u(sample.disk_read_bytes),
-        "disk_write_bytes" => u(sample.disk_write_bytes),
-        "net_rx_bytes" => u(sample.net_rx_bytes),
-        "net_tx_bytes" => u(sample.net_tx_bytes),
-        "net_rx_packets" => u(sample.net_rx_packets),
-        "net_tx_packets" => u(sample.net_tx_packets),
-        "upper_used_bytes" => u(sample.upper_used_bytes),
-        "upper_free_bytes" => u(sample.upper_free_bytes),
-        "upper_host_allocated_bytes" => u(sample.upper_host_allocated_bytes),
-        "uptime_secs" => Some(sample.uptime_secs),
-        "processes" => u(sample.processes),
-        "heartbeat_seq" => u(sample.heartbeat_seq),
-        "heartbeat_age_ms" => u(sample.heartbeat_age_ms),
-        "active_sessions" => u(sample.active_sessions),
-        other => panic!("the registry names {other:?}, which is not a Sample field"),
-    }
-}
-
-impl Instrument {
-    /// The instrument's value in its own unit.
-    pub fn value(&self, sample: &Sample) -> Option<f64> {
-        field_value(sample, self.field).map(|v| v * self.scale)
-    }
-}
 
 /// `docs/metrics.md`, generated from the registry (a test keeps the committed file current).
 pub fn markdown() -> String {
@@ -218,16 +244,36 @@ pub fn markdown() -> String {
          Every per-sandbox instrument carries the attributes `sandbox.name` and `sandbox.id`. \
          A value whose source is missing is null (in JSON) or absent (in exports), never zero; \
          the reason is logged once per sandbox.\n\n\
-         | instrument | kind | unit | `msb metrics` field | description | produced when |\n\
-         |---|---|---|---|---|---|\n",
+         The `field` is the `Sample` field, the `msb metrics --format json` key and the store \
+         column (of the SQL type given); history shows gauges as step averages (`<field>`, and \
+         `<field>_max` where marked) and counters as rates (`<field>_per_sec`).\n\n\
+         | instrument | attributes | kind | unit | Prometheus name | field | type | history | description | produced when |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for i in INSTRUMENTS {
+        let attributes: Vec<String> = i
+            .attributes
+            .iter()
+            .map(|(k, v)| format!("`{k}={v}`"))
+            .collect();
+        let history = match i.history {
+            History::Average => "average",
+            History::AverageAndMax => "average, max",
+            History::Rate => "rate",
+            History::Last => "stored only",
+        };
+        let nullable = if i.nullable { ", nullable" } else { "" };
         doc.push_str(&format!(
-            "| `{}` | {} | `{}` | `{}` | {} | {} |\n",
+            "| `{}` | {} | {} | `{}` | `{}` | `{}` | `{}`{} | {} | {} | {} |\n",
             i.name,
+            attributes.join(", "),
             i.kind.as_str(),
             i.unit,
+            crate::prometheus::sample_name(i),
             i.field,
+            i.value_type.sql_type(),
+            nullable,
+            history,
             i.description,
             i.requires.unwrap_or("always"),
         ));
@@ -264,56 +310,121 @@ pub fn markdown() -> String {
 mod tests {
     use super::*;
 
-    fn full_sample() -> Sample {
-        Sample {
+    /// A sample with every field set through the declaration's setters.
+    pub(crate) fn full_sample() -> Sample {
+        let mut sample = Sample {
             sandbox_id: "s".into(),
             run_id: "r".into(),
             timestamp_ms: 1,
-            uptime_secs: 1.0,
-            cpu_percent: Some(1.0),
-            vcpu_time_ns: Some(1),
-            memory_bytes: Some(1),
-            memory_available_bytes: Some(1),
-            memory_limit_bytes: Some(1),
-            memory_host_resident_bytes: Some(1),
-            disk_read_bytes: Some(1),
-            disk_write_bytes: Some(1),
-            net_rx_bytes: Some(1),
-            net_tx_bytes: Some(1),
-            net_rx_packets: Some(1),
-            net_tx_packets: Some(1),
-            upper_used_bytes: Some(1),
-            upper_free_bytes: Some(1),
-            upper_host_allocated_bytes: Some(1),
-            processes: Some(1),
-            heartbeat_seq: Some(1),
-            heartbeat_age_ms: Some(1),
-            active_sessions: Some(1),
             sampler_cpu_ns: Some(5_000),
+            ..Sample::default()
+        };
+        for (n, i) in INSTRUMENTS.iter().enumerate() {
+            let value = match i.value_type {
+                ValueType::U64 => Number::U64(n as u64 + 1),
+                ValueType::F64 => Number::F64(n as f64 + 1.5),
+            };
+            (i.set)(&mut sample, Some(value));
         }
+        sample
     }
 
     #[test]
-    fn every_instrument_reads_a_real_field_and_names_are_unique() {
+    fn every_field_is_declared_once_with_its_own_accessor() {
         let sample = full_sample();
-        let mut names = std::collections::HashSet::new();
-        for i in INSTRUMENTS {
-            assert!(i.value(&sample).is_some(), "{}", i.name);
-            assert!(i.name.starts_with("microsandbox."), "{}", i.name);
-            assert!(names.insert(i.name), "{} declared twice", i.name);
+        let json = serde_json::to_value(&sample).unwrap();
+        let mut fields = std::collections::HashSet::new();
+        let mut points = std::collections::HashSet::new();
+        for (n, i) in INSTRUMENTS.iter().enumerate() {
+            assert!(fields.insert(i.field), "{} declared twice", i.field);
+            // The accessor reads its own field: the value the setter wrote, as serde sees it.
+            let expected = (n as f64 + 1.0)
+                + if i.value_type == ValueType::F64 {
+                    0.5
+                } else {
+                    0.0
+                };
+            assert_eq!(
+                (i.get)(&sample).map(Number::as_f64),
+                Some(expected),
+                "{}",
+                i.field
+            );
+            assert_eq!(json[i.field].as_f64(), Some(expected), "{}", i.field);
+            assert!(
+                i.name.starts_with("microsandbox.") || i.name.starts_with("container."),
+                "{}",
+                i.name
+            );
+            // Fields sharing a name differ in attributes, and agree on everything else.
+            assert!(
+                points.insert((i.name, i.attributes)),
+                "{} {:?} twice",
+                i.name,
+                i.attributes
+            );
+            let first = INSTRUMENTS.iter().find(|j| j.name == i.name).unwrap();
+            assert_eq!(
+                (first.kind, first.unit, first.description, first.scale),
+                (i.kind, i.unit, i.description, i.scale),
+                "{}",
+                i.name
+            );
+            assert!(
+                i.kind != Kind::Counter || i.history == History::Rate,
+                "counter {} must be a rate in history",
+                i.field
+            );
         }
         // Every measured Sample field is declared (identity and time fields are not instruments).
-        let json = serde_json::to_value(&sample).unwrap();
         for key in json.as_object().unwrap().keys() {
             // Identity and time, and the sampler's own cost (a daemon instrument).
             if ["sandbox_id", "run_id", "timestamp_ms", "sampler_cpu_ns"].contains(&key.as_str()) {
                 continue;
             }
             assert!(
-                INSTRUMENTS.iter().any(|i| i.field == key),
+                by_field(key).is_some(),
                 "Sample field {key} has no instrument"
             );
         }
+        let family_names: Vec<&str> = families().map(|f| f[0].name).collect();
+        let mut distinct = family_names.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(
+            distinct.len(),
+            family_names.len(),
+            "fields sharing a name are adjacent"
+        );
+        let gauges: [&str; history_count(History::Average)] = history_fields(History::Average);
+        assert!(gauges.contains(&"cpu_percent") && !gauges.contains(&"vcpu_time_ns"));
+    }
+
+    #[test]
+    fn microsandbox_json_keys_come_first_in_its_order() {
+        let keys: Vec<&str> = INSTRUMENTS[..crate::MICROSANDBOX_FIELDS]
+            .iter()
+            .map(|i| i.field)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "cpu_percent",
+                "vcpu_time_ns",
+                "memory_bytes",
+                "memory_available_bytes",
+                "memory_host_resident_bytes",
+                "memory_limit_bytes",
+                "disk_read_bytes",
+                "disk_write_bytes",
+                "net_rx_bytes",
+                "net_tx_bytes",
+                "upper_used_bytes",
+                "upper_free_bytes",
+                "upper_host_allocated_bytes",
+                "uptime_secs",
+            ]
+        );
     }
 
     #[test]

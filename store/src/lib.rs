@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 pub use catalog::{EventRecord, RunRow, SandboxRow};
 pub use series::{
-    FleetPoint, HistoryPoint, RetentionConfig, SeriesError, SeriesWriter, WriterOptions,
+    default_step_ms, FleetPoint, HistoryPoint, RetentionConfig, SeriesError, SeriesWriter,
+    WriterOptions, DEFAULT_POINTS_MAX,
 };
 
 /// The writer threads work behind msbd's answers, never in front of them, so they run at a low
@@ -115,6 +116,7 @@ impl Store {
         journal: Option<&Path>,
     ) -> Result<Store, StoreError> {
         migrations::apply(&conn)?;
+        series::sync_columns(&conn)?;
         series::SeriesCache::configure(&conn);
         // Replays the journal first, so that the mirror sees every acknowledged change.
         let catalog_writer = catalog::CatalogWriter::start(conn.try_clone()?, journal)?;

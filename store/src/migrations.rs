@@ -148,6 +148,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     INSERT INTO catalog_journal VALUES (0);
     "#,
     ),
+    (
+        4,
+        "how runs ended",
+        r#"
+    ALTER TABLE runs ADD COLUMN oom_kills UBIGINT;
+    ALTER TABLE runs ADD COLUMN end_cause VARCHAR;
+    "#,
+    ),
 ];
 
 /// The highest version this build knows.

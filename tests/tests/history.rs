@@ -50,6 +50,17 @@ fn a_ten_second_window_holds_ten_rows_and_counters_never_decrease() {
     );
     assert_eq!(decreases[0]["n"], 0, "counters never decrease within a run");
 
+    // Without --step a short window shows the raw samples: ten seconds at 1 Hz, ten points.
+    let raw: Vec<Value> =
+        serde_json::from_str(&home.ok(&["metrics", "h", "--since", "10s", "--format", "json"]))
+            .unwrap();
+    assert!(
+        (9..=11).contains(&raw.len()),
+        "{} points: {raw:?}",
+        raw.len()
+    );
+    assert!(raw.iter().all(|p| p["samples"] == 1), "{raw:?}");
+
     // The same through the history view: gauges averaged per step, counters as rates.
     let history: Vec<Value> = serde_json::from_str(&home.ok(&[
         "metrics", "h", "--since", "12s", "--step", "2s", "--format", "json",

@@ -66,6 +66,13 @@ pub struct RunInfo {
     pub signal: Option<i32>,
     pub termination_reason: Option<TerminationReason>,
     pub error: Option<String>,
+    /// Processes the kernel's OOM killer ended during the run (`null`: unknown or running).
+    #[serde(default)]
+    pub oom_kills: Option<u64>,
+    /// Why the run ended, as the `reason` label of `msb.sandbox.runs.ended`.
+    #[serde(default)]
+    #[schema(pattern = "^(exit|signal|oom_kill|max_duration|idle|stop|agent_unresponsive|error)$")]
+    pub end_cause: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, ToSchema)]

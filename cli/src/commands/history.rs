@@ -35,8 +35,11 @@ pub async fn history(client: &Client, args: &MetricsArgs, since_ms: i64) -> Resu
         eprintln!("{} samples written to {}", response.rows, response.path);
         return Ok(0);
     }
-    let step_ms = args.step.map_or(10_000, |s| s.as_millis() as i64);
-    let window = format!("since_ms={since_ms}&until_ms={until_ms}&step_ms={step_ms}");
+    // Without --step msbd picks one: 100 to 300 points, never finer than the sampling interval.
+    let mut window = format!("since_ms={since_ms}&until_ms={until_ms}");
+    if let Some(step) = args.step {
+        window.push_str(&format!("&step_ms={}", step.as_millis()));
+    }
     let uri = match &args.name {
         Some(name) => format!("/v1/sandboxes/{}/history?{window}", segment(name)),
         None => format!("/v1/history/fleet?{window}"),

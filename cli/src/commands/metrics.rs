@@ -57,7 +57,8 @@ pub struct MetricsArgs {
     /// End of the history window (default now).
     #[arg(long, value_parser = parse::time_ms, requires = "since")]
     pub until: Option<i64>,
-    /// History step (default 10s): gauges are averaged per step, counters become rates.
+    /// History step (default: 100 to 300 points over the window, never finer than the sampling
+    /// interval): gauges are averaged per step, counters become rates.
     #[arg(long, value_parser = parse::duration, requires = "since")]
     pub step: Option<Duration>,
     /// Write the raw samples of the window to this Parquet file instead of printing.
@@ -148,11 +149,14 @@ fn sort(reports: &mut [MetricsReport], by: SortBy) {
     match by {
         SortBy::Name => reports.sort_by(|a, b| a.name.cmp(&b.name)),
         SortBy::Cpu => reports.sort_by(|a, b| {
-            b.cpu_percent
+            b.sample
+                .cpu_percent
                 .unwrap_or(0.0)
-                .total_cmp(&a.cpu_percent.unwrap_or(0.0))
+                .total_cmp(&a.sample.cpu_percent.unwrap_or(0.0))
         }),
-        SortBy::Mem => reports.sort_by_key(|r| std::cmp::Reverse(r.memory_bytes.unwrap_or(0))),
+        SortBy::Mem => {
+            reports.sort_by_key(|r| std::cmp::Reverse(r.sample.memory_bytes.unwrap_or(0)))
+        }
     }
 }
 
@@ -219,12 +223,12 @@ pub fn render(previous: &[MetricsReport], current: &[MetricsReport]) -> String {
         "UPTIME",
     ]);
     for r in current {
-        let cpu = match (r.cpu_percent, r.cpus) {
+        let cpu = match (r.sample.cpu_percent, r.cpus) {
             (Some(p), Some(c)) => format!("{:.2} / {c}c", p / 100.0),
             (Some(p), None) => format!("{p:.1}%"),
             (None, _) => "—".into(),
         };
-        let mem = match (r.memory_bytes, r.memory_limit_bytes) {
+        let mem = match (r.sample.memory_bytes, r.sample.memory_limit_bytes) {
             (Some(m), Some(l)) => format!("{} / {}", bytes(m as f64), bytes(l as f64)),
             (Some(m), None) => bytes(m as f64),
             _ => "—".into(),
@@ -237,31 +241,34 @@ pub fn render(previous: &[MetricsReport], current: &[MetricsReport]) -> String {
             ("stalled", _) => ("—".to_owned(), "—".to_owned()),
             ("exited", _) => (
                 pair(
-                    r.disk_read_bytes.map(|v| v as f64),
-                    r.disk_write_bytes.map(|v| v as f64),
+                    r.sample.disk_read_bytes.map(|v| v as f64),
+                    r.sample.disk_write_bytes.map(|v| v as f64),
                 ),
                 pair(
-                    r.net_rx_bytes.map(|v| v as f64),
-                    r.net_tx_bytes.map(|v| v as f64),
+                    r.sample.net_rx_bytes.map(|v| v as f64),
+                    r.sample.net_tx_bytes.map(|v| v as f64),
                 ),
             ),
-            (_, Some(p)) if p.run_id == r.run_id && p.uptime_secs < r.uptime_secs => {
-                let dt = r.uptime_secs - p.uptime_secs;
+            (_, Some(p))
+                if p.sample.run_id == r.sample.run_id
+                    && p.sample.uptime_secs < r.sample.uptime_secs =>
+            {
+                let dt = r.sample.uptime_secs - p.sample.uptime_secs;
                 (
                     pair(
-                        rate(p.disk_read_bytes, r.disk_read_bytes, dt),
-                        rate(p.disk_write_bytes, r.disk_write_bytes, dt),
+                        rate(p.sample.disk_read_bytes, r.sample.disk_read_bytes, dt),
+                        rate(p.sample.disk_write_bytes, r.sample.disk_write_bytes, dt),
                     ),
                     pair(
-                        rate(p.net_rx_bytes, r.net_rx_bytes, dt),
-                        rate(p.net_tx_bytes, r.net_tx_bytes, dt),
+                        rate(p.sample.net_rx_bytes, r.sample.net_rx_bytes, dt),
+                        rate(p.sample.net_tx_bytes, r.sample.net_tx_bytes, dt),
                     ),
                 )
             }
             _ => ("—".into(), "—".into()),
         };
-        let uptime =
-            humantime::format_duration(Duration::from_secs(r.uptime_secs as u64)).to_string();
+        let uptime = humantime::format_duration(Duration::from_secs(r.sample.uptime_secs as u64))
+            .to_string();
         table.add_row([r.name.clone(), r.state.clone(), cpu, mem, disk, net, uptime]);
     }
     format!("{}\n", table.trim_fmt())

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use msb_metrics::{DaemonInstrument, BOOT_PHASES, DAEMON_INSTRUMENTS};
-use msb_runtime::lifecycle::SandboxStatus;
+use msb_runtime::lifecycle::{SandboxStatus, END_CAUSES};
 use msb_store::SandboxRow;
 use msb_telemetry::histogram::HistogramSnapshot;
 
@@ -161,6 +161,20 @@ pub fn daemon_families(daemon: &Daemon, rows: &[SandboxRow], live: &[LiveSandbox
         "msb.supervisors.warm",
         started,
         vec![point(&[], daemon.warm.idle() as f64)],
+    );
+    add(
+        "msb.sandbox.runs.ended",
+        started,
+        END_CAUSES
+            .iter()
+            .zip(&telemetry.runs_ended)
+            .map(|(cause, count)| {
+                point(
+                    &[("reason", (*cause).to_owned())],
+                    count.load(Ordering::Relaxed) as f64,
+                )
+            })
+            .collect(),
     );
     add(
         "msb.sandbox.starts",

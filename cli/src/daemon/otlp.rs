@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use msb_metrics::{Kind, INSTRUMENTS};
+use msb_metrics::Kind;
 use msb_telemetry::otlp::Payload;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
@@ -84,13 +84,23 @@ pub fn build_request(daemon: &Daemon) -> Result<(ExportMetricsServiceRequest, u6
     let now = nanos(SystemTime::now());
     let mut metrics = Vec::new();
     let mut count = 0u64;
-    for instrument in INSTRUMENTS {
+    for family in msb_metrics::families() {
+        let first = &family[0];
         let points: Vec<NumberDataPoint> = live
             .iter()
-            .filter_map(|sandbox| {
+            .flat_map(|sandbox| family.iter().map(move |instrument| (sandbox, instrument)))
+            .filter_map(|(sandbox, instrument)| {
                 let value = instrument.value(&sandbox.latest.sample)?;
+                let mut attributes = key_values(&sandbox.attributes);
+                attributes.extend(key_values(
+                    &instrument
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect::<Vec<_>>(),
+                ));
                 Some(NumberDataPoint {
-                    attributes: key_values(&sandbox.attributes),
+                    attributes,
                     start_time_unix_nano: match instrument.kind {
                         Kind::Counter => nanos(sandbox.run_start()),
                         _ => 0,
@@ -107,10 +117,10 @@ pub fn build_request(daemon: &Daemon) -> Result<(ExportMetricsServiceRequest, u6
         }
         count += points.len() as u64;
         metrics.push(metric(
-            instrument.name,
-            instrument.description,
-            instrument.unit,
-            instrument.kind,
+            first.name,
+            first.description,
+            first.unit,
+            first.kind,
             points,
         ));
     }

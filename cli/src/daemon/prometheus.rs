@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use msb_metrics::prometheus::{family_name, family_name_of, sample_name, sample_name_of};
-use msb_metrics::{Kind, INSTRUMENTS};
+use msb_metrics::Kind;
 
 use super::exposition::{self, Value};
 use super::state::Daemon;
@@ -158,25 +158,31 @@ pub fn render(daemon: &Daemon, openmetrics: bool) -> Result<String, String> {
     let rows = daemon.store().list_sandboxes().map_err(|e| e.to_string())?;
     let live = exposition::live_sandboxes(daemon, &rows);
     let mut out = String::new();
-    // Per-sandbox series, one family per instrument.
-    for instrument in INSTRUMENTS {
-        let family = family_name(instrument);
-        header(
-            &mut out,
-            &family,
-            instrument.kind,
-            instrument.description,
-            openmetrics,
-        );
+    // Per-sandbox series, one family per instrument name (fields that share a name, such as
+    // major and minor page faults, are its series told apart by their attributes).
+    for family in msb_metrics::families() {
+        let first = &family[0];
+        let name = family_name(first);
+        header(&mut out, &name, first.kind, first.description, openmetrics);
         for sandbox in &live {
-            let Some(value) = instrument.value(&sandbox.latest.sample) else {
-                continue;
-            };
-            let labels = labels(&sandbox.attributes, msb_metrics::SANDBOX_ATTRIBUTES.len());
-            let _ = writeln!(out, "{}{{{labels}}} {value}", sample_name(instrument));
-            if openmetrics && instrument.kind == Kind::Counter {
-                let created = seconds(sandbox.run_start());
-                let _ = writeln!(out, "{family}_created{{{labels}}} {created:.3}");
+            for instrument in family {
+                let Some(value) = instrument.value(&sandbox.latest.sample) else {
+                    continue;
+                };
+                let mut labels = labels(&sandbox.attributes, msb_metrics::SANDBOX_ATTRIBUTES.len());
+                for (key, value) in instrument.attributes {
+                    let _ = write!(
+                        labels,
+                        ",{}=\"{}\"",
+                        msb_metrics::prometheus::label_name(key),
+                        escape(value)
+                    );
+                }
+                let _ = writeln!(out, "{}{{{labels}}} {value}", sample_name(instrument));
+                if openmetrics && instrument.kind == Kind::Counter {
+                    let created = seconds(sandbox.run_start());
+                    let _ = writeln!(out, "{name}_created{{{labels}}} {created:.3}");
+                }
             }
         }
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use msb_protocol::session::ClientEvent;
 use msb_runtime::framing::read_frame;
-use msb_runtime::lifecycle::{transition, Operation, SandboxStatus, TerminationReason};
+use msb_runtime::lifecycle::{end_cause, transition, Operation, SandboxStatus, TerminationReason};
 use msb_runtime::process::is_alive;
 use msb_runtime::run_record::{RunPhase, RunRecord};
 use msb_store::{EventRecord, RunRow};
@@ -86,6 +86,26 @@ pub fn apply_record(daemon: &Daemon, sandbox_id: &str) -> Result<SandboxStatus, 
         }
         store = daemon.store();
     }
+    // The first time the run is seen ended: why, as an event and msb.sandbox.runs.ended.
+    if run.ended_at_ms.is_some() && run.end_cause.is_none() {
+        let reason = run
+            .termination_reason
+            .as_deref()
+            .and_then(|r| r.parse::<TerminationReason>().ok());
+        let cause = end_cause(reason, run.signal, run.oom_kills);
+        run.end_cause = Some(cause.to_owned());
+        daemon.telemetry.run_ended(cause);
+        store.append_event(&EventRecord {
+            ts_ms: run.ended_at_ms.unwrap_or_else(msb_store::catalog::now_ms),
+            sandbox_id: Some(sandbox_id.to_owned()),
+            kind: "run_ended".to_owned(),
+            detail_json: serde_json::json!({
+                "run_id": run.id, "cause": cause, "reason": run.termination_reason,
+                "exit_code": run.exit_code, "signal": run.signal, "oom_kills": run.oom_kills,
+            })
+            .to_string(),
+        })?;
+    }
     store.update_run(&run)?;
 
     let mut status = current;
@@ -141,6 +161,7 @@ fn copy_record(run: &mut RunRow, record: &RunRecord) {
     run.signal = record.signal;
     run.termination_reason = record.reason.map(|r| r.to_string());
     run.error = record.error.clone();
+    run.oom_kills = record.oom_kills;
 }
 
 /// Follows one sandbox's supervisor until it exits, then settles the catalog (and removes

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use msb_metrics::{BOOT_PHASES, LATENCY_BUCKETS};
+use msb_runtime::lifecycle::END_CAUSES;
 use msb_runtime::run_record::RunRecord;
 use msb_telemetry::histogram::Histogram;
 use msb_telemetry::otlp::{Exporter, OtlpConfig};
@@ -34,6 +35,8 @@ pub struct Telemetry {
     /// CPU the samplers spent, summed over every sample received (ns).
     pub sampler_cpu_ns: AtomicU64,
     pub samples: AtomicU64,
+    /// Runs ended since msbd started, per entry of [`END_CAUSES`].
+    pub runs_ended: [AtomicU64; END_CAUSES.len()],
     /// One histogram per entry of [`BOOT_PHASES`].
     pub boot: Vec<Histogram>,
     pub exec_latency: Histogram,
@@ -63,6 +66,7 @@ impl Telemetry {
             started: SystemTime::now(),
             sampler_cpu_ns: AtomicU64::new(0),
             samples: AtomicU64::new(0),
+            runs_ended: Default::default(),
             boot: BOOT_PHASES
                 .iter()
                 .map(|_| Histogram::new(LATENCY_BUCKETS))
@@ -74,6 +78,13 @@ impl Telemetry {
             otlp,
             metrics_exporter: None,
             traces_exporter: None,
+        }
+    }
+
+    /// Counts a run that ended by `cause` (one of [`END_CAUSES`]).
+    pub fn run_ended(&self, cause: &str) {
+        if let Some(i) = END_CAUSES.iter().position(|c| *c == cause) {
+            self.runs_ended[i].fetch_add(1, Ordering::Relaxed);
         }
     }
 

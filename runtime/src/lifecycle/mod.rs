@@ -3,5 +3,5 @@
 mod reason;
 mod state;
 
-pub use reason::{TerminationReason, UnknownReason};
+pub use reason::{end_cause, TerminationReason, UnknownReason, END_CAUSES};
 pub use state::{transition, InvalidTransition, Operation, SandboxStatus, UnknownStatus};

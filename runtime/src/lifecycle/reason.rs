@@ -57,6 +57,44 @@ impl fmt::Display for TerminationReason {
     }
 }
 
+/// Why a run ended, coarser than [`TerminationReason`] and told apart where operators need it
+/// (an OOM kill is its own cause): the `reason` label of `msb.sandbox.runs.ended`, the
+/// `run_ended` event and `end_cause` in `msb inspect`.
+pub const END_CAUSES: [&str; 8] = [
+    "exit",
+    "signal",
+    "oom_kill",
+    "max_duration",
+    "idle",
+    "stop",
+    "agent_unresponsive",
+    "error",
+];
+
+/// The cause (one of [`END_CAUSES`]) of a run that ended with `reason`, the workload's
+/// `signal` (if one ended it), and `oom_kills` OOM kills in the sandbox during the run. A run in
+/// which the OOM killer struck and that did not complete (the killed process, or a shell that
+/// reported its child's death as exit code 137) ended by an OOM kill.
+pub fn end_cause(
+    reason: Option<TerminationReason>,
+    signal: Option<i32>,
+    oom_kills: Option<u64>,
+) -> &'static str {
+    let oom = oom_kills.is_some_and(|n| n > 0);
+    match reason {
+        Some(TerminationReason::Completed) => "exit",
+        Some(TerminationReason::Failed | TerminationReason::Signal) if oom => "oom_kill",
+        Some(TerminationReason::Failed) if signal.is_some() => "signal",
+        Some(TerminationReason::Failed) => "exit",
+        Some(TerminationReason::Signal) => "signal",
+        Some(TerminationReason::MaxDurationExceeded) => "max_duration",
+        Some(TerminationReason::IdleTimeout) => "idle",
+        Some(TerminationReason::ShutdownRequested) => "stop",
+        Some(TerminationReason::AgentUnresponsive) => "agent_unresponsive",
+        Some(TerminationReason::InternalError) | None => "error",
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("unknown termination reason {0:?}")]
 pub struct UnknownReason(String);
@@ -68,5 +106,28 @@ impl FromStr for TerminationReason {
             .into_iter()
             .find(|r| r.as_str() == s)
             .ok_or_else(|| UnknownReason(s.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_end_has_a_declared_cause() {
+        use TerminationReason as R;
+        assert_eq!(end_cause(Some(R::Completed), None, Some(0)), "exit");
+        assert_eq!(end_cause(Some(R::Failed), None, None), "exit");
+        assert_eq!(end_cause(Some(R::Failed), None, Some(1)), "oom_kill");
+        assert_eq!(end_cause(Some(R::Signal), Some(9), Some(2)), "oom_kill");
+        assert_eq!(end_cause(Some(R::Signal), Some(15), Some(0)), "signal");
+        assert_eq!(end_cause(Some(R::IdleTimeout), None, None), "idle");
+        assert_eq!(end_cause(None, None, None), "error");
+        for reason in TerminationReason::ALL {
+            for oom in [None, Some(0), Some(1)] {
+                let cause = end_cause(Some(reason), Some(9), oom);
+                assert!(END_CAUSES.contains(&cause), "{reason}: {cause}");
+            }
+        }
     }
 }

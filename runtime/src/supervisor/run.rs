@@ -248,7 +248,14 @@ pub(super) async fn supervise(
                 - Duration::from_millis(
                     now_ms().saturating_sub(shared.record.lock().unwrap().started_at_ms),
                 );
-            tokio::spawn(sampler::run(shared.clone(), sampler, interval_ms, started));
+            let (request, requested) = tokio::sync::oneshot::channel();
+            *shared.final_sample.lock().unwrap() = Some(request);
+            tokio::spawn(sampler::run(
+                shared.clone(),
+                sampler,
+                (interval_ms, requested),
+                started,
+            ));
         }
     }
     let ending = match ending {
@@ -430,7 +437,16 @@ async fn finish(shared: &Shared, sandbox: &Arc<dyn Backend>, ending: Ending) -> 
         }
         (Ending::WorkloadDone, None) => TerminationReason::InternalError,
     };
-    // Before the cgroups go: did the kernel's OOM killer end anything?
+    // Before the cgroups go: the run's final sample (its counters as they ended: CPU, OOM kills,
+    // faults), so history keeps how the run ended and not only its last tick.
+    let final_request = shared.final_sample.lock().unwrap().take();
+    if let Some(request) = final_request {
+        let (taken, done) = tokio::sync::oneshot::channel();
+        if request.send(taken).is_ok() {
+            let _ = timeout(Duration::from_millis(500), done).await;
+        }
+    }
+    // Did the kernel's OOM killer end anything?
     let oom_kills = sampler::oom_kills(sandbox.cgroups().as_ref());
     if oom_kills.is_some_and(|n| n > 0) && signal == Some(libc::SIGKILL) {
         let limit = shared

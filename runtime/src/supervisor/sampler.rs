@@ -63,10 +63,7 @@ impl Source {
 
     /// `key value` lines (memory.stat, cpu.stat).
     fn keyed(&mut self, key: &str) -> Option<u64> {
-        self.read()?.lines().find_map(|line| {
-            let (k, v) = line.split_once(' ')?;
-            (k == key).then(|| v.trim().parse().ok()).flatten()
-        })
+        keyed(self.read()?, key)
     }
 }
 
@@ -78,6 +75,16 @@ pub struct Sampler {
     memory_limit: Option<Source>,
     io: Option<(Source, CgroupVersion)>,
     pids: Option<Source>,
+    /// `cgroup.procs` of the pids controller's directory: the processes, whose fds are counted.
+    /// Opened at every read: cgroup v1 keeps the pid list of an open file while it is read
+    /// again within a second, so a file held open would list the processes of its first read.
+    procs: Option<std::path::PathBuf>,
+    /// The cpu controller's `cpu.stat`: throttling.
+    cpu_stat: Option<(Source, CgroupVersion)>,
+    /// v2 `memory.events`, or v1 `memory.oom_control` and `memory.failcnt`.
+    memory_events: MemoryEvents,
+    /// `cpu.pressure`, `memory.pressure`, `io.pressure` of a cgroup v2 directory.
+    pressure: [Option<Source>; 3],
     host_memory_bytes: Option<u64>,
     cpu_ceiling_percent: f64,
     previous_cpu: Option<(u64, Instant)>,
@@ -93,7 +100,87 @@ pub struct Sampler {
 struct MemoryStat {
     inactive_file: Option<u64>,
     resident: Option<u64>,
+    anon: Option<u64>,
+    file: Option<u64>,
+    page_faults: Option<u64>,
+    major_page_faults: Option<u64>,
     usage_at_read: Option<u64>,
+}
+
+/// Where the memory cgroup reports OOM kills and limit hits.
+#[derive(Default)]
+enum MemoryEvents {
+    #[default]
+    None,
+    /// `memory.events`: `max` (limit hits) and `oom_kill`.
+    V2(Source),
+    /// `memory.oom_control` (`oom_kill`) and `memory.failcnt` (limit hits).
+    V1(Option<Source>, Option<Source>),
+}
+
+/// `(limit hits, OOM kills)`.
+fn read_memory_events(events: &mut MemoryEvents) -> (Option<u64>, Option<u64>) {
+    match events {
+        MemoryEvents::None => (None, None),
+        MemoryEvents::V2(source) => {
+            let text = source.read().unwrap_or_default();
+            (keyed(text, "max"), keyed(text, "oom_kill"))
+        }
+        MemoryEvents::V1(oom_control, failcnt) => (
+            failcnt.as_mut().and_then(Source::number),
+            oom_control
+                .as_mut()
+                .and_then(|s| keyed(s.read().unwrap_or_default(), "oom_kill")),
+        ),
+    }
+}
+
+/// The value of `key value` line `key` in `text`.
+fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// `(periods, throttled periods, throttled ns)` from a cpu controller's `cpu.stat`.
+fn throttling(text: &str, version: CgroupVersion) -> (Option<u64>, Option<u64>, Option<u64>) {
+    let time_ns = match version {
+        CgroupVersion::V1 => keyed(text, "throttled_time"),
+        CgroupVersion::V2 => keyed(text, "throttled_usec").map(|us| us * 1000),
+    };
+    (
+        keyed(text, "nr_periods"),
+        keyed(text, "nr_throttled"),
+        time_ns,
+    )
+}
+
+/// `(some total, full total)` in µs from a pressure file (`some avg10=.. total=N`).
+fn pressure_totals(text: &str) -> (Option<u64>, Option<u64>) {
+    let total = |kind: &str| {
+        text.lines()
+            .find(|l| l.starts_with(kind))?
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("total=")?.parse().ok())
+    };
+    (total("some "), total("full "))
+}
+
+/// Open file descriptors of the processes listed in `procs` (a `cgroup.procs` text); `None`
+/// when there are more than `max_processes` (counting them would cost more than a tick).
+fn open_fds(procs: &str, max_processes: usize) -> Option<u64> {
+    let mut total = 0u64;
+    for (n, pid) in procs.lines().enumerate() {
+        if n >= max_processes {
+            return None;
+        }
+        // A process that exits meanwhile has no fd directory any more: it has no fds either.
+        if let Ok(entries) = std::fs::read_dir(format!("/proc/{}/fd", pid.trim())) {
+            total += entries.count() as u64;
+        }
+    }
+    Some(total)
 }
 
 fn read_memory_stat(
@@ -103,9 +190,23 @@ fn read_memory_stat(
     let Some((stat, version)) = source else {
         return MemoryStat::default();
     };
-    let (inactive, rss, mapped) = match version {
-        CgroupVersion::V1 => ("total_inactive_file ", "total_rss ", "total_mapped_file "),
-        CgroupVersion::V2 => ("inactive_file ", "anon ", "file_mapped "),
+    let (inactive, rss, mapped, file, faults, major) = match version {
+        CgroupVersion::V1 => (
+            "total_inactive_file ",
+            "total_rss ",
+            "total_mapped_file ",
+            "total_cache ",
+            "total_pgfault ",
+            "total_pgmajfault ",
+        ),
+        CgroupVersion::V2 => (
+            "inactive_file ",
+            "anon ",
+            "file_mapped ",
+            "file ",
+            "pgfault ",
+            "pgmajfault ",
+        ),
     };
     let text = stat.read().unwrap_or_default();
     let key = |k: &str| {
@@ -115,6 +216,10 @@ fn read_memory_stat(
     MemoryStat {
         inactive_file: key(inactive),
         resident: key(rss).zip(key(mapped)).map(|(a, b)| a + b),
+        anon: key(rss),
+        file: key(file),
+        page_faults: key(faults),
+        major_page_faults: key(major),
         usage_at_read: usage,
     }
 }
@@ -169,6 +274,30 @@ impl Sampler {
             .and_then(|(path, version)| Source::open(&path.join("io.stat")).map(|s| (s, version)));
         let pids =
             dir(&cgroups.pids).and_then(|(path, _)| Source::open(&path.join("pids.current")));
+        let procs = dir(&cgroups.pids).map(|(path, _)| path.join("cgroup.procs"));
+        let cpu_stat = dir(&cgroups.cpu)
+            .and_then(|(path, version)| Source::open(&path.join("cpu.stat")).map(|s| (s, version)));
+        let memory_events = match &memory {
+            Some((path, CgroupVersion::V1)) => MemoryEvents::V1(
+                Source::open(&path.join("memory.oom_control")),
+                Source::open(&path.join("memory.failcnt")),
+            ),
+            Some((path, CgroupVersion::V2)) => Source::open(&path.join("memory.events"))
+                .map_or(MemoryEvents::None, MemoryEvents::V2),
+            None => MemoryEvents::None,
+        };
+        // Pressure files exist in every cgroup v2 directory (when the kernel has PSI); a
+        // sandbox placed only in v1 hierarchies has none.
+        let v2_dir = [&cgroups.cpu, &cgroups.memory, &cgroups.io, &cgroups.pids]
+            .into_iter()
+            .flatten()
+            .find(|d| d.version == CgroupVersion::V2)
+            .map(|d| d.path.clone());
+        let pressure = ["cpu.pressure", "memory.pressure", "io.pressure"].map(|file| {
+            v2_dir
+                .as_ref()
+                .and_then(|dir| Source::open(&dir.join(file)))
+        });
         let host_cpus = std::thread::available_parallelism()
             .map(|n| n.get() as f64)
             .unwrap_or(1.0);
@@ -179,6 +308,10 @@ impl Sampler {
             memory_limit,
             io,
             pids,
+            procs,
+            cpu_stat,
+            memory_events,
+            pressure,
             host_memory_bytes: host_memory_bytes(),
             cpu_ceiling_percent: cpus.unwrap_or(host_cpus).min(host_cpus) * 100.0,
             previous_cpu: None,
@@ -188,6 +321,12 @@ impl Sampler {
             stat_cache: MemoryStat::default(),
             limit_cache: None,
         }
+    }
+
+    /// Makes the next [`Sampler::read`] re-read every cached source (memory.stat, the limit):
+    /// for the run's final sample.
+    pub fn refresh_everything_next(&mut self) {
+        self.ticks = 0;
     }
 
     fn missing(&mut self, field: &'static str, why: &str) {
@@ -267,9 +406,22 @@ impl Sampler {
         if sample.disk_read_bytes.is_none() {
             self.missing("disk_read_bytes", "no cgroup v2 io controller for this sandbox (v1 blkio does not attribute buffered writes)");
         }
-        sample.processes = self.pids.as_mut().and_then(Source::number);
+        self.read_breakdown(sample);
+        sample.threads = self.pids.as_mut().and_then(Source::number);
+        let procs = self
+            .procs
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok());
+        sample.processes = procs.as_ref().map(|p| p.lines().count() as u64);
         if sample.processes.is_none() {
             self.missing("processes", "no pids cgroup controller for this sandbox");
+        }
+        sample.open_fds = procs.as_deref().and_then(|p| open_fds(p, MAX_FD_PROCESSES));
+        if procs.is_some() && sample.open_fds.is_none() {
+            self.missing(
+                "open_fds",
+                "more processes than the sampler counts descriptors of in one tick",
+            );
         }
         // The namespace backend has loopback only: there is no guest network device whose
         // frames could be counted, so these stay null until the network stack lands.
@@ -284,6 +436,66 @@ impl Sampler {
             "the writable root is a host directory without its own filesystem",
         );
         self.ticks += 1;
+    }
+}
+
+/// Above this many processes the sampler does not count their descriptors (null instead).
+const MAX_FD_PROCESSES: usize = 1024;
+
+impl Sampler {
+    /// Memory breakdown, page faults, memory events, CPU throttling and pressure.
+    fn read_breakdown(&mut self, sample: &mut Sample) {
+        let stat = self.stat_cache;
+        sample.memory_working_set_bytes = sample.memory_bytes;
+        sample.memory_anon_bytes = stat.anon;
+        sample.memory_file_bytes = stat.file;
+        sample.page_faults_major = stat.major_page_faults;
+        sample.page_faults_minor = stat
+            .page_faults
+            .zip(stat.major_page_faults)
+            .map(|(all, major)| all.saturating_sub(major));
+        (sample.memory_limit_hits, sample.memory_oom_kills) =
+            read_memory_events(&mut self.memory_events);
+        if sample.memory_oom_kills.is_none() {
+            self.missing(
+                "memory_oom_kills",
+                "the memory cgroup reports no OOM kills here (no memory.events / oom_control)",
+            );
+        }
+        (
+            sample.cpu_periods,
+            sample.cpu_throttled_periods,
+            sample.cpu_throttled_time_ns,
+        ) = match &mut self.cpu_stat {
+            Some((source, version)) => throttling(source.read().unwrap_or_default(), *version),
+            None => (None, None, None),
+        };
+        if sample.cpu_throttled_periods.is_none() {
+            self.missing(
+                "cpu_throttled_periods",
+                "no cpu controller cpu.stat for this sandbox",
+            );
+        }
+        let [cpu, memory, io] = &mut self.pressure;
+        let totals = |source: &mut Option<Source>| {
+            source
+                .as_mut()
+                .and_then(Source::read)
+                .map(pressure_totals)
+                .unwrap_or_default()
+        };
+        (sample.cpu_pressure_some_us, sample.cpu_pressure_full_us) = totals(cpu);
+        (
+            sample.memory_pressure_some_us,
+            sample.memory_pressure_full_us,
+        ) = totals(memory);
+        (sample.io_pressure_some_us, sample.io_pressure_full_us) = totals(io);
+        if sample.cpu_pressure_some_us.is_none() {
+            self.missing(
+                "cpu_pressure_some_us",
+                "the sandbox has no cgroup v2 directory with pressure files (cgroups v1 or hybrid)",
+            );
+        }
     }
 }
 
@@ -341,8 +553,21 @@ pub fn allocated_bytes(dir: &Path, max_entries: usize) -> Option<u64> {
     Some(total)
 }
 
-/// Samples every interval until the run ends; delivers to watchers or buffers.
-pub async fn run(shared: Arc<Shared>, mut sampler: Sampler, interval_ms: u64, started: Instant) {
+/// How the run's end asks the sampler for its final sample: the sampler answers on the enclosed
+/// sender once the sample is delivered.
+pub type FinalSampleRequest = tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<()>>;
+
+/// Samples every interval until the run ends (and once more when the end asks for a final
+/// sample); delivers to watchers or buffers.
+pub async fn run(
+    shared: Arc<Shared>,
+    mut sampler: Sampler,
+    (interval_ms, mut final_request): (
+        u64,
+        tokio::sync::oneshot::Receiver<tokio::sync::oneshot::Sender<()>>,
+    ),
+    started: Instant,
+) {
     let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let upper = shared.dir.upper();
@@ -350,11 +575,19 @@ pub async fn run(shared: Arc<Shared>, mut sampler: Sampler, interval_ms: u64, st
     let mut tick: u64 = 0;
     let mut cost_ns: u64 = 0;
     loop {
-        ticker.tick().await;
+        // `Some(answer)` for the final sample (the answer is `None` when the asker is gone).
+        let last = tokio::select! {
+            _ = ticker.tick() => None,
+            answer = &mut final_request => Some(answer.ok()),
+        };
         // The sampler's own cost: this thread's CPU time over the synchronous reads below.
         let cpu_before = thread_cpu_ns();
         if *shared.finished.borrow() {
             return;
+        }
+        let final_sample = last.is_some();
+        if final_sample {
+            sampler.refresh_everything_next();
         }
         let mut sample = Sample {
             sandbox_id: shared.config.sandbox_id.clone(),
@@ -365,7 +598,9 @@ pub async fn run(shared: Arc<Shared>, mut sampler: Sampler, interval_ms: u64, st
         };
         sampler.read(&mut sample);
         // Walking the upper directory is the one costly source: refresh it every 10 ticks.
-        if tick % 10 == 0 && shared.config.config.rootfs == crate::config::RootfsSource::Default {
+        if (tick % 10 == 0 || final_sample)
+            && shared.config.config.rootfs == crate::config::RootfsSource::Default
+        {
             upper_allocated = allocated_bytes(&upper, 100_000);
         }
         tick += 1;
@@ -380,6 +615,12 @@ pub async fn run(shared: Arc<Shared>, mut sampler: Sampler, interval_ms: u64, st
             sample.sampler_cpu_ns = Some(cost_ns);
         }
         shared.deliver_sample(sample);
+        if let Some(answer) = last {
+            if let Some(answer) = answer {
+                let _ = answer.send(());
+            }
+            return;
+        }
     }
 }
 
@@ -453,6 +694,33 @@ mod tests {
     }
 
     #[test]
+    fn breakdown_sources_parse() {
+        let v2 = "usage_usec 100\nnr_periods 40\nnr_throttled 7\nthrottled_usec 3500\n";
+        assert_eq!(
+            throttling(v2, CgroupVersion::V2),
+            (Some(40), Some(7), Some(3_500_000))
+        );
+        let v1 = "nr_periods 12\nnr_throttled 3\nthrottled_time 900\n";
+        assert_eq!(
+            throttling(v1, CgroupVersion::V1),
+            (Some(12), Some(3), Some(900))
+        );
+        let pressure = "some avg10=0.00 avg60=0.00 avg300=0.00 total=1234\n\
+                        full avg10=0.00 avg60=0.00 avg300=0.00 total=56\n";
+        assert_eq!(pressure_totals(pressure), (Some(1234), Some(56)));
+        assert_eq!(pressure_totals("some avg10=1 total=9\n"), (Some(9), None));
+        let events = "low 0\nhigh 0\nmax 17\noom 2\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(keyed(events, "max"), Some(17));
+        assert_eq!(keyed(events, "oom_kill"), Some(1));
+        assert_eq!(keyed(events, "oom"), Some(2));
+        // This test process has stdin/stdout/stderr at least; too many processes give None.
+        let me = format!("{}\n", std::process::id());
+        assert!(open_fds(&me, 10).unwrap() >= 3);
+        assert_eq!(open_fds(&me, 0), None);
+        assert_eq!(open_fds("", 10), Some(0));
+    }
+
+    #[test]
     fn buffer_keeps_the_newest_and_counts_drops() {
         let mut buffer = SampleBuffer::new(3);
         for ts in 0..5 {
@@ -488,5 +756,11 @@ mod tests {
         assert_eq!(sample.disk_write_bytes, None);
         assert_eq!(sample.net_rx_bytes, None);
         assert_eq!(sample.processes, None);
+        assert_eq!(sample.threads, None);
+        assert_eq!(sample.open_fds, None);
+        assert_eq!(sample.memory_oom_kills, None);
+        assert_eq!(sample.cpu_throttled_periods, None);
+        assert_eq!(sample.cpu_pressure_some_us, None);
+        assert_eq!(sample.page_faults_major, None);
     }
 }

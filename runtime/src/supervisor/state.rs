@@ -58,6 +58,9 @@ pub struct Shared {
     log: Mutex<Option<LogWriter>>,
     /// Samples taken while no msbd was watching.
     pub sample_buffer: Mutex<super::sampler::SampleBuffer>,
+    /// Asks the sampler for the run's final sample (taken before the cgroups go) and waits for
+    /// it: set when the sampler starts, taken once by the run's end.
+    pub final_sample: Mutex<Option<super::sampler::FinalSampleRequest>>,
 }
 
 impl Shared {
@@ -95,6 +98,7 @@ impl Shared {
             last_heartbeat: Mutex::new(None),
             last_activity: Mutex::new(Instant::now()),
             sample_buffer: Mutex::new(super::sampler::SampleBuffer::new(sample_capacity)),
+            final_sample: Mutex::new(None),
             log: Mutex::new(log),
         }
     }

@@ -50,6 +50,13 @@ pub struct RunRow {
     pub signal: Option<i32>,
     pub termination_reason: Option<String>,
     pub error: Option<String>,
+    /// Processes the kernel's OOM killer ended during the run (`None`: unknown or not ended).
+    #[serde(default)]
+    pub oom_kills: Option<u64>,
+    /// Why the run ended, as the `reason` label of `msb.sandbox.runs.ended`
+    /// (`msb_runtime::lifecycle::END_CAUSES`).
+    #[serde(default)]
+    pub end_cause: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -64,7 +71,8 @@ pub(crate) const SANDBOX_COLUMNS: &str =
     "id, name, status, config_json, ephemeral, created_at_ms, updated_at_ms";
 pub(crate) const RUN_COLUMNS: &str =
     "id, sandbox_id, run_number, supervisor_pid, supervisor_start_ticks, init_pid, \
-     workload_pid, started_at_ms, ended_at_ms, exit_code, signal, termination_reason, error";
+     workload_pid, started_at_ms, ended_at_ms, exit_code, signal, termination_reason, error, \
+     oom_kills, end_cause";
 
 pub(crate) fn sandbox_from_row(row: &Row<'_>) -> duckdb::Result<SandboxRow> {
     Ok(SandboxRow {
@@ -94,6 +102,8 @@ pub(crate) fn run_from_row(row: &Row<'_>) -> duckdb::Result<RunRow> {
         signal: row.get(10)?,
         termination_reason: row.get(11)?,
         error: row.get(12)?,
+        oom_kills: row.get(13)?,
+        end_cause: row.get(14)?,
     })
 }
 

@@ -29,6 +29,8 @@ fn run(id: &str, sandbox_id: &str, number: i32) -> RunRow {
         signal: None,
         termination_reason: None,
         error: None,
+        oom_kills: None,
+        end_cause: None,
     }
 }
 

@@ -385,7 +385,7 @@ fn apply_one(conn: &duckdb::Connection, mutation: &Mutation) -> Result<(), duckd
         }
         Mutation::InsertRun(run) => {
             conn.prepare_cached(&format!(
-                "INSERT INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO runs ({RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ))?
             .execute(params![
                 run.id,
@@ -400,14 +400,16 @@ fn apply_one(conn: &duckdb::Connection, mutation: &Mutation) -> Result<(), duckd
                 run.exit_code,
                 run.signal,
                 run.termination_reason,
-                run.error
+                run.error,
+                run.oom_kills,
+                run.end_cause
             ])?;
         }
         Mutation::UpdateRun(run) => {
             conn.prepare_cached(
                 "UPDATE runs SET supervisor_pid = ?, supervisor_start_ticks = ?, init_pid = ?, workload_pid = ?, \
-                 started_at_ms = ?, ended_at_ms = ?, exit_code = ?, signal = ?, termination_reason = ?, error = ? \
-                 WHERE id = ?",
+                 started_at_ms = ?, ended_at_ms = ?, exit_code = ?, signal = ?, termination_reason = ?, error = ?, \
+                 oom_kills = ?, end_cause = ? WHERE id = ?",
             )?
             .execute(params![
                 run.supervisor_pid,
@@ -420,6 +422,8 @@ fn apply_one(conn: &duckdb::Connection, mutation: &Mutation) -> Result<(), duckd
                 run.signal,
                 run.termination_reason,
                 run.error,
+                run.oom_kills,
+                run.end_cause,
                 run.id
             ])?;
         }

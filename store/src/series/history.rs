@@ -18,40 +18,93 @@
 use std::collections::BTreeMap;
 
 use super::query::{check_window, raw_boundary_ms, LOOKBACK_MS};
-use super::readings::{Reading, Resolution, Runs, COUNTERS, CPU, GAUGES, MEMORY};
+use super::readings::{Reading, Resolution, Runs, COUNTERS, GAUGES, MAXED};
 use super::SeriesError;
 use crate::Store;
 
 /// One step of one sandbox's history. Gauges are averages over the step (`None` when no sample
-/// in the step had the value); counters are per-second rates over the step.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+/// in the step had the value); counters are per-second rates over the step. Which fields are
+/// which comes from the instrument declaration (`msb_metrics::INSTRUMENTS`); it serialises as
+/// one flat object: `ts_ms`, `samples`, each gauge (and `<gauge>_max` where declared), then each
+/// counter's `<counter>_per_sec`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct HistoryPoint {
     /// Start of the step, ms since the Unix epoch (aligned to a multiple of the step).
     pub ts_ms: i64,
     /// Raw samples behind this point.
     pub samples: u64,
-    pub cpu_percent: Option<f64>,
-    pub cpu_percent_max: Option<f64>,
-    pub memory_bytes: Option<f64>,
-    pub memory_bytes_max: Option<f64>,
-    pub memory_available_bytes: Option<f64>,
-    pub memory_limit_bytes: Option<f64>,
-    pub memory_host_resident_bytes: Option<f64>,
-    pub upper_used_bytes: Option<f64>,
-    pub upper_free_bytes: Option<f64>,
-    pub upper_host_allocated_bytes: Option<f64>,
-    pub processes: Option<f64>,
-    pub heartbeat_age_ms: Option<f64>,
-    pub active_sessions: Option<f64>,
-    /// CPU nanoseconds per second (1e9 = one core busy).
-    pub vcpu_time_ns_per_sec: Option<f64>,
-    pub disk_read_bytes_per_sec: Option<f64>,
-    pub disk_write_bytes_per_sec: Option<f64>,
-    pub net_rx_bytes_per_sec: Option<f64>,
-    pub net_tx_bytes_per_sec: Option<f64>,
-    pub net_rx_packets_per_sec: Option<f64>,
-    pub net_tx_packets_per_sec: Option<f64>,
-    pub heartbeat_seq_per_sec: Option<f64>,
+    /// In [`GAUGES`] order.
+    pub gauges: [Option<f64>; GAUGES.len()],
+    /// In [`MAXED`] order.
+    pub maxima: [Option<f64>; MAXED.len()],
+    /// Per second, in [`COUNTERS`] order (`vcpu_time_ns`: CPU nanoseconds per second).
+    pub rates: [Option<f64>; COUNTERS.len()],
+}
+
+impl HistoryPoint {
+    /// The step's average of gauge `field`.
+    pub fn gauge(&self, field: &str) -> Option<f64> {
+        GAUGES
+            .iter()
+            .position(|g| *g == field)
+            .and_then(|i| self.gauges[i])
+    }
+
+    /// The step's maximum of `field` (declared with a maximum).
+    pub fn max(&self, field: &str) -> Option<f64> {
+        MAXED
+            .iter()
+            .position(|g| *g == field)
+            .and_then(|i| self.maxima[i])
+    }
+
+    /// The per-second rate of counter `field` over the step.
+    pub fn rate(&self, field: &str) -> Option<f64> {
+        COUNTERS
+            .iter()
+            .position(|c| *c == field)
+            .and_then(|i| self.rates[i])
+    }
+
+    /// The value columns' names, in serialisation order (after `ts_ms` and `samples`).
+    pub fn value_names() -> Vec<String> {
+        let mut names = Vec::new();
+        for gauge in GAUGES {
+            names.push(gauge.to_owned());
+            if MAXED.contains(&gauge) {
+                names.push(format!("{gauge}_max"));
+            }
+        }
+        names.extend(COUNTERS.iter().map(|c| format!("{c}_per_sec")));
+        names
+    }
+
+    /// The values, in [`HistoryPoint::value_names`] order.
+    pub fn values(&self) -> Vec<Option<f64>> {
+        let mut values = Vec::new();
+        for (i, gauge) in GAUGES.iter().enumerate() {
+            values.push(self.gauges[i]);
+            if let Some(m) = MAXED.iter().position(|g| g == gauge) {
+                values.push(self.maxima[m]);
+            }
+        }
+        values.extend(self.rates);
+        values
+    }
+}
+
+impl serde::Serialize for HistoryPoint {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let names = HistoryPoint::value_names();
+        let mut map = serializer.serialize_map(Some(2 + names.len()))?;
+        map.serialize_entry("ts_ms", &self.ts_ms)?;
+        map.serialize_entry("samples", &self.samples)?;
+        for (name, value) in names.iter().zip(self.values()) {
+            map.serialize_entry(name, &value)?;
+        }
+        map.end()
+    }
 }
 
 /// What the readings of one step add up to.
@@ -60,8 +113,7 @@ struct Step {
     samples: u64,
     gauge_sum: [f64; GAUGES.len()],
     gauge_count: [u64; GAUGES.len()],
-    cpu_percent_max: Option<f64>,
-    memory_bytes_max: Option<f64>,
+    maxima: [Option<f64>; MAXED.len()],
     /// Sum of positive differences, and of the elapsed ms, over readings with a difference.
     rate_sum: [f64; COUNTERS.len()],
     rate_ms: [i64; COUNTERS.len()],
@@ -85,8 +137,9 @@ impl Step {
                 self.gauge_count[i] += reading.samples;
             }
         }
-        self.cpu_percent_max = max(self.cpu_percent_max, reading.cpu_percent_max);
-        self.memory_bytes_max = max(self.memory_bytes_max, reading.memory_bytes_max);
+        for (mine, theirs) in self.maxima.iter_mut().zip(reading.maxima) {
+            *mine = max(*mine, theirs);
+        }
         for (i, diff) in diffs.iter().enumerate() {
             if let Some(diff) = diff {
                 self.rate_sum[i] += diff.max(0.0);
@@ -107,27 +160,9 @@ impl Step {
         HistoryPoint {
             ts_ms,
             samples: self.samples,
-            cpu_percent: gauge(CPU),
-            cpu_percent_max: self.cpu_percent_max,
-            memory_bytes: gauge(MEMORY),
-            memory_bytes_max: self.memory_bytes_max,
-            memory_available_bytes: gauge(2),
-            memory_limit_bytes: gauge(3),
-            memory_host_resident_bytes: gauge(4),
-            upper_used_bytes: gauge(5),
-            upper_free_bytes: gauge(6),
-            upper_host_allocated_bytes: gauge(7),
-            processes: gauge(8),
-            heartbeat_age_ms: gauge(9),
-            active_sessions: gauge(10),
-            vcpu_time_ns_per_sec: rate(0),
-            disk_read_bytes_per_sec: rate(1),
-            disk_write_bytes_per_sec: rate(2),
-            net_rx_bytes_per_sec: rate(3),
-            net_tx_bytes_per_sec: rate(4),
-            net_rx_packets_per_sec: rate(5),
-            net_tx_packets_per_sec: rate(6),
-            heartbeat_seq_per_sec: rate(7),
+            gauges: std::array::from_fn(gauge),
+            maxima: self.maxima,
+            rates: std::array::from_fn(rate),
         }
     }
 }

@@ -29,9 +29,12 @@ mod tests_history;
 
 use std::time::Duration;
 
+use msb_metrics::{History, ValueType, INSTRUMENTS};
+
 pub(crate) use cache::SeriesCache;
 pub use history::HistoryPoint;
-pub use query::FleetPoint;
+pub(crate) use partitions::Partitions;
+pub use query::{default_step_ms, FleetPoint, DEFAULT_POINTS_MAX};
 pub use sql::{SqlResult, MAX_SQL_ROWS, SQL_RELATIONS};
 pub use writer::{SeriesWriter, WriterOptions, WriterStats};
 
@@ -84,11 +87,12 @@ pub(crate) enum Kind {
     Gauge,
     /// Cumulative for the run: rates from consecutive differences; rollups keep the last value.
     Counter,
-    /// Seconds since the run started: rollups keep the last value.
-    Uptime,
+    /// Kept as the last value per rollup minute (uptime), not part of history points.
+    Last,
 }
 
-/// One value column of the raw table (every `Sample` field except the keys).
+/// One value column of the raw table (every `Sample` field except the keys), derived from the
+/// instrument declaration.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Column {
     pub name: &'static str,
@@ -96,33 +100,112 @@ pub(crate) struct Column {
     pub kind: Kind,
 }
 
-const fn col(name: &'static str, float: bool, kind: Kind) -> Column {
-    Column { name, float, kind }
+impl Column {
+    pub(crate) fn sql_type(&self) -> &'static str {
+        if self.float {
+            "DOUBLE"
+        } else {
+            "UBIGINT"
+        }
+    }
 }
 
-/// The value columns in table order (after `sandbox_id, run_id, ts_ms`).
-pub(crate) const VALUE_COLUMNS: &[Column] = &[
-    col("uptime_secs", true, Kind::Uptime),
-    col("cpu_percent", true, Kind::Gauge),
-    col("vcpu_time_ns", false, Kind::Counter),
-    col("memory_bytes", false, Kind::Gauge),
-    col("memory_available_bytes", false, Kind::Gauge),
-    col("memory_limit_bytes", false, Kind::Gauge),
-    col("memory_host_resident_bytes", false, Kind::Gauge),
-    col("disk_read_bytes", false, Kind::Counter),
-    col("disk_write_bytes", false, Kind::Counter),
-    col("net_rx_bytes", false, Kind::Counter),
-    col("net_tx_bytes", false, Kind::Counter),
-    col("net_rx_packets", false, Kind::Counter),
-    col("net_tx_packets", false, Kind::Counter),
-    col("upper_used_bytes", false, Kind::Gauge),
-    col("upper_free_bytes", false, Kind::Gauge),
-    col("upper_host_allocated_bytes", false, Kind::Gauge),
-    col("processes", false, Kind::Gauge),
-    col("heartbeat_seq", false, Kind::Counter),
-    col("heartbeat_age_ms", false, Kind::Gauge),
-    col("active_sessions", false, Kind::Gauge),
-];
+/// The value columns, one per declared instrument, in declaration order. Tables created before
+/// an instrument was declared get its column appended when the store opens ([`sync_columns`]),
+/// so a table's physical order may differ: writers and readers go by name.
+pub(crate) const VALUE_COLUMNS: [Column; INSTRUMENTS.len()] = {
+    let mut out = [Column {
+        name: "",
+        float: false,
+        kind: Kind::Gauge,
+    }; INSTRUMENTS.len()];
+    let mut i = 0;
+    while i < INSTRUMENTS.len() {
+        let instrument = &INSTRUMENTS[i];
+        out[i] = Column {
+            name: instrument.field,
+            float: matches!(instrument.value_type, ValueType::F64),
+            kind: match instrument.history {
+                History::Average | History::AverageAndMax => Kind::Gauge,
+                History::Rate => Kind::Counter,
+                History::Last => Kind::Last,
+            },
+        };
+        i += 1;
+    }
+    out
+};
+
+/// The rollup columns of one value column: `(name, SQL type, aggregate over raw rows)`.
+pub(crate) fn rollup_columns(column: &Column) -> Vec<(String, &'static str, String)> {
+    let name = column.name;
+    match column.kind {
+        Kind::Gauge => vec![
+            (format!("{name}_avg"), "DOUBLE", format!("avg({name})")),
+            (
+                format!("{name}_max"),
+                column.sql_type(),
+                format!("max({name})"),
+            ),
+        ],
+        // Counters never decrease within a run (one rollup row per run), so the maximum is the
+        // last value.
+        Kind::Counter | Kind::Last => {
+            vec![(name.to_owned(), column.sql_type(), format!("max({name})"))]
+        }
+    }
+}
+
+/// Adds the columns of instruments declared since a table was created to the templates and
+/// every live partition (DuckDB appends them at the end, with NULL in existing rows), then
+/// rebuilds the views. Runs when the store opens, after the numbered migrations: this is the
+/// schema migration every new instrument gets without a hand-written one.
+pub(crate) fn sync_columns(conn: &duckdb::Connection) -> duckdb::Result<()> {
+    let mut tables: Vec<(String, bool)> = vec![
+        ("samples_raw_template".to_owned(), true),
+        ("samples_1m_template".to_owned(), false),
+    ];
+    let mut statement = conn.prepare("SELECT name, kind = 'raw' FROM series_partitions")?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    for row in rows {
+        tables.push(row?);
+    }
+    let mut missing_any = false;
+    for (table, raw) in &tables {
+        let existing = table_columns(conn, table)?;
+        let wanted: Vec<(String, &str)> = if *raw {
+            VALUE_COLUMNS
+                .iter()
+                .map(|c| (c.name.to_owned(), c.sql_type()))
+                .collect()
+        } else {
+            VALUE_COLUMNS
+                .iter()
+                .flat_map(rollup_columns)
+                .map(|(name, sql_type, _)| (name, sql_type))
+                .collect()
+        };
+        for (name, sql_type) in wanted {
+            if !existing.contains(&name) {
+                missing_any = true;
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {name} {sql_type}"))?;
+            }
+        }
+    }
+    if missing_any {
+        Partitions::load(conn, Default::default())?.refresh_views(conn)?;
+    }
+    Ok(())
+}
+
+/// A table's column names, in table order.
+pub(crate) fn table_columns(conn: &duckdb::Connection, table: &str) -> duckdb::Result<Vec<String>> {
+    let mut statement = conn.prepare(
+        "SELECT column_name FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index",
+    )?;
+    let names = statement.query_map([table], |row| row.get(0))?;
+    names.collect()
+}
 
 #[cfg(test)]
 pub(crate) fn gauges() -> impl Iterator<Item = &'static Column> {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use duckdb::{params, Connection};
 
-use super::{duration_ms, Kind, RetentionConfig, CLOSE_GRACE_MS, VALUE_COLUMNS};
+use super::{duration_ms, rollup_columns, RetentionConfig, CLOSE_GRACE_MS, VALUE_COLUMNS};
 
 pub(crate) const HOUR_MS: i64 = 3_600_000;
 pub(crate) const DAY_MS: i64 = 24 * HOUR_MS;
@@ -72,25 +72,19 @@ fn day_start(ts_ms: i64) -> i64 {
     ts_ms - ts_ms.rem_euclid(DAY_MS)
 }
 
-/// The `SELECT` list that rolls raw rows up into the rollup template's columns, in order.
+/// The `SELECT` list that rolls raw rows up, each aggregate named after its rollup column
+/// (the insert goes by name, so the rollup table's physical column order does not matter).
 fn rollup_select_list() -> String {
     let mut list = vec![
         "sandbox_id".to_owned(),
         "run_id".to_owned(),
         "ts_ms // 60000 * 60000 AS minute_ms".to_owned(),
-        "count(*)::UINTEGER".to_owned(),
-        "max(ts_ms)".to_owned(),
+        "count(*)::UINTEGER AS samples".to_owned(),
+        "max(ts_ms) AS last_ts_ms".to_owned(),
     ];
-    for column in VALUE_COLUMNS {
-        let name = column.name;
-        match column.kind {
-            Kind::Gauge => {
-                list.push(format!("avg({name})"));
-                list.push(format!("max({name})"));
-            }
-            // Counters never decrease within a run (one rollup row per run), so the maximum
-            // is the last value.
-            Kind::Counter | Kind::Uptime => list.push(format!("max({name})")),
+    for column in &VALUE_COLUMNS {
+        for (name, _, aggregate) in rollup_columns(column) {
+            list.push(format!("{aggregate} AS {name}"));
         }
     }
     list.join(", ")
@@ -197,13 +191,13 @@ impl Partitions {
     }
 
     /// Rebuilds `samples` and `samples_1m` over the template plus the live partitions.
-    fn refresh_views(&self, conn: &Connection) -> duckdb::Result<()> {
+    pub(crate) fn refresh_views(&self, conn: &Connection) -> duckdb::Result<()> {
         let union = |template: &str, names: Vec<&String>| {
             std::iter::once(template)
                 .chain(names.into_iter().map(String::as_str))
                 .map(|name| format!("SELECT * FROM {name}"))
                 .collect::<Vec<_>>()
-                .join(" UNION ALL ")
+                .join(" UNION ALL BY NAME ")
         };
         let raw = union(
             "samples_raw_template",
@@ -232,7 +226,7 @@ impl Partitions {
             ))?;
             let rollup = this.ensure_rollup(conn, day_start(start_ms))?;
             conn.execute_batch(&format!(
-                "INSERT INTO {rollup} SELECT {} FROM {name}
+                "INSERT INTO {rollup} BY NAME SELECT {} FROM {name}
                  GROUP BY sandbox_id, run_id, minute_ms ORDER BY sandbox_id, minute_ms",
                 rollup_select_list()
             ))?;

@@ -27,6 +27,29 @@ pub struct FleetPoint {
     pub memory_host_resident_bytes: Option<f64>,
 }
 
+/// Steps a default may take, in ms: round numbers a reader can think in.
+const NICE_STEPS_MS: &[i64] = &[
+    100, 200, 500, 1_000, 2_000, 5_000, 10_000, 15_000, 30_000, 60_000, 120_000, 300_000, 600_000,
+    900_000, 1_800_000, 3_600_000, 7_200_000, 21_600_000, 43_200_000, 86_400_000,
+];
+
+/// Points a default step aims at: at most this many.
+pub const DEFAULT_POINTS_MAX: i64 = 300;
+
+/// The step a history query takes when none is given: the smallest round step that gives at most
+/// [`DEFAULT_POINTS_MAX`] points over the window (so between about 100 and 300), but never finer
+/// than the sampling interval `interval_ms`, so that a short window returns the raw samples one
+/// per point.
+pub fn default_step_ms(window_ms: i64, interval_ms: i64) -> i64 {
+    let wanted = ((window_ms.max(0) + DEFAULT_POINTS_MAX - 1) / DEFAULT_POINTS_MAX).max(1);
+    let step = NICE_STEPS_MS
+        .iter()
+        .copied()
+        .find(|s| *s >= wanted)
+        .unwrap_or_else(|| (wanted + 86_400_000 - 1) / 86_400_000 * 86_400_000);
+    step.max(interval_ms)
+}
+
 pub(super) fn check_window(since_ms: i64, until_ms: i64, step_ms: i64) -> Result<(), SeriesError> {
     if step_ms < 1 || until_ms <= since_ms {
         return Err(SeriesError::BadWindow {

@@ -15,39 +15,51 @@ use duckdb::arrow::array::{
 };
 use duckdb::types::Type;
 
+use msb_metrics::{history_count, history_fields, History};
+
 use super::cache::PartitionRow;
 use super::SeriesError;
 use crate::Store;
 
-/// The gauge columns, in [`super::VALUE_COLUMNS`] order (a test checks).
-pub(crate) const GAUGES: [&str; 11] = [
-    "cpu_percent",
-    "memory_bytes",
-    "memory_available_bytes",
-    "memory_limit_bytes",
-    "memory_host_resident_bytes",
-    "upper_used_bytes",
-    "upper_free_bytes",
-    "upper_host_allocated_bytes",
-    "processes",
-    "heartbeat_age_ms",
-    "active_sessions",
-];
+/// The gauge columns (history averages them), in declaration order.
+pub(crate) const GAUGES: [&str; history_count(History::Average)] = history_fields(History::Average);
 
-/// The counter columns, in [`super::VALUE_COLUMNS`] order (a test checks).
-pub(crate) const COUNTERS: [&str; 8] = [
-    "vcpu_time_ns",
-    "disk_read_bytes",
-    "disk_write_bytes",
-    "net_rx_bytes",
-    "net_tx_bytes",
-    "net_rx_packets",
-    "net_tx_packets",
-    "heartbeat_seq",
-];
+/// The counter columns (history shows their rates), in declaration order.
+pub(crate) const COUNTERS: [&str; history_count(History::Rate)] = history_fields(History::Rate);
 
-pub(super) const CPU: usize = 0;
-pub(super) const MEMORY: usize = 1;
+/// The gauges whose maximum history also shows (`<field>_max`), in declaration order.
+pub(crate) const MAXED: [&str; history_count(History::AverageAndMax)] =
+    history_fields(History::AverageAndMax);
+
+/// Where each of [`MAXED`] is in [`GAUGES`].
+const MAXED_IN_GAUGES: [usize; MAXED.len()] = {
+    let mut out = [0; MAXED.len()];
+    let mut m = 0;
+    while m < MAXED.len() {
+        let mut g = 0;
+        while !str_eq(GAUGES[g], MAXED[m]) {
+            g += 1;
+        }
+        out[m] = g;
+        m += 1;
+    }
+    out
+};
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
 
 /// How many (table, sandbox) pairs of tables still being written the store keeps readings of.
 /// An hour of one sandbox at 1 s is about 1.5 MB of readings.
@@ -73,8 +85,8 @@ pub(super) struct Reading {
     pub samples: u64,
     /// Raw: the value; rollup: the minute's average.
     pub gauges: [Option<f64>; GAUGES.len()],
-    pub cpu_percent_max: Option<f64>,
-    pub memory_bytes_max: Option<f64>,
+    /// Raw: the value; rollup: the minute's maximum (of each of [`MAXED`]).
+    pub maxima: [Option<f64>; MAXED.len()],
     pub counters: [Option<f64>; COUNTERS.len()],
 }
 
@@ -186,8 +198,7 @@ fn select_list(resolution: Resolution) -> String {
         Resolution::Rollup => {
             list.extend(["run_id", "minute_ms", "last_ts_ms", "samples::BIGINT"].map(String::from));
             list.extend(GAUGES.iter().map(|g| format!("{g}_avg")));
-            list.push("cpu_percent_max::DOUBLE".into());
-            list.push("memory_bytes_max::DOUBLE".into());
+            list.extend(MAXED.iter().map(|g| format!("{g}_max::DOUBLE")));
         }
     }
     list.extend(COUNTERS.iter().map(|c| format!("{c}::DOUBLE")));
@@ -243,7 +254,7 @@ fn push_readings(
     const MAX_AT: usize = GAUGE_AT + GAUGES.len();
     let counter_at = match resolution {
         Resolution::Raw => MAX_AT,
-        Resolution::Rollup => MAX_AT + 2,
+        Resolution::Rollup => MAX_AT + MAXED.len(),
     };
     let run_ids = chunk.column(0);
     let run_of = |row: usize| -> Result<&str, SeriesError> {
@@ -262,9 +273,13 @@ fn push_readings(
     let counters: Vec<&Float64Array> = (0..COUNTERS.len())
         .map(|i| float64s(chunk, counter_at + i))
         .collect::<Result<_, _>>()?;
-    let maxima = match resolution {
+    let maxima: Option<Vec<&Float64Array>> = match resolution {
         Resolution::Raw => None,
-        Resolution::Rollup => Some((float64s(chunk, MAX_AT)?, float64s(chunk, MAX_AT + 1)?)),
+        Resolution::Rollup => Some(
+            (0..MAXED.len())
+                .map(|i| float64s(chunk, MAX_AT + i))
+                .collect::<Result<_, _>>()?,
+        ),
     };
     let id_column = match row_ids {
         Some(_) => Some(int64s(chunk, counter_at + COUNTERS.len())?),
@@ -281,18 +296,17 @@ fn push_readings(
         }
         let gauge_values: [Option<f64>; GAUGES.len()] =
             std::array::from_fn(|i| float_at(gauges[i], row));
-        let (cpu_percent_max, memory_bytes_max) = match maxima {
-            None => (gauge_values[CPU], gauge_values[MEMORY]),
-            Some((cpu, memory)) => (float_at(cpu, row), float_at(memory, row)),
-        };
+        let maxima = std::array::from_fn(|i| match &maxima {
+            None => gauge_values[MAXED_IN_GAUGES[i]],
+            Some(columns) => float_at(columns[i], row),
+        });
         out.push(Reading {
             ts_ms: ts.value(row),
             clock_ms: clock.value(row),
             run: runs.index(run_of(row)?),
             samples: u64::try_from(samples.value(row)).unwrap_or(0),
             gauges: gauge_values,
-            cpu_percent_max,
-            memory_bytes_max,
+            maxima,
             counters: std::array::from_fn(|i| float_at(counters[i], row)),
         });
     }

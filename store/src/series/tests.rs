@@ -34,7 +34,7 @@ fn sample(sandbox: &str, run: &str, ts_ms: i64, tick: u64) -> Sample {
         heartbeat_seq: Some(tick),
         heartbeat_age_ms: Some(tick % 1000),
         active_sessions: Some(tick % 2),
-        sampler_cpu_ns: None,
+        ..Sample::default()
     }
 }
 
@@ -73,11 +73,19 @@ fn templates_match_the_value_columns() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    let expected: Vec<&str> = ["sandbox_id", "run_id", "ts_ms"]
-        .into_iter()
-        .chain(VALUE_COLUMNS.iter().map(|c| c.name))
-        .collect();
-    assert_eq!(names, expected);
+    assert_eq!(names[..3], ["sandbox_id", "run_id", "ts_ms"]);
+    // Every declared instrument has its column; the ones declared after the template was first
+    // made come after the original ones (ALTER TABLE appends), in declaration order.
+    let mut found: Vec<&str> = names[3..].iter().map(String::as_str).collect();
+    let mut expected: Vec<&str> = VALUE_COLUMNS.iter().map(|c| c.name).collect();
+    let appended_at = found
+        .iter()
+        .position(|n| *n == "memory_working_set_bytes")
+        .unwrap();
+    assert_eq!(found[appended_at..], expected[appended_at..]);
+    found.sort();
+    expected.sort();
+    assert_eq!(found, expected);
 }
 
 #[test]
@@ -154,16 +162,16 @@ fn rates_are_right_and_never_negative_across_a_run_restart() {
     assert_eq!(points.len(), 8);
     for p in &points {
         // disk_read_bytes grows by 1000 per 1 s tick in both runs.
-        let rate = p.disk_read_bytes_per_sec.unwrap();
+        let rate = p.rate("disk_read_bytes").unwrap();
         assert!((rate - 1000.0).abs() < 1e-6, "{p:?}");
         assert!(
-            (p.vcpu_time_ns_per_sec.unwrap() - 1e8).abs() < 1e-3,
+            (p.rate("vcpu_time_ns").unwrap() - 1e8).abs() < 1e-3,
             "{p:?}"
         );
     }
     assert!(points
         .iter()
-        .all(|p| p.net_rx_bytes_per_sec.unwrap() >= 0.0));
+        .all(|p| p.rate("net_rx_bytes").unwrap() >= 0.0));
 }
 
 #[test]
@@ -222,12 +230,12 @@ fn closed_partitions_are_sorted_and_rollups_equal_raw_averages() {
     assert_eq!(from_raw.len(), from_rollups.len());
     for (r, u) in from_raw.iter().zip(&from_rollups) {
         assert_eq!(r.samples, u.samples);
-        assert!((r.cpu_percent.unwrap() - u.cpu_percent.unwrap()).abs() < 1e-9);
-        assert_eq!(r.cpu_percent_max, u.cpu_percent_max);
-        assert!(u.disk_read_bytes_per_sec.is_none_or(|r| r >= 0.0));
+        assert!((r.gauge("cpu_percent").unwrap() - u.gauge("cpu_percent").unwrap()).abs() < 1e-9);
+        assert_eq!(r.max("cpu_percent"), u.max("cpu_percent"));
+        assert!(u.rate("disk_read_bytes").is_none_or(|r| r >= 0.0));
     }
     // Between minutes the rollup rates still see 1000 B/s.
-    assert!((from_rollups[5].disk_read_bytes_per_sec.unwrap() - 1000.0).abs() < 1e-6);
+    assert!((from_rollups[5].rate("disk_read_bytes").unwrap() - 1000.0).abs() < 1e-6);
 }
 
 fn table_exists(store: &Store, name: &str) -> bool {
@@ -276,8 +284,12 @@ fn retention_drops_whole_partitions_and_the_file_stops_growing() {
         );
     }
     assert_eq!(count(&store, "SELECT count(*) FROM samples"), 60_000);
-    // The dropped partition's blocks are reused: no growth past the first two phases.
-    assert!(sizes[2] <= sizes[1], "file sizes {sizes:?}");
+    // The dropped partition's blocks are reused: past the first two phases the file grows by
+    // at most a metadata block or two (256 KiB each), not by another hour of data.
+    assert!(
+        sizes[2] <= sizes[1] + 512 * 1024 && sizes[2].saturating_sub(sizes[1]) < sizes[0] / 8,
+        "file sizes {sizes:?}"
+    );
 }
 
 #[test]
@@ -441,4 +453,82 @@ fn the_writer_waits_at_idle_priority_and_returns_to_it_after_a_flush() {
         assert!(Instant::now() < deadline, "the writer stayed raised");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A store written before an instrument was declared: opening it adds the instrument's columns
+/// to the templates and every partition (raw and rollup), old rows read as null, new rows carry
+/// the value, and history and SQL see both.
+#[test]
+fn a_store_from_before_an_instrument_gains_its_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("msb.duckdb");
+    let closed = hour_start(now_ms() - 3 * HOUR_MS);
+    let t0 = now_ms() - 60_000;
+    {
+        let store = Store::open(&path).unwrap();
+        let writer = SeriesWriter::start(&store, RetentionConfig::default()).unwrap();
+        writer.append(
+            (0..120)
+                .map(|i| sample("sb", "r", closed + i * 1000, i as u64))
+                .collect(),
+        );
+        writer.append(
+            (0..5)
+                .map(|i| sample("sb", "r", t0 + i * 1000, i as u64))
+                .collect(),
+        );
+        writer.flush().unwrap();
+        drop(writer);
+        // What an older msb made: no `threads` anywhere.
+        let tables: Vec<(String, String)> = {
+            let mut statement = store
+                .conn()
+                .prepare("SELECT name, kind FROM series_partitions")
+                .unwrap();
+            let rows = statement
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap();
+            rows.map(Result::unwrap).collect()
+        };
+        assert!(tables.iter().any(|(_, kind)| kind == "rollup"));
+        let conn = store.conn();
+        conn.execute_batch("DROP VIEW samples; DROP VIEW samples_1m;")
+            .unwrap();
+        conn.execute_batch("ALTER TABLE samples_raw_template DROP COLUMN threads")
+            .unwrap();
+        conn.execute_batch("ALTER TABLE samples_1m_template DROP COLUMN threads_avg; ALTER TABLE samples_1m_template DROP COLUMN threads_max").unwrap();
+        for (name, kind) in &tables {
+            let sql = if kind == "raw" {
+                format!("ALTER TABLE {name} DROP COLUMN threads")
+            } else {
+                format!("ALTER TABLE {name} DROP COLUMN threads_avg; ALTER TABLE {name} DROP COLUMN threads_max")
+            };
+            conn.execute_batch(&sql).unwrap();
+        }
+    }
+    let store = Store::open(&path).unwrap();
+    let writer = SeriesWriter::start(&store, RetentionConfig::default()).unwrap();
+    let late = Sample {
+        threads: Some(7),
+        ..sample("sb", "r", t0 + 5000, 5)
+    };
+    writer.append(vec![late]);
+    writer.flush().unwrap();
+    let (_, rows) = store
+        .read_only_sql(&format!(
+            "SELECT ts_ms, threads, cpu_percent FROM samples WHERE ts_ms >= {t0} ORDER BY ts_ms"
+        ))
+        .unwrap();
+    assert_eq!(rows.len(), 6);
+    assert!(rows[..5].iter().all(|r| r[1].is_null() && !r[2].is_null()));
+    assert_eq!(rows[5][1], serde_json::json!(7));
+    let (_, rollup) = store
+        .read_only_sql("SELECT count(*), count(threads_avg) FROM samples_1m")
+        .unwrap();
+    assert_eq!(rollup[0], [serde_json::json!(2), serde_json::json!(0)]);
+    let points = store.history("sb", t0, t0 + 6000, 1000).unwrap();
+    assert_eq!(points.len(), 6);
+    assert_eq!(points[5].gauge("threads"), Some(7.0));
+    assert_eq!(points[0].gauge("threads"), None);
+    assert!(points[0].gauge("cpu_percent").is_some());
 }

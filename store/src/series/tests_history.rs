@@ -8,7 +8,7 @@ use duckdb::{params, OptionalExt};
 use msb_metrics::Sample;
 
 use super::partitions::{hour_start, raw_name, HOUR_MS};
-use super::readings::{COUNTERS, GAUGES, OPEN_READINGS_ENTRIES};
+use super::readings::{COUNTERS, GAUGES, MAXED, OPEN_READINGS_ENTRIES};
 use super::*;
 use crate::catalog::now_ms;
 use crate::Store;
@@ -46,7 +46,9 @@ fn sample(sandbox: &str, run: &str, ts_ms: i64, tick: u64) -> Sample {
         heartbeat_seq: Some(tick),
         heartbeat_age_ms: Some(tick % 1000),
         active_sessions: Some(tick % 2),
-        sampler_cpu_ns: None,
+        memory_oom_kills: Some(tick / 100),
+        threads: every(6).then_some(5 + tick % 3),
+        ..Sample::default()
     }
 }
 
@@ -105,8 +107,9 @@ fn reference(store: &Store, sandbox: &str, since: i64, until: i64, step: i64) ->
         let name = g.name;
         select.push(format!("sum({name}_sum) / nullif(sum({name}_n), 0)"));
     }
-    select.push("max(cpu_percent_max)".to_owned());
-    select.push("max(memory_bytes_max)".to_owned());
+    for name in MAXED {
+        select.push(format!("max({name}_max)"));
+    }
     for c in counters() {
         let name = c.name;
         select.push(format!(
@@ -138,31 +141,26 @@ fn reference(store: &Store, sandbox: &str, since: i64, until: i64, step: i64) ->
             ],
             |row| {
                 let f = |i: usize| row.get::<_, Option<f64>>(i);
-                Ok(HistoryPoint {
+                let gauges_at = 2;
+                let maxima_at = gauges_at + GAUGES.len();
+                let rates_at = maxima_at + MAXED.len();
+                let mut point = HistoryPoint {
                     ts_ms: row.get(0)?,
                     samples: row.get(1)?,
-                    cpu_percent: f(2)?,
-                    memory_bytes: f(3)?,
-                    memory_available_bytes: f(4)?,
-                    memory_limit_bytes: f(5)?,
-                    memory_host_resident_bytes: f(6)?,
-                    upper_used_bytes: f(7)?,
-                    upper_free_bytes: f(8)?,
-                    upper_host_allocated_bytes: f(9)?,
-                    processes: f(10)?,
-                    heartbeat_age_ms: f(11)?,
-                    active_sessions: f(12)?,
-                    cpu_percent_max: f(13)?,
-                    memory_bytes_max: f(14)?,
-                    vcpu_time_ns_per_sec: f(15)?,
-                    disk_read_bytes_per_sec: f(16)?,
-                    disk_write_bytes_per_sec: f(17)?,
-                    net_rx_bytes_per_sec: f(18)?,
-                    net_tx_bytes_per_sec: f(19)?,
-                    net_rx_packets_per_sec: f(20)?,
-                    net_tx_packets_per_sec: f(21)?,
-                    heartbeat_seq_per_sec: f(22)?,
-                })
+                    gauges: [None; GAUGES.len()],
+                    maxima: [None; MAXED.len()],
+                    rates: [None; COUNTERS.len()],
+                };
+                for i in 0..GAUGES.len() {
+                    point.gauges[i] = f(gauges_at + i)?;
+                }
+                for i in 0..MAXED.len() {
+                    point.maxima[i] = f(maxima_at + i)?;
+                }
+                for i in 0..COUNTERS.len() {
+                    point.rates[i] = f(rates_at + i)?;
+                }
+                Ok(point)
             },
         )
         .unwrap();
@@ -424,4 +422,32 @@ fn open_hour_readings_follow_appends_and_are_forgotten_on_close() {
     let after_close = history("sb-2");
     assert_eq!(store.series_cache().open_readings().len(), 0);
     assert_same(&after_close, &expected("sb-2"), "after close");
+}
+
+#[test]
+fn the_default_step_gives_100_to_300_points_and_is_never_finer_than_sampling() {
+    // Ten seconds at 1 Hz: the ten raw samples.
+    assert_eq!(super::default_step_ms(10_000, 1_000), 1_000);
+    assert_eq!(super::default_step_ms(10_000, 100), 100);
+    assert_eq!(super::default_step_ms(60_000, 250), 250);
+    for window in [
+        5 * 60_000,
+        3_600_000,
+        6 * 3_600_000,
+        86_400_000,
+        7 * 86_400_000,
+        30 * 86_400_000,
+    ] {
+        let step = super::default_step_ms(window, 1_000);
+        let points = window / step;
+        assert!(
+            (100..=300).contains(&points),
+            "{window} ms: step {step} gives {points} points"
+        );
+    }
+    // Longer than the round steps go: whole days.
+    assert_eq!(
+        super::default_step_ms(400 * 86_400_000, 1_000) % 86_400_000,
+        0
+    );
 }

@@ -18,7 +18,7 @@ use duckdb::arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, UInt
 use duckdb::arrow::datatypes::{DataType, Field, Schema};
 use duckdb::arrow::record_batch::RecordBatch;
 use duckdb::Connection;
-use msb_metrics::Sample;
+use msb_metrics::{Number, Sample, ValueType};
 
 use super::partitions::{hour_start, Partitions};
 use super::{RetentionConfig, SeriesError};
@@ -181,6 +181,7 @@ impl SeriesWriter {
             writer_tid: AtomicI32::new(0),
             raised: AtomicBool::new(false),
         });
+        let schema = Arc::new(raw_schema(&conn)?);
         let worker = Worker {
             conn,
             partitions,
@@ -188,7 +189,7 @@ impl SeriesWriter {
             retention,
             maintenance_every,
             shared: Arc::clone(&shared),
-            schema: Arc::new(raw_schema()),
+            schema,
         };
         let thread = std::thread::Builder::new()
             .name("msb-series-writer".into())
@@ -417,25 +418,31 @@ impl Worker {
     }
 }
 
-fn raw_schema() -> Schema {
+/// The raw tables' Arrow schema, in the template's column order (declared instruments added
+/// after the template was made sit at its end; see `sync_columns`).
+fn raw_schema(conn: &Connection) -> duckdb::Result<Schema> {
     let mut fields = vec![
         Field::new("sandbox_id", DataType::Utf8, false),
         Field::new("run_id", DataType::Utf8, false),
         Field::new("ts_ms", DataType::Int64, false),
     ];
-    for column in super::VALUE_COLUMNS {
-        let data_type = if column.float {
-            DataType::Float64
-        } else {
-            DataType::UInt64
+    for name in super::table_columns(conn, "samples_raw_template")?
+        .iter()
+        .skip(3)
+    {
+        let data_type = match msb_metrics::by_field(name).map(|i| i.value_type) {
+            Some(ValueType::F64) => DataType::Float64,
+            Some(ValueType::U64) => DataType::UInt64,
+            // A column no instrument declares any more: written as NULL.
+            None => DataType::UInt64,
         };
-        fields.push(Field::new(column.name, data_type, true));
+        fields.push(Field::new(name.as_str(), data_type, true));
     }
-    Schema::new(fields)
+    Ok(Schema::new(fields))
 }
 
-/// Rounds to `scale` decimals: stored resolution is 0.01 % for CPU and 1 ms for uptime, which
-/// lets DuckDB's ALP encoding store the doubles as small integers.
+/// Rounds to `scale` decimals: stored resolution is 0.01 % for CPU and 1 ms for uptime (and
+/// other floats), which lets DuckDB's ALP encoding store the doubles as small integers.
 fn round_to(value: f64, scale: f64) -> f64 {
     (value * scale).round() / scale
 }
@@ -444,9 +451,6 @@ fn record_batch(
     schema: &Arc<Schema>,
     samples: &[&Sample],
 ) -> Result<RecordBatch, duckdb::arrow::error::ArrowError> {
-    fn uints(samples: &[&Sample], field: fn(&Sample) -> Option<u64>) -> ArrayRef {
-        Arc::new(samples.iter().map(|s| field(s)).collect::<UInt64Array>())
-    }
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(
             samples.iter().map(|s| s.sandbox_id.as_str()),
@@ -459,37 +463,36 @@ fn record_batch(
                 .iter()
                 .map(|s| i64::try_from(s.timestamp_ms).unwrap_or(i64::MAX)),
         )),
-        Arc::new(Float64Array::from_iter_values(
-            samples.iter().map(|s| round_to(s.uptime_secs, 1000.0)),
-        )),
-        Arc::new(
-            samples
-                .iter()
-                .map(|s| s.cpu_percent.map(|v| round_to(v, 100.0)))
-                .collect::<Float64Array>(),
-        ),
     ];
-    // In VALUE_COLUMNS order after uptime_secs and cpu_percent.
-    let fields: [fn(&Sample) -> Option<u64>; 18] = [
-        |s| s.vcpu_time_ns,
-        |s| s.memory_bytes,
-        |s| s.memory_available_bytes,
-        |s| s.memory_limit_bytes,
-        |s| s.memory_host_resident_bytes,
-        |s| s.disk_read_bytes,
-        |s| s.disk_write_bytes,
-        |s| s.net_rx_bytes,
-        |s| s.net_tx_bytes,
-        |s| s.net_rx_packets,
-        |s| s.net_tx_packets,
-        |s| s.upper_used_bytes,
-        |s| s.upper_free_bytes,
-        |s| s.upper_host_allocated_bytes,
-        |s| s.processes,
-        |s| s.heartbeat_seq,
-        |s| s.heartbeat_age_ms,
-        |s| s.active_sessions,
-    ];
-    columns.extend(fields.iter().map(|f| uints(samples, *f)));
+    for field in schema.fields().iter().skip(3) {
+        let instrument = msb_metrics::by_field(field.name());
+        let get = |s: &Sample| instrument.and_then(|i| (i.get)(s));
+        let column: ArrayRef = match field.data_type() {
+            DataType::Float64 => {
+                let scale = if field.name() == "cpu_percent" {
+                    100.0
+                } else {
+                    1000.0
+                };
+                Arc::new(
+                    samples
+                        .iter()
+                        .map(|s| get(s).map(|v| round_to(v.as_f64(), scale)))
+                        .collect::<Float64Array>(),
+                )
+            }
+            _ => Arc::new(
+                samples
+                    .iter()
+                    .map(|s| match get(s) {
+                        Some(Number::U64(v)) => Some(v),
+                        Some(Number::F64(v)) => Some(v.max(0.0) as u64),
+                        None => None,
+                    })
+                    .collect::<UInt64Array>(),
+            ),
+        };
+        columns.push(column);
+    }
     RecordBatch::try_new(Arc::clone(schema), columns)
 }

@@ -24,6 +24,8 @@ const ALERTS: &[&str] = &[
     "MsbHeartbeatMissed",
     "MsbSandboxMemoryNearLimit",
     "MsbWritableRootNearlyFull",
+    "MsbSandboxOomKills",
+    "MsbRunsEndedByOomKill",
     "MsbOtlpExportFailing",
 ];
 const SANDBOX_FILTER: &str = "sandbox_name=~\"$sandbox\"";
@@ -392,6 +394,9 @@ fn every_panel_and_rule_returns_data_from_a_real_prometheus() {
         "-d",
         "-m",
         "64M",
+        // A CPU quota, so that enforcement periods elapse (the throttling panel's denominator).
+        "-c",
+        "1",
         "--",
         "sh",
         "-c",

@@ -18,14 +18,21 @@ pub struct WindowQuery {
     pub since_ms: i64,
     /// End, ms since the Unix epoch; default now.
     pub until_ms: Option<i64>,
-    /// Step in ms; default 10 000.
+    /// Step in ms, at least 100; default: the round step that gives 100 to 300 points over
+    /// the window, never finer than the sampling interval (so a short window returns the raw
+    /// samples).
+    #[param(minimum = 100)]
     pub step_ms: Option<i64>,
 }
 
 impl WindowQuery {
-    fn resolve(&self) -> Result<(i64, i64, i64), ApiError> {
+    /// `(since, until, step)`; `interval_ms` is the sampling interval the default step is never
+    /// finer than.
+    fn resolve(&self, interval_ms: i64) -> Result<(i64, i64, i64), ApiError> {
         let until = self.until_ms.unwrap_or_else(msb_store::catalog::now_ms);
-        let step = self.step_ms.unwrap_or(10_000);
+        let step = self.step_ms.unwrap_or_else(|| {
+            msb_store::default_step_ms(until.saturating_sub(self.since_ms), interval_ms)
+        });
         if step < 100 {
             return Err(ApiError::Invalid(format!(
                 "step {step} ms is shorter than 100 ms"
@@ -44,6 +51,10 @@ impl WindowQuery {
         Ok((self.since_ms, until, step))
     }
 }
+
+/// The sampling interval assumed for the fleet, and for a sandbox whose configuration cannot be
+/// read: msb's default.
+const DEFAULT_INTERVAL_MS: i64 = 1_000;
 
 fn series_error(e: msb_store::SeriesError) -> ApiError {
     match e {
@@ -77,7 +88,11 @@ pub async fn sandbox(
     Query(query): Query<WindowQuery>,
 ) -> Result<Json<HistoryResponse>, ApiError> {
     let row = daemon.sandbox(&name)?;
-    let (since, until, step) = query.resolve()?;
+    let interval_ms = serde_json::from_str::<msb_runtime::config::SandboxConfig>(&row.config_json)
+        .ok()
+        .and_then(|c| c.metrics_interval())
+        .map_or(DEFAULT_INTERVAL_MS, |ms| ms as i64);
+    let (since, until, step) = query.resolve(interval_ms)?;
     blocking(move || {
         flush(&daemon);
         let points = daemon
@@ -105,7 +120,7 @@ pub async fn fleet(
     State(daemon): State<Arc<Daemon>>,
     Query(query): Query<WindowQuery>,
 ) -> Result<Json<HistoryResponse>, ApiError> {
-    let (since, until, step) = query.resolve()?;
+    let (since, until, step) = query.resolve(DEFAULT_INTERVAL_MS)?;
     blocking(move || {
         flush(&daemon);
         let points = daemon

@@ -120,6 +120,8 @@ pub async fn start_run(
         signal: None,
         termination_reason: None,
         error: None,
+        oom_kills: None,
+        end_cause: None,
     };
     {
         let store = daemon.store();

@@ -38,6 +38,8 @@ fn run_info(run: RunRow) -> RunInfo {
         signal: run.signal,
         termination_reason: run.termination_reason.and_then(|r| r.parse().ok()),
         error: run.error,
+        oom_kills: run.oom_kills,
+        end_cause: run.end_cause,
     }
 }
 

@@ -1,0 +1,264 @@
+//! The resource instruments against ground truth read from the host: OOM kills and how a run
+//! ended (metrics, inspect, Prometheus, history), CPU throttling under a quota, and processes,
+//! threads and open descriptors.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use msb_e2e::{require_root, TestHome};
+use serde_json::Value;
+
+fn metrics(home: &TestHome, name: &str) -> Value {
+    serde_json::from_str(&home.ok(&["metrics", name, "--format", "json"])).unwrap()
+}
+
+fn first_sample(home: &TestHome, name: &str) -> Value {
+    home.eventually(Duration::from_secs(20), "a first sample", || {
+        home.msb(&["metrics", name, "--format", "json"]).code == 0
+    });
+    metrics(home, name)
+}
+
+/// The exposition body of the home's msbd.
+fn scrape(home: &TestHome) -> String {
+    let status: Value =
+        serde_json::from_str(&home.ok(&["server", "status", "--format", "json"])).unwrap();
+    let address = status["prometheus_address"]
+        .as_str()
+        .expect("endpoint")
+        .to_owned();
+    let mut stream = TcpStream::connect(&address).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// The value of the first exposition line that starts with `series` (name and labels up to
+/// where the caller stops).
+fn series_value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Host pids of every process in the pid namespace of `init` (the sandbox's PID 1).
+fn sandbox_pids(init: i64) -> Vec<String> {
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let target = ns(&init.to_string()).expect("sandbox init alive");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|pid| pid.chars().all(|c| c.is_ascii_digit()) && ns(pid).as_ref() == Some(&target))
+        .collect()
+}
+
+/// The cpu controller's `cpu.stat` of the cgroup `pid` is in, read on the host.
+fn host_cpu_stat(pid: i64) -> String {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = cgroups
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == "cpu")
+                .then(|| format!("/sys/fs/cgroup/{controllers}{path}"))
+        })
+        .or_else(|| {
+            let path = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
+            Some(format!("/sys/fs/cgroup{path}"))
+        })
+        .unwrap();
+    std::fs::read_to_string(format!("{path}/cpu.stat")).unwrap()
+}
+
+fn stat_value(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{key} in {text}"))
+}
+
+#[test]
+fn an_oom_kill_shows_in_metrics_inspect_prometheus_and_history() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    // The shell keeps the whole output of the substitution in its own memory: far past 48 MiB.
+    home.ok(&[
+        "run",
+        "-n",
+        "hog",
+        "-d",
+        "-m",
+        "48M",
+        "--",
+        "sh",
+        "-c",
+        "sleep 2; x=$(yes | head -c 300000000); echo survived",
+    ]);
+    first_sample(&home, "hog");
+    home.eventually(Duration::from_secs(60), "the run to end", || {
+        home.status("hog") != "Running"
+    });
+    let run = &home.inspect("hog")["runs"][0];
+    assert_eq!(run["end_cause"], "oom_kill", "{run}");
+    assert!(run["oom_kills"].as_u64().unwrap() >= 1, "{run}");
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("OOM killer"),
+        "{run}"
+    );
+    assert!(!home.ok(&["logs", "hog"]).contains("survived"));
+
+    // The run's final sample, taken before its cgroups went, holds the kill.
+    let m = metrics(&home, "hog");
+    assert_eq!(m["state"], "exited");
+    assert!(m["memory_oom_kills"].as_u64().unwrap() >= 1, "{m}");
+    assert!(m["memory_limit_hits"].as_u64().unwrap() >= 1, "{m}");
+
+    let body = scrape(&home);
+    assert_eq!(
+        series_value(&body, "msb_sandbox_runs_ended_total{reason=\"oom_kill\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        series_value(&body, "msb_sandbox_runs_ended_total{reason=\"exit\"}"),
+        Some(0.0)
+    );
+
+    let id = home.inspect("hog")["id"].as_str().unwrap().to_owned();
+    let rows: Value = serde_json::from_str(&home.ok(&[
+        "metrics",
+        "--sql",
+        &format!("SELECT max(memory_oom_kills) AS kills FROM samples WHERE sandbox_id = '{id}'"),
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert!(rows[0]["kills"].as_u64().unwrap() >= 1, "{rows}");
+    let events: Value = serde_json::from_str(&home.ok(&[
+        "metrics",
+        "--sql",
+        &format!("SELECT detail_json FROM events WHERE sandbox_id = '{id}' AND kind = 'run_ended'"),
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    let detail: Value = serde_json::from_str(events[0]["detail_json"].as_str().unwrap()).unwrap();
+    assert_eq!(detail["cause"], "oom_kill");
+    // History shows the kill as a rate in the step that holds it.
+    let history: Vec<Value> = serde_json::from_str(&home.ok(&[
+        "metrics", "hog", "--since", "2m", "--step", "1s", "--format", "json",
+    ]))
+    .unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|p| p["memory_oom_kills_per_sec"].as_f64().unwrap_or(0.0) > 0.0),
+        "{history:?}"
+    );
+}
+
+#[test]
+fn a_busy_loop_under_half_a_cpu_is_throttled() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    home.ok(&[
+        "run",
+        "-n",
+        "hot",
+        "-d",
+        "-c",
+        "0.5",
+        "--",
+        "sh",
+        "-c",
+        "while :; do :; done",
+    ]);
+    first_sample(&home, "hot");
+    let init = home.inspect("hot")["runs"][0]["init_pid"].as_i64().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let before = host_cpu_stat(init);
+    let m = metrics(&home, "hot");
+    let after = host_cpu_stat(init);
+    let periods = m["cpu_periods"].as_u64().unwrap();
+    let throttled = m["cpu_throttled_periods"].as_u64().unwrap();
+    let throttled_ns = m["cpu_throttled_time_ns"].as_u64().unwrap();
+    // The sample was taken at most an interval (1 s = 10 periods of 100 ms) before `before`.
+    for (key, value, slack) in [
+        ("nr_periods ", periods, 15),
+        ("nr_throttled ", throttled, 15),
+    ] {
+        let (low, high) = (stat_value(&before, key), stat_value(&after, key));
+        assert!(
+            value <= high && value + slack >= low,
+            "{key}: reported {value}, host {low}..{high}"
+        );
+    }
+    // A loop that always wants the CPU exhausts half a CPU's quota in most periods.
+    assert!(
+        throttled * 2 >= periods && throttled > 0,
+        "{throttled} of {periods}"
+    );
+    assert!(throttled_ns > 0);
+    let body = scrape(&home);
+    let series = "microsandbox_cpu_throttled_periods_total{sandbox_name=\"hot\"";
+    assert!(series_value(&body, series).unwrap_or(0.0) > 0.0, "{body}");
+}
+
+#[test]
+fn processes_threads_and_descriptors_match_the_hosts_proc() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    // Four extra descriptors held by the shell, and a sleeping child.
+    home.detached(
+        "fds",
+        "exec 3</dev/null 4</dev/null 5>/dev/null 6>/dev/null; sleep 1000 & wait",
+    );
+    first_sample(&home, "fds");
+    let init = home.inspect("fds")["runs"][0]["init_pid"].as_i64().unwrap();
+    let truth = || {
+        let pids = sandbox_pids(init);
+        let fds: usize = pids
+            .iter()
+            .map(|p| std::fs::read_dir(format!("/proc/{p}/fd")).map_or(0, |d| d.count()))
+            .sum();
+        let threads: usize = pids
+            .iter()
+            .map(|p| std::fs::read_dir(format!("/proc/{p}/task")).map_or(0, |d| d.count()))
+            .sum();
+        (pids.len() as u64, threads as u64, fds as u64)
+    };
+    // Nothing in the sandbox changes after start, so a sample and a reading agree exactly.
+    home.eventually(Duration::from_secs(20), "the sample to match /proc", || {
+        let m = metrics(&home, "fds");
+        let (processes, threads, fds) = truth();
+        m["processes"] == processes && m["threads"] == threads && m["open_fds"] == fds
+    });
+    let m = metrics(&home, "fds");
+    assert!(
+        m["processes"].as_u64().unwrap() >= 3,
+        "agent, shell, sleep: {m}"
+    );
+    assert!(m["open_fds"].as_u64().unwrap() >= 4, "{m}");
+    // A gauge, not a zero: the breakdown of memory is measured too.
+    assert!(m["memory_anon_bytes"].as_u64().unwrap() > 0, "{m}");
+    assert_eq!(m["memory_working_set_bytes"], m["memory_bytes"]);
+    assert!(m["page_faults_minor"].as_u64().unwrap() > 0, "{m}");
+}
