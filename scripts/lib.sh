@@ -57,8 +57,8 @@ build_all() {
     log "building msb (release, target dir $CARGO_TARGET_DIR)"
     cargo build --release --workspace --bins
     log "building the static msb, msb-supervisor and msb-agentd"
-    # `msb` without the daemon feature: no DuckDB, so it links statically; libseccomp (which
-    # the client links through msb-runtime) from its static archive.
+    # `msb` (crate msb-cli, which does not link DuckDB: msbd is crate msb-daemon) links
+    # statically; libseccomp (which the client links through msb-runtime) from its archive.
     LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu \
         RUSTFLAGS="-C target-feature=+crt-static" \
         cargo build --release --target x86_64-unknown-linux-gnu --no-default-features \

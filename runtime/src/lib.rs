@@ -13,7 +13,7 @@ pub mod backend;
 pub mod config;
 pub mod framing;
 pub mod ids;
-pub mod lifecycle;
+pub use msb_api::lifecycle;
 pub mod logs;
 pub mod paths;
 pub mod process;

@@ -7,19 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
-/// One chunk of output.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
-pub struct LogEntry {
-    /// Milliseconds since the Unix epoch when the supervisor received the chunk.
-    pub ts_ms: u64,
-    /// `main` for the workload, `exec-N` for exec session N.
-    pub source: String,
-    /// `stdout` or `stderr`.
-    pub stream: String,
-    pub data: String,
-}
+pub use msb_api::LogEntry;
 
 /// Appends entries, flushing each so followers see it at once.
 #[derive(Debug)]

@@ -59,6 +59,13 @@ pub fn own_start_ticks() -> Option<u64> {
     stat(std::process::id() as i32).map(|s| s.start_ticks)
 }
 
+/// The identity (device, inode) of an executable file, to tell a replaced binary from the one a
+/// running process was started from.
+pub fn executable_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,13 +1,16 @@
 //! Tracing, spans and OTLP export shared by msbd, supervisors and the CLI.
 //!
-//! - [`init`]: human-readable logs to stderr, filtered by `MSB_LOG` (an `EnvFilter` directive)
-//!   or the level the process was started with. The CLI and supervisors use only this.
+//! - [`init`]: human-readable logs to stderr (crate `msb-logging`, which the CLI and supervisors
+//!   use directly, without this crate's OpenTelemetry stack).
 //! - [`init_with_traces`]: the same, plus an OpenTelemetry layer that turns msbd's `tracing`
 //!   spans into OTel spans sent through the OTLP traces exporter ([`otlp`]).
 //! - [`propagation`]: W3C `traceparent` in and out, so a caller's trace is the parent of msbd's
 //!   spans.
 //! - [`histogram`]: the fixed-bucket latency histograms msbd exports.
+//! - [`exposition`]: what msbd exports as one snapshot value, rendered as Prometheus text or an
+//!   OTLP metrics request by pure functions.
 
+pub mod exposition;
 pub mod histogram;
 pub mod otlp;
 pub mod propagation;
@@ -18,35 +21,12 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::Layer;
 
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
-fn filter(default_level: &str) -> EnvFilter {
-    std::env::var("MSB_LOG")
-        .ok()
-        .and_then(|directive| EnvFilter::try_new(directive).ok())
-        .or_else(|| EnvFilter::try_new(default_level).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"))
-}
-
-fn fmt_layer<S>() -> impl tracing_subscriber::Layer<S>
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-}
-
-/// Installs the global subscriber. `default_level` applies when `MSB_LOG` is unset.
-pub fn init(component: &'static str, default_level: &str) {
-    let _ = tracing_subscriber::registry()
-        .with(fmt_layer().with_filter(filter(default_level)))
-        .try_init();
-    tracing::debug!(component, "logging initialised");
-}
+pub use msb_logging::init;
+use msb_logging::{filter, fmt_layer};
 
 /// Like [`init`], and spans at `info` and above go to `provider` as OTel spans (the log filter
 /// does not apply to them).

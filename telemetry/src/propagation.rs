@@ -38,6 +38,22 @@ mod tests {
         let cx = context_from(header, None).unwrap();
         assert_eq!(traceparent_of(&cx).unwrap(), header);
         assert!(context_from("00-zz-00f067aa0ba902b7-01", None).is_none());
+        // The client's syntax check (msb-logging, no OpenTelemetry) agrees with this parse.
+        for value in [
+            header,
+            "00-zz-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "",
+        ] {
+            assert_eq!(
+                msb_logging::traceparent_is_valid(value),
+                context_from(value, None).is_some(),
+                "{value:?}"
+            );
+        }
         assert!(context_from("", None).is_none());
         assert!(context_from(
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",

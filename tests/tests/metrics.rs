@@ -208,9 +208,15 @@ fn json_keys_follow_microsandbox_and_missing_sources_are_null() {
     ] {
         assert!(value[key].is_null(), "{key} must be null: {}", value[key]);
     }
-    assert!(
-        value["processes"].as_u64().unwrap() >= 2,
-        "agent and workload"
+    // The first sample may come before the workload started (the agent alone).
+    home.eventually(
+        Duration::from_secs(10),
+        "agent and workload counted",
+        || {
+            metrics(&home, "shape")["processes"]
+                .as_u64()
+                .is_some_and(|n| n >= 2)
+        },
     );
     // The agent's heartbeat (every second) shows in the samples after it.
     home.eventually(Duration::from_secs(10), "a heartbeat in the sample", || {

@@ -79,7 +79,12 @@ fn scrape_matches_msb_metrics_and_follows_the_sandbox() {
     );
     let json: Value =
         serde_json::from_str(&home.ok(&["metrics", "web", "--format", "json"])).unwrap();
-    assert!(value(&body, "microsandbox_processes", "web").unwrap() >= 2.0);
+    // The first sample may come before the workload started (the agent alone): wait for both.
+    home.eventually(
+        Duration::from_secs(10),
+        "agent and workload counted",
+        || value(&scrape(&address, None).1, "microsandbox_processes", "web").unwrap_or(0.0) >= 2.0,
+    );
     assert!(json["memory_bytes"].as_u64().is_some());
     // No network device yet: the series is absent, not zero.
     assert!(value(

@@ -13,7 +13,7 @@ fn main() {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
     let cli = Cli::parse();
-    msb_telemetry::init("msb", "warn");
+    msb_logging::init("msb", "warn");
     // One thread: a client mostly waits on a socket or two, and handing wake-ups between a
     // worker and the main thread cost `msb run` a millisecond or more per request.
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -49,7 +49,7 @@ pub fn with_trace_context(
         return request;
     };
     let tracestate = std::env::var("TRACESTATE").ok().filter(|v| !v.is_empty());
-    if msb_telemetry::propagation::context_from(&traceparent, tracestate.as_deref()).is_none() {
+    if !msb_logging::traceparent_is_valid(&traceparent) {
         WARNED.call_once(|| {
             eprintln!("msb: warning: TRACEPARENT={traceparent:?} is not a W3C traceparent; ignored")
         });
@@ -62,12 +62,7 @@ pub fn with_trace_context(
     request
 }
 
-/// The identity (device, inode) of an executable file, to tell a replaced binary from the one a
-/// running process was started from.
-pub fn executable_identity(path: &std::path::Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
+pub use msb_runtime::process::executable_identity;
 
 impl Client {
     pub fn new(home: MsbHome) -> Self {

@@ -19,7 +19,7 @@ fn main() {
             .cloned()
     };
     let log_level = flag("--log-level").unwrap_or_else(|| "info".to_owned());
-    msb_telemetry::init("supervisor", &log_level);
+    msb_logging::init("supervisor", &log_level);
     let warm = args.iter().any(|a| a == "--warm");
     // A warm supervisor binds its socket now, where msbd said; msbd moves the file into the
     // sandbox's directory when it hands this supervisor a sandbox.

@@ -1,17 +1,13 @@
-//! OTLP metrics: every `OTEL_METRIC_EXPORT_INTERVAL`, one request with every registry
-//! instrument, built here from the same data the Prometheus endpoint renders.
-//!
-//! Types are the registry's: gauges are OTLP gauges, counters cumulative monotonic sums whose
-//! start time is the start of the sandbox's run (a restart is a reset, as the data model
-//! expects), histograms explicit-bucket cumulative histograms. Per-sandbox points carry
-//! `sandbox.name`, `sandbox.id` and allow-listed user labels, as microsandbox's do. Why msbd
-//! builds the protobuf itself rather than through the SDK's meter: docs/adr/007.
+//! An OTLP metrics request from a [`Snapshot`]. Types are the registry's: gauges are OTLP
+//! gauges, counters cumulative monotonic sums whose start time is the start of the sandbox's run
+//! (a restart is a reset, as the data model expects), histograms explicit-bucket cumulative
+//! histograms. Per-sandbox points carry `sandbox.name`, `sandbox.id`, allow-listed user labels
+//! and the field's own attributes (fields that share a name are one metric). Why the protobuf is
+//! built here rather than through the SDK's meter: docs/adr/007.
 
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use msb_metrics::Kind;
-use msb_telemetry::otlp::Payload;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -20,8 +16,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use super::exposition::{self, Value};
-use super::state::Daemon;
+use super::{Snapshot, Value};
 
 fn nanos(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
@@ -77,11 +72,14 @@ fn metric(
     }
 }
 
-/// The request of one export, and how many data points it carries.
-pub fn build_request(daemon: &Daemon) -> Result<(ExportMetricsServiceRequest, u64), String> {
-    let rows = daemon.store().list_sandboxes().map_err(|e| e.to_string())?;
-    let live = exposition::live_sandboxes(daemon, &rows);
-    let now = nanos(SystemTime::now());
+/// The request of one export of `snapshot` from a process described by `resource` (OTel
+/// resource attributes), and how many data points it carries.
+pub fn metrics_request(
+    snapshot: &Snapshot,
+    resource: &[(String, String)],
+) -> (ExportMetricsServiceRequest, u64) {
+    let live = &snapshot.sandboxes;
+    let now = nanos(snapshot.taken);
     let mut metrics = Vec::new();
     let mut count = 0u64;
     for family in msb_metrics::families() {
@@ -90,7 +88,7 @@ pub fn build_request(daemon: &Daemon) -> Result<(ExportMetricsServiceRequest, u6
             .iter()
             .flat_map(|sandbox| family.iter().map(move |instrument| (sandbox, instrument)))
             .filter_map(|(sandbox, instrument)| {
-                let value = instrument.value(&sandbox.latest.sample)?;
+                let value = instrument.value(&sandbox.sample)?;
                 let mut attributes = key_values(&sandbox.attributes);
                 attributes.extend(key_values(
                     &instrument
@@ -105,7 +103,7 @@ pub fn build_request(daemon: &Daemon) -> Result<(ExportMetricsServiceRequest, u6
                         Kind::Counter => nanos(sandbox.run_start()),
                         _ => 0,
                     },
-                    time_unix_nano: sandbox.latest.sample.timestamp_ms * 1_000_000,
+                    time_unix_nano: sandbox.sample.timestamp_ms * 1_000_000,
                     exemplars: Vec::new(),
                     flags: 0,
                     value: Some(number(instrument.unit, value)),
@@ -124,7 +122,7 @@ pub fn build_request(daemon: &Daemon) -> Result<(ExportMetricsServiceRequest, u6
             points,
         ));
     }
-    for family in exposition::daemon_families(daemon, &rows, &live) {
+    for family in &snapshot.daemon {
         let i = family.instrument;
         let start = nanos(family.start);
         count += family.points.len() as u64;
@@ -179,7 +177,7 @@ pub fn build_request(daemon: &Daemon) -> Result<(ExportMetricsServiceRequest, u6
         metrics.push(metric(i.name, i.description, i.unit, i.kind, points));
     }
     let resource = Resource {
-        attributes: key_values(&daemon.telemetry.resource_attributes()),
+        attributes: key_values(resource),
         dropped_attributes_count: 0,
         entity_refs: Vec::new(),
     };
@@ -199,31 +197,88 @@ pub fn build_request(daemon: &Daemon) -> Result<(ExportMetricsServiceRequest, u6
             schema_url: String::new(),
         }],
     };
-    Ok((request, count))
+    (request, count)
 }
 
-/// Exports every interval until msbd stops; never waits on the collector (the exporter's
-/// queue does).
-pub fn spawn(daemon: Arc<Daemon>) {
-    let Some(exporter) = daemon.telemetry.metrics_exporter.clone() else {
-        return;
-    };
-    let interval = daemon.telemetry.otlp.metric_interval;
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await;
-        loop {
-            ticker.tick().await;
-            let built = {
-                let daemon = daemon.clone();
-                tokio::task::spawn_blocking(move || build_request(&daemon)).await
-            };
-            match built {
-                Ok(Ok((request, points))) => exporter.submit(Payload::Metrics(request), points),
-                Ok(Err(e)) => tracing::warn!("OTLP metrics: reading the catalog: {e}"),
-                Err(e) => tracing::warn!("OTLP metrics: {e}"),
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exposition::fixtures::snapshot;
+
+    fn attribute<'a>(point: &'a NumberDataPoint, key: &str) -> Option<&'a str> {
+        point
+            .attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(s) => Some(s.as_str()),
+                _ => None,
+            })
+    }
+
+    #[test]
+    fn one_metric_per_family_with_every_point_and_the_right_types() {
+        let snapshot = snapshot();
+        let (request, count) =
+            metrics_request(&snapshot, &[("service.name".into(), "msbd".into())]);
+        let scope = &request.resource_metrics[0].scope_metrics[0];
+        let families: Vec<&str> = msb_metrics::families().map(|f| f[0].name).collect();
+        let names: Vec<&str> = scope.metrics.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(&names[..families.len()], families.as_slice());
+        assert_eq!(
+            &names[families.len()..],
+            ["msb.sandbox.runs.ended", "msb.exec.latency"]
+        );
+        // web: every field; idle: uptime only; daemon: one point each.
+        let expected = msb_metrics::INSTRUMENTS.len() as u64 + 1 + 2;
+        assert_eq!(count, expected);
+        let run_start = nanos(snapshot.sandboxes[0].run_start());
+        for metric in &scope.metrics[..families.len()] {
+            let family: Vec<_> = msb_metrics::INSTRUMENTS
+                .iter()
+                .filter(|i| i.name == metric.name)
+                .collect();
+            match metric.data.as_ref().unwrap() {
+                metric::Data::Sum(sum) => {
+                    assert_eq!(family[0].kind, Kind::Counter, "{}", metric.name);
+                    assert!(sum.is_monotonic);
+                    assert_eq!(sum.data_points.len(), family.len(), "{}", metric.name);
+                    assert!(sum
+                        .data_points
+                        .iter()
+                        .all(|p| p.start_time_unix_nano == run_start));
+                }
+                metric::Data::Gauge(gauge) => {
+                    assert_eq!(family[0].kind, Kind::Gauge, "{}", metric.name);
+                    let web = gauge
+                        .data_points
+                        .iter()
+                        .filter(|p| attribute(p, "sandbox.name") == Some("web"))
+                        .count();
+                    assert_eq!(web, family.len(), "{}", metric.name);
+                }
+                other => panic!("{}: {other:?}", metric.name),
             }
         }
-    });
+        let faults = scope
+            .metrics
+            .iter()
+            .find(|m| m.name == "container.paging.faults")
+            .unwrap();
+        let Some(metric::Data::Sum(sum)) = &faults.data else {
+            panic!("faults are a sum")
+        };
+        let mut kinds: Vec<&str> = sum
+            .data_points
+            .iter()
+            .map(|p| attribute(p, "system.paging.fault.type").unwrap())
+            .collect();
+        kinds.sort();
+        assert_eq!(kinds, ["major", "minor"]);
+        let Some(metric::Data::Histogram(h)) = &scope.metrics.last().unwrap().data else {
+            panic!("exec latency is a histogram")
+        };
+        assert_eq!(h.data_points[0].bucket_counts, [1, 1, 1]);
+        assert_eq!(h.data_points[0].count, 3);
+    }
 }

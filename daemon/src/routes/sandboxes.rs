@@ -1,5 +1,6 @@
 //! Creating, listing, inspecting and removing sandboxes.
 
+use msb_api::operations::{ListQuery, RemoveQuery};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -9,16 +10,14 @@ use axum::Json;
 use msb_runtime::config::{RootfsSource, SandboxConfig};
 use msb_runtime::lifecycle::{transition, Operation, SandboxStatus};
 use msb_store::{RunRow, SandboxRow};
-use serde::Deserialize;
 
 use super::lifecycle::{start_run, stop_run};
-use crate::api::{
-    CreateSandboxRequest, ErrorBody, RunInfo, SandboxInfo, SANDBOX_EPHEMERAL_HEADER,
-    SANDBOX_NAME_HEADER,
+use crate::error::ApiError;
+use crate::reconcile::remove_sandbox;
+use crate::state::Daemon;
+use msb_api::{
+    CreateSandboxRequest, RunInfo, SandboxInfo, SANDBOX_EPHEMERAL_HEADER, SANDBOX_NAME_HEADER,
 };
-use crate::daemon::error::ApiError;
-use crate::daemon::reconcile::remove_sandbox;
-use crate::daemon::state::Daemon;
 
 pub fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
@@ -67,14 +66,6 @@ pub fn info_by_name(daemon: &Daemon, name: &str) -> Result<SandboxInfo, ApiError
     sandbox_info(daemon, daemon.sandbox(name)?)
 }
 
-#[derive(Deserialize, Debug, utoipa::IntoParams)]
-pub struct ListQuery {
-    /// Include sandboxes that are not running.
-    #[serde(default)]
-    pub all: bool,
-}
-
-#[utoipa::path(get, path = "/v1/sandboxes", params(ListQuery), responses((status = 200, body = Vec<SandboxInfo>)))]
 pub async fn list(
     State(daemon): State<Arc<Daemon>>,
     Query(query): Query<ListQuery>,
@@ -90,11 +81,6 @@ pub async fn list(
     Ok(Json(out))
 }
 
-#[utoipa::path(post, path = "/v1/sandboxes", request_body = CreateSandboxRequest,
-    responses(
-        (status = 201, body = SandboxInfo),
-        (status = 101, description = "With `Upgrade: msb-session` and `attach`: the started sandbox's session on this connection, as `GET /v1/sandboxes/{name}/session` gives it (one request instead of two); headers `x-msb-sandbox` (name) and `x-msb-ephemeral`"),
-        (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 #[tracing::instrument(name = "sandbox.create", skip_all)]
 pub async fn create(
     State(daemon): State<Arc<Daemon>>,
@@ -162,7 +148,7 @@ async fn create_sandbox(
         tokio::task::spawn_blocking(move || msb_runtime::rootfs::ensure_default_rootfs(&target))
             .await
             .map_err(|e| ApiError::internal("building the default root", e))?
-            .map_err(|e| ApiError::Internal(crate::daemon::error::error_chain(&e)))?;
+            .map_err(|e| ApiError::Internal(crate::error::error_chain(&e)))?;
     }
     let now = msb_store::catalog::now_ms();
     let row = SandboxRow {
@@ -191,8 +177,6 @@ async fn create_sandbox(
     info_by_name(daemon, &row.name)
 }
 
-#[utoipa::path(get, path = "/v1/sandboxes/{name}", params(("name" = String, Path)),
-    responses((status = 200, body = SandboxInfo), (status = 404, body = ErrorBody)))]
 pub async fn inspect(
     State(daemon): State<Arc<Daemon>>,
     Path(name): Path<String>,
@@ -200,15 +184,6 @@ pub async fn inspect(
     Ok(Json(info_by_name(&daemon, &name)?))
 }
 
-#[derive(Deserialize, Debug, utoipa::IntoParams)]
-pub struct RemoveQuery {
-    /// Kill the sandbox first if it is running.
-    #[serde(default)]
-    pub force: bool,
-}
-
-#[utoipa::path(delete, path = "/v1/sandboxes/{name}", params(("name" = String, Path), RemoveQuery),
-    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn remove(
     State(daemon): State<Arc<Daemon>>,
     Path(name): Path<String>,

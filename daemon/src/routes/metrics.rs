@@ -1,5 +1,6 @@
 //! Live metrics, the metrics stream and capacity.
 
+use msb_api::operations::{MetricsQuery, StreamQuery};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,14 +12,13 @@ use axum::Json;
 use msb_runtime::config::SandboxConfig;
 use msb_runtime::lifecycle::SandboxStatus;
 use msb_store::SandboxRow;
-use serde::Deserialize;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::sandboxes::rfc3339;
-use crate::api::{CapacityReport, ErrorBody, MetricsReport, SandboxHeadroom};
-use crate::daemon::error::ApiError;
-use crate::daemon::live::state_of;
-use crate::daemon::state::Daemon;
+use crate::error::ApiError;
+use crate::live::state_of;
+use crate::state::Daemon;
+use msb_api::{CapacityReport, MetricsReport, SandboxHeadroom};
 
 /// The report for one catalog row, if it has a sample.
 fn report(daemon: &Daemon, row: &SandboxRow) -> Result<Option<MetricsReport>, ApiError> {
@@ -60,14 +60,6 @@ fn reports(daemon: &Daemon, all: bool) -> Result<Vec<MetricsReport>, ApiError> {
     Ok(out)
 }
 
-#[derive(Deserialize, Debug, utoipa::IntoParams)]
-pub struct MetricsQuery {
-    /// Include sandboxes whose run has ended (their terminal sample).
-    #[serde(default)]
-    pub all: bool,
-}
-
-#[utoipa::path(get, path = "/v1/metrics", params(MetricsQuery), responses((status = 200, body = Vec<MetricsReport>)))]
 pub async fn list(
     State(daemon): State<Arc<Daemon>>,
     Query(query): Query<MetricsQuery>,
@@ -75,8 +67,6 @@ pub async fn list(
     Ok(Json(reports(&daemon, query.all)?))
 }
 
-#[utoipa::path(get, path = "/v1/sandboxes/{name}/metrics", params(("name" = String, Path)),
-    responses((status = 200, body = MetricsReport), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn one(
     State(daemon): State<Arc<Daemon>>,
     Path(name): Path<String>,
@@ -97,19 +87,6 @@ pub async fn one(
     )))
 }
 
-#[derive(Deserialize, Debug, utoipa::IntoParams)]
-pub struct StreamQuery {
-    /// Milliseconds between reports (at least 100; default 1000).
-    pub interval_ms: Option<u64>,
-    /// Only this sandbox.
-    pub name: Option<String>,
-    #[serde(default)]
-    pub all: bool,
-}
-
-#[utoipa::path(get, path = "/v1/metrics/stream", params(StreamQuery),
-    responses((status = 200, description = "JSON Lines: one MetricsReport per sandbox per interval", body = MetricsReport, content_type = "application/x-ndjson"),
-              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn stream(
     State(daemon): State<Arc<Daemon>>,
     Query(query): Query<StreamQuery>,
@@ -150,7 +127,6 @@ pub async fn stream(
         .expect("static response parts"))
 }
 
-#[utoipa::path(get, path = "/v1/capacity", responses((status = 200, body = CapacityReport)))]
 pub async fn capacity(State(daemon): State<Arc<Daemon>>) -> Result<Json<CapacityReport>, ApiError> {
     Ok(Json(capacity_report(&daemon)?))
 }

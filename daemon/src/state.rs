@@ -43,7 +43,7 @@ pub struct Daemon {
     /// How recently removed ephemeral sandboxes ended, by name, for a `wait` that arrives
     /// after the removal (`msb run` asks while the run is still going, but a short run can
     /// end first). Kept for [`ENDING_KEPT`].
-    endings: Mutex<HashMap<String, (Instant, crate::api::WaitResponse)>>,
+    endings: Mutex<HashMap<String, (Instant, msb_api::WaitResponse)>>,
 }
 
 /// How long [`Daemon::ending`] remembers a removed ephemeral sandbox.
@@ -89,7 +89,9 @@ impl Daemon {
             prometheus_addr: Default::default(),
             telemetry,
             config,
-            executable: crate::client::executable_identity(std::path::Path::new("/proc/self/exe")),
+            executable: msb_runtime::process::executable_identity(std::path::Path::new(
+                "/proc/self/exe",
+            )),
         })
     }
 
@@ -138,14 +140,14 @@ impl Daemon {
     }
 
     /// Remembers how an ephemeral sandbox ended, before it is removed.
-    pub fn record_ending(&self, ending: crate::api::WaitResponse) {
+    pub fn record_ending(&self, ending: msb_api::WaitResponse) {
         let mut endings = self.endings.lock().unwrap();
         endings.retain(|_, (at, _)| at.elapsed() < ENDING_KEPT);
         endings.insert(ending.name.clone(), (Instant::now(), ending));
     }
 
     /// How a removed ephemeral sandbox ended, if it was removed within [`ENDING_KEPT`].
-    pub fn ending(&self, name: &str) -> Option<crate::api::WaitResponse> {
+    pub fn ending(&self, name: &str) -> Option<msb_api::WaitResponse> {
         let endings = self.endings.lock().unwrap();
         let (at, ending) = endings.get(name)?;
         (at.elapsed() < ENDING_KEPT).then(|| ending.clone())

@@ -1,55 +1,38 @@
 //! History endpoints: they read DuckDB on a blocking thread, under the store's lock.
 
+use msb_api::operations::WindowQuery;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use serde::Deserialize;
 
-use crate::api::{
-    ErrorBody, ExportRequest, ExportResponse, HistoryResponse, SqlRequest, SqlResponse,
-};
-use crate::daemon::error::{error_chain, ApiError};
-use crate::daemon::state::Daemon;
+use crate::error::{error_chain, ApiError};
+use crate::state::Daemon;
+use msb_api::{ExportRequest, ExportResponse, HistoryResponse, SqlRequest, SqlResponse};
 
-#[derive(Deserialize, Debug, utoipa::IntoParams)]
-pub struct WindowQuery {
-    /// Start, ms since the Unix epoch.
-    pub since_ms: i64,
-    /// End, ms since the Unix epoch; default now.
-    pub until_ms: Option<i64>,
-    /// Step in ms, at least 100; default: the round step that gives 100 to 300 points over
-    /// the window, never finer than the sampling interval (so a short window returns the raw
-    /// samples).
-    #[param(minimum = 100)]
-    pub step_ms: Option<i64>,
-}
-
-impl WindowQuery {
-    /// `(since, until, step)`; `interval_ms` is the sampling interval the default step is never
-    /// finer than.
-    fn resolve(&self, interval_ms: i64) -> Result<(i64, i64, i64), ApiError> {
-        let until = self.until_ms.unwrap_or_else(msb_store::catalog::now_ms);
-        let step = self.step_ms.unwrap_or_else(|| {
-            msb_store::default_step_ms(until.saturating_sub(self.since_ms), interval_ms)
-        });
-        if step < 100 {
-            return Err(ApiError::Invalid(format!(
-                "step {step} ms is shorter than 100 ms"
-            )));
-        }
-        if until <= self.since_ms {
-            return Err(ApiError::Invalid(
-                "the window is empty: until must be after since".into(),
-            ));
-        }
-        if (until - self.since_ms) / step > 100_000 {
-            return Err(ApiError::Invalid(
-                "the window holds more than 100000 steps; use a larger step".into(),
-            ));
-        }
-        Ok((self.since_ms, until, step))
+/// `(since, until, step)` of a window query; `interval_ms` is the sampling interval the default
+/// step is never finer than.
+fn resolve(query: &WindowQuery, interval_ms: i64) -> Result<(i64, i64, i64), ApiError> {
+    let until = query.until_ms.unwrap_or_else(msb_store::catalog::now_ms);
+    let step = query.step_ms.unwrap_or_else(|| {
+        msb_store::default_step_ms(until.saturating_sub(query.since_ms), interval_ms)
+    });
+    if step < 100 {
+        return Err(ApiError::Invalid(format!(
+            "step {step} ms is shorter than 100 ms"
+        )));
     }
+    if until <= query.since_ms {
+        return Err(ApiError::Invalid(
+            "the window is empty: until must be after since".into(),
+        ));
+    }
+    if (until - query.since_ms) / step > 100_000 {
+        return Err(ApiError::Invalid(
+            "the window holds more than 100000 steps; use a larger step".into(),
+        ));
+    }
+    Ok((query.since_ms, until, step))
 }
 
 /// The sampling interval assumed for the fleet, and for a sandbox whose configuration cannot be
@@ -80,8 +63,6 @@ fn flush(daemon: &Daemon) {
     }
 }
 
-#[utoipa::path(get, path = "/v1/sandboxes/{name}/history", params(("name" = String, Path), WindowQuery),
-    responses((status = 200, body = HistoryResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn sandbox(
     State(daemon): State<Arc<Daemon>>,
     Path(name): Path<String>,
@@ -92,7 +73,7 @@ pub async fn sandbox(
         .ok()
         .and_then(|c| c.metrics_interval())
         .map_or(DEFAULT_INTERVAL_MS, |ms| ms as i64);
-    let (since, until, step) = query.resolve(interval_ms)?;
+    let (since, until, step) = resolve(&query, interval_ms)?;
     blocking(move || {
         flush(&daemon);
         let points = daemon
@@ -114,13 +95,11 @@ pub async fn sandbox(
     .await
 }
 
-#[utoipa::path(get, path = "/v1/history/fleet", params(WindowQuery),
-    responses((status = 200, body = HistoryResponse), (status = 400, body = ErrorBody)))]
 pub async fn fleet(
     State(daemon): State<Arc<Daemon>>,
     Query(query): Query<WindowQuery>,
 ) -> Result<Json<HistoryResponse>, ApiError> {
-    let (since, until, step) = query.resolve(DEFAULT_INTERVAL_MS)?;
+    let (since, until, step) = resolve(&query, DEFAULT_INTERVAL_MS)?;
     blocking(move || {
         flush(&daemon);
         let points = daemon
@@ -142,8 +121,6 @@ pub async fn fleet(
     .await
 }
 
-#[utoipa::path(post, path = "/v1/sql", request_body = SqlRequest,
-    responses((status = 200, body = SqlResponse), (status = 400, body = ErrorBody)))]
 pub async fn sql(
     State(daemon): State<Arc<Daemon>>,
     Json(request): Json<SqlRequest>,
@@ -159,8 +136,6 @@ pub async fn sql(
     .await
 }
 
-#[utoipa::path(post, path = "/v1/sandboxes/{name}/export", params(("name" = String, Path)), request_body = ExportRequest,
-    responses((status = 200, body = ExportResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn export(
     State(daemon): State<Arc<Daemon>>,
     Path(name): Path<String>,

@@ -1,17 +1,18 @@
-//! What msbd exports, gathered once per scrape or export and rendered by each exporter
-//! (Prometheus text in [`super::prometheus`], OTLP protobuf in [`super::otlp`]).
+//! What msbd exports, gathered once per scrape or export into one
+//! [`msb_telemetry::exposition::Snapshot`], which each exporter renders (Prometheus text,
+//! OTLP protobuf: pure functions in `msb-telemetry`).
 //!
 //! Per-sandbox values come from the latest samples of active sandboxes (a removed or ended
 //! sandbox has no series); msbd's and the host's come from [`super::telemetry::Telemetry`],
 //! the catalog and the capacity report. A missing value is left out, never made zero.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use msb_metrics::{DaemonInstrument, BOOT_PHASES, DAEMON_INSTRUMENTS};
+use msb_metrics::BOOT_PHASES;
 use msb_runtime::lifecycle::{SandboxStatus, END_CAUSES};
 use msb_store::SandboxRow;
-use msb_telemetry::histogram::HistogramSnapshot;
+use msb_telemetry::exposition::{daemon_instrument, Family, Point, SandboxSeries, Snapshot, Value};
 
 use super::live::{state_of, Latest, MetricsState};
 use super::state::Daemon;
@@ -26,13 +27,22 @@ pub struct LiveSandbox<'a> {
     pub attributes: Vec<(String, String)>,
 }
 
-impl LiveSandbox<'_> {
-    /// When the run's counters started from zero.
-    pub fn run_start(&self) -> SystemTime {
-        let sample = &self.latest.sample;
-        UNIX_EPOCH + Duration::from_millis(sample.timestamp_ms)
-            - Duration::from_secs_f64(sample.uptime_secs.max(0.0))
-    }
+/// Everything one scrape or export renders, gathered now.
+pub fn snapshot(daemon: &Daemon) -> Result<Snapshot, String> {
+    let rows = daemon.store().list_sandboxes().map_err(|e| e.to_string())?;
+    let live = live_sandboxes(daemon, &rows);
+    let families = daemon_families(daemon, &rows, &live);
+    Ok(Snapshot {
+        sandboxes: live
+            .into_iter()
+            .map(|s| SandboxSeries {
+                attributes: s.attributes,
+                sample: s.latest.sample,
+            })
+            .collect(),
+        daemon: families,
+        taken: SystemTime::now(),
+    })
 }
 
 /// Active sandboxes that have a latest sample, with their attributes.
@@ -66,34 +76,6 @@ pub fn live_sandboxes<'a>(daemon: &Daemon, rows: &'a [SandboxRow]) -> Vec<LiveSa
         .collect()
 }
 
-/// One point of a daemon instrument.
-#[derive(Debug, Clone)]
-pub enum Value {
-    Number(f64),
-    Histogram(HistogramSnapshot),
-}
-
-#[derive(Debug, Clone)]
-pub struct Point {
-    pub attributes: Vec<(String, String)>,
-    pub value: Value,
-}
-
-/// A daemon instrument's points; `start` is when its counters or histograms began.
-#[derive(Debug, Clone)]
-pub struct Family {
-    pub instrument: &'static DaemonInstrument,
-    pub start: SystemTime,
-    pub points: Vec<Point>,
-}
-
-fn instrument(name: &str) -> &'static DaemonInstrument {
-    DAEMON_INSTRUMENTS
-        .iter()
-        .find(|i| i.name == name)
-        .unwrap_or_else(|| panic!("{name} is not declared in the registry"))
-}
-
 fn point(attributes: &[(&str, String)], value: f64) -> Point {
     Point {
         attributes: attributes
@@ -112,7 +94,7 @@ pub fn daemon_families(daemon: &Daemon, rows: &[SandboxRow], live: &[LiveSandbox
     let mut add = |name: &str, start: SystemTime, points: Vec<Point>| {
         if !points.is_empty() {
             families.push(Family {
-                instrument: instrument(name),
+                instrument: daemon_instrument(name),
                 start,
                 points,
             });

@@ -1,5 +1,6 @@
 //! `GET /v1/sandboxes/{name}/logs`: the output log as JSON Lines, optionally followed.
 
+use msb_api::operations::LogsQuery;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,25 +10,11 @@ use axum::http::header;
 use axum::response::Response;
 use msb_runtime::lifecycle::SandboxStatus;
 use msb_runtime::logs::{read_from, LogEntry};
-use serde::Deserialize;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::api::ErrorBody;
-use crate::daemon::error::ApiError;
-use crate::daemon::state::Daemon;
+use crate::error::ApiError;
+use crate::state::Daemon;
 
-#[derive(Deserialize, Debug, utoipa::IntoParams)]
-pub struct LogsQuery {
-    /// Only the last N entries of what exists now.
-    pub tail: Option<usize>,
-    /// Keep the response open and send new entries until the sandbox stops.
-    #[serde(default)]
-    pub follow: bool,
-}
-
-#[utoipa::path(get, path = "/v1/sandboxes/{name}/logs", params(("name" = String, Path), LogsQuery),
-    responses((status = 200, description = "JSON Lines, one LogEntry per line", body = LogEntry, content_type = "application/x-ndjson"),
-              (status = 404, body = ErrorBody)))]
 pub async fn logs(
     State(daemon): State<Arc<Daemon>>,
     Path(name): Path<String>,

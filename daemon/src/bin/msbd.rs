@@ -24,19 +24,19 @@ fn main() {
     match args.command {
         None => {
             let home = MsbHome::from_env();
-            let config = match msb_cli::daemon::config::DaemonConfig::load(&home.daemon_config()) {
+            let config = match msb_daemon::config::DaemonConfig::load(&home.daemon_config()) {
                 Ok(config) => config,
                 Err(e) => {
                     eprintln!("msbd: {e}");
                     std::process::exit(2);
                 }
             };
-            if let Err(e) = msb_cli::daemon::run_daemon(home, args.log_level, config) {
+            if let Err(e) = msb_daemon::run_daemon(home, args.log_level, config) {
                 tracing::error!("{e:#}");
                 eprintln!("msbd: {e:#}");
                 std::process::exit(1);
             }
         }
-        Some(Command::Openapi) => print!("{}", msb_cli::api::openapi_json()),
+        Some(Command::Openapi) => print!("{}", msb_api::openapi_json()),
     }
 }

@@ -1,25 +1,43 @@
-//! The msbd HTTP/JSON API contract: request and response types, and the OpenAPI document
-//! generated from them (committed as `docs/openapi.json`, checked by a test).
+//! `msb-api`: the msbd HTTP/JSON API contract: request and response types, the sandbox
+//! configuration and lifecycle vocabulary they carry, and the OpenAPI document generated from
+//! them (committed as `docs/openapi.json`, checked by a test).
 //!
-//! Everything the CLI and the SDKs know about msbd is here; the server lives in `daemon`, the
-//! Rust client in `client`.
+//! Everything the CLI and the SDKs know about msbd is here, and nothing of the runtime: the
+//! runtime and msbd (crate `msb-daemon`) depend on this crate, never the other way.
+//!
+//! - [`config`]: what a sandbox is asked to be, and its validation.
+//! - [`lifecycle`]: statuses, the one transition table, termination reasons, end causes.
+//! - the request and response bodies, [`MetricsReport`] derived from the instrument declaration.
 
+pub mod config;
 mod history;
+pub mod lifecycle;
 mod metrics;
-#[cfg(feature = "daemon")]
-mod openapi;
+pub mod operations;
 
 use std::collections::BTreeMap;
 
-use msb_runtime::config::SandboxConfig;
-use msb_runtime::lifecycle::{SandboxStatus, TerminationReason};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use config::SandboxConfig;
+use lifecycle::{SandboxStatus, TerminationReason};
+
 pub use history::{ExportRequest, ExportResponse, HistoryResponse, SqlRequest, SqlResponse};
 pub use metrics::{CapacityReport, MetricsReport, SandboxHeadroom};
-#[cfg(feature = "daemon")]
-pub use openapi::{openapi_json, ApiDoc};
+pub use operations::{openapi_json, ApiDoc};
+
+/// One chunk of output.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
+pub struct LogEntry {
+    /// Milliseconds since the Unix epoch when the supervisor received the chunk.
+    pub ts_ms: u64,
+    /// `main` for the workload, `exec-N` for exec session N.
+    pub source: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    pub data: String,
+}
 
 /// The `Upgrade` token for exec and attach sessions (framed `msb_protocol::session` messages
 /// flow both ways after the 101 response).

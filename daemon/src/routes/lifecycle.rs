@@ -16,11 +16,11 @@ use msb_runtime::process::stat;
 use msb_store::{EventRecord, RunRow, SandboxRow};
 
 use super::sandboxes::info_by_name;
-use crate::api::{AttachMode, ErrorBody, KillRequest, SandboxInfo, StopRequest, WaitResponse};
-use crate::daemon::error::ApiError;
-use crate::daemon::reconcile::{apply_record, spawn_monitor, supervisor_of_run_alive};
-use crate::daemon::state::Daemon;
-use crate::daemon::supervisors;
+use crate::error::ApiError;
+use crate::reconcile::{apply_record, spawn_monitor, supervisor_of_run_alive};
+use crate::state::Daemon;
+use crate::supervisors;
+use msb_api::{AttachMode, KillRequest, SandboxInfo, StopRequest, WaitResponse};
 
 /// Default grace between SIGTERM and SIGKILL for `stop`.
 pub const DEFAULT_STOP_TIMEOUT_SECS: u64 = 10;
@@ -271,8 +271,6 @@ async fn wait_until_ended(
     }
 }
 
-#[utoipa::path(post, path = "/v1/sandboxes/{name}/start", params(("name" = String, Path)),
-    responses((status = 200, body = SandboxInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn start(
     State(daemon): State<Arc<Daemon>>,
     Path(name): Path<String>,
@@ -284,8 +282,6 @@ pub async fn start(
     Ok(Json(info_by_name(&daemon, &name)?))
 }
 
-#[utoipa::path(post, path = "/v1/sandboxes/{name}/stop", params(("name" = String, Path)), request_body = StopRequest,
-    responses((status = 200, body = SandboxInfo), (status = 404, body = ErrorBody)))]
 pub async fn stop(
     State(daemon): State<Arc<Daemon>>,
     Path(name): Path<String>,
@@ -303,8 +299,6 @@ pub async fn stop(
     Ok(Json(info_by_name(&daemon, &name)?))
 }
 
-#[utoipa::path(post, path = "/v1/sandboxes/{name}/kill", params(("name" = String, Path)), request_body = KillRequest,
-    responses((status = 200, body = SandboxInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 #[tracing::instrument(name = "sandbox.kill", skip_all, fields(sandbox.name = %name, signal = request.signal))]
 pub async fn kill(
     State(daemon): State<Arc<Daemon>>,
@@ -346,8 +340,6 @@ pub async fn kill(
     Ok(Json(info_by_name(&daemon, &name)?))
 }
 
-#[utoipa::path(post, path = "/v1/sandboxes/{name}/wait", params(("name" = String, Path)),
-    responses((status = 200, body = WaitResponse), (status = 404, body = ErrorBody)))]
 pub async fn wait(
     State(daemon): State<Arc<Daemon>>,
     Path(name): Path<String>,

@@ -19,12 +19,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tracing::Instrument;
 
-use crate::api::{ErrorBody, SESSION_UPGRADE};
-use crate::daemon::error::ApiError;
-use crate::daemon::state::Daemon;
+use crate::error::ApiError;
+use crate::state::Daemon;
+use msb_api::SESSION_UPGRADE;
 
-#[utoipa::path(get, path = "/v1/sandboxes/{name}/session", params(("name" = String, Path)),
-    responses((status = 101, description = "Switching to msb-session framing"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn session(
     State(daemon): State<Arc<Daemon>>,
     Path(name): Path<String>,

@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::api::ErrorBody;
+use msb_api::ErrorBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -7,11 +7,10 @@ use axum::http::StatusCode;
 use axum::Json;
 use msb_runtime::lifecycle::SandboxStatus;
 
-use crate::api::{ErrorBody, ServerStatus, StoreHealth};
-use crate::daemon::error::ApiError;
-use crate::daemon::state::Daemon;
+use crate::error::ApiError;
+use crate::state::Daemon;
+use msb_api::{ServerStatus, StoreHealth};
 
-#[utoipa::path(get, path = "/v1/server", responses((status = 200, body = ServerStatus)))]
 pub async fn status(State(daemon): State<Arc<Daemon>>) -> Result<Json<ServerStatus>, ApiError> {
     let sandboxes = daemon.store().list_sandboxes()?;
     let active = sandboxes
@@ -34,7 +33,7 @@ pub async fn status(State(daemon): State<Arc<Daemon>>) -> Result<Json<ServerStat
         executable_dev: daemon.executable.map(|(dev, _)| dev),
         executable_ino: daemon.executable.map(|(_, ino)| ino),
         otlp: otlp_status(&daemon),
-        warm_supervisors: crate::api::WarmStatus {
+        warm_supervisors: msb_api::WarmStatus {
             target: daemon.config.warm_supervisors,
             idle: daemon.warm.idle(),
             warm_starts: daemon
@@ -49,7 +48,7 @@ pub async fn status(State(daemon): State<Arc<Daemon>>) -> Result<Json<ServerStat
     }))
 }
 
-fn otlp_status(daemon: &Daemon) -> Vec<crate::api::OtlpExportStatus> {
+fn otlp_status(daemon: &Daemon) -> Vec<msb_api::OtlpExportStatus> {
     use std::sync::atomic::Ordering;
     let telemetry = &daemon.telemetry;
     [
@@ -61,7 +60,7 @@ fn otlp_status(daemon: &Daemon) -> Vec<crate::api::OtlpExportStatus> {
         let (exporter, config) = (exporter.as_ref()?, config.as_ref()?);
         let stats = exporter.stats();
         let last = stats.last_success_ms.load(Ordering::Relaxed);
-        Some(crate::api::OtlpExportStatus {
+        Some(msb_api::OtlpExportStatus {
             signal: exporter.signal.as_str().to_owned(),
             endpoint: exporter.endpoint.clone(),
             protocol: match config.protocol {
@@ -80,13 +79,11 @@ fn otlp_status(daemon: &Daemon) -> Vec<crate::api::OtlpExportStatus> {
 }
 
 /// Stops msbd. Supervisors, and so running sandboxes, keep running.
-#[utoipa::path(post, path = "/v1/server/shutdown", responses((status = 202)))]
 pub async fn shutdown(State(daemon): State<Arc<Daemon>>) -> StatusCode {
     daemon.shutdown.notify_one();
     StatusCode::ACCEPTED
 }
 
-#[utoipa::path(get, path = "/v1/health", responses((status = 200, body = StoreHealth), (status = 500, body = ErrorBody)))]
 pub async fn health(State(daemon): State<Arc<Daemon>>) -> Result<Json<StoreHealth>, ApiError> {
     let store = daemon.store();
     let health = store.health()?;

@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use msb_cli::daemon::config::DaemonConfig;
-use msb_cli::daemon::state::Daemon;
-use msb_cli::daemon::telemetry::Telemetry;
+use msb_daemon::config::DaemonConfig;
+use msb_daemon::state::Daemon;
+use msb_daemon::telemetry::Telemetry;
 use msb_metrics::Sample;
 use msb_runtime::config::{RootfsSource, SandboxConfig};
 use msb_runtime::paths::MsbHome;
@@ -113,7 +113,7 @@ fn main() {
             let iterations = 10;
             let start = thread_cpu();
             for _ in 0..iterations {
-                let (request, n) = msb_cli::daemon::otlp::build_request(&daemon).unwrap();
+                let (request, n) = msb_daemon::otlp::build_request(&daemon).unwrap();
                 let bytes = request.encode_to_vec();
                 size = bytes.len();
                 points = n;

@@ -1,0 +1,260 @@
+//! The API's operations, contract first: each is declared here, once, with its path, method,
+//! parameters, bodies and answers, and the OpenAPI document is generated from these
+//! declarations and the types they name. msbd's router (`msb-daemon`, `routes/mod.rs`) serves
+//! exactly these operations (a test there compares its route table with this document); the
+//! functions below are declarations only, never called.
+
+use serde::Deserialize;
+use utoipa::OpenApi;
+
+#[allow(unused_imports)]
+use crate::{
+    CapacityReport, CreateSandboxRequest, ErrorBody, ExportRequest, ExportResponse,
+    HistoryResponse, KillRequest, LogEntry, MetricsReport, SandboxInfo, ServerStatus, SqlRequest,
+    SqlResponse, StopRequest, StoreHealth, WaitResponse,
+};
+
+#[derive(Deserialize, Debug, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// Include sandboxes that are not running.
+    #[serde(default)]
+    pub all: bool,
+}
+
+#[derive(Deserialize, Debug, utoipa::IntoParams)]
+pub struct RemoveQuery {
+    /// Kill the sandbox first if it is running.
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Deserialize, Debug, utoipa::IntoParams)]
+pub struct LogsQuery {
+    /// Only the last N entries of what exists now.
+    pub tail: Option<usize>,
+    /// Keep the response open and send new entries until the sandbox stops.
+    #[serde(default)]
+    pub follow: bool,
+}
+
+#[derive(Deserialize, Debug, utoipa::IntoParams)]
+pub struct MetricsQuery {
+    /// Include sandboxes whose run has ended (their terminal sample).
+    #[serde(default)]
+    pub all: bool,
+}
+
+#[derive(Deserialize, Debug, utoipa::IntoParams)]
+pub struct StreamQuery {
+    /// Milliseconds between reports (at least 100; default 1000).
+    pub interval_ms: Option<u64>,
+    /// Only this sandbox.
+    pub name: Option<String>,
+    #[serde(default)]
+    pub all: bool,
+}
+
+#[derive(Deserialize, Debug, utoipa::IntoParams)]
+pub struct WindowQuery {
+    /// Start, ms since the Unix epoch.
+    pub since_ms: i64,
+    /// End, ms since the Unix epoch; default now.
+    pub until_ms: Option<i64>,
+    /// Step in ms, at least 100; default: the round step that gives 100 to 300 points over
+    /// the window, never finer than the sampling interval (so a short window returns the raw
+    /// samples).
+    #[param(minimum = 100)]
+    pub step_ms: Option<i64>,
+}
+
+/// Operations served by `routes/server.rs`.
+pub mod server {
+    #[allow(unused_imports)]
+    use super::*;
+
+    #[utoipa::path(get, operation_id = "server_status", path = "/v1/server", responses((status = 200, body = ServerStatus)))]
+    pub fn status() {}
+
+    #[utoipa::path(post, operation_id = "server_shutdown", path = "/v1/server/shutdown", responses((status = 202)))]
+    pub fn shutdown() {}
+
+    #[utoipa::path(get, operation_id = "health", path = "/v1/health", responses((status = 200, body = StoreHealth), (status = 500, body = ErrorBody)))]
+    pub fn health() {}
+}
+
+/// Operations served by `routes/sandboxes.rs`.
+pub mod sandboxes {
+    #[allow(unused_imports)]
+    use super::*;
+
+    #[utoipa::path(get, operation_id = "list_sandboxes", path = "/v1/sandboxes", params(ListQuery), responses((status = 200, body = Vec<SandboxInfo>)))]
+    pub fn list() {}
+
+    #[utoipa::path(post, operation_id = "create_sandbox", path = "/v1/sandboxes", request_body = CreateSandboxRequest,
+        responses(
+            (status = 201, body = SandboxInfo),
+            (status = 101, description = "With `Upgrade: msb-session` and `attach`: the started sandbox's session on this connection, as `GET /v1/sandboxes/{name}/session` gives it (one request instead of two); headers `x-msb-sandbox` (name) and `x-msb-ephemeral`"),
+            (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    pub fn create() {}
+
+    #[utoipa::path(get, operation_id = "inspect_sandbox", path = "/v1/sandboxes/{name}", params(("name" = String, Path)),
+        responses((status = 200, body = SandboxInfo), (status = 404, body = ErrorBody)))]
+    pub fn inspect() {}
+
+    #[utoipa::path(delete, operation_id = "remove_sandbox", path = "/v1/sandboxes/{name}", params(("name" = String, Path), RemoveQuery),
+        responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    pub fn remove() {}
+}
+
+/// Operations served by `routes/lifecycle.rs`.
+pub mod lifecycle {
+    #[allow(unused_imports)]
+    use super::*;
+
+    #[utoipa::path(post, operation_id = "start_sandbox", path = "/v1/sandboxes/{name}/start", params(("name" = String, Path)),
+        responses((status = 200, body = SandboxInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    pub fn start() {}
+
+    #[utoipa::path(post, operation_id = "stop_sandbox", path = "/v1/sandboxes/{name}/stop", params(("name" = String, Path)), request_body = StopRequest,
+        responses((status = 200, body = SandboxInfo), (status = 404, body = ErrorBody)))]
+    pub fn stop() {}
+
+    #[utoipa::path(post, operation_id = "kill_sandbox", path = "/v1/sandboxes/{name}/kill", params(("name" = String, Path)), request_body = KillRequest,
+        responses((status = 200, body = SandboxInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    pub fn kill() {}
+
+    #[utoipa::path(post, operation_id = "wait_sandbox", path = "/v1/sandboxes/{name}/wait", params(("name" = String, Path)),
+        responses((status = 200, body = WaitResponse), (status = 404, body = ErrorBody)))]
+    pub fn wait() {}
+}
+
+/// Operations served by `routes/logs.rs`.
+pub mod logs {
+    #[allow(unused_imports)]
+    use super::*;
+
+    #[utoipa::path(get, operation_id = "sandbox_logs", path = "/v1/sandboxes/{name}/logs", params(("name" = String, Path), LogsQuery),
+        responses((status = 200, description = "JSON Lines, one LogEntry per line", body = LogEntry, content_type = "application/x-ndjson"),
+                  (status = 404, body = ErrorBody)))]
+    pub fn logs() {}
+}
+
+/// Operations served by `routes/session.rs`.
+pub mod session {
+    #[allow(unused_imports)]
+    use super::*;
+
+    #[utoipa::path(get, operation_id = "sandbox_session", path = "/v1/sandboxes/{name}/session", params(("name" = String, Path)),
+        responses((status = 101, description = "Switching to msb-session framing"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    pub fn session() {}
+}
+
+/// Operations served by `routes/metrics.rs`.
+pub mod metrics {
+    #[allow(unused_imports)]
+    use super::*;
+
+    #[utoipa::path(get, operation_id = "list_metrics", path = "/v1/metrics", params(MetricsQuery), responses((status = 200, body = Vec<MetricsReport>)))]
+    pub fn list() {}
+
+    #[utoipa::path(get, operation_id = "sandbox_metrics", path = "/v1/sandboxes/{name}/metrics", params(("name" = String, Path)),
+        responses((status = 200, body = MetricsReport), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    pub fn one() {}
+
+    #[utoipa::path(get, operation_id = "stream_metrics", path = "/v1/metrics/stream", params(StreamQuery),
+        responses((status = 200, description = "JSON Lines: one MetricsReport per sandbox per interval", body = MetricsReport, content_type = "application/x-ndjson"),
+                  (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    pub fn stream() {}
+
+    #[utoipa::path(get, operation_id = "capacity", path = "/v1/capacity", responses((status = 200, body = CapacityReport)))]
+    pub fn capacity() {}
+}
+
+/// Operations served by `routes/history.rs`.
+pub mod history {
+    #[allow(unused_imports)]
+    use super::*;
+
+    #[utoipa::path(get, operation_id = "sandbox_history", path = "/v1/sandboxes/{name}/history", params(("name" = String, Path), WindowQuery),
+        responses((status = 200, body = HistoryResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    pub fn sandbox() {}
+
+    #[utoipa::path(get, operation_id = "fleet_history", path = "/v1/history/fleet", params(WindowQuery),
+        responses((status = 200, body = HistoryResponse), (status = 400, body = ErrorBody)))]
+    pub fn fleet() {}
+
+    #[utoipa::path(post, operation_id = "sql", path = "/v1/sql", request_body = SqlRequest,
+        responses((status = 200, body = SqlResponse), (status = 400, body = ErrorBody)))]
+    pub fn sql() {}
+
+    #[utoipa::path(post, operation_id = "export_history", path = "/v1/sandboxes/{name}/export", params(("name" = String, Path)), request_body = ExportRequest,
+        responses((status = 200, body = ExportResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    pub fn export() {}
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "msbd API",
+        description = "The msb daemon's API, served over $MSB_HOME/msbd.sock."
+    ),
+    paths(
+        server::status,
+        server::shutdown,
+        server::health,
+        sandboxes::list,
+        sandboxes::create,
+        sandboxes::inspect,
+        sandboxes::remove,
+        lifecycle::start,
+        lifecycle::stop,
+        lifecycle::kill,
+        lifecycle::wait,
+        logs::logs,
+        session::session,
+        metrics::list,
+        metrics::one,
+        metrics::stream,
+        metrics::capacity,
+        history::sandbox,
+        history::fleet,
+        history::sql,
+        history::export,
+    ),
+    components(schemas(
+        crate::LogEntry,
+        crate::config::VolumeMount,
+        crate::config::RootfsSource,
+    ))
+)]
+pub struct ApiDoc;
+
+/// The document as committed in `docs/openapi.json`.
+pub fn openapi_json() -> String {
+    let mut json = ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises");
+    json.push('\n');
+    json
+}
+
+/// Every operation of the document as `(METHOD, path)`, in path order.
+pub fn operations() -> Vec<(&'static str, String)> {
+    let doc = ApiDoc::openapi();
+    let mut out = Vec::new();
+    for (path, item) in &doc.paths.paths {
+        let methods = [
+            ("GET", item.get.is_some()),
+            ("POST", item.post.is_some()),
+            ("PUT", item.put.is_some()),
+            ("PATCH", item.patch.is_some()),
+            ("DELETE", item.delete.is_some()),
+        ];
+        for (method, present) in methods {
+            if present {
+                out.push((method, path.clone()));
+            }
+        }
+    }
+    out
+}
