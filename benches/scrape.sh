@@ -26,7 +26,7 @@ for i in $(seq 1 "$COUNT"); do "$MSB" run -n "s$i" -d -- sleep 100000 >/dev/null
 sleep 3
 address=$("$MSB" server status --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["prometheus_address"])')
 bytes=$(curl -s "http://$address/metrics" | wc -c)
-series=$(curl -s "http://$address/metrics" | grep -c '^microsandbox_' || true)
+series=$(curl -s "http://$address/metrics" | grep -cE '^(microsandbox|container)_' || true)
 hyperfine -N --warmup 10 --runs 300 --export-json "$work/scrape.json" "curl -s -o /dev/null http://$address/metrics" >/dev/null
 python3 - "$work/scrape.json" "$bytes" "$series" "$COUNT" <<'PY'
 import json, sys

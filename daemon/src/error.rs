@@ -1,10 +1,16 @@
-//! API errors: one enum, mapped to a status code and an [`ErrorBody`] in one place.
+//! API errors: one enum, mapped to a status code and an [`ErrorBody`] in one place, and the
+//! mapping of the service layer's typed errors (`service/`) onto it.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use msb_api::ErrorBody;
+
+use crate::service::create::CreateError;
+use crate::service::lifecycle::LifecycleError;
+use crate::service::removal::RemovalError;
+use crate::service::CatalogError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -34,6 +40,64 @@ impl From<msb_store::StoreError> for ApiError {
                 ApiError::Conflict(format!("sandbox name {name:?} is already taken"))
             }
             other => ApiError::internal("store", error_chain(&other)),
+        }
+    }
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::NotFound(name) => ApiError::NotFound(name),
+            CatalogError::Store(store) => store.into(),
+            unreadable @ CatalogError::Unreadable { .. } => {
+                ApiError::Internal(unreadable.to_string())
+            }
+        }
+    }
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> Self {
+        match e {
+            LifecycleError::Catalog(e) => e.into(),
+            LifecycleError::Transition(e) => e.into(),
+            LifecycleError::NotStartable { .. } | LifecycleError::Refused(_) => {
+                ApiError::Conflict(e.to_string())
+            }
+            LifecycleError::BadSignal(_) => ApiError::Invalid(e.to_string()),
+            LifecycleError::StartFailed { message, exit_code } => {
+                ApiError::StartFailed { message, exit_code }
+            }
+            other @ (LifecycleError::RunFailed { .. }
+            | LifecycleError::StartTimeout { .. }
+            | LifecycleError::StillActive { .. }
+            | LifecycleError::Unreachable(_)
+            | LifecycleError::Io { .. }) => ApiError::Internal(error_chain(&other)),
+        }
+    }
+}
+
+impl From<RemovalError> for ApiError {
+    fn from(e: RemovalError) -> Self {
+        match e {
+            RemovalError::Catalog(e) => e.into(),
+            RemovalError::Transition(e) => e.into(),
+            RemovalError::Stop(e) => (*e).into(),
+            active @ RemovalError::Active { .. } => ApiError::Conflict(active.to_string()),
+            io @ RemovalError::Io { .. } => ApiError::Internal(error_chain(&io)),
+        }
+    }
+}
+
+impl From<CreateError> for ApiError {
+    fn from(e: CreateError) -> Self {
+        match e {
+            CreateError::Invalid(_) | CreateError::AttachWithoutStart => {
+                ApiError::Invalid(e.to_string())
+            }
+            CreateError::Catalog(e) => e.into(),
+            CreateError::Start(e) => e.into(),
+            root @ CreateError::DefaultRoot(_) => ApiError::Internal(root.to_string()),
         }
     }
 }

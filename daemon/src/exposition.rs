@@ -112,7 +112,7 @@ pub fn daemon_families(daemon: &Daemon, rows: &[SandboxRow], live: &[LiveSandbox
             })
             .collect(),
     );
-    if let Ok(capacity) = super::routes::metrics::capacity_of(daemon, rows) {
+    if let Ok(capacity) = super::service::capacity::capacity_of(daemon, rows) {
         add(
             "msb.host.cpus",
             started,

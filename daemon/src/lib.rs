@@ -14,6 +14,7 @@ pub mod otlp;
 pub mod prometheus;
 pub mod reconcile;
 pub mod routes;
+pub mod service;
 pub mod state;
 pub mod supervisors;
 pub mod telemetry;

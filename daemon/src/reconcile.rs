@@ -17,21 +17,21 @@ use msb_runtime::process::is_alive;
 use msb_runtime::run_record::{RunPhase, RunRecord};
 use msb_store::{EventRecord, RunRow};
 
-use super::error::ApiError;
+use super::service::removal::{
+    empty_trash_in_background, remove_if_ephemeral, remove_sandbox, RemovalError,
+};
+use super::service::{status_of_row, CatalogError};
 use super::state::Daemon;
 use super::supervisors;
 
 /// Folds the supervisor's run record (and whether it still lives) into the catalog.
 /// Returns the sandbox's status afterwards.
-pub fn apply_record(daemon: &Daemon, sandbox_id: &str) -> Result<SandboxStatus, ApiError> {
+pub fn apply_record(daemon: &Daemon, sandbox_id: &str) -> Result<SandboxStatus, CatalogError> {
     let mut store = daemon.store();
     let Some(sandbox) = store.sandbox_by_id(sandbox_id)? else {
-        return Err(ApiError::NotFound(sandbox_id.to_owned()));
+        return Err(CatalogError::NotFound(sandbox_id.to_owned()));
     };
-    let current: SandboxStatus = sandbox
-        .status
-        .parse()
-        .map_err(|e| ApiError::internal("catalog", e))?;
+    let current = status_of_row(&sandbox)?;
     let Some(mut run) = store.latest_run(sandbox_id)? else {
         return Ok(current);
     };
@@ -265,101 +265,6 @@ async fn monitor(daemon: &Arc<Daemon>, sandbox_id: &str) {
     }
 }
 
-/// Removes an ended ephemeral sandbox, remembering how it ended for a late `wait`. False when
-/// the sandbox is not ephemeral (or already gone).
-fn remove_if_ephemeral(daemon: &Daemon, sandbox_id: &str) -> bool {
-    let row = daemon.store().sandbox_by_id(sandbox_id).ok().flatten();
-    let Some(row) = row.filter(|row| row.ephemeral) else {
-        return false;
-    };
-    if let Some(ending) = row
-        .status
-        .parse()
-        .ok()
-        .and_then(|status| super::routes::lifecycle::ending(daemon, &row, status).ok())
-    {
-        daemon.record_ending(ending);
-    }
-    if let Err(e) = remove_sandbox(daemon, sandbox_id) {
-        tracing::warn!("removing ephemeral sandbox {sandbox_id}: {e}");
-    }
-    true
-}
-
-/// Deletes a directory moved into the trash on msbd's one trash thread (started with the first
-/// removal, at a low CPU priority: it is never waited for).
-fn empty_trash_in_background(path: std::path::PathBuf) {
-    static TRASH: std::sync::OnceLock<std::sync::mpsc::Sender<std::path::PathBuf>> =
-        std::sync::OnceLock::new();
-    let delete = |path: &std::path::Path| {
-        if let Err(e) = delete_dir(path, 5, std::time::Duration::from_millis(100)) {
-            tracing::warn!("could not delete {}: {e}", path.display());
-        }
-    };
-    let trash = TRASH.get_or_init(|| {
-        let (sender, paths) = std::sync::mpsc::channel::<std::path::PathBuf>();
-        let spawned = std::thread::Builder::new()
-            .name("msb-trash".into())
-            .spawn(move || {
-                msb_runtime::spawn::set_cpu_priority(0, msb_runtime::spawn::CpuPriority::Nice(10));
-                for path in paths {
-                    delete(&path);
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!("no trash thread ({e}); the trash is emptied inline");
-        }
-        sender
-    });
-    // Without the thread the receiver is gone and the path comes back.
-    if let Err(std::sync::mpsc::SendError(path)) = trash.send(path) {
-        delete(&path);
-    }
-}
-
-/// `remove_dir_all`, tried `attempts` times `pause` apart: a supervisor still finishing
-/// (unmounting the root, removing entries) may get in the way for a moment. A directory that
-/// is gone counts as deleted.
-fn delete_dir(
-    path: &std::path::Path,
-    attempts: u32,
-    pause: std::time::Duration,
-) -> std::io::Result<()> {
-    let mut attempt = 1;
-    loop {
-        match std::fs::remove_dir_all(path) {
-            Ok(()) => return Ok(()),
-            Err(_) if !path.exists() => return Ok(()),
-            Err(e) if attempt >= attempts => return Err(e),
-            Err(_) => std::thread::sleep(pause),
-        }
-        attempt += 1;
-    }
-}
-
-/// Deletes a sandbox's catalog rows and its directory.
-pub fn remove_sandbox(daemon: &Daemon, sandbox_id: &str) -> Result<(), ApiError> {
-    let dir = daemon.home.sandbox(sandbox_id);
-    if dir.root().exists() {
-        // Out of `sandboxes/` at once (a rename), deleted in the background: deleting takes a
-        // few milliseconds that `msb run` would otherwise wait for. What a crash leaves in the
-        // trash is deleted at the next start.
-        let trash = daemon.home.trash().join(sandbox_id);
-        let moved = std::fs::create_dir_all(daemon.home.trash())
-            .and_then(|()| std::fs::rename(dir.root(), &trash));
-        match moved {
-            Ok(()) => empty_trash_in_background(trash),
-            Err(_) => delete_dir(dir.root(), 2, std::time::Duration::ZERO).map_err(|e| {
-                ApiError::internal(&format!("removing {}", dir.root().display()), e)
-            })?,
-        }
-    }
-    daemon.store().delete_sandbox(sandbox_id)?;
-    daemon.forget(sandbox_id);
-    daemon.live.forget(sandbox_id);
-    Ok(())
-}
-
 /// A sandbox directory without a catalog row may still have a supervisor: the catalog reaches
 /// the file a moment after msbd acts (ADR 008), so a crash in that moment loses the row of a
 /// sandbox that was just starting. Its supervisor and processes are ended, its cgroups removed.
@@ -382,15 +287,27 @@ fn stop_orphan(daemon: &Daemon, sandbox_id: &str) {
     }
 }
 
+/// What msbd's start-up reconciliation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("reconciling the catalog")]
+    Catalog(#[from] CatalogError),
+    #[error("sweeping an ephemeral leftover")]
+    Removal(#[from] RemovalError),
+}
+
+impl From<msb_store::StoreError> for StartupError {
+    fn from(e: msb_store::StoreError) -> Self {
+        StartupError::Catalog(CatalogError::Store(e))
+    }
+}
+
 /// At msbd start: reattach live supervisors, settle dead ones, sweep ephemeral leftovers and
 /// sandbox directories with no catalog row.
-pub fn startup(daemon: &Arc<Daemon>) -> Result<(), ApiError> {
+pub fn startup(daemon: &Arc<Daemon>) -> Result<(), StartupError> {
     let sandboxes = daemon.store().list_sandboxes()?;
     for sandbox in &sandboxes {
-        let status: SandboxStatus = sandbox
-            .status
-            .parse()
-            .map_err(|e| ApiError::internal("catalog", e))?;
+        let status = status_of_row(sandbox)?;
         let status = if status.is_active() {
             apply_record(daemon, &sandbox.id)?
         } else {

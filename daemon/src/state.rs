@@ -10,8 +10,6 @@ use msb_runtime::paths::MsbHome;
 use msb_store::{SandboxRow, Store};
 use tokio::sync::{watch, Notify};
 
-use super::error::ApiError;
-
 pub struct Daemon {
     pub home: MsbHome,
     store: Mutex<Store>,
@@ -115,10 +113,10 @@ impl Daemon {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn sandbox(&self, name: &str) -> Result<SandboxRow, ApiError> {
+    pub fn sandbox(&self, name: &str) -> Result<SandboxRow, crate::service::CatalogError> {
         self.store()
             .sandbox_by_name(name)?
-            .ok_or_else(|| ApiError::NotFound(name.to_owned()))
+            .ok_or_else(|| crate::service::CatalogError::NotFound(name.to_owned()))
     }
 
     /// The lock that serialises lifecycle operations on one sandbox.

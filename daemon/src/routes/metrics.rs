@@ -9,28 +9,23 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::Response;
 use axum::Json;
-use msb_runtime::config::SandboxConfig;
-use msb_runtime::lifecycle::SandboxStatus;
 use msb_store::SandboxRow;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::sandboxes::rfc3339;
 use crate::error::ApiError;
 use crate::live::state_of;
+use crate::service::info::rfc3339;
+use crate::service::{config_of_row, status_of_row};
 use crate::state::Daemon;
-use msb_api::{CapacityReport, MetricsReport, SandboxHeadroom};
+use msb_api::{CapacityReport, MetricsReport};
 
 /// The report for one catalog row, if it has a sample.
 fn report(daemon: &Daemon, row: &SandboxRow) -> Result<Option<MetricsReport>, ApiError> {
     let Some(latest) = daemon.live.get(&row.id) else {
         return Ok(None);
     };
-    let status: SandboxStatus = row
-        .status
-        .parse()
-        .map_err(|e| ApiError::internal("catalog", e))?;
-    let config: SandboxConfig = serde_json::from_str(&row.config_json)
-        .map_err(|e| ApiError::internal("stored sandbox config", e))?;
+    let status = status_of_row(row)?;
+    let config = config_of_row(row)?;
     let state = state_of(&latest, status.is_active());
     let s = latest.sample;
     Ok(Some(MetricsReport {
@@ -75,8 +70,7 @@ pub async fn one(
     if let Some(r) = report(&daemon, &row)? {
         return Ok(Json(r));
     }
-    let config: SandboxConfig = serde_json::from_str(&row.config_json)
-        .map_err(|e| ApiError::internal("stored sandbox config", e))?;
+    let config = config_of_row(&row)?;
     if config.metrics_interval().is_none() {
         return Err(ApiError::Conflict(format!(
             "metrics are disabled for sandbox {name:?} (--metrics-interval 0)"
@@ -128,76 +122,5 @@ pub async fn stream(
 }
 
 pub async fn capacity(State(daemon): State<Arc<Daemon>>) -> Result<Json<CapacityReport>, ApiError> {
-    Ok(Json(capacity_report(&daemon)?))
-}
-
-/// What the host has and what running sandboxes were given and use (also exported to Prometheus).
-pub fn capacity_report(daemon: &Daemon) -> Result<CapacityReport, ApiError> {
-    let rows = daemon.store().list_sandboxes()?;
-    capacity_of(daemon, &rows)
-}
-
-/// [`capacity_report`] over catalog rows the caller already has.
-pub fn capacity_of(daemon: &Daemon, rows: &[SandboxRow]) -> Result<CapacityReport, ApiError> {
-    let (host_memory_bytes, host_memory_available_bytes) = meminfo();
-    let mut report = CapacityReport {
-        host_cpus: std::thread::available_parallelism()
-            .map(|n| n.get() as u64)
-            .unwrap_or(1),
-        host_memory_bytes,
-        host_memory_available_bytes,
-        cpus_committed: 0.0,
-        sandboxes_without_cpu_limit: 0,
-        memory_committed_bytes: 0,
-        sandboxes_without_memory_limit: 0,
-        cpu_percent_used: 0.0,
-        memory_used_bytes: 0,
-        msb_home_free_bytes: nix::sys::statvfs::statvfs(daemon.home.root())
-            .ok()
-            .map(|s| s.blocks_available() * s.fragment_size()),
-        sandboxes: Vec::new(),
-    };
-    for row in rows {
-        let status: SandboxStatus = row
-            .status
-            .parse()
-            .map_err(|e| ApiError::internal("catalog", e))?;
-        if !status.is_active() {
-            continue;
-        }
-        let config: SandboxConfig = serde_json::from_str(&row.config_json)
-            .map_err(|e| ApiError::internal("stored sandbox config", e))?;
-        match config.cpus {
-            Some(c) => report.cpus_committed += c,
-            None => report.sandboxes_without_cpu_limit += 1,
-        }
-        match config.memory_mib {
-            Some(m) => report.memory_committed_bytes += m << 20,
-            None => report.sandboxes_without_memory_limit += 1,
-        }
-        let sample = daemon.live.get(&row.id).map(|l| l.sample);
-        let sample = sample.as_ref();
-        report.cpu_percent_used += sample.and_then(|s| s.cpu_percent).unwrap_or(0.0);
-        report.memory_used_bytes += sample.and_then(|s| s.memory_bytes).unwrap_or(0);
-        report.sandboxes.push(SandboxHeadroom {
-            name: row.name.clone(),
-            cpus: config.cpus,
-            cpu_percent: sample.and_then(|s| s.cpu_percent),
-            memory_limit_bytes: sample.and_then(|s| s.memory_limit_bytes),
-            memory_headroom_bytes: sample.and_then(|s| s.memory_available_bytes),
-            upper_free_bytes: sample.and_then(|s| s.upper_free_bytes),
-        });
-    }
-    Ok(report)
-}
-
-fn meminfo() -> (Option<u64>, Option<u64>) {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let kib = |key: &str| {
-        text.lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .map(|k| k * 1024)
-    };
-    (kib("MemTotal:"), kib("MemAvailable:"))
+    Ok(Json(crate::service::capacity::capacity_report(&daemon)?))
 }

@@ -71,7 +71,7 @@ fn otlp_status(daemon: &Daemon) -> Vec<msb_api::OtlpExportStatus> {
             succeeded: stats.succeeded.load(Ordering::Relaxed),
             failed: stats.failed.load(Ordering::Relaxed),
             dropped: stats.dropped.load(Ordering::Relaxed),
-            last_success: (last > 0).then(|| super::sandboxes::rfc3339(last as i64)),
+            last_success: (last > 0).then(|| crate::service::info::rfc3339(last as i64)),
             queued_bytes: stats.queued_bytes.load(Ordering::Relaxed),
         })
     })

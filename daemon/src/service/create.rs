@@ -1,0 +1,86 @@
+//! Creating a sandbox: validate, build the default root if needed, record it, and start it
+//! when asked (a sandbox that cannot start is removed again, not left half-created).
+
+use std::sync::Arc;
+
+use msb_api::{CreateSandboxRequest, SandboxInfo};
+use msb_runtime::config::{ConfigError, RootfsSource};
+use msb_runtime::lifecycle::SandboxStatus;
+use msb_store::SandboxRow;
+
+use super::info::info_by_name;
+use super::lifecycle::{start_run, LifecycleError};
+use super::removal::remove_sandbox;
+use super::CatalogError;
+use crate::state::Daemon;
+
+/// What creating a sandbox can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    #[error("attach requires start")]
+    AttachWithoutStart,
+    #[error("building the default root: {0}")]
+    DefaultRoot(String),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// Created, but its start failed (and it was removed again).
+    #[error(transparent)]
+    Start(LifecycleError),
+}
+
+impl From<msb_store::StoreError> for CreateError {
+    fn from(e: msb_store::StoreError) -> Self {
+        CreateError::Catalog(CatalogError::Store(e))
+    }
+}
+
+pub async fn create_sandbox(
+    daemon: &Arc<Daemon>,
+    request: CreateSandboxRequest,
+) -> Result<SandboxInfo, CreateError> {
+    let mut config = request.config;
+    if config.name.is_empty() {
+        config.name = msb_runtime::ids::ephemeral_name();
+        config.ephemeral = true;
+    }
+    config.validate()?;
+    if request.attach.is_some() && !request.start {
+        return Err(CreateError::AttachWithoutStart);
+    }
+    if config.rootfs == RootfsSource::Default
+        && !msb_runtime::rootfs::default_rootfs_ready(&daemon.home.default_rootfs())
+    {
+        let target = daemon.home.default_rootfs();
+        tokio::task::spawn_blocking(move || msb_runtime::rootfs::ensure_default_rootfs(&target))
+            .await
+            .map_err(|e| CreateError::DefaultRoot(e.to_string()))?
+            .map_err(|e| CreateError::DefaultRoot(crate::error::error_chain(&e)))?;
+    }
+    let now = msb_store::catalog::now_ms();
+    let row = SandboxRow {
+        id: msb_runtime::ids::random_id(),
+        name: config.name.clone(),
+        status: SandboxStatus::Created.to_string(),
+        config_json: serde_json::to_string(&config).expect("config serialises"),
+        ephemeral: config.ephemeral,
+        created_at_ms: now,
+        updated_at_ms: now,
+        labels: config.labels.clone(),
+    };
+    daemon.store().insert_sandbox(&row)?;
+    tracing::info!(sandbox = %row.name, id = %row.id, "created");
+    if request.start {
+        let lock = daemon.op_lock(&row.id);
+        let _guard = lock.lock().await;
+        if let Err(e) = start_run(daemon, &row.id, request.attach).await {
+            // A sandbox that cannot start is not left half-created.
+            if let Err(cleanup) = remove_sandbox(daemon, &row.id) {
+                tracing::error!("rolling back {}: {cleanup}", row.name);
+            }
+            return Err(CreateError::Start(e));
+        }
+    }
+    Ok(info_by_name(daemon, &row.name)?)
+}

@@ -1,0 +1,159 @@
+//! Removing sandboxes: `msb rm`, the runtime's removal of ended ephemeral sandboxes, and the
+//! trash their directories go through.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use msb_runtime::lifecycle::{transition, InvalidTransition, Operation, SandboxStatus};
+
+use super::lifecycle::{ending, stop_run, LifecycleError};
+use super::{status_of_row, CatalogError};
+use crate::state::Daemon;
+
+/// What removing a sandbox can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum RemovalError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("sandbox {name:?} is {status}; stop it first or use --force")]
+    Active { name: String, status: SandboxStatus },
+    #[error(transparent)]
+    Transition(#[from] InvalidTransition),
+    /// Stopping it first (`--force`) failed.
+    #[error(transparent)]
+    Stop(Box<LifecycleError>),
+    #[error("removing {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<msb_store::StoreError> for RemovalError {
+    fn from(e: msb_store::StoreError) -> Self {
+        RemovalError::Catalog(CatalogError::Store(e))
+    }
+}
+
+/// `rm`: removes a sandbox that is not running (with `force`, stops it first).
+pub async fn remove(daemon: &Arc<Daemon>, name: &str, force: bool) -> Result<(), RemovalError> {
+    let row = daemon.sandbox(name)?;
+    let lock = daemon.op_lock(&row.id);
+    let _guard = lock.lock().await;
+    let row = daemon.sandbox(name)?;
+    let status = status_of_row(&row)?;
+    if status.is_active() {
+        if !force {
+            return Err(RemovalError::Active {
+                name: name.to_owned(),
+                status,
+            });
+        }
+        stop_run(daemon, &row.id, 0)
+            .await
+            .map_err(|e| RemovalError::Stop(Box::new(e)))?;
+    }
+    transition(status_of_row(&daemon.sandbox(name)?)?, Operation::Remove)?;
+    remove_sandbox(daemon, &row.id)?;
+    tracing::info!(sandbox = %name, "removed");
+    Ok(())
+}
+
+/// Removes an ended ephemeral sandbox, remembering how it ended for a late `wait`. False when
+/// the sandbox is not ephemeral (or already gone).
+pub fn remove_if_ephemeral(daemon: &Daemon, sandbox_id: &str) -> bool {
+    let row = daemon.store().sandbox_by_id(sandbox_id).ok().flatten();
+    let Some(row) = row.filter(|row| row.ephemeral) else {
+        return false;
+    };
+    if let Some(ending) = row
+        .status
+        .parse()
+        .ok()
+        .and_then(|status| ending(daemon, &row, status).ok())
+    {
+        daemon.record_ending(ending);
+    }
+    if let Err(e) = remove_sandbox(daemon, sandbox_id) {
+        tracing::warn!("removing ephemeral sandbox {sandbox_id}: {e}");
+    }
+    true
+}
+
+/// Deletes a directory moved into the trash on msbd's one trash thread (started with the first
+/// removal, at a low CPU priority: it is never waited for).
+pub fn empty_trash_in_background(path: std::path::PathBuf) {
+    static TRASH: std::sync::OnceLock<std::sync::mpsc::Sender<std::path::PathBuf>> =
+        std::sync::OnceLock::new();
+    let delete = |path: &std::path::Path| {
+        if let Err(e) = delete_dir(path, 5, std::time::Duration::from_millis(100)) {
+            tracing::warn!("could not delete {}: {e}", path.display());
+        }
+    };
+    let trash = TRASH.get_or_init(|| {
+        let (sender, paths) = std::sync::mpsc::channel::<std::path::PathBuf>();
+        let spawned = std::thread::Builder::new()
+            .name("msb-trash".into())
+            .spawn(move || {
+                msb_runtime::spawn::set_cpu_priority(0, msb_runtime::spawn::CpuPriority::Nice(10));
+                for path in paths {
+                    delete(&path);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("no trash thread ({e}); the trash is emptied inline");
+        }
+        sender
+    });
+    // Without the thread the receiver is gone and the path comes back.
+    if let Err(std::sync::mpsc::SendError(path)) = trash.send(path) {
+        delete(&path);
+    }
+}
+
+/// `remove_dir_all`, tried `attempts` times `pause` apart: a supervisor still finishing
+/// (unmounting the root, removing entries) may get in the way for a moment. A directory that
+/// is gone counts as deleted.
+fn delete_dir(
+    path: &std::path::Path,
+    attempts: u32,
+    pause: std::time::Duration,
+) -> std::io::Result<()> {
+    let mut attempt = 1;
+    loop {
+        match std::fs::remove_dir_all(path) {
+            Ok(()) => return Ok(()),
+            Err(_) if !path.exists() => return Ok(()),
+            Err(e) if attempt >= attempts => return Err(e),
+            Err(_) => std::thread::sleep(pause),
+        }
+        attempt += 1;
+    }
+}
+
+/// Deletes a sandbox's catalog rows and its directory.
+pub fn remove_sandbox(daemon: &Daemon, sandbox_id: &str) -> Result<(), RemovalError> {
+    let dir = daemon.home.sandbox(sandbox_id);
+    if dir.root().exists() {
+        // Out of `sandboxes/` at once (a rename), deleted in the background: deleting takes a
+        // few milliseconds that `msb run` would otherwise wait for. What a crash leaves in the
+        // trash is deleted at the next start.
+        let trash = daemon.home.trash().join(sandbox_id);
+        let moved = std::fs::create_dir_all(daemon.home.trash())
+            .and_then(|()| std::fs::rename(dir.root(), &trash));
+        match moved {
+            Ok(()) => empty_trash_in_background(trash),
+            Err(_) => delete_dir(dir.root(), 2, std::time::Duration::ZERO).map_err(|source| {
+                RemovalError::Io {
+                    path: dir.root().to_owned(),
+                    source,
+                }
+            })?,
+        }
+    }
+    daemon.store().delete_sandbox(sandbox_id)?;
+    daemon.forget(sandbox_id);
+    daemon.live.forget(sandbox_id);
+    Ok(())
+}
