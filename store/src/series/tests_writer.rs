@@ -116,8 +116,12 @@ fn a_full_batch_commits_before_the_window_and_drops_are_told() {
     .unwrap();
     let (told_tx, told) = mpsc::channel();
     let t0 = now_ms() - 10_000;
-    let batch: Vec<Sample> = (0..50).map(|i| sample("sb", "r", t0 + i)).collect();
-    writer.append_then(batch, move |committed| told_tx.send(committed).unwrap());
+    // The first append starts the window; the one that fills the batch ends it.
+    let first: Vec<Sample> = (0..30).map(|i| sample("sb", "r", t0 + i)).collect();
+    writer.append(first);
+    std::thread::sleep(Duration::from_millis(200));
+    let rest: Vec<Sample> = (30..50).map(|i| sample("sb", "r", t0 + i)).collect();
+    writer.append_then(rest, move |committed| told_tx.send(committed).unwrap());
     assert_eq!(told.recv_timeout(Duration::from_secs(10)), Ok(true));
     assert_eq!(stored(&store), 50);
 

@@ -134,6 +134,7 @@ struct Shared {
     counters: Counters,
     max_queued_samples: usize,
     batch_window: Duration,
+    batch_max_samples: usize,
     /// The writer thread's id (0 until it runs), and whether it was raised from idle priority.
     writer_tid: AtomicI32,
     raised: AtomicBool,
@@ -215,6 +216,7 @@ impl SeriesWriter {
             counters: Counters::default(),
             max_queued_samples: max_queued_samples.max(1),
             batch_window,
+            batch_max_samples: batch_max_samples.max(1),
             writer_tid: AtomicI32::new(0),
             raised: AtomicBool::new(false),
         });
@@ -225,7 +227,6 @@ impl SeriesWriter {
             appends: store.series_cache().appends(),
             retention,
             maintenance_every,
-            batch_max_samples: batch_max_samples.max(1),
             shared: Arc::clone(&shared),
             schema,
         };
@@ -294,13 +295,15 @@ impl SeriesWriter {
             }
         }
         let oldest_at = queue.oldest_at;
+        let full = queue.queued_samples >= self.shared.batch_max_samples;
         drop(queue);
         for committed in dropped_callbacks {
             committed(false);
         }
         self.shared.raise_if_late(oldest_at, false);
-        // The writer times its window from the first item; later ones need not wake it.
-        if was_empty {
+        // The writer times its window from the first item; later ones need not wake it unless
+        // they fill the batch.
+        if was_empty || full {
             self.shared.wake.notify_one();
         }
     }
@@ -364,7 +367,6 @@ struct Worker {
     appends: Arc<AtomicU64>,
     retention: RetentionConfig,
     maintenance_every: Duration,
-    batch_max_samples: usize,
     shared: Arc<Shared>,
     schema: Arc<Schema>,
 }
@@ -424,7 +426,7 @@ impl Worker {
             let waited = queue.oldest_at.map(|at| at.elapsed());
             let due = queue.shutdown
                 || queue.flushes > 0
-                || queue.queued_samples >= self.batch_max_samples
+                || queue.queued_samples >= self.shared.batch_max_samples
                 || waited.is_some_and(|waited| waited >= window);
             if due {
                 break;
