@@ -209,7 +209,8 @@ async fn monitor(daemon: &Arc<Daemon>, sandbox_id: &str) {
         })
         .and_then(|config| config.metrics_interval())
         .unwrap_or(msb_runtime::config::DEFAULT_METRICS_INTERVAL_MS);
-    if let Some(mut stream) = connection {
+    if let Some(stream) = connection {
+        let (mut stream, acknowledger) = super::ingest::split_watch(stream);
         let mut undecodable = false;
         loop {
             match read_frame::<_, ClientEvent>(&mut stream).await {
@@ -227,6 +228,9 @@ async fn monitor(daemon: &Arc<Daemon>, sandbox_id: &str) {
                     Err(e) => tracing::warn!("reconciling {sandbox_id}: {e}"),
                 },
                 Ok(Some(ClientEvent::Samples(samples))) => daemon.ingest(&samples, interval_ms),
+                Ok(Some(ClientEvent::SampleBatch { first_seq, samples })) => {
+                    super::ingest::take_in(daemon, (first_seq, samples), interval_ms, &acknowledger)
+                }
                 Ok(Some(_)) => {}
                 // A whole frame this msbd cannot read: a supervisor started by another msb
                 // version (its run goes on; stop, logs and exec do not depend on these frames).

@@ -29,6 +29,8 @@ pub struct Daemon {
     pub live: super::live::LiveMetrics,
     /// Where every sample goes for history (one writer thread; never blocks the caller).
     pub series: Option<msb_store::SeriesWriter>,
+    /// Which numbered samples were taken in already (a reattach sends unacknowledged ones again).
+    pub intake: super::ingest::Intake,
     /// (device, inode) of the executable this msbd runs, as it was at start.
     pub executable: Option<(u64, u64)>,
     /// Where the Prometheus endpoint listens, once bound.
@@ -57,11 +59,12 @@ impl Daemon {
         telemetry: super::telemetry::Telemetry,
         config: super::config::DaemonConfig,
     ) -> Arc<Self> {
-        let series = msb_store::SeriesWriter::start(&store, msb_store::RetentionConfig::default())
-            .map_err(|e| {
-                tracing::error!("metrics history is off: {}", super::error::error_chain(&e))
-            })
-            .ok();
+        let series =
+            msb_store::SeriesWriter::start_with_options(&store, super::ingest::writer_options())
+                .map_err(|e| {
+                    tracing::error!("metrics history is off: {}", super::error::error_chain(&e))
+                })
+                .ok();
         let warm = Arc::new(super::warm::WarmPool::new(
             supervisor_exe.clone(),
             log_level.clone(),
@@ -84,6 +87,7 @@ impl Daemon {
             shutdown: Notify::new(),
             live: Default::default(),
             series,
+            intake: Default::default(),
             prometheus_addr: Default::default(),
             telemetry,
             config,
@@ -131,6 +135,7 @@ impl Daemon {
 
     pub fn forget(&self, sandbox_id: &str) {
         self.op_locks.lock().unwrap().remove(sandbox_id);
+        self.intake.forget(sandbox_id);
         if let Some(tx) = self.statuses.lock().unwrap().remove(sandbox_id) {
             // Waiters see the sender go away and re-read the catalog.
             drop(tx);

@@ -123,6 +123,58 @@ fn restarts_are_new_runs_and_an_oom_kill_is_an_event_and_a_reason() {
     assert_eq!(events.len(), 1);
 }
 
+/// What history holds of one sandbox's run: samples, distinct times, the largest gap between
+/// two in ms, and the first and last uptime.
+struct Stored {
+    samples: i64,
+    distinct: i64,
+    gap_ms: i64,
+    first_uptime: f64,
+    last_uptime: f64,
+}
+
+fn stored(home: &TestHome, sandbox: &str) -> Stored {
+    let row = &sql(
+        home,
+        &format!(
+            "SELECT count(*) AS n, count(DISTINCT ts_ms) AS d, max(ts_ms - prev) AS gap, \
+             min(uptime_secs) AS first, max(uptime_secs) AS last FROM (SELECT ts_ms, uptime_secs, \
+             lag(ts_ms) OVER (ORDER BY ts_ms) AS prev FROM samples WHERE sandbox_id = '{sandbox}')"
+        ),
+    )[0];
+    Stored {
+        samples: row["n"].as_i64().unwrap(),
+        distinct: row["d"].as_i64().unwrap(),
+        gap_ms: row["gap"].as_i64().unwrap(),
+        first_uptime: row["first"].as_f64().unwrap(),
+        last_uptime: row["last"].as_f64().unwrap(),
+    }
+}
+
+/// Every sample the sampler took (one a second from the start) is in history, once.
+fn assert_every_sample_stored(home: &TestHome, sandbox: &str) -> Stored {
+    let s = stored(home, sandbox);
+    assert_eq!(s.samples, s.distinct, "a sample stored twice");
+    assert!(
+        s.gap_ms <= 1_500,
+        "a {} ms hole in history across the restart",
+        s.gap_ms
+    );
+    assert!(
+        s.first_uptime < 0.5,
+        "the first sample is missing ({})",
+        s.first_uptime
+    );
+    // One sample per second of uptime (ticks can come a little late, never early).
+    let seconds = (s.last_uptime - s.first_uptime).round() as i64;
+    assert!(
+        (s.samples - 1 - seconds).abs() <= 1,
+        "{} samples over {seconds} s of the run",
+        s.samples
+    );
+    s
+}
+
 #[test]
 fn history_survives_msbd_restarts_without_gaps() {
     if !require_root() {
@@ -132,7 +184,8 @@ fn history_survives_msbd_restarts_without_gaps() {
     home.detached("steady", "sleep 1000");
     let sandbox = id(&home, "steady");
     std::thread::sleep(Duration::from_secs(3));
-    // msbd is killed and stays down for a few seconds; the supervisor keeps sampling.
+    // msbd is killed and stays down for a few seconds; the supervisor keeps sampling and keeps
+    // what msbd had not acknowledged as stored, and sends it again.
     let pid = home.daemon_pid().unwrap();
     std::process::Command::new("kill")
         .args(["-9", &pid.to_string()])
@@ -141,29 +194,63 @@ fn history_survives_msbd_restarts_without_gaps() {
     std::thread::sleep(Duration::from_secs(4));
     home.ok(&["server", "start"]);
     std::thread::sleep(Duration::from_secs(3));
-    let gaps = sql(
-        &home,
-        &format!(
-            "SELECT max(ts_ms - prev) AS gap, count(*) AS n FROM (SELECT ts_ms, lag(ts_ms) OVER (ORDER BY ts_ms) AS prev \
-             FROM samples WHERE sandbox_id = '{sandbox}')"
-        ),
-    );
-    let (gap, n) = (
-        gaps[0]["gap"].as_i64().unwrap(),
-        gaps[0]["n"].as_i64().unwrap(),
-    );
-    assert!(n >= 9, "{n} samples over ~10 s");
-    assert!(
-        gap <= 2_500,
-        "a {gap} ms hole in history across the restart"
-    );
+    let before = assert_every_sample_stored(&home, &sandbox);
+    assert!(before.samples >= 9, "{} samples over ~10 s", before.samples);
     // And a clean restart keeps what was stored.
     home.ok(&["server", "stop"]);
-    let again = sql(
+    let after = stored(&home, &sandbox);
+    assert!(after.samples >= before.samples);
+    assert_eq!(after.samples, after.distinct);
+}
+
+#[test]
+fn samples_received_but_not_committed_survive_kill_9_and_are_stored_once() {
+    if !require_root() {
+        return;
+    }
+    // The writer gathers for an hour: nothing is committed unless a history query flushes.
+    let home = TestHome::with_env(&[("MSB_SERIES_BATCH_MS", "3600000")]);
+    home.detached("steady", "sleep 1000");
+    let sandbox = id(&home, "steady");
+    std::thread::sleep(Duration::from_secs(4));
+    // The live view shows a sample msbd received; nothing is stored yet.
+    let received: Value =
+        serde_json::from_str(&home.ok(&["metrics", "steady", "--format", "json"])).unwrap();
+    let uptime = received["uptime_secs"].as_f64().unwrap();
+    assert!(uptime >= 2.0, "{received}");
+    let pid = home.daemon_pid().unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    // The next msbd is sent everything again; a clean stop commits what it received but closes
+    // the watch connections first, so nothing is acknowledged: the third msbd is sent it all
+    // again, and must store none of it twice.
+    home.ok(&["server", "start"]);
+    std::thread::sleep(Duration::from_secs(2));
+    home.ok(&["server", "stop"]);
+    home.ok(&["server", "start"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let s = assert_every_sample_stored(&home, &sandbox);
+    assert!(s.samples >= 9, "{} samples over ~10 s", s.samples);
+    let kept = &sql(
         &home,
-        &format!("SELECT count(*) AS n FROM samples WHERE sandbox_id = '{sandbox}'"),
+        &format!(
+            "SELECT count(*) AS n FROM samples WHERE sandbox_id = '{sandbox}' \
+             AND abs(uptime_secs - {uptime}) < 0.002"
+        ),
+    )[0]["n"];
+    assert_eq!(
+        kept.as_i64(),
+        Some(1),
+        "the sample msbd had received at uptime {uptime}"
     );
-    assert!(again[0]["n"].as_i64().unwrap() >= n);
+    let log = std::fs::read_to_string(home.path().join("msbd.log")).unwrap();
+    assert!(
+        log.contains("samples sent again were already stored"),
+        "the third msbd was sent samples the second had stored"
+    );
 }
 
 #[test]

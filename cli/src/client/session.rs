@@ -195,7 +195,8 @@ pub async fn run(
             ClientEvent::Started { .. }
             | ClientEvent::Done
             | ClientEvent::RecordChanged
-            | ClientEvent::Samples(_) => {}
+            | ClientEvent::Samples(_)
+            | ClientEvent::SampleBatch { .. } => {}
             ClientEvent::Output { stream, data } => {
                 if options.buffer_output {
                     match stream {

@@ -1,7 +1,11 @@
 //! Messages on one connection to a supervisor's socket.
 //!
 //! The first request opens the session (`Attach`, `Exec`, `Control`, `Watch`); after an `Attach` or
-//! `Exec`, only `Stdin`, `StdinEof`, `Resize` and `Signal` are accepted on that connection.
+//! `Exec`, only `Stdin`, `StdinEof`, `Resize` and `Signal` are accepted on that connection; after
+//! a `Watch`, only `SamplesStored`.
+//!
+//! New variants go at the end of each enum: postcard numbers variants by position, so a peer of
+//! an older version reads a new variant as a malformed frame, which both ends skip.
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +30,11 @@ pub enum ClientRequest {
     /// Ring on every change of the run record; the connection stays open until the supervisor
     /// exits, so its end of stream says the supervisor is gone.
     Watch,
+    /// On a watch connection: every sample of this run numbered up to `through_seq` is in the
+    /// store (committed, not merely received); the supervisor forgets them. Cumulative.
+    SamplesStored {
+        through_seq: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -57,6 +66,15 @@ pub enum ClientEvent {
     Error(String),
     /// The run record (`run.json`) changed; read it.
     RecordChanged,
-    /// Measurements, oldest first (to watchers; a backlog after a reattach).
+    /// Measurements, oldest first, unnumbered: what supervisors of earlier versions send. Not
+    /// acknowledged.
     Samples(Vec<msb_metrics::Sample>),
+    /// Measurements, oldest first, numbered per run from 1: `samples[i]` is number
+    /// `first_seq + i`. Each is kept by the supervisor until a `SamplesStored` covers it, and
+    /// sent again to every new watcher until then (a backlog after a reattach may repeat
+    /// samples the previous msbd stored but had not acknowledged).
+    SampleBatch {
+        first_seq: u64,
+        samples: Vec<msb_metrics::Sample>,
+    },
 }

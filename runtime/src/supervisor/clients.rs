@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use msb_protocol::agent::{SessionId, ToAgent, MAIN_SESSION};
 use msb_protocol::session::{ClientEvent, ClientRequest, Control};
-use msb_protocol::ExecSpec;
+use msb_protocol::{ExecSpec, FrameError};
 use tokio::io::AsyncWriteExt;
+use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
@@ -74,11 +75,15 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
             drop(guard);
             let _ = events_tx.send(ClientEvent::RecordChanged);
             shared.add_watcher(events_tx);
+            // msbd acknowledges stored samples on the same connection. Its end of input does
+            // not end the watch: a dead msbd shows as a failed write.
+            let acknowledgements = tokio::spawn(read_acknowledgements(shared.clone(), reader));
             while let Some(event) = events_rx.recv().await {
                 if write_frame(&mut writer, &event).await.is_err() {
-                    return;
+                    break;
                 }
             }
+            acknowledgements.abort();
             return;
         }
         other => {
@@ -151,6 +156,21 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
     let _ = writer.shutdown().await;
     if !ended && session != MAIN_SESSION {
         forget_session(&shared, session);
+    }
+}
+
+/// Reads msbd's `SamplesStored` on a watch connection until it hangs up. Frames this supervisor
+/// cannot decode (from a newer msbd) are skipped.
+async fn read_acknowledgements(shared: Arc<Shared>, mut reader: OwnedReadHalf) {
+    loop {
+        match read_frame::<_, ClientRequest>(&mut reader).await {
+            Ok(Some(ClientRequest::SamplesStored { through_seq })) => {
+                shared.samples_stored(through_seq)
+            }
+            Ok(Some(other)) => tracing::warn!("ignoring {other:?} on a watch connection"),
+            Err(FrameError::Malformed(_)) => {}
+            Ok(None) | Err(_) => return,
+        }
     }
 }
 

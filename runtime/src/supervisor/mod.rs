@@ -7,10 +7,12 @@
 //! started in its own session so it outlives msbd; msbd reattaches through the socket.
 //!
 //! Files: [`state`] holds what the tasks share, [`agent`] the agent channel, [`clients`] the
-//! socket sessions, [`run`] the run from start to exit.
+//! socket sessions, [`run`] the run from start to exit, [`sampler`] the measurements and
+//! [`outbox`] the samples msbd has not yet stored.
 
 mod agent;
 mod clients;
+pub mod outbox;
 mod run;
 pub mod sampler;
 mod state;

@@ -3,10 +3,10 @@
 //! Sources are cgroup files (kept open and read with `pread`, so a tick costs a few reads and
 //! no opens), the agent's heartbeat, the supervisor's own session table, and the writable
 //! root's directory. A source that does not exist on this host or backend stays `None`; the
-//! reason is logged once per sandbox. Samples go to msbd over the watch connections; while no
-//! msbd is connected they wait in a bounded buffer and are delivered on reattach.
+//! reason is logged once per sandbox. Samples go to msbd over the watch connections and stay in
+//! the [`super::outbox`] until msbd has stored them.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -18,11 +18,6 @@ use msb_metrics::Sample;
 use super::state::Shared;
 use crate::backend::{CgroupPaths, CgroupVersion};
 use crate::run_record::now_ms;
-
-/// Samples kept while msbd is away: at least 5 minutes, and never fewer than 600.
-pub fn buffer_capacity(interval_ms: u64) -> usize {
-    ((300_000 / interval_ms.max(1)) as usize).max(600)
-}
 
 /// A cgroup (or proc) file kept open.
 struct Source {
@@ -558,7 +553,7 @@ pub fn allocated_bytes(dir: &Path, max_entries: usize) -> Option<u64> {
 pub type FinalSampleRequest = tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<()>>;
 
 /// Samples every interval until the run ends (and once more when the end asks for a final
-/// sample); delivers to watchers or buffers.
+/// sample); hands each to the outbox and the watchers.
 pub async fn run(
     shared: Arc<Shared>,
     mut sampler: Sampler,
@@ -574,6 +569,7 @@ pub async fn run(
     let mut upper_allocated = None;
     let mut tick: u64 = 0;
     let mut cost_ns: u64 = 0;
+    let mut last_timestamp_ms: u64 = 0;
     loop {
         // `Some(answer)` for the final sample (the answer is `None` when the asker is gone).
         let last = tokio::select! {
@@ -589,10 +585,14 @@ pub async fn run(
         if final_sample {
             sampler.refresh_everything_next();
         }
+        // Strictly increasing within the run, even if the wall clock steps back: msbd drops a
+        // sample sent again after a reattach when its store has the run's sample of that time.
+        let timestamp_ms = now_ms().max(last_timestamp_ms + 1);
+        last_timestamp_ms = timestamp_ms;
         let mut sample = Sample {
             sandbox_id: shared.config.sandbox_id.clone(),
             run_id: shared.config.run_id.clone(),
-            timestamp_ms: now_ms(),
+            timestamp_ms,
             uptime_secs: started.elapsed().as_secs_f64(),
             ..Sample::default()
         };
@@ -628,44 +628,6 @@ pub async fn run(
 fn thread_cpu_ns() -> Option<u64> {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?;
     Some(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-}
-
-/// Samples waiting for msbd, oldest first; the oldest go when it is full.
-#[derive(Debug)]
-pub struct SampleBuffer {
-    samples: VecDeque<Sample>,
-    capacity: usize,
-    pub dropped: u64,
-}
-
-impl SampleBuffer {
-    pub fn new(capacity: usize) -> Self {
-        SampleBuffer {
-            samples: VecDeque::new(),
-            capacity,
-            dropped: 0,
-        }
-    }
-
-    pub fn push(&mut self, sample: Sample) {
-        if self.samples.len() == self.capacity {
-            self.samples.pop_front();
-            self.dropped += 1;
-        }
-        self.samples.push_back(sample);
-    }
-
-    pub fn drain(&mut self) -> Vec<Sample> {
-        self.samples.drain(..).collect()
-    }
-
-    pub fn len(&self) -> usize {
-        self.samples.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
-    }
 }
 
 /// OOM kills in the sandbox's memory cgroup so far (v1 `memory.oom_control`, v2
@@ -718,22 +680,6 @@ mod tests {
         assert!(open_fds(&me, 10).unwrap() >= 3);
         assert_eq!(open_fds(&me, 0), None);
         assert_eq!(open_fds("", 10), Some(0));
-    }
-
-    #[test]
-    fn buffer_keeps_the_newest_and_counts_drops() {
-        let mut buffer = SampleBuffer::new(3);
-        for ts in 0..5 {
-            buffer.push(Sample {
-                timestamp_ms: ts,
-                ..Sample::default()
-            });
-        }
-        assert_eq!(buffer.dropped, 2);
-        let kept: Vec<u64> = buffer.drain().iter().map(|s| s.timestamp_ms).collect();
-        assert_eq!(kept, [2, 3, 4]);
-        assert_eq!(buffer_capacity(1000), 600);
-        assert_eq!(buffer_capacity(100), 3000);
     }
 
     #[test]

@@ -56,8 +56,8 @@ pub struct Shared {
     /// When agent activity was last seen (exec starts, exec I/O, live exec sessions).
     pub last_activity: Mutex<Instant>,
     log: Mutex<Option<LogWriter>>,
-    /// Samples taken while no msbd was watching.
-    pub sample_buffer: Mutex<super::sampler::SampleBuffer>,
+    /// Samples msbd has not acknowledged as stored.
+    pub outbox: Mutex<super::outbox::SampleOutbox>,
     /// Asks the sampler for the run's final sample (taken before the cgroups go) and waits for
     /// it: set when the sampler starts, taken once by the run's end.
     pub final_sample: Mutex<Option<super::sampler::FinalSampleRequest>>,
@@ -73,7 +73,7 @@ impl Shared {
         let log = LogWriter::open(&dir.output_log())
             .map_err(|e| tracing::warn!("output log unavailable: {e}"))
             .ok();
-        let sample_capacity = super::sampler::buffer_capacity(
+        let sample_capacity = super::outbox::capacity(
             config
                 .config
                 .metrics_interval()
@@ -97,7 +97,7 @@ impl Shared {
             watchers: Mutex::new(Vec::new()),
             last_heartbeat: Mutex::new(None),
             last_activity: Mutex::new(Instant::now()),
-            sample_buffer: Mutex::new(super::sampler::SampleBuffer::new(sample_capacity)),
+            outbox: Mutex::new(super::outbox::SampleOutbox::new(sample_capacity)),
             final_sample: Mutex::new(None),
             log: Mutex::new(log),
         }
@@ -166,32 +166,35 @@ impl Shared {
         ConnectionGuard(self.clone())
     }
 
-    /// Sends a sample to the watchers (msbd), with whatever waited for one; buffers it when
-    /// nobody watches.
+    /// Numbers a sample, keeps it until msbd acknowledges it as stored, and sends it to the
+    /// watchers (msbd).
     pub fn deliver_sample(&self, sample: msb_metrics::Sample) {
         let mut watchers = self.watchers.lock().unwrap();
-        let mut buffer = self.sample_buffer.lock().unwrap();
-        buffer.push(sample);
-        if watchers.is_empty() {
-            return;
-        }
-        let batch = buffer.drain();
-        watchers.retain(|w| w.send(ClientEvent::Samples(batch.clone())).is_ok());
-        if watchers.is_empty() {
-            for sample in batch {
-                buffer.push(sample);
-            }
+        let mut outbox = self.outbox.lock().unwrap();
+        let frame = (!watchers.is_empty()).then(|| sample.clone());
+        let seq = outbox.push(sample);
+        drop(outbox);
+        if let Some(sample) = frame {
+            let event = ClientEvent::SampleBatch {
+                first_seq: seq,
+                samples: vec![sample],
+            };
+            watchers.retain(|w| w.send(event.clone()).is_ok());
         }
     }
 
-    /// Registers a watcher and hands it the samples that waited for one.
+    /// Registers a watcher and sends it every sample not yet acknowledged.
     pub fn add_watcher(&self, watcher: mpsc::UnboundedSender<ClientEvent>) {
         let mut watchers = self.watchers.lock().unwrap();
-        let mut buffer = self.sample_buffer.lock().unwrap();
-        if !buffer.is_empty() {
-            let _ = watcher.send(ClientEvent::Samples(buffer.drain()));
+        for frame in self.outbox.lock().unwrap().backlog() {
+            let _ = watcher.send(frame);
         }
         watchers.push(watcher);
+    }
+
+    /// msbd stored every sample numbered up to `through_seq`.
+    pub fn samples_stored(&self, through_seq: u64) {
+        self.outbox.lock().unwrap().acknowledge(through_seq);
     }
 
     pub fn touch_activity(&self) {

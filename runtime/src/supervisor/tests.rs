@@ -330,3 +330,64 @@ fn an_agent_that_vanishes_is_an_internal_error() {
     assert_eq!(record.reason, Some(TerminationReason::InternalError));
     assert!(record.error.unwrap().contains("exited"));
 }
+
+/// Opens a watch connection once the workload runs.
+fn watch(sandbox: &SandboxDir) -> UnixStream {
+    control(sandbox, Control::Ping);
+    let mut stream = UnixStream::connect(sandbox.socket()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write_frame(&mut stream, &ClientRequest::Watch).unwrap();
+    stream
+}
+
+/// `(number, time)` of the samples read on a watch connection until one numbered `through`.
+fn samples_until(stream: &mut UnixStream, through: u64) -> Vec<(u64, u64)> {
+    let mut seen = Vec::new();
+    while seen.last().is_none_or(|(seq, _)| *seq < through) {
+        match read_frame::<_, ClientEvent>(stream) {
+            Ok(Some(ClientEvent::SampleBatch { first_seq, samples })) => {
+                seen.extend((first_seq..).zip(samples.iter().map(|s| s.timestamp_ms)))
+            }
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    seen
+}
+
+#[test]
+fn samples_are_sent_again_until_acknowledged() {
+    let (observed_tx, observed) = std::sync::mpsc::channel();
+    Harness::run(
+        &["hang"],
+        |_| {},
+        move |dir| {
+            // A watcher that goes away without acknowledging anything.
+            let first = samples_until(&mut watch(dir), 3);
+            // The next one is sent everything again, and acknowledges through 4.
+            let mut second_stream = watch(dir);
+            let second = samples_until(&mut second_stream, 6);
+            let ack = ClientRequest::SamplesStored { through_seq: 4 };
+            write_frame(&mut second_stream, &ack).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            drop(second_stream);
+            let third = samples_until(&mut watch(dir), 7);
+            observed_tx.send((first, second, third)).unwrap();
+            control(dir, Control::Stop { timeout_ms: 1_000 });
+        },
+    );
+    let (first, second, third) = observed.recv().unwrap();
+    let numbers = |seen: &[(u64, u64)]| seen.iter().map(|(seq, _)| *seq).collect::<Vec<_>>();
+    assert_eq!(numbers(&first), [1, 2, 3]);
+    assert_eq!(numbers(&second), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(&second[..3], &first[..], "the same samples, sent again");
+    assert!(second.windows(2).all(|w| w[0].1 < w[1].1), "{second:?}");
+    assert_eq!(
+        numbers(&third),
+        [5, 6, 7],
+        "acknowledged samples are not sent again"
+    );
+    assert_eq!(&third[..2], &second[4..]);
+}

@@ -26,6 +26,8 @@ mod writer;
 mod tests;
 #[cfg(test)]
 mod tests_history;
+#[cfg(test)]
+mod tests_writer;
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! The fleet query, Parquet export, and what the history query ([`super::history`]) shares.
+//! The fleet query, Parquet export, the last stored sample of a run, and what the history query ([`super::history`]) shares.
 //!
 //! The fleet query normalises raw rows and rollup rows into one shape (sums and counts of the
 //! gauges) and aggregates that once, so a step that straddles the raw/rollup boundary is still
@@ -158,6 +158,24 @@ impl Store {
                 })
             })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The time of the latest sample of run `run_id` of `sandbox_id` in the store taken at or
+    /// after `since_ms`. msbd asks once per run it reattaches to, before it takes in the
+    /// samples the supervisor sends again: any of them taken at or before this time is already
+    /// stored (a run's sample times strictly increase, and samples are committed in order).
+    pub fn last_sample_ms(
+        &self,
+        sandbox_id: &str,
+        run_id: &str,
+        since_ms: i64,
+    ) -> Result<Option<i64>, SeriesError> {
+        let partitions = self.series_cache().partitions(self.conn())?;
+        let relation = partitions_relation(&partitions, true, since_ms, i64::MAX);
+        let mut statement = self.conn().prepare_cached(&format!(
+            "SELECT max(ts_ms) FROM {relation} WHERE sandbox_id = ? AND run_id = ? AND ts_ms >= ?"
+        ))?;
+        Ok(statement.query_row(params![sandbox_id, run_id, since_ms], |row| row.get(0))?)
     }
 
     /// Writes one sandbox's raw samples in `[since_ms, until_ms)` to a Parquet file (zstd),
