@@ -47,6 +47,10 @@ struct SandboxesSection {
     warm_supervisors: Option<u64>,
 }
 
+/// Default listen address; `MSB_PROMETHEUS_ADDR` or `msbd.toml` override (`off` disables, port 0
+/// picks one).
+pub const DEFAULT_PROMETHEUS_ADDR: &str = "127.0.0.1:9464";
+
 /// Idle supervisors msbd keeps ready when nothing says otherwise.
 pub const DEFAULT_WARM_SUPERVISORS: usize = 1;
 /// Most idle supervisors msbd keeps ready.
@@ -190,7 +194,7 @@ impl DaemonConfig {
         let prometheus_addr = match (env("MSB_PROMETHEUS_ADDR"), file.prometheus.address) {
             (Some(v), _) => (v, "MSB_PROMETHEUS_ADDR".to_owned()),
             (None, Some(v)) => (v, format!("{} [prometheus] address", path.display())),
-            (None, None) => (super::prometheus::DEFAULT_ADDR.to_owned(), String::new()),
+            (None, None) => (DEFAULT_PROMETHEUS_ADDR.to_owned(), String::new()),
         };
         let (prometheus_addr, source) = prometheus_addr;
         if prometheus_addr != "off" {

@@ -7,6 +7,7 @@ use axum::Json;
 
 use msb_api::ErrorBody;
 
+pub use crate::display::error_chain;
 use crate::service::create::CreateError;
 use crate::service::lifecycle::LifecycleError;
 use crate::service::removal::RemovalError;
@@ -61,9 +62,10 @@ impl From<LifecycleError> for ApiError {
         match e {
             LifecycleError::Catalog(e) => e.into(),
             LifecycleError::Transition(e) => e.into(),
-            LifecycleError::NotStartable { .. } | LifecycleError::Refused(_) => {
-                ApiError::Conflict(e.to_string())
-            }
+            LifecycleError::NotStartable { .. }
+            | LifecycleError::Refused(_)
+            | LifecycleError::Active { .. } => ApiError::Conflict(e.to_string()),
+            LifecycleError::Removal(e) => e.into(),
             LifecycleError::BadSignal(_) => ApiError::Invalid(e.to_string()),
             LifecycleError::StartFailed { message, exit_code } => {
                 ApiError::StartFailed { message, exit_code }
@@ -81,9 +83,6 @@ impl From<RemovalError> for ApiError {
     fn from(e: RemovalError) -> Self {
         match e {
             RemovalError::Catalog(e) => e.into(),
-            RemovalError::Transition(e) => e.into(),
-            RemovalError::Stop(e) => (*e).into(),
-            active @ RemovalError::Active { .. } => ApiError::Conflict(active.to_string()),
             io @ RemovalError::Io { .. } => ApiError::Internal(error_chain(&io)),
         }
     }
@@ -134,16 +133,4 @@ impl IntoResponse for ApiError {
         )
             .into_response()
     }
-}
-
-/// "outer: inner: innermost", the whole chain on one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

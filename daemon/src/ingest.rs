@@ -27,8 +27,6 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-use super::state::Daemon;
-
 /// The series writer's gathering window, in ms (default 1000): for tests that need samples to
 /// stay received but uncommitted, and for tuning.
 pub const BATCH_WINDOW_VARIABLE: &str = "MSB_SERIES_BATCH_MS";
@@ -144,64 +142,6 @@ impl Acknowledger {
 pub fn split_watch(stream: UnixStream) -> (OwnedReadHalf, Acknowledger) {
     let (reader, writer) = stream.into_split();
     (reader, Acknowledger::start(writer))
-}
-
-/// Takes in a numbered batch: live state and history for the samples not taken in before, and an
-/// acknowledgement of the whole batch once the writer has committed everything before it.
-pub fn take_in(
-    daemon: &Daemon,
-    (first_seq, samples): (u64, Vec<Sample>),
-    interval_ms: u64,
-    acknowledger: &Acknowledger,
-) {
-    let sent = samples.len();
-    let (fresh, through_seq) = daemon
-        .intake
-        .fresh(first_seq, samples, |first| stored_ms(daemon, first));
-    if fresh.len() < sent {
-        tracing::info!(
-            through_seq,
-            already_stored = sent - fresh.len(),
-            "samples sent again were already stored; dropped"
-        );
-    }
-    if let Some(first) = fresh.first() {
-        let previous = daemon.live.get(&first.sandbox_id);
-        daemon
-            .telemetry
-            .count_samples(previous.as_ref().map(|l| &l.sample), &fresh);
-        daemon.live.record(&fresh, interval_ms);
-    }
-    match &daemon.series {
-        // Even an empty batch goes through the writer: acknowledged only after what was
-        // queued before it is committed.
-        Some(series) => {
-            let acknowledger = acknowledger.clone();
-            series.append_then(fresh, move |stored| {
-                if stored {
-                    acknowledger.stored(through_seq);
-                }
-            });
-        }
-        // History is off: nothing will ever be stored, so holding samples back gains nothing.
-        None => acknowledger.stored(through_seq),
-    }
-}
-
-/// The time of the latest stored sample of `first`'s run, from `first`'s time on.
-fn stored_ms(daemon: &Daemon, first: &Sample) -> Option<u64> {
-    let since_ms = i64::try_from(first.timestamp_ms).unwrap_or(i64::MAX);
-    match daemon
-        .store()
-        .last_sample_ms(&first.sandbox_id, &first.run_id, since_ms)
-    {
-        Ok(stored) => stored.and_then(|ms| u64::try_from(ms).ok()),
-        Err(e) => {
-            // Storing a sample twice is better than losing it.
-            tracing::warn!(sandbox = %first.sandbox_id, "looking up stored samples: {e}");
-            None
-        }
-    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 //! sandbox (see [`reconcile`]), then bind the socket. SIGTERM, SIGINT or
 //! `POST /v1/server/shutdown` stop it cleanly; running sandboxes keep running.
 
+pub mod catalog;
 pub mod config;
+pub mod display;
 pub mod error;
 pub mod exposition;
 pub mod ingest;
@@ -108,7 +110,7 @@ pub fn run_daemon(home: MsbHome, log_level: String, config: config::DaemonConfig
     // Our own session: the shell that started `msb` may go away.
     let _ = nix::unistd::setsid();
     // A sandbox whose supervisor dies is orphaned to us rather than to init, so that the
-    // crash clean-up can reap it (see `reconcile::apply_record`).
+    // crash clean-up can reap it (see `service::record::apply_record`).
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         tracing::warn!("cannot become a child subreaper: {e}");
     }

@@ -18,10 +18,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-/// Default listen address; `MSB_PROMETHEUS_ADDR` or `msbd.toml` override (`off` disables, port 0
-/// picks one).
-pub const DEFAULT_ADDR: &str = "127.0.0.1:9464";
-
 /// Binds the endpoint if it can: a taken port logs one warning and msbd runs without it.
 pub async fn start(daemon: Arc<Daemon>) -> Option<SocketAddr> {
     let wanted = daemon.config.prometheus_addr.clone();

@@ -62,7 +62,10 @@ impl Daemon {
         let series =
             msb_store::SeriesWriter::start_with_options(&store, super::ingest::writer_options())
                 .map_err(|e| {
-                    tracing::error!("metrics history is off: {}", super::error::error_chain(&e))
+                    tracing::error!(
+                        "metrics history is off: {}",
+                        crate::display::error_chain(&e)
+                    )
                 })
                 .ok();
         let warm = Arc::new(super::warm::WarmPool::new(
@@ -117,10 +120,10 @@ impl Daemon {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn sandbox(&self, name: &str) -> Result<SandboxRow, crate::service::CatalogError> {
+    pub fn sandbox(&self, name: &str) -> Result<SandboxRow, crate::catalog::CatalogError> {
         self.store()
             .sandbox_by_name(name)?
-            .ok_or_else(|| crate::service::CatalogError::NotFound(name.to_owned()))
+            .ok_or_else(|| crate::catalog::CatalogError::NotFound(name.to_owned()))
     }
 
     /// The lock that serialises lifecycle operations on one sandbox.

@@ -10,7 +10,7 @@ use msb_api::operations::{ListQuery, RemoveQuery};
 use msb_api::{CreateSandboxRequest, SandboxInfo, SANDBOX_EPHEMERAL_HEADER, SANDBOX_NAME_HEADER};
 
 use crate::error::ApiError;
-use crate::service::{create, info, removal};
+use crate::service::{create, info, lifecycle};
 use crate::state::Daemon;
 
 pub async fn list(
@@ -77,6 +77,6 @@ pub async fn remove(
     Path(name): Path<String>,
     Query(query): Query<RemoveQuery>,
 ) -> Result<StatusCode, ApiError> {
-    removal::remove(&daemon, &name, query.force).await?;
+    lifecycle::remove(&daemon, &name, query.force).await?;
     Ok(StatusCode::NO_CONTENT)
 }

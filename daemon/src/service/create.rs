@@ -8,7 +8,7 @@ use msb_runtime::config::{ConfigError, RootfsSource};
 use msb_runtime::lifecycle::SandboxStatus;
 use msb_store::SandboxRow;
 
-use super::info::info_by_name;
+use super::info::{info_by_name, sandbox_info};
 use super::lifecycle::{start_run, LifecycleError};
 use super::removal::remove_sandbox;
 use super::CatalogError;
@@ -56,7 +56,7 @@ pub async fn create_sandbox(
         tokio::task::spawn_blocking(move || msb_runtime::rootfs::ensure_default_rootfs(&target))
             .await
             .map_err(|e| CreateError::DefaultRoot(e.to_string()))?
-            .map_err(|e| CreateError::DefaultRoot(crate::error::error_chain(&e)))?;
+            .map_err(|e| CreateError::DefaultRoot(crate::display::error_chain(&e)))?;
     }
     let now = msb_store::catalog::now_ms();
     let row = SandboxRow {
@@ -82,5 +82,19 @@ pub async fn create_sandbox(
             return Err(CreateError::Start(e));
         }
     }
-    Ok(info_by_name(daemon, &row.name)?)
+    match info_by_name(daemon, &row.name) {
+        // An ephemeral sandbox whose run already ended (a detached `sh -c 'exit 5'`) is removed
+        // at once, maybe before this answer: answer with what it was, and how it ended.
+        Err(CatalogError::NotFound(_)) if row.ephemeral => {
+            let status = daemon
+                .ending(&row.name)
+                .map_or(SandboxStatus::Stopped, |ending| ending.status);
+            let gone = SandboxRow {
+                status: status.to_string(),
+                ..row
+            };
+            Ok(sandbox_info(daemon, gone)?)
+        }
+        other => Ok(other?),
+    }
 }

@@ -1,18 +1,12 @@
 //! The API's views of catalog rows: a sandbox with its runs.
 
-use std::time::{Duration, UNIX_EPOCH};
-
-use msb_api::{RunInfo, SandboxInfo};
+use msb_api::{RunInfo, SandboxInfo, WaitResponse};
+use msb_runtime::lifecycle::SandboxStatus;
 use msb_store::{RunRow, SandboxRow};
 
 use super::{config_of_row, status_of_row, CatalogError};
+pub use crate::display::rfc3339;
 use crate::state::Daemon;
-
-/// RFC 3339 with milliseconds, in UTC.
-pub fn rfc3339(ms: i64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
-        .to_string()
-}
 
 fn run_info(run: RunRow) -> RunInfo {
     RunInfo {
@@ -66,14 +60,25 @@ pub fn list(daemon: &Daemon, all: bool) -> Result<Vec<SandboxInfo>, CatalogError
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339_is_utc_with_milliseconds() {
-        assert_eq!(
-            super::rfc3339(1_700_000_000_123),
-            "2023-11-14T22:13:20.123Z"
-        );
-        assert_eq!(super::rfc3339(-5), "1970-01-01T00:00:00.000Z");
-    }
+/// How a sandbox in a terminal `status` ended: its latest run's exit code (128 + signal for a
+/// signal), termination reason and error.
+pub fn ending(
+    daemon: &Daemon,
+    row: &SandboxRow,
+    status: SandboxStatus,
+) -> Result<WaitResponse, CatalogError> {
+    let run = daemon.store().latest_run(&row.id)?;
+    Ok(WaitResponse {
+        name: row.name.clone(),
+        status,
+        exit_code: run.as_ref().and_then(|r| match (r.exit_code, r.signal) {
+            (Some(code), _) => Some(code),
+            (None, Some(signal)) => Some(128 + signal),
+            _ => None,
+        }),
+        termination_reason: run
+            .as_ref()
+            .and_then(|r| r.termination_reason.as_ref()?.parse().ok()),
+        error: run.and_then(|r| r.error),
+    })
 }

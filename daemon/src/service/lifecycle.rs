@@ -16,11 +16,13 @@ use msb_runtime::lifecycle::{
     transition, InvalidTransition, Operation, SandboxStatus, TerminationReason,
 };
 use msb_runtime::process::stat;
-use msb_store::{EventRecord, RunRow, SandboxRow};
+use msb_store::{EventRecord, RunRow};
 
-use super::info::info_by_name;
+use super::info::{ending, info_by_name};
+use super::monitor::spawn_monitor;
+use super::record::{apply_record, supervisor_of_run_alive};
+use super::removal::{remove_sandbox, RemovalError};
 use super::{config_of_row, status_of, status_of_row, CatalogError};
-use crate::reconcile::{apply_record, spawn_monitor, supervisor_of_run_alive};
 use crate::state::Daemon;
 use crate::supervisors;
 
@@ -63,6 +65,10 @@ pub enum LifecycleError {
     Refused(String),
     #[error("reaching the supervisor")]
     Unreachable(#[source] msb_protocol::FrameError),
+    #[error("sandbox {name:?} is {status}; stop it first or use --force")]
+    Active { name: String, status: SandboxStatus },
+    #[error(transparent)]
+    Removal(#[from] RemovalError),
     #[error("{what}")]
     Io {
         what: &'static str,
@@ -189,7 +195,15 @@ pub async fn start_run(
     let deadline = Instant::now() + START_TIMEOUT;
     let mut statuses = daemon.subscribe_status(sandbox_id, next);
     loop {
-        let status = status_of(daemon, sandbox_id)?;
+        let status = match status_of(daemon, sandbox_id) {
+            Ok(status) => status,
+            // An ephemeral sandbox is removed as soon as its run ends: a workload that exits at
+            // once may be gone before this loop looks. How it ended says whether it started.
+            Err(CatalogError::NotFound(_)) if row.ephemeral => {
+                return started_before_removal(daemon, &row.name)
+            }
+            Err(e) => return Err(e.into()),
+        };
         if attach.is_some() && status == SandboxStatus::Starting && dir.socket().exists() {
             return Ok(());
         }
@@ -235,6 +249,23 @@ pub async fn start_run(
     Ok(())
 }
 
+/// The start of an ephemeral sandbox that already ended and was removed: a failure if its
+/// workload never started (what msbd remembers of the end says so), else done.
+fn started_before_removal(daemon: &Daemon, name: &str) -> Result<(), LifecycleError> {
+    match daemon.ending(name) {
+        Some(WaitResponse {
+            termination_reason: Some(TerminationReason::Failed),
+            error: Some(message),
+            exit_code,
+            ..
+        }) => Err(LifecycleError::StartFailed {
+            message,
+            exit_code: exit_code.unwrap_or(1),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Stops the current run (SIGTERM, then SIGKILL after `timeout_ms`; 0 kills at once) and
 /// waits until it is recorded as ended. The caller holds the sandbox's operation lock.
 #[tracing::instrument(name = "sandbox.stop", skip_all, fields(sandbox.id = %sandbox_id, timeout_ms))]
@@ -267,29 +298,6 @@ pub async fn stop_run(
         Duration::from_millis(timeout_ms) + Duration::from_secs(15),
     )
     .await
-}
-
-/// How a sandbox in a terminal `status` ended: its latest run's exit code (128 + signal for a
-/// signal), termination reason and error.
-pub fn ending(
-    daemon: &Daemon,
-    row: &SandboxRow,
-    status: SandboxStatus,
-) -> Result<WaitResponse, CatalogError> {
-    let run = daemon.store().latest_run(&row.id)?;
-    Ok(WaitResponse {
-        name: row.name.clone(),
-        status,
-        exit_code: run.as_ref().and_then(|r| match (r.exit_code, r.signal) {
-            (Some(code), _) => Some(code),
-            (None, Some(signal)) => Some(128 + signal),
-            _ => None,
-        }),
-        termination_reason: run
-            .as_ref()
-            .and_then(|r| r.termination_reason.as_ref()?.parse().ok()),
-        error: run.and_then(|r| r.error),
-    })
 }
 
 /// Waits until the sandbox is no longer active, settling a dead supervisor's run if needed.
@@ -378,6 +386,28 @@ pub async fn kill(
         }
     }
     Ok(info_by_name(daemon, name)?)
+}
+
+/// `rm`: removes a sandbox that is not running (with `force`, stops it first).
+pub async fn remove(daemon: &Arc<Daemon>, name: &str, force: bool) -> Result<(), LifecycleError> {
+    let row = daemon.sandbox(name)?;
+    let lock = daemon.op_lock(&row.id);
+    let _guard = lock.lock().await;
+    let row = daemon.sandbox(name)?;
+    let status = status_of_row(&row)?;
+    if status.is_active() {
+        if !force {
+            return Err(LifecycleError::Active {
+                name: name.to_owned(),
+                status,
+            });
+        }
+        stop_run(daemon, &row.id, 0).await?;
+    }
+    transition(status_of_row(&daemon.sandbox(name)?)?, Operation::Remove)?;
+    remove_sandbox(daemon, &row.id)?;
+    tracing::info!(sandbox = %name, "removed");
+    Ok(())
 }
 
 /// `wait`: until the sandbox's run ends, then how it ended. An ephemeral sandbox removed

@@ -1,27 +1,17 @@
-//! Removing sandboxes: `msb rm`, the runtime's removal of ended ephemeral sandboxes, and the
-//! trash their directories go through.
+//! Removing a sandbox's catalog rows and directory (for `msb rm`, in `lifecycle.rs`, and for
+//! the runtime's removal of ended ephemeral sandboxes), and the trash directories go through.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use msb_runtime::lifecycle::{transition, InvalidTransition, Operation, SandboxStatus};
-
-use super::lifecycle::{ending, stop_run, LifecycleError};
-use super::{status_of_row, CatalogError};
+use super::info::ending;
+use super::CatalogError;
 use crate::state::Daemon;
 
-/// What removing a sandbox can fail with.
+/// What removing a sandbox's rows and directory can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum RemovalError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
-    #[error("sandbox {name:?} is {status}; stop it first or use --force")]
-    Active { name: String, status: SandboxStatus },
-    #[error(transparent)]
-    Transition(#[from] InvalidTransition),
-    /// Stopping it first (`--force`) failed.
-    #[error(transparent)]
-    Stop(Box<LifecycleError>),
     #[error("removing {}", path.display())]
     Io {
         path: PathBuf,
@@ -34,30 +24,6 @@ impl From<msb_store::StoreError> for RemovalError {
     fn from(e: msb_store::StoreError) -> Self {
         RemovalError::Catalog(CatalogError::Store(e))
     }
-}
-
-/// `rm`: removes a sandbox that is not running (with `force`, stops it first).
-pub async fn remove(daemon: &Arc<Daemon>, name: &str, force: bool) -> Result<(), RemovalError> {
-    let row = daemon.sandbox(name)?;
-    let lock = daemon.op_lock(&row.id);
-    let _guard = lock.lock().await;
-    let row = daemon.sandbox(name)?;
-    let status = status_of_row(&row)?;
-    if status.is_active() {
-        if !force {
-            return Err(RemovalError::Active {
-                name: name.to_owned(),
-                status,
-            });
-        }
-        stop_run(daemon, &row.id, 0)
-            .await
-            .map_err(|e| RemovalError::Stop(Box::new(e)))?;
-    }
-    transition(status_of_row(&daemon.sandbox(name)?)?, Operation::Remove)?;
-    remove_sandbox(daemon, &row.id)?;
-    tracing::info!(sandbox = %name, "removed");
-    Ok(())
 }
 
 /// Removes an ended ephemeral sandbox, remembering how it ended for a late `wait`. False when

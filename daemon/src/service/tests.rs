@@ -10,7 +10,7 @@ use msb_runtime::config::{RootfsSource, SandboxConfig};
 use msb_runtime::lifecycle::SandboxStatus;
 use msb_runtime::paths::MsbHome;
 
-use super::{capacity, create, info, lifecycle, removal};
+use super::{capacity, create, info, lifecycle};
 use crate::config::DaemonConfig;
 use crate::error::ApiError;
 use crate::state::Daemon;
@@ -85,10 +85,10 @@ async fn create_inspect_wait_and_remove_a_sandbox_that_never_ran() {
         (report.cpus_committed, report.memory_committed_bytes),
         (0.0, 0)
     );
-    removal::remove(&daemon, "web", false).await.unwrap();
-    let gone = removal::remove(&daemon, "web", false).await.unwrap_err();
+    lifecycle::remove(&daemon, "web", false).await.unwrap();
+    let gone = lifecycle::remove(&daemon, "web", false).await.unwrap_err();
     assert!(
-        matches!(&gone, removal::RemovalError::Catalog(super::CatalogError::NotFound(n)) if n == "web")
+        matches!(&gone, lifecycle::LifecycleError::Catalog(super::CatalogError::NotFound(n)) if n == "web")
     );
     assert_eq!(status(gone), StatusCode::NOT_FOUND);
 }

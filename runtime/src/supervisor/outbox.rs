@@ -4,7 +4,7 @@
 //! that the store has committed it (`ClientRequest::SamplesStored`, cumulative). A new watcher
 //! (msbd after a restart, even a `kill -9`) is first sent everything still unacknowledged, so a
 //! sample that was in flight, or received but not yet committed, when msbd died is sent again;
-//! msbd drops the ones it had already stored (see `cli/src/daemon/ingest.rs`). The outbox is
+//! msbd drops the ones it had already stored (see `daemon/src/ingest.rs`). The outbox is
 //! bounded: when it is full the oldest sample goes, and is counted.
 
 use std::collections::VecDeque;

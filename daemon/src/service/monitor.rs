@@ -1,0 +1,181 @@
+//! One monitor task per active sandbox: it holds the watch connection to the sandbox's
+//! supervisor, takes in its samples (`crate::ingest`), folds each record change into the catalog
+//! ([`super::record`]), and when the connection ends (the supervisor is gone) settles the run and
+//! removes the sandbox if it was ephemeral.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use msb_metrics::Sample;
+use msb_protocol::session::ClientEvent;
+use msb_runtime::framing::read_frame;
+use msb_runtime::run_record::{RunPhase, RunRecord};
+
+use super::record::{apply_record, supervisor_of_run_alive};
+use super::removal::remove_if_ephemeral;
+use crate::ingest::Acknowledger;
+use crate::state::Daemon;
+use crate::supervisors;
+
+/// Follows one sandbox's supervisor until it exits, then settles the catalog (and removes
+/// the sandbox if it was ephemeral).
+pub fn spawn_monitor(daemon: Arc<Daemon>, sandbox_id: String) {
+    if !daemon.monitored.lock().unwrap().insert(sandbox_id.clone()) {
+        return;
+    }
+    tokio::spawn(async move {
+        monitor(&daemon, &sandbox_id).await;
+        daemon.monitored.lock().unwrap().remove(&sandbox_id);
+    });
+}
+
+async fn monitor(daemon: &Arc<Daemon>, sandbox_id: &str) {
+    let socket = daemon.home.sandbox(sandbox_id).socket();
+    let run = daemon.store().latest_run(sandbox_id).ok().flatten();
+    let alive = || run.as_ref().is_some_and(supervisor_of_run_alive);
+
+    // The supervisor binds its socket first thing (a warm one within a millisecond or two of
+    // being handed the sandbox); look again soon, then less often (10 s in all).
+    let mut connection = None;
+    let mut pause = Duration::from_millis(1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        match supervisors::watch(&socket).await {
+            Ok(stream) => {
+                connection = Some(stream);
+                break;
+            }
+            Err(_) if alive() => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(25));
+            }
+            Err(_) => break,
+        }
+    }
+    let interval_ms = daemon
+        .store()
+        .sandbox_by_id(sandbox_id)
+        .ok()
+        .flatten()
+        .and_then(|row| {
+            serde_json::from_str::<msb_runtime::config::SandboxConfig>(&row.config_json).ok()
+        })
+        .and_then(|config| config.metrics_interval())
+        .unwrap_or(msb_runtime::config::DEFAULT_METRICS_INTERVAL_MS);
+    if let Some(stream) = connection {
+        let (mut stream, acknowledger) = crate::ingest::split_watch(stream);
+        let mut undecodable = false;
+        loop {
+            match read_frame::<_, ClientEvent>(&mut stream).await {
+                Ok(Some(ClientEvent::RecordChanged)) => match apply_record(daemon, sandbox_id) {
+                    // An ephemeral sandbox's supervisor records the end as soon as the sandbox
+                    // is down (before its own clean-up): remove it now, so `msb run` returns
+                    // without waiting for the supervisor to exit. Nothing of it is ingested
+                    // after that.
+                    Ok(status) if status.is_terminal() => {
+                        if remove_if_ephemeral(daemon, sandbox_id) {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("reconciling {sandbox_id}: {e}"),
+                },
+                Ok(Some(ClientEvent::Samples(samples))) => daemon.ingest(&samples, interval_ms),
+                Ok(Some(ClientEvent::SampleBatch { first_seq, samples })) => {
+                    take_in(daemon, (first_seq, samples), interval_ms, &acknowledger)
+                }
+                Ok(Some(_)) => {}
+                // A whole frame this msbd cannot read: a supervisor started by another msb
+                // version (its run goes on; stop, logs and exec do not depend on these frames).
+                Err(msb_protocol::FrameError::Malformed(e)) => {
+                    if !undecodable {
+                        tracing::warn!(
+                            "sandbox {sandbox_id}: a frame from its supervisor does not decode ({e}); \
+                             it probably runs another msb version: its metrics are skipped until \
+                             it is restarted"
+                        );
+                        undecodable = true;
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+    // The connection ended: the supervisor is exiting. If it recorded the end of the run, that
+    // is all we need; otherwise let it finish dying before judging.
+    let run_record = daemon.home.sandbox(sandbox_id).run_record();
+    let recorded_end = || RunRecord::read(&run_record).is_ok_and(|r| r.phase == RunPhase::Exited);
+    for _ in 0..2000 {
+        if recorded_end() || !alive() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    match apply_record(daemon, sandbox_id) {
+        Ok(status) if status.is_terminal() => {
+            remove_if_ephemeral(daemon, sandbox_id);
+        }
+        Ok(status) => {
+            tracing::warn!("{sandbox_id} is still {status} after its supervisor's socket closed")
+        }
+        Err(e) => tracing::warn!("reconciling {sandbox_id}: {e}"),
+    }
+}
+
+/// Takes in a numbered batch: live state and history for the samples not taken in before, and an
+/// acknowledgement of the whole batch once the writer has committed everything before it.
+fn take_in(
+    daemon: &Daemon,
+    (first_seq, samples): (u64, Vec<Sample>),
+    interval_ms: u64,
+    acknowledger: &Acknowledger,
+) {
+    let sent = samples.len();
+    let (fresh, through_seq) = daemon
+        .intake
+        .fresh(first_seq, samples, |first| stored_ms(daemon, first));
+    if fresh.len() < sent {
+        tracing::info!(
+            through_seq,
+            already_stored = sent - fresh.len(),
+            "samples sent again were already stored; dropped"
+        );
+    }
+    if let Some(first) = fresh.first() {
+        let previous = daemon.live.get(&first.sandbox_id);
+        daemon
+            .telemetry
+            .count_samples(previous.as_ref().map(|l| &l.sample), &fresh);
+        daemon.live.record(&fresh, interval_ms);
+    }
+    match &daemon.series {
+        // Even an empty batch goes through the writer: acknowledged only after what was
+        // queued before it is committed.
+        Some(series) => {
+            let acknowledger = acknowledger.clone();
+            series.append_then(fresh, move |stored| {
+                if stored {
+                    acknowledger.stored(through_seq);
+                }
+            });
+        }
+        // History is off: nothing will ever be stored, so holding samples back gains nothing.
+        None => acknowledger.stored(through_seq),
+    }
+}
+
+/// The time of the latest stored sample of `first`'s run, from `first`'s time on.
+fn stored_ms(daemon: &Daemon, first: &Sample) -> Option<u64> {
+    let since_ms = i64::try_from(first.timestamp_ms).unwrap_or(i64::MAX);
+    match daemon
+        .store()
+        .last_sample_ms(&first.sandbox_id, &first.run_id, since_ms)
+    {
+        Ok(stored) => stored.and_then(|ms| u64::try_from(ms).ok()),
+        Err(e) => {
+            // Storing a sample twice is better than losing it.
+            tracing::warn!(sandbox = %first.sandbox_id, "looking up stored samples: {e}");
+            None
+        }
+    }
+}

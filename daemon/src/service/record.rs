@@ -1,0 +1,152 @@
+//! Keeping the catalog true to what supervisors report: a supervisor writes `run.json` and rings
+//! its watch connections; [`apply_record`] folds the record (and whether the supervisor still
+//! lives) into the catalog through the lifecycle state machine, records how a run ended, and
+//! takes a dead supervisor's unrecorded end as a crash (or a stop, if it was draining).
+
+use msb_runtime::lifecycle::{end_cause, transition, Operation, SandboxStatus, TerminationReason};
+use msb_runtime::process::is_alive;
+use msb_runtime::run_record::{RunPhase, RunRecord};
+use msb_store::{EventRecord, RunRow};
+
+use super::{status_of_row, CatalogError};
+use crate::state::Daemon;
+
+/// Folds the supervisor's run record (and whether it still lives) into the catalog.
+/// Returns the sandbox's status afterwards.
+pub fn apply_record(daemon: &Daemon, sandbox_id: &str) -> Result<SandboxStatus, CatalogError> {
+    let mut store = daemon.store();
+    let Some(sandbox) = store.sandbox_by_id(sandbox_id)? else {
+        return Err(CatalogError::NotFound(sandbox_id.to_owned()));
+    };
+    let current = status_of_row(&sandbox)?;
+    let Some(mut run) = store.latest_run(sandbox_id)? else {
+        return Ok(current);
+    };
+    let record = RunRecord::read(&daemon.home.sandbox(sandbox_id).run_record())
+        .ok()
+        .filter(|r| r.run_id == run.id);
+    let supervisor_alive = supervisor_of_run_alive(&run);
+    if let Some(record) = &record {
+        daemon.telemetry.boot_progress(record);
+    }
+
+    let mut ops: Vec<Operation> = Vec::new();
+    if let Some(record) = &record {
+        copy_record(&mut run, record);
+        match record.phase {
+            RunPhase::Starting => {}
+            RunPhase::Running => ops.push(Operation::Ready),
+            RunPhase::Draining => ops.push(Operation::Stop),
+            RunPhase::Exited if record.reason == Some(TerminationReason::InternalError) => {
+                ops.push(Operation::Crash)
+            }
+            RunPhase::Exited => ops.push(Operation::Exit),
+        }
+    }
+    let ended = record.as_ref().is_some_and(|r| r.phase == RunPhase::Exited);
+    let crashed = !ended && !supervisor_alive && current.is_active();
+    if crashed {
+        // The supervisor died without recording an end.
+        ops = vec![Operation::Crash];
+        run.ended_at_ms = Some(msb_store::catalog::now_ms());
+        let draining = current == SandboxStatus::Draining
+            || record
+                .as_ref()
+                .is_some_and(|r| r.phase == RunPhase::Draining);
+        run.termination_reason = Some(
+            if draining {
+                TerminationReason::ShutdownRequested
+            } else {
+                TerminationReason::InternalError
+            }
+            .to_string(),
+        );
+        run.error.get_or_insert_with(|| {
+            "the supervisor exited without recording the end of the run".to_owned()
+        });
+        // The supervisor cannot clean up any more: its sandbox's processes and cgroups remain.
+        // Released before the status says the run is over (a `stop` that returns Crashed has
+        // nothing left behind), without holding the store meanwhile.
+        drop(store);
+        if let Err(e) = msb_runtime::backend::clean_up_after_crash(sandbox_id) {
+            tracing::warn!(sandbox = %sandbox.name, "cleaning up after the crash: {e}");
+        }
+        store = daemon.store();
+    }
+    // The first time the run is seen ended: why, as an event and msb.sandbox.runs.ended.
+    if run.ended_at_ms.is_some() && run.end_cause.is_none() {
+        let reason = run
+            .termination_reason
+            .as_deref()
+            .and_then(|r| r.parse::<TerminationReason>().ok());
+        let cause = end_cause(reason, run.signal, run.oom_kills);
+        run.end_cause = Some(cause.to_owned());
+        daemon.telemetry.run_ended(cause);
+        store.append_event(&EventRecord {
+            ts_ms: run.ended_at_ms.unwrap_or_else(msb_store::catalog::now_ms),
+            sandbox_id: Some(sandbox_id.to_owned()),
+            kind: "run_ended".to_owned(),
+            detail_json: serde_json::json!({
+                "run_id": run.id, "cause": cause, "reason": run.termination_reason,
+                "exit_code": run.exit_code, "signal": run.signal, "oom_kills": run.oom_kills,
+            })
+            .to_string(),
+        })?;
+    }
+    store.update_run(&run)?;
+
+    let mut status = current;
+    for op in ops {
+        match transition(status, op) {
+            Ok(next) => status = next,
+            Err(e) => tracing::debug!(sandbox = %sandbox.name, "{e}"),
+        }
+    }
+    if status != current {
+        if let Some(kills) = record.as_ref().and_then(|r| r.oom_kills).filter(|n| *n > 0) {
+            store.append_event(&EventRecord {
+                ts_ms: run.ended_at_ms.unwrap_or_else(msb_store::catalog::now_ms),
+                sandbox_id: Some(sandbox_id.to_owned()),
+                kind: "oom_kill".to_owned(),
+                detail_json:
+                    serde_json::json!({"run_id": run.id, "oom_kills": kills, "signal": run.signal})
+                        .to_string(),
+            })?;
+        }
+        store.set_status(sandbox_id, status.as_str())?;
+        let detail = serde_json::json!({
+            "from": current, "to": status,
+            "run_id": run.id, "reason": run.termination_reason, "exit_code": run.exit_code,
+            "signal": run.signal, "error": run.error,
+        });
+        store.append_event(&EventRecord {
+            ts_ms: msb_store::catalog::now_ms(),
+            sandbox_id: Some(sandbox_id.to_owned()),
+            kind: "status".to_owned(),
+            detail_json: detail.to_string(),
+        })?;
+        tracing::info!(sandbox = %sandbox.name, "{current} -> {status}");
+    }
+    drop(store);
+    daemon.publish_status(sandbox_id, status);
+    Ok(status)
+}
+
+/// The run's supervisor (pid and start time, so a reused pid does not count) is alive.
+pub fn supervisor_of_run_alive(run: &RunRow) -> bool {
+    run.supervisor_pid
+        .is_some_and(|pid| is_alive(pid, run.supervisor_start_ticks))
+}
+
+fn copy_record(run: &mut RunRow, record: &RunRecord) {
+    run.supervisor_pid = Some(record.supervisor_pid);
+    run.supervisor_start_ticks = record.supervisor_start_ticks;
+    run.init_pid = record.init_pid;
+    run.workload_pid = record.workload_pid.map(|p| p as i32);
+    run.ended_at_ms = record.ended_at_ms.map(|t| t as i64);
+    run.exit_code = record.exit_code;
+    run.signal = record.signal;
+    run.termination_reason = record.reason.map(|r| r.to_string());
+    run.error = record.error.clone();
+    run.oom_kills = record.oom_kills;
+}
