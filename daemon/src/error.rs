@@ -14,6 +14,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// The request is as the API document says, but cannot be carried out here (a host path
+    /// that does not exist, an empty window, SQL that does not run).
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("{0}")]
     Internal(String),
     /// The sandbox's workload could not be started (e.g. command not found in the sandbox).
@@ -38,6 +44,26 @@ impl From<msb_store::StoreError> for ApiError {
     }
 }
 
+impl From<msb_api::config::ConfigError> for ApiError {
+    fn from(e: msb_api::config::ConfigError) -> Self {
+        if e.is_host_dependent() {
+            ApiError::Unprocessable(e.to_string())
+        } else {
+            ApiError::Invalid(e.to_string())
+        }
+    }
+}
+
+impl From<msb_api::requests::RequestError> for ApiError {
+    fn from(e: msb_api::requests::RequestError) -> Self {
+        if e.is_host_dependent() {
+            ApiError::Unprocessable(e.to_string())
+        } else {
+            ApiError::Invalid(e.to_string())
+        }
+    }
+}
+
 impl From<msb_runtime::lifecycle::InvalidTransition> for ApiError {
     fn from(e: msb_runtime::lifecycle::InvalidTransition) -> Self {
         ApiError::Conflict(e.to_string())
@@ -50,6 +76,8 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
+            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::StartFailed { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "start_failed"),
         };

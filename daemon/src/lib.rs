@@ -9,6 +9,7 @@
 pub mod config;
 pub mod error;
 pub mod exposition;
+pub mod extract;
 pub mod live;
 pub mod otlp;
 pub mod prometheus;

@@ -6,8 +6,8 @@ use std::fs::OpenOptions;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::extract::Json;
 use axum::extract::{Path, State};
-use axum::Json;
 use msb_protocol::session::{ClientEvent, Control};
 use msb_protocol::ExecMode;
 use msb_runtime::config::{SandboxConfig, SupervisorConfig};
@@ -287,6 +287,7 @@ pub async fn stop(
     Path(name): Path<String>,
     Json(request): Json<StopRequest>,
 ) -> Result<Json<SandboxInfo>, ApiError> {
+    request.validate()?;
     let row = daemon.sandbox(&name)?;
     let lock = daemon.op_lock(&row.id);
     let _guard = lock.lock().await;
@@ -305,12 +306,7 @@ pub async fn kill(
     Path(name): Path<String>,
     Json(request): Json<KillRequest>,
 ) -> Result<Json<SandboxInfo>, ApiError> {
-    if !(1..=64).contains(&request.signal) {
-        return Err(ApiError::Invalid(format!(
-            "signal {} is out of range 1-64",
-            request.signal
-        )));
-    }
+    request.validate()?;
     let row = daemon.sandbox(&name)?;
     let lock = daemon.op_lock(&row.id);
     let _guard = lock.lock().await;

@@ -4,9 +4,10 @@ use msb_api::operations::{ListQuery, RemoveQuery};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use axum::extract::{Path, Query, State};
+use crate::extract::Json;
+use crate::extract::Query;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
 use msb_runtime::config::{RootfsSource, SandboxConfig};
 use msb_runtime::lifecycle::{transition, Operation, SandboxStatus};
 use msb_store::{RunRow, SandboxRow};
@@ -92,10 +93,7 @@ pub async fn create(
         Ok(bytes) => bytes,
         Err(e) => return Err(ApiError::Invalid(format!("reading the request body: {e}"))),
     };
-    let request = match Json::<CreateSandboxRequest>::from_bytes(&bytes) {
-        Ok(Json(request)) => request,
-        Err(rejection) => return Ok(rejection.into_response()),
-    };
+    let Json(request) = Json::<CreateSandboxRequest>::from_bytes(&bytes)?;
     let upgrade = (super::session::wants_session(&parts.headers) && request.attach.is_some())
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .flatten();
@@ -128,19 +126,15 @@ const MAX_CREATE_BODY: usize = 2 << 20;
 
 async fn create_sandbox(
     daemon: &Arc<Daemon>,
-    request: CreateSandboxRequest,
+    mut request: CreateSandboxRequest,
 ) -> Result<SandboxInfo, ApiError> {
-    let mut config = request.config;
-    if config.name.is_empty() {
-        config.name = msb_runtime::ids::ephemeral_name();
-        config.ephemeral = true;
+    if request.config.name.is_empty() {
+        request.config.name = msb_runtime::ids::ephemeral_name();
+        request.config.ephemeral = true;
     }
-    config
-        .validate()
-        .map_err(|e| ApiError::Invalid(e.to_string()))?;
-    if request.attach.is_some() && !request.start {
-        return Err(ApiError::Invalid("attach requires start".into()));
-    }
+    request.validate()?;
+    let config = request.config;
+    let ephemeral = config.ephemeral;
     if config.rootfs == RootfsSource::Default
         && !msb_runtime::rootfs::default_rootfs_ready(&daemon.home.default_rootfs())
     {
@@ -167,6 +161,10 @@ async fn create_sandbox(
         let lock = daemon.op_lock(&row.id);
         let _guard = lock.lock().await;
         if let Err(e) = start_run(daemon, &row.id, request.attach).await {
+            // An ephemeral sandbox whose run has already ended is removed by now.
+            if matches!(e, ApiError::NotFound(_)) && ephemeral {
+                return Ok(ended_ephemeral(daemon, row));
+            }
             // A sandbox that cannot start is not left half-created.
             if let Err(cleanup) = remove_sandbox(daemon, &row.id) {
                 tracing::error!("rolling back {}: {cleanup}", row.name);
@@ -174,7 +172,26 @@ async fn create_sandbox(
             return Err(e);
         }
     }
-    info_by_name(daemon, &row.name)
+    match info_by_name(daemon, &row.name) {
+        // An ephemeral sandbox whose run has already ended is removed by now.
+        Err(ApiError::NotFound(_)) if ephemeral => Ok(ended_ephemeral(daemon, row)),
+        other => other,
+    }
+}
+
+/// The answer for an ephemeral sandbox created, run and removed within the request.
+fn ended_ephemeral(daemon: &Daemon, row: SandboxRow) -> SandboxInfo {
+    let ending = daemon.ending(&row.name);
+    SandboxInfo {
+        id: row.id,
+        status: ending.map_or(SandboxStatus::Stopped, |e| e.status),
+        name: row.name,
+        ephemeral: true,
+        created_at: rfc3339(row.created_at_ms),
+        labels: row.labels,
+        config: serde_json::from_str(&row.config_json).expect("written above"),
+        runs: Vec::new(),
+    }
 }
 
 pub async fn inspect(
