@@ -25,8 +25,11 @@ pub const MAX_DURATION_SECS: u64 = 10 * 365 * 24 * 3600;
 pub const ENV_NAME_PATTERN: &str = "^[^=\\u0000]+$";
 /// A string the kernel can carry (argv, environment values): no NUL.
 pub const NO_NUL_PATTERN: &str = "^[^\\u0000]*$";
-/// An absolute path without NUL (workdir, volume guest paths).
+/// An absolute path without NUL (workdir, host paths).
 pub const ABSOLUTE_PATH_PATTERN: &str = "^/[^\\u0000]*$";
+/// A volume's guest path: absolute, without NUL, and not `/` itself (a volume over the
+/// sandbox's root, read-only, left no place for the other mount points).
+pub const GUEST_PATH_PATTERN: &str = "^/[^\\u0000]*[^/\\u0000][^\\u0000]*$";
 
 /// A host path mounted into the sandbox.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
@@ -105,7 +108,7 @@ pub enum ConfigError {
     MissingVolume { path: PathBuf },
     #[error("{field}: host path {path} must be absolute")]
     RelativeHostPath { field: &'static str, path: PathBuf },
-    #[error("volumes: guest path {path} must be absolute")]
+    #[error("volumes: guest path {path} must be absolute and not /")]
     RelativeGuestPath { path: PathBuf },
     #[error("env: environment variable name {0:?} is invalid")]
     EnvName(String),
@@ -171,7 +174,8 @@ impl SandboxConfig {
                     path: volume.host.clone(),
                 });
             }
-            if !absolute_path(&volume.guest.to_string_lossy()) {
+            let guest = volume.guest.to_string_lossy();
+            if !absolute_path(&guest) || guest.chars().all(|c| c == '/') {
                 return Err(ConfigError::RelativeGuestPath {
                     path: volume.guest.clone(),
                 });

@@ -12,9 +12,9 @@ use serde_json::{json, Value};
 use utoipa::OpenApi;
 
 use crate::config::{
-    ABSOLUTE_PATH_PATTERN, ENV_NAME_PATTERN, MAX_CPUS, MAX_DURATION_SECS, MAX_MEMORY_MIB,
-    MAX_METRICS_INTERVAL_MS, MAX_NAME_BYTES, MIN_CPUS_EXCLUSIVE, MIN_DURATION_SECS, MIN_MEMORY_MIB,
-    MIN_METRICS_INTERVAL_MS, NAME_PATTERN, NO_NUL_PATTERN,
+    ABSOLUTE_PATH_PATTERN, ENV_NAME_PATTERN, GUEST_PATH_PATTERN, MAX_CPUS, MAX_DURATION_SECS,
+    MAX_MEMORY_MIB, MAX_METRICS_INTERVAL_MS, MAX_NAME_BYTES, MIN_CPUS_EXCLUSIVE, MIN_DURATION_SECS,
+    MIN_MEMORY_MIB, MIN_METRICS_INTERVAL_MS, NAME_PATTERN, NO_NUL_PATTERN,
 };
 use crate::lifecycle::END_CAUSES;
 use crate::operations::ApiDoc;
@@ -170,10 +170,7 @@ fn constrain_schemas(schemas: &mut Value) {
         &mut volume["host"],
         json!({"pattern": ABSOLUTE_PATH_PATTERN}),
     );
-    merge(
-        &mut volume["guest"],
-        json!({"pattern": ABSOLUTE_PATH_PATTERN}),
-    );
+    merge(&mut volume["guest"], json!({"pattern": GUEST_PATH_PATTERN}));
     for variant in variants(&mut schemas["RootfsSource"]) {
         if let Some(path) = variant["properties"].get_mut("path") {
             merge(path, json!({"pattern": ABSOLUTE_PATH_PATTERN}));

@@ -199,6 +199,18 @@ fn config_cases() -> Vec<(&'static str, Value)> {
         ),
         (
             "volumes",
+            json!([{"host": "/", "guest": "/", "readonly": true}]),
+        ),
+        (
+            "volumes",
+            json!([{"host": "/", "guest": "//", "readonly": true}]),
+        ),
+        (
+            "volumes",
+            json!([{"host": "/", "guest": "//a/", "readonly": true}]),
+        ),
+        (
+            "volumes",
             json!([{"host": "tmp", "guest": "/data", "readonly": true}]),
         ),
         ("volumes", json!([{"host": "/", "guest": "/data"}])),
