@@ -40,7 +40,8 @@ def _scratch_paths(case):
                     volume["host"] = SCRATCH
     elif op.method.upper() == "POST" and op.path.endswith("/stop"):
         grace = body.get("timeout_secs")
-        if isinstance(grace, int) and not isinstance(grace, bool) and 2 < grace <= 3600:
+        number = isinstance(grace, (int, float)) and not isinstance(grace, bool)
+        if number and grace == int(grace) and 2 < grace <= 3600:
             body["timeout_secs"] = 2
     elif op.method.upper() == "POST" and op.path.endswith("/export"):
         path = body.get("path")
