@@ -7,6 +7,11 @@ MSB_PREFIX=/usr/local/lib/msb
 # DuckDB 1.5.5 as a prebuilt shared library, carried by this npm package (docs/adr/001).
 DUCKDB_NPM_PACKAGE="@duckdb/node-bindings-linux-x64@1.5.5-r.5"
 
+# schemathesis, which tests/contract/fuzz.sh runs against a real msbd, pinned, in a virtualenv
+# outside the clone (PyPI only).
+SCHEMATHESIS_VERSION=4.32.5
+SCHEMATHESIS_VENV=/var/tmp/msb-schemathesis
+
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 need_root() {
@@ -66,4 +71,15 @@ build_all() {
     install -d "$BIN_DIR"
     ln -f "$STATIC_DIR/msb" "$STATIC_DIR/msb-supervisor" "$AGENT_STATIC" \
         "$CARGO_TARGET_DIR/release/msbd" "$BIN_DIR/"
+}
+
+# Installs schemathesis into $SCHEMATHESIS_VENV unless the pinned version is there.
+install_schemathesis() {
+    if "$SCHEMATHESIS_VENV/bin/schemathesis" --version 2>/dev/null | grep -q " $SCHEMATHESIS_VERSION\$"; then
+        return
+    fi
+    log "schemathesis $SCHEMATHESIS_VERSION (PyPI) into $SCHEMATHESIS_VENV"
+    python3 -m venv "$SCHEMATHESIS_VENV" 2>/dev/null \
+        || { apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$SCHEMATHESIS_VENV"; }
+    "$SCHEMATHESIS_VENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
 }

@@ -8,9 +8,32 @@ use serde::{Deserialize, Serialize};
 
 /// Longest sandbox name accepted (as microsandbox: 128 bytes).
 pub const MAX_NAME_BYTES: usize = 128;
+/// What a sandbox name is made of (ECMA-262, as the OpenAPI document states it): a letter or
+/// digit, then letters, digits, `-`, `_` and `.`.
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]*$";
+/// The smallest and largest `cpus` (cores; the smallest is exclusive).
+pub const MIN_CPUS_EXCLUSIVE: f64 = 0.0;
+pub const MAX_CPUS: f64 = 1024.0;
+/// The smallest and largest `memory_mib` (the largest keeps the limit in bytes far from u64's).
+pub const MIN_MEMORY_MIB: u64 = 16;
+pub const MAX_MEMORY_MIB: u64 = 1 << 32;
+/// The range of `max_duration_secs` and `idle_timeout_secs`: at least a second, at most ten
+/// years.
+pub const MIN_DURATION_SECS: u64 = 1;
+pub const MAX_DURATION_SECS: u64 = 10 * 365 * 24 * 3600;
+/// An environment variable name: not empty, no `=`, no NUL.
+pub const ENV_NAME_PATTERN: &str = "^[^=\\u0000]+$";
+/// A string the kernel can carry (argv, environment values): no NUL.
+pub const NO_NUL_PATTERN: &str = "^[^\\u0000]*$";
+/// An absolute path without NUL (workdir, host paths).
+pub const ABSOLUTE_PATH_PATTERN: &str = "^/[^\\u0000]*$";
+/// A volume's guest path: absolute, without NUL, and not `/` itself (a volume over the
+/// sandbox's root, read-only, left no place for the other mount points).
+pub const GUEST_PATH_PATTERN: &str = "^/[^\\u0000]*[^/\\u0000][^\\u0000]*$";
 
 /// A host path mounted into the sandbox.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct VolumeMount {
     #[schema(value_type = String)]
     pub host: PathBuf,
@@ -21,7 +44,7 @@ pub struct VolumeMount {
 
 /// The sandbox's root filesystem.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RootfsSource {
     /// msb's default busybox root (read-only lower, per-sandbox writable upper).
     Default,
@@ -32,8 +55,10 @@ pub enum RootfsSource {
     },
 }
 
-/// Everything needed to (re)start a sandbox.
+/// Everything needed to (re)start a sandbox. Unknown fields are refused (a misspelt limit must
+/// not be silently ignored).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SandboxConfig {
     pub name: String,
     /// The startup command (argv). Empty means the root's default shell, `/bin/sh`.
@@ -52,15 +77,17 @@ pub struct SandboxConfig {
     pub idle_timeout_secs: Option<u64>,
     /// Unnamed sandboxes are removed by the runtime when their run ends.
     pub ephemeral: bool,
-    /// Sampling interval in ms: absent = 1000, 0 = metrics disabled, else at least 100.
+    /// Sampling interval in ms: absent = 1000, 0 = metrics disabled, else 100 to 3600000.
     #[serde(default)]
     pub metrics_interval_ms: Option<u64>,
 }
 
 /// The sampling interval when none is configured.
 pub const DEFAULT_METRICS_INTERVAL_MS: u64 = 1000;
-/// The shortest sampling interval accepted.
+/// The shortest sampling interval accepted (0 aside, which turns metrics off).
 pub const MIN_METRICS_INTERVAL_MS: u64 = 100;
+/// The longest sampling interval accepted: an hour.
+pub const MAX_METRICS_INTERVAL_MS: u64 = 3_600_000;
 
 /// A configuration problem, found before anything is created.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -71,42 +98,126 @@ pub enum ConfigError {
     NameTooLong { name: String },
     #[error("sandbox name {name:?} may only contain letters, digits, '-', '_' and '.', and must start with a letter or digit")]
     NameCharacters { name: String },
-    #[error("--cpus must be a positive number, got {0}")]
+    #[error("cpus: --cpus must be more than 0 and at most {MAX_CPUS}, got {0}")]
     Cpus(f64),
-    #[error("--memory must be at least 16 MiB, got {0} MiB")]
+    #[error("memory_mib: --memory must be {MIN_MEMORY_MIB} to {MAX_MEMORY_MIB} MiB, got {0} MiB")]
     Memory(u64),
     #[error("rootfs directory {path} does not exist or is not a directory")]
     MissingRootfs { path: PathBuf },
     #[error("volume host path {path} does not exist")]
     MissingVolume { path: PathBuf },
-    #[error("volume guest path {path} must be absolute")]
+    #[error("{field}: host path {path} must be absolute")]
+    RelativeHostPath { field: &'static str, path: PathBuf },
+    #[error("volumes: guest path {path} must be absolute and not /")]
     RelativeGuestPath { path: PathBuf },
-    #[error("environment variable name {0:?} is invalid")]
+    #[error("env: environment variable name {0:?} is invalid")]
     EnvName(String),
-    #[error("workdir {0:?} must be an absolute path")]
+    #[error("{field}: must not contain a NUL character")]
+    Nul { field: &'static str },
+    #[error("workdir: {0:?} must be an absolute path")]
     Workdir(String),
-    #[error("{what} must be greater than zero")]
-    ZeroDuration { what: &'static str },
     #[error(
-        "--metrics-interval must be 0 (off) or at least {MIN_METRICS_INTERVAL_MS} ms, got {0} ms"
+        "{field}: {what} must be {MIN_DURATION_SECS} to {MAX_DURATION_SECS} seconds, got {secs}"
+    )]
+    Duration {
+        field: &'static str,
+        what: &'static str,
+        secs: u64,
+    },
+    #[error(
+        "metrics_interval_ms: --metrics-interval must be 0 (off) or {MIN_METRICS_INTERVAL_MS} to {MAX_METRICS_INTERVAL_MS} ms, got {0} ms"
     )]
     MetricsInterval(u64),
 }
 
+impl ConfigError {
+    /// The error depends on the host (a path that does not exist there), not on the request
+    /// alone: the OpenAPI document cannot state it, so msbd answers 422, not 400.
+    pub fn is_host_dependent(&self) -> bool {
+        matches!(
+            self,
+            ConfigError::MissingRootfs { .. } | ConfigError::MissingVolume { .. }
+        )
+    }
+}
+
 impl SandboxConfig {
-    /// Checks everything that can be checked on the host before a sandbox exists.
+    /// Checks everything that can be checked on the host before a sandbox exists. Every check
+    /// but the host paths' existence is stated in the OpenAPI document (`crate::contract`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_name(&self.name)?;
         if let Some(cpus) = self.cpus {
-            if !(cpus.is_finite() && cpus > 0.0) {
+            if !(cpus.is_finite() && cpus > MIN_CPUS_EXCLUSIVE && cpus <= MAX_CPUS) {
                 return Err(ConfigError::Cpus(cpus));
             }
         }
         if let Some(mib) = self.memory_mib {
-            if mib < 16 {
+            if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&mib) {
                 return Err(ConfigError::Memory(mib));
             }
         }
+        if self.command.iter().any(|arg| arg.contains('\0')) {
+            return Err(ConfigError::Nul { field: "command" });
+        }
+        if let RootfsSource::Bind { path } = &self.rootfs {
+            if !absolute_path(&path.to_string_lossy()) {
+                return Err(ConfigError::RelativeHostPath {
+                    field: "rootfs",
+                    path: path.clone(),
+                });
+            }
+        }
+        for volume in &self.volumes {
+            if !absolute_path(&volume.host.to_string_lossy()) {
+                return Err(ConfigError::RelativeHostPath {
+                    field: "volumes",
+                    path: volume.host.clone(),
+                });
+            }
+            let guest = volume.guest.to_string_lossy();
+            if !absolute_path(&guest) || guest.chars().all(|c| c == '/') {
+                return Err(ConfigError::RelativeGuestPath {
+                    path: volume.guest.clone(),
+                });
+            }
+        }
+        for (key, value) in &self.env {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return Err(ConfigError::EnvName(key.clone()));
+            }
+            if value.contains('\0') {
+                return Err(ConfigError::Nul { field: "env" });
+            }
+        }
+        if let Some(workdir) = &self.workdir {
+            if !absolute_path(workdir) {
+                return Err(ConfigError::Workdir(workdir.clone()));
+            }
+        }
+        for (field, what, secs) in [
+            (
+                "max_duration_secs",
+                "--max-duration",
+                self.max_duration_secs,
+            ),
+            (
+                "idle_timeout_secs",
+                "--idle-timeout",
+                self.idle_timeout_secs,
+            ),
+        ] {
+            if let Some(secs) =
+                secs.filter(|s| !(MIN_DURATION_SECS..=MAX_DURATION_SECS).contains(s))
+            {
+                return Err(ConfigError::Duration { field, what, secs });
+            }
+        }
+        if let Some(ms) = self.metrics_interval_ms.filter(|ms| {
+            *ms != 0 && !(MIN_METRICS_INTERVAL_MS..=MAX_METRICS_INTERVAL_MS).contains(ms)
+        }) {
+            return Err(ConfigError::MetricsInterval(ms));
+        }
+        // Last, the checks that depend on the host rather than on the request.
         if let RootfsSource::Bind { path } = &self.rootfs {
             if !path.is_dir() {
                 return Err(ConfigError::MissingRootfs { path: path.clone() });
@@ -118,37 +229,6 @@ impl SandboxConfig {
                     path: volume.host.clone(),
                 });
             }
-            if !volume.guest.is_absolute() {
-                return Err(ConfigError::RelativeGuestPath {
-                    path: volume.guest.clone(),
-                });
-            }
-        }
-        for (key, _) in &self.env {
-            if key.is_empty() || key.contains('=') || key.contains('\0') {
-                return Err(ConfigError::EnvName(key.clone()));
-            }
-        }
-        if let Some(workdir) = &self.workdir {
-            if !workdir.starts_with('/') {
-                return Err(ConfigError::Workdir(workdir.clone()));
-            }
-        }
-        if self.max_duration_secs == Some(0) {
-            return Err(ConfigError::ZeroDuration {
-                what: "--max-duration",
-            });
-        }
-        if self.idle_timeout_secs == Some(0) {
-            return Err(ConfigError::ZeroDuration {
-                what: "--idle-timeout",
-            });
-        }
-        if let Some(ms) = self
-            .metrics_interval_ms
-            .filter(|ms| *ms != 0 && *ms < MIN_METRICS_INTERVAL_MS)
-        {
-            return Err(ConfigError::MetricsInterval(ms));
         }
         Ok(())
     }
@@ -172,6 +252,12 @@ impl SandboxConfig {
     }
 }
 
+/// `path` starts with `/` and holds no NUL ([`ABSOLUTE_PATH_PATTERN`]).
+fn absolute_path(path: &str) -> bool {
+    path.starts_with('/') && !path.contains('\0')
+}
+
+/// A sandbox name: not empty, at most [`MAX_NAME_BYTES`], matching [`NAME_PATTERN`].
 pub fn validate_name(name: &str) -> Result<(), ConfigError> {
     if name.is_empty() {
         return Err(ConfigError::EmptyName);

@@ -18,6 +18,7 @@ pub struct HistoryResponse {
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SqlRequest {
     /// One read-only statement over the documented views (`samples`, `samples_1m`, `sandboxes`,
     /// `runs`, `events`, ...).
@@ -32,6 +33,7 @@ pub struct SqlResponse {
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ExportRequest {
     pub since_ms: i64,
     pub until_ms: i64,

@@ -10,10 +10,12 @@
 //! - the request and response bodies, [`MetricsReport`] derived from the instrument declaration.
 
 pub mod config;
+pub mod contract;
 mod history;
 pub mod lifecycle;
 mod metrics;
 pub mod operations;
+pub mod requests;
 
 use std::collections::BTreeMap;
 
@@ -49,7 +51,7 @@ pub const SANDBOX_EPHEMERAL_HEADER: &str = "x-msb-ephemeral";
 
 /// How a started sandbox's workload is wired.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
-#[serde(tag = "mode", rename_all = "snake_case")]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AttachMode {
     /// Pipes; stdin forwarded from the attaching client.
     Stream,
@@ -57,7 +59,10 @@ pub enum AttachMode {
     Pty { rows: u16, cols: u16 },
 }
 
+/// Request bodies refuse unknown fields (a misspelt field is an error, not a silent default);
+/// the document says so with `additionalProperties: false`.
 #[derive(Serialize, Deserialize, Debug, Clone, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateSandboxRequest {
     /// An empty `name` asks msbd to pick one and makes the sandbox ephemeral.
     pub config: SandboxConfig,
@@ -88,8 +93,8 @@ pub struct RunInfo {
     #[serde(default)]
     pub oom_kills: Option<u64>,
     /// Why the run ended, as the `reason` label of `msb.sandbox.runs.ended`.
+    /// One of `lifecycle::END_CAUSES` (the document lists them as an enum).
     #[serde(default)]
-    #[schema(pattern = "^(exit|signal|oom_kill|max_duration|idle|stop|agent_unresponsive|error)$")]
     pub end_cause: Option<String>,
 }
 
@@ -108,8 +113,9 @@ pub struct SandboxInfo {
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct StopRequest {
-    /// Seconds between SIGTERM and SIGKILL; default 10.
+    /// Seconds between SIGTERM and SIGKILL; default 10, at most 3600.
     pub timeout_secs: Option<u64>,
     /// SIGKILL at once.
     #[serde(default)]
@@ -117,8 +123,9 @@ pub struct StopRequest {
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct KillRequest {
-    /// Signal number.
+    /// Signal number, 1 to 64.
     pub signal: i32,
 }
 
@@ -196,12 +203,26 @@ pub struct StoreHealth {
     pub file_bytes: Option<u64>,
 }
 
+/// The values of [`ErrorBody::kind`].
+pub const ERROR_KINDS: [&str; 6] = [
+    "invalid",
+    "not_found",
+    "conflict",
+    "unprocessable",
+    "start_failed",
+    "internal",
+];
+
 /// Every error response.
 #[derive(Serialize, Deserialize, Debug, Clone, ToSchema)]
 pub struct ErrorBody {
     /// One line naming what was wrong.
     pub error: String,
-    /// `not_found`, `conflict`, `invalid`, `start_failed`, `internal`.
+    /// One of [`ERROR_KINDS`]: `invalid` (400: the request breaks a constraint of the
+    /// document), `not_found` (404), `conflict` (409: the sandbox's state or a taken name),
+    /// `unprocessable` (422: the request is as the document says, but cannot be carried out
+    /// here: a host path that does not exist, an empty window, SQL that does not run),
+    /// `start_failed` (422: the workload could not start), `internal` (500).
     pub kind: String,
     /// For `start_failed`: the exit code a shell would give (127 command not found, 126 not
     /// executable).

@@ -15,6 +15,7 @@ use crate::{
 };
 
 #[derive(Deserialize, Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Include sandboxes that are not running.
     #[serde(default)]
@@ -22,6 +23,7 @@ pub struct ListQuery {
 }
 
 #[derive(Deserialize, Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RemoveQuery {
     /// Kill the sandbox first if it is running.
     #[serde(default)]
@@ -29,6 +31,7 @@ pub struct RemoveQuery {
 }
 
 #[derive(Deserialize, Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     /// Only the last N entries of what exists now.
     pub tail: Option<usize>,
@@ -38,6 +41,7 @@ pub struct LogsQuery {
 }
 
 #[derive(Deserialize, Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MetricsQuery {
     /// Include sandboxes whose run has ended (their terminal sample).
     #[serde(default)]
@@ -45,8 +49,9 @@ pub struct MetricsQuery {
 }
 
 #[derive(Deserialize, Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
-    /// Milliseconds between reports (at least 100; default 1000).
+    /// Milliseconds between reports (100 to 3600000; default 1000).
     pub interval_ms: Option<u64>,
     /// Only this sandbox.
     pub name: Option<String>,
@@ -55,6 +60,7 @@ pub struct StreamQuery {
 }
 
 #[derive(Deserialize, Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WindowQuery {
     /// Start, ms since the Unix epoch.
     pub since_ms: i64,
@@ -62,8 +68,8 @@ pub struct WindowQuery {
     pub until_ms: Option<i64>,
     /// Step in ms, at least 100; default: the round step that gives 100 to 300 points over
     /// the window, never finer than the sampling interval (so a short window returns the raw
-    /// samples).
-    #[param(minimum = 100)]
+    /// samples). A step that would give more than 100000 points is coarsened to fit (the
+    /// answer's `step_ms` says which was used).
     pub step_ms: Option<i64>,
 }
 
@@ -72,13 +78,13 @@ pub mod server {
     #[allow(unused_imports)]
     use super::*;
 
-    #[utoipa::path(get, operation_id = "server_status", path = "/v1/server", responses((status = 200, body = ServerStatus)))]
+    #[utoipa::path(get, operation_id = "server_status", path = "/v1/server", responses((status = 200, body = ServerStatus), (status = 500, description = "msbd failed (the store, a supervisor)", body = ErrorBody)))]
     pub fn status() {}
 
-    #[utoipa::path(post, operation_id = "server_shutdown", path = "/v1/server/shutdown", responses((status = 202)))]
+    #[utoipa::path(post, operation_id = "server_shutdown", path = "/v1/server/shutdown", responses((status = 202, description = "msbd stops; running sandboxes keep running")))]
     pub fn shutdown() {}
 
-    #[utoipa::path(get, operation_id = "health", path = "/v1/health", responses((status = 200, body = StoreHealth), (status = 500, body = ErrorBody)))]
+    #[utoipa::path(get, operation_id = "health", path = "/v1/health", responses((status = 200, body = StoreHealth), (status = 500, description = "msbd failed (the store, a supervisor)", body = ErrorBody)))]
     pub fn health() {}
 }
 
@@ -87,22 +93,32 @@ pub mod sandboxes {
     #[allow(unused_imports)]
     use super::*;
 
-    #[utoipa::path(get, operation_id = "list_sandboxes", path = "/v1/sandboxes", params(ListQuery), responses((status = 200, body = Vec<SandboxInfo>)))]
+    #[utoipa::path(get, operation_id = "list_sandboxes", path = "/v1/sandboxes", params(ListQuery), responses((status = 200, body = Vec<SandboxInfo>), (status = 400, description = "The request breaks a constraint of this document (`kind`: `invalid`; the message names the field)", body = ErrorBody), (status = 500, description = "msbd failed (the store, a supervisor)", body = ErrorBody)))]
     pub fn list() {}
 
     #[utoipa::path(post, operation_id = "create_sandbox", path = "/v1/sandboxes", request_body = CreateSandboxRequest,
         responses(
-            (status = 201, body = SandboxInfo),
+            (status = 201, body = SandboxInfo, links(
+                ("inspect" = (operation_id = "inspect_sandbox", parameters(("name" = "$response.body#/name")))),
+                ("start" = (operation_id = "start_sandbox", parameters(("name" = "$response.body#/name")))),
+                ("stop" = (operation_id = "stop_sandbox", parameters(("name" = "$response.body#/name")))),
+                ("kill" = (operation_id = "kill_sandbox", parameters(("name" = "$response.body#/name")))),
+                ("wait" = (operation_id = "wait_sandbox", parameters(("name" = "$response.body#/name")))),
+                ("metrics" = (operation_id = "sandbox_metrics", parameters(("name" = "$response.body#/name")))),
+                ("history" = (operation_id = "sandbox_history", parameters(("name" = "$response.body#/name")))),
+                ("remove" = (operation_id = "remove_sandbox", parameters(("name" = "$response.body#/name")))),
+            )),
             (status = 101, description = "With `Upgrade: msb-session` and `attach`: the started sandbox's session on this connection, as `GET /v1/sandboxes/{name}/session` gives it (one request instead of two); headers `x-msb-sandbox` (name) and `x-msb-ephemeral`"),
-            (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+            (status = 400, description = "The request breaks a constraint of this document (`kind`: `invalid`; the message names the field)", body = ErrorBody), (status = 409, description = "The name is taken", body = ErrorBody), (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+            (status = 422, description = "A host path (`rootfs.path`, `volumes[].host`) does not exist on msbd's host (`unprocessable`), or the workload could not start (`start_failed`, with `exit_code`)", body = ErrorBody), (status = 500, description = "msbd failed (the store, a supervisor)", body = ErrorBody)))]
     pub fn create() {}
 
     #[utoipa::path(get, operation_id = "inspect_sandbox", path = "/v1/sandboxes/{name}", params(("name" = String, Path)),
-        responses((status = 200, body = SandboxInfo), (status = 404, body = ErrorBody)))]
+        responses((status = 200, body = SandboxInfo), (status = 404, description = "No sandbox has this name", body = ErrorBody), (status = 500, description = "msbd failed (the store, a supervisor)", body = ErrorBody)))]
     pub fn inspect() {}
 
     #[utoipa::path(delete, operation_id = "remove_sandbox", path = "/v1/sandboxes/{name}", params(("name" = String, Path), RemoveQuery),
-        responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+        responses((status = 204, description = "Removed"), (status = 400, description = "The request breaks a constraint of this document (`kind`: `invalid`; the message names the field)", body = ErrorBody), (status = 404, description = "No sandbox has this name", body = ErrorBody), (status = 409, description = "The sandbox is running and `force` is not set", body = ErrorBody), (status = 500, description = "msbd failed (the store, a supervisor)", body = ErrorBody)))]
     pub fn remove() {}
 }
 
@@ -112,19 +128,19 @@ pub mod lifecycle {
     use super::*;
 
     #[utoipa::path(post, operation_id = "start_sandbox", path = "/v1/sandboxes/{name}/start", params(("name" = String, Path)),
-        responses((status = 200, body = SandboxInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        responses((status = 200, body = SandboxInfo), (status = 404, description = "No sandbox has this name", body = ErrorBody), (status = 409, description = "The sandbox is already running", body = ErrorBody), (status = 422, description = "The workload could not start (`start_failed`, with `exit_code`)", body = ErrorBody), (status = 500, description = "msbd failed (the store, a supervisor)", body = ErrorBody)))]
     pub fn start() {}
 
     #[utoipa::path(post, operation_id = "stop_sandbox", path = "/v1/sandboxes/{name}/stop", params(("name" = String, Path)), request_body = StopRequest,
-        responses((status = 200, body = SandboxInfo), (status = 404, body = ErrorBody)))]
+        responses((status = 200, body = SandboxInfo), (status = 400, description = "The request breaks a constraint of this document (`kind`: `invalid`; the message names the field)", body = ErrorBody), (status = 404, description = "No sandbox has this name", body = ErrorBody), (status = 415, description = "The body is not `application/json`", body = ErrorBody), (status = 500, description = "msbd failed (the store, a supervisor)", body = ErrorBody)))]
     pub fn stop() {}
 
     #[utoipa::path(post, operation_id = "kill_sandbox", path = "/v1/sandboxes/{name}/kill", params(("name" = String, Path)), request_body = KillRequest,
-        responses((status = 200, body = SandboxInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+        responses((status = 200, body = SandboxInfo), (status = 400, description = "The request breaks a constraint of this document (`kind`: `invalid`; the message names the field)", body = ErrorBody), (status = 404, description = "No sandbox has this name", body = ErrorBody), (status = 409, description = "The sandbox is not running", body = ErrorBody), (status = 415, description = "The body is not `application/json`", body = ErrorBody), (status = 500, description = "msbd failed (the store, a supervisor)", body = ErrorBody)))]
     pub fn kill() {}
 
     #[utoipa::path(post, operation_id = "wait_sandbox", path = "/v1/sandboxes/{name}/wait", params(("name" = String, Path)),
-        responses((status = 200, body = WaitResponse), (status = 404, body = ErrorBody)))]
+        responses((status = 200, body = WaitResponse), (status = 404, description = "No sandbox has this name", body = ErrorBody), (status = 500, description = "msbd failed (the store, a supervisor)", body = ErrorBody)))]
     pub fn wait() {}
 }
 
@@ -135,7 +151,7 @@ pub mod logs {
 
     #[utoipa::path(get, operation_id = "sandbox_logs", path = "/v1/sandboxes/{name}/logs", params(("name" = String, Path), LogsQuery),
         responses((status = 200, description = "JSON Lines, one LogEntry per line", body = LogEntry, content_type = "application/x-ndjson"),
-                  (status = 404, body = ErrorBody)))]
+                  (status = 400, description = "The request breaks a constraint of this document (`kind`: `invalid`; the message names the field)", body = ErrorBody), (status = 404, description = "No sandbox has this name", body = ErrorBody), (status = 500, description = "msbd failed (the store, a supervisor)", body = ErrorBody)))]
     pub fn logs() {}
 }
 
@@ -145,7 +161,7 @@ pub mod session {
     use super::*;
 
     #[utoipa::path(get, operation_id = "sandbox_session", path = "/v1/sandboxes/{name}/session", params(("name" = String, Path)),
-        responses((status = 101, description = "Switching to msb-session framing"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+        responses((status = 101, description = "Switching to msb-session framing"), (status = 400, description = "The request lacks `Upgrade: msb-session`", body = ErrorBody), (status = 404, description = "No sandbox has this name", body = ErrorBody), (status = 409, description = "The sandbox is not running", body = ErrorBody)))]
     pub fn session() {}
 }
 
@@ -154,19 +170,19 @@ pub mod metrics {
     #[allow(unused_imports)]
     use super::*;
 
-    #[utoipa::path(get, operation_id = "list_metrics", path = "/v1/metrics", params(MetricsQuery), responses((status = 200, body = Vec<MetricsReport>)))]
+    #[utoipa::path(get, operation_id = "list_metrics", path = "/v1/metrics", params(MetricsQuery), responses((status = 200, body = Vec<MetricsReport>), (status = 400, description = "The request breaks a constraint of this document (`kind`: `invalid`; the message names the field)", body = ErrorBody), (status = 500, description = "msbd failed (the store, a supervisor)", body = ErrorBody)))]
     pub fn list() {}
 
     #[utoipa::path(get, operation_id = "sandbox_metrics", path = "/v1/sandboxes/{name}/metrics", params(("name" = String, Path)),
-        responses((status = 200, body = MetricsReport), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+        responses((status = 200, body = MetricsReport), (status = 404, description = "No sandbox has this name", body = ErrorBody), (status = 409, description = "No sample yet, or metrics are off for the sandbox", body = ErrorBody), (status = 500, description = "msbd failed (the store, a supervisor)", body = ErrorBody)))]
     pub fn one() {}
 
     #[utoipa::path(get, operation_id = "stream_metrics", path = "/v1/metrics/stream", params(StreamQuery),
         responses((status = 200, description = "JSON Lines: one MetricsReport per sandbox per interval", body = MetricsReport, content_type = "application/x-ndjson"),
-                  (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+                  (status = 400, description = "The request breaks a constraint of this document (`kind`: `invalid`; the message names the field)", body = ErrorBody), (status = 404, description = "No sandbox has this name", body = ErrorBody), (status = 500, description = "msbd failed (the store, a supervisor)", body = ErrorBody)))]
     pub fn stream() {}
 
-    #[utoipa::path(get, operation_id = "capacity", path = "/v1/capacity", responses((status = 200, body = CapacityReport)))]
+    #[utoipa::path(get, operation_id = "capacity", path = "/v1/capacity", responses((status = 200, body = CapacityReport), (status = 500, description = "msbd failed (the store, a supervisor)", body = ErrorBody)))]
     pub fn capacity() {}
 }
 
@@ -176,19 +192,19 @@ pub mod history {
     use super::*;
 
     #[utoipa::path(get, operation_id = "sandbox_history", path = "/v1/sandboxes/{name}/history", params(("name" = String, Path), WindowQuery),
-        responses((status = 200, body = HistoryResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        responses((status = 200, body = HistoryResponse), (status = 400, description = "The request breaks a constraint of this document (`kind`: `invalid`; the message names the field)", body = ErrorBody), (status = 404, description = "No sandbox has this name", body = ErrorBody), (status = 422, description = "The window is empty: `until_ms` (default now) is not after `since_ms`", body = ErrorBody), (status = 500, description = "msbd failed (the store, a supervisor)", body = ErrorBody)))]
     pub fn sandbox() {}
 
     #[utoipa::path(get, operation_id = "fleet_history", path = "/v1/history/fleet", params(WindowQuery),
-        responses((status = 200, body = HistoryResponse), (status = 400, body = ErrorBody)))]
+        responses((status = 200, body = HistoryResponse), (status = 400, description = "The request breaks a constraint of this document (`kind`: `invalid`; the message names the field)", body = ErrorBody), (status = 422, description = "The window is empty: `until_ms` (default now) is not after `since_ms`", body = ErrorBody), (status = 500, description = "msbd failed (the store, a supervisor)", body = ErrorBody)))]
     pub fn fleet() {}
 
     #[utoipa::path(post, operation_id = "sql", path = "/v1/sql", request_body = SqlRequest,
-        responses((status = 200, body = SqlResponse), (status = 400, body = ErrorBody)))]
+        responses((status = 200, body = SqlResponse), (status = 400, description = "The request breaks a constraint of this document (`kind`: `invalid`; the message names the field)", body = ErrorBody), (status = 415, description = "The body is not `application/json`", body = ErrorBody), (status = 422, description = "The statement does not parse, is not read-only, fails, or returns too many rows", body = ErrorBody), (status = 500, description = "msbd failed (the store, a supervisor)", body = ErrorBody)))]
     pub fn sql() {}
 
     #[utoipa::path(post, operation_id = "export_history", path = "/v1/sandboxes/{name}/export", params(("name" = String, Path)), request_body = ExportRequest,
-        responses((status = 200, body = ExportResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        responses((status = 200, body = ExportResponse), (status = 400, description = "The request breaks a constraint of this document (`kind`: `invalid`; the message names the field)", body = ErrorBody), (status = 404, description = "No sandbox has this name", body = ErrorBody), (status = 415, description = "The body is not `application/json`", body = ErrorBody), (status = 422, description = "The window is empty, or the file directory does not exist on msbd host", body = ErrorBody), (status = 500, description = "msbd failed (the store, a supervisor)", body = ErrorBody)))]
     pub fn export() {}
 }
 
@@ -229,10 +245,10 @@ pub mod history {
 )]
 pub struct ApiDoc;
 
-/// The document as committed in `docs/openapi.json`.
+/// The document as committed in `docs/openapi.json`: the declarations above completed with
+/// the constraints msbd enforces ([`crate::contract::document`]).
 pub fn openapi_json() -> String {
-    let mut json = ApiDoc::openapi()
-        .to_pretty_json()
+    let mut json = serde_json::to_string_pretty(&crate::contract::document())
         .expect("the OpenAPI document serialises");
     json.push('\n');
     json

@@ -21,6 +21,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// The request is as the API document says, but cannot be carried out here (a host path
+    /// that does not exist, an empty window, SQL that does not run).
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("{0}")]
     Internal(String),
     /// The sandbox's workload could not be started (e.g. command not found in the sandbox).
@@ -53,6 +59,16 @@ impl From<CatalogError> for ApiError {
             unreadable @ CatalogError::Unreadable { .. } => {
                 ApiError::Internal(unreadable.to_string())
             }
+        }
+    }
+}
+
+impl From<msb_api::config::ConfigError> for ApiError {
+    fn from(e: msb_api::config::ConfigError) -> Self {
+        if e.is_host_dependent() {
+            ApiError::Unprocessable(e.to_string())
+        } else {
+            ApiError::Invalid(e.to_string())
         }
     }
 }
@@ -91,12 +107,20 @@ impl From<RemovalError> for ApiError {
 impl From<CreateError> for ApiError {
     fn from(e: CreateError) -> Self {
         match e {
-            CreateError::Invalid(_) | CreateError::AttachWithoutStart => {
-                ApiError::Invalid(e.to_string())
-            }
+            CreateError::Invalid(e) => e.into(),
             CreateError::Catalog(e) => e.into(),
             CreateError::Start(e) => e.into(),
             root @ CreateError::DefaultRoot(_) => ApiError::Internal(root.to_string()),
+        }
+    }
+}
+
+impl From<msb_api::requests::RequestError> for ApiError {
+    fn from(e: msb_api::requests::RequestError) -> Self {
+        if e.is_host_dependent() {
+            ApiError::Unprocessable(e.to_string())
+        } else {
+            ApiError::Invalid(e.to_string())
         }
     }
 }
@@ -113,6 +137,8 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
+            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::StartFailed { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "start_failed"),
         };

@@ -11,6 +11,7 @@ pub mod config;
 pub mod display;
 pub mod error;
 pub mod exposition;
+pub mod extract;
 pub mod ingest;
 pub mod live;
 pub mod otlp;

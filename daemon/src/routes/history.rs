@@ -3,8 +3,9 @@
 use msb_api::operations::WindowQuery;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
-use axum::Json;
+use crate::extract::Json;
+use crate::extract::Query;
+use axum::extract::{Path, State};
 
 use crate::error::{error_chain, ApiError};
 use crate::state::Daemon;
@@ -13,25 +14,17 @@ use msb_api::{ExportRequest, ExportResponse, HistoryResponse, SqlRequest, SqlRes
 /// `(since, until, step)` of a window query; `interval_ms` is the sampling interval the default
 /// step is never finer than.
 fn resolve(query: &WindowQuery, interval_ms: i64) -> Result<(i64, i64, i64), ApiError> {
+    query.validate()?;
     let until = query.until_ms.unwrap_or_else(msb_store::catalog::now_ms);
+    if until <= query.since_ms {
+        return Err(ApiError::Unprocessable(
+            "the window is empty: until_ms must be after since_ms".into(),
+        ));
+    }
     let step = query.step_ms.unwrap_or_else(|| {
         msb_store::default_step_ms(until.saturating_sub(query.since_ms), interval_ms)
     });
-    if step < 100 {
-        return Err(ApiError::Invalid(format!(
-            "step {step} ms is shorter than 100 ms"
-        )));
-    }
-    if until <= query.since_ms {
-        return Err(ApiError::Invalid(
-            "the window is empty: until must be after since".into(),
-        ));
-    }
-    if (until - query.since_ms) / step > 100_000 {
-        return Err(ApiError::Invalid(
-            "the window holds more than 100000 steps; use a larger step".into(),
-        ));
-    }
+    let step = msb_api::requests::fit_step(query.since_ms, until, step);
     Ok((query.since_ms, until, step))
 }
 
@@ -39,10 +32,13 @@ fn resolve(query: &WindowQuery, interval_ms: i64) -> Result<(i64, i64, i64), Api
 /// read: msb's default.
 const DEFAULT_INTERVAL_MS: i64 = 1_000;
 
+/// A statement or window the store refuses is the request's fault (422); a store that cannot
+/// be written or read is msbd's (500).
 fn series_error(e: msb_store::SeriesError) -> ApiError {
+    use msb_store::SeriesError as E;
     match e {
-        msb_store::SeriesError::BadWindow { .. } => ApiError::Invalid(e.to_string()),
-        other => ApiError::Invalid(error_chain(&other)),
+        E::Write(_) | E::WriterGone => ApiError::Internal(error_chain(&e)),
+        other => ApiError::Unprocessable(error_chain(&other)),
     }
 }
 
@@ -141,16 +137,16 @@ pub async fn export(
     Path(name): Path<String>,
     Json(request): Json<ExportRequest>,
 ) -> Result<Json<ExportResponse>, ApiError> {
+    request.validate()?;
     let row = daemon.sandbox(&name)?;
     let path = std::path::PathBuf::from(&request.path);
-    if !path.is_absolute() || path.extension().is_none_or(|e| e != "parquet") {
-        return Err(ApiError::Invalid(format!(
-            "{} must be an absolute path ending in .parquet",
-            request.path
-        )));
+    if request.until_ms <= request.since_ms {
+        return Err(ApiError::Unprocessable(
+            "the window is empty: until_ms must be after since_ms".into(),
+        ));
     }
     if !path.parent().is_some_and(|p| p.is_dir()) {
-        return Err(ApiError::Invalid(format!(
+        return Err(ApiError::Unprocessable(format!(
             "the directory of {} does not exist",
             request.path
         )));

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
+use crate::extract::Json;
 use axum::extract::{Path, State};
-use axum::Json;
 use msb_api::{KillRequest, SandboxInfo, StopRequest, WaitResponse};
 
 use crate::error::ApiError;
@@ -23,6 +23,7 @@ pub async fn stop(
     Path(name): Path<String>,
     Json(request): Json<StopRequest>,
 ) -> Result<Json<SandboxInfo>, ApiError> {
+    request.validate()?;
     let info = lifecycle::stop(&daemon, &name, request.force, request.timeout_secs).await?;
     Ok(Json(info))
 }
@@ -32,6 +33,7 @@ pub async fn kill(
     Path(name): Path<String>,
     Json(request): Json<KillRequest>,
 ) -> Result<Json<SandboxInfo>, ApiError> {
+    request.validate()?;
     Ok(Json(lifecycle::kill(&daemon, &name, request.signal).await?))
 }
 

@@ -4,8 +4,9 @@ use msb_api::operations::LogsQuery;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::extract::Query;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::Response;
 use msb_runtime::lifecycle::SandboxStatus;
@@ -20,6 +21,7 @@ pub async fn logs(
     Path(name): Path<String>,
     Query(query): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
+    query.validate()?;
     let row = daemon.sandbox(&name)?;
     let path = daemon.home.sandbox(&row.id).output_log();
     let (mut entries, mut offset) =

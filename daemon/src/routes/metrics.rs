@@ -4,11 +4,12 @@ use msb_api::operations::{MetricsQuery, StreamQuery};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::extract::Json;
+use crate::extract::Query;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::Response;
-use axum::Json;
 use msb_store::SandboxRow;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -85,12 +86,8 @@ pub async fn stream(
     State(daemon): State<Arc<Daemon>>,
     Query(query): Query<StreamQuery>,
 ) -> Result<Response, ApiError> {
+    query.validate()?;
     let interval_ms = query.interval_ms.unwrap_or(1000);
-    if interval_ms < 100 {
-        return Err(ApiError::Invalid(format!(
-            "interval {interval_ms} ms is shorter than 100 ms"
-        )));
-    }
     if let Some(name) = &query.name {
         daemon.sandbox(name)?;
     }

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use crate::extract::Json;
+use crate::extract::Query;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
 use msb_api::operations::{ListQuery, RemoveQuery};
 use msb_api::{CreateSandboxRequest, SandboxInfo, SANDBOX_EPHEMERAL_HEADER, SANDBOX_NAME_HEADER};
 
@@ -31,10 +32,7 @@ pub async fn create(
         Ok(bytes) => bytes,
         Err(e) => return Err(ApiError::Invalid(format!("reading the request body: {e}"))),
     };
-    let request = match Json::<CreateSandboxRequest>::from_bytes(&bytes) {
-        Ok(Json(request)) => request,
-        Err(rejection) => return Ok(rejection.into_response()),
-    };
+    let Json(request) = Json::<CreateSandboxRequest>::from_bytes(&bytes)?;
     let upgrade = (super::session::wants_session(&parts.headers) && request.attach.is_some())
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .flatten();

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use crate::extract::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use msb_runtime::lifecycle::SandboxStatus;
 
 use crate::error::ApiError;

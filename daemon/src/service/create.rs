@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
+use msb_api::requests::RequestError;
 use msb_api::{CreateSandboxRequest, SandboxInfo};
-use msb_runtime::config::{ConfigError, RootfsSource};
+use msb_runtime::config::RootfsSource;
 use msb_runtime::lifecycle::SandboxStatus;
 use msb_store::SandboxRow;
 
@@ -18,9 +19,7 @@ use crate::state::Daemon;
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
     #[error(transparent)]
-    Invalid(#[from] ConfigError),
-    #[error("attach requires start")]
-    AttachWithoutStart,
+    Invalid(#[from] RequestError),
     #[error("building the default root: {0}")]
     DefaultRoot(String),
     #[error(transparent)]
@@ -40,15 +39,13 @@ pub async fn create_sandbox(
     daemon: &Arc<Daemon>,
     request: CreateSandboxRequest,
 ) -> Result<SandboxInfo, CreateError> {
-    let mut config = request.config;
-    if config.name.is_empty() {
-        config.name = msb_runtime::ids::ephemeral_name();
-        config.ephemeral = true;
+    let mut request = request;
+    if request.config.name.is_empty() {
+        request.config.name = msb_runtime::ids::ephemeral_name();
+        request.config.ephemeral = true;
     }
-    config.validate()?;
-    if request.attach.is_some() && !request.start {
-        return Err(CreateError::AttachWithoutStart);
-    }
+    request.validate()?;
+    let config = request.config;
     if config.rootfs == RootfsSource::Default
         && !msb_runtime::rootfs::default_rootfs_ready(&daemon.home.default_rootfs())
     {

@@ -274,12 +274,16 @@ pub async fn stop_run(
     sandbox_id: &str,
     timeout_ms: u64,
 ) -> Result<(), LifecycleError> {
-    if !status_of(daemon, sandbox_id)?.is_active() {
+    let status = status_of(daemon, sandbox_id)?;
+    if !status.is_active() {
         return Ok(());
     }
     let socket = daemon.home.sandbox(sandbox_id).socket();
     if supervisor_alive(daemon, sandbox_id) {
-        let control = if timeout_ms == 0 {
+        // A sandbox still Starting (e.g. holding its workload for a client) has no workload to
+        // SIGKILL: a SIGKILL request left it Starting until its attach timeout; a stop without
+        // grace brings it down at once.
+        let control = if timeout_ms == 0 && status != SandboxStatus::Starting {
             Control::Kill {
                 signal: libc::SIGKILL,
             }

@@ -116,7 +116,10 @@ async fn each_refusal_is_typed_and_answered_with_its_status() {
     let mut detached = request("other", root.path());
     detached.attach = Some(msb_api::AttachMode::Stream);
     let attach = create::create_sandbox(&daemon, detached).await.unwrap_err();
-    assert!(matches!(attach, create::CreateError::AttachWithoutStart));
+    assert!(matches!(
+        attach,
+        create::CreateError::Invalid(msb_api::requests::RequestError::AttachWithoutStart)
+    ));
     assert_eq!(status(attach), StatusCode::BAD_REQUEST);
     assert!(
         info::info_by_name(&daemon, "other").is_err(),

@@ -1,0 +1,78 @@
+"""Schemathesis hooks for fuzzing msbd (loaded through SCHEMATHESIS_HOOKS by fuzz.sh).
+
+- Host paths: whether a host path exists on msbd's host is not something a schema can state,
+  and a fuzzer must not bind the host's `/` into a sandbox or write Parquet files over it. So
+  the string host paths of a create request (`rootfs.path`, `volumes[].host`) are replaced by a
+  scratch directory, and an export's `path` by a file in it. Only strings are replaced, so a
+  negative case (a number where a path belongs) stays negative.
+- Stop's grace: `stop` answers once its grace (`timeout_secs`, up to an hour as documented)
+  has run out, longer than a fuzzer waits for an answer; a valid grace is shortened to 2 s
+  (an invalid one is left as it is).
+- A tally of every generated case's mode and answer is appended to $MSB_FUZZ_TALLY, from which
+  fuzz.sh reports how many valid inputs each operation refused.
+"""
+
+import json
+import os
+
+import schemathesis
+
+SCRATCH = os.environ["MSB_FUZZ_SCRATCH"]
+TALLY = os.environ["MSB_FUZZ_TALLY"]
+
+
+def _scratch_paths(case):
+    body = case.body
+    if not isinstance(body, dict):
+        return
+    op = case.operation
+    if op.method.upper() == "POST" and op.path == "/v1/sandboxes":
+        config = body.get("config")
+        if not isinstance(config, dict):
+            return
+        rootfs = config.get("rootfs")
+        if isinstance(rootfs, dict) and isinstance(rootfs.get("path"), str):
+            rootfs["path"] = SCRATCH
+        volumes = config.get("volumes")
+        if isinstance(volumes, list):
+            for volume in volumes:
+                if isinstance(volume, dict) and isinstance(volume.get("host"), str):
+                    volume["host"] = SCRATCH
+    elif op.method.upper() == "POST" and op.path.endswith("/stop"):
+        grace = body.get("timeout_secs")
+        number = isinstance(grace, (int, float)) and not isinstance(grace, bool)
+        if number and grace == int(grace) and 2 < grace <= 3600:
+            body["timeout_secs"] = 2
+    elif op.method.upper() == "POST" and op.path.endswith("/export"):
+        path = body.get("path")
+        if isinstance(path, str) and path.startswith("/") and path.endswith(".parquet"):
+            body["path"] = os.path.join(SCRATCH, "export.parquet")
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    _scratch_paths(case)
+
+
+@schemathesis.hook
+def after_call(context, case, response):
+    meta = case.meta
+    mode = "unknown"
+    if meta is not None:
+        mode = "positive" if meta.generation.mode.is_positive else "negative"
+    try:
+        kind = response.json().get("kind") if response.status_code >= 400 else None
+    except Exception:
+        kind = None
+    with open(TALLY, "a") as f:
+        f.write(
+            json.dumps(
+                {
+                    "operation": f"{case.operation.method.upper()} {case.operation.path}",
+                    "mode": mode,
+                    "status": response.status_code,
+                    "kind": kind,
+                }
+            )
+            + "\n"
+        )
