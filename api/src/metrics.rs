@@ -24,13 +24,6 @@ pub struct MetricsReport {
     pub sample: Sample,
 }
 
-impl MetricsReport {
-    /// The value of declared field `field` (`None` when null or not a field).
-    pub fn value(&self, field: &str) -> Option<f64> {
-        msb_metrics::by_field(field).and_then(|i| (i.get)(&self.sample).map(Number::as_f64))
-    }
-}
-
 fn json_number(value: Option<Number>) -> serde_json::Value {
     match value {
         Some(Number::U64(v)) => v.into(),

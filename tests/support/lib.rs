@@ -179,6 +179,20 @@ impl TestHome {
             .expect("inspect json")
     }
 
+    /// `msb metrics NAME --format json`.
+    pub fn metrics(&self, name: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["metrics", name, "--format", "json"]))
+            .expect("metrics json")
+    }
+
+    /// Waits until the sandbox has a sample (the first arrives within one interval); returns it.
+    pub fn first_sample(&self, name: &str) -> serde_json::Value {
+        self.eventually(Duration::from_secs(20), "a first sample", || {
+            self.msb(&["metrics", name, "--format", "json"]).code == 0
+        });
+        self.metrics(name)
+    }
+
     pub fn status(&self, name: &str) -> String {
         self.inspect(name)["status"].as_str().unwrap().to_owned()
     }

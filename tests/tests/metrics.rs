@@ -9,18 +9,6 @@ use serde_json::Value;
 /// CPU measurements need the machine to themselves, as far as this binary can give it.
 static CPU_HEAVY: Mutex<()> = Mutex::new(());
 
-fn metrics(home: &TestHome, name: &str) -> Value {
-    serde_json::from_str(&home.ok(&["metrics", name, "--format", "json"])).unwrap()
-}
-
-/// Waits until the sandbox has a sample (the first arrives within one interval).
-fn first_sample(home: &TestHome, name: &str) -> Value {
-    home.eventually(Duration::from_secs(20), "a first sample", || {
-        home.msb(&["metrics", name, "--format", "json"]).code == 0
-    });
-    metrics(home, name)
-}
-
 /// Top-level keys of a pretty-printed JSON object, in the order printed.
 fn key_order(pretty: &str) -> Vec<String> {
     pretty
@@ -82,19 +70,19 @@ fn a_busy_loop_with_one_cpu_reads_about_one_core() {
         "-c",
         "while :; do :; done",
     ]);
-    let first = first_sample(&home, "busy");
+    let first = home.first_sample("busy");
     let init = home.inspect("busy")["runs"][0]["init_pid"]
         .as_i64()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let start = metrics(&home, "busy");
+    let start = home.metrics("busy");
     let host_start = host_cpu_seconds(init);
     let mut percents = Vec::new();
     for _ in 0..5 {
         std::thread::sleep(Duration::from_secs(1));
-        percents.push(metrics(&home, "busy")["cpu_percent"].as_f64().unwrap());
+        percents.push(home.metrics("busy")["cpu_percent"].as_f64().unwrap());
     }
-    let end = metrics(&home, "busy");
+    let end = home.metrics("busy");
     let host_end = host_cpu_seconds(init);
 
     // Ground truth: the CPU time the host's /proc saw the sandbox's processes burn.
@@ -148,9 +136,9 @@ fn memory_held_in_tmpfs_shows_and_the_limit_is_the_configured_one() {
         home.ok(&["logs", "mem"]).contains("filled")
     });
     home.eventually(Duration::from_secs(10), "memory_bytes >= 200 MiB", || {
-        metrics(&home, "mem")["memory_bytes"].as_u64().unwrap_or(0) >= 200 << 20
+        home.metrics("mem")["memory_bytes"].as_u64().unwrap_or(0) >= 200 << 20
     });
-    let m = metrics(&home, "mem");
+    let m = home.metrics("mem");
     assert_eq!(m["memory_limit_bytes"], 512u64 << 20);
     let used = m["memory_bytes"].as_u64().unwrap();
     assert_eq!(m["memory_available_bytes"], (512u64 << 20) - used);
@@ -164,7 +152,7 @@ fn json_keys_follow_microsandbox_and_missing_sources_are_null() {
     }
     let home = TestHome::new();
     home.detached("shape", "sleep 1000");
-    first_sample(&home, "shape");
+    home.first_sample("shape");
     let fixture: Value =
         serde_json::from_str(include_str!("../fixtures/microsandbox-metrics-schema.json")).unwrap();
     let expected: Vec<(String, String)> = fixture["keys"]
@@ -213,21 +201,21 @@ fn json_keys_follow_microsandbox_and_missing_sources_are_null() {
         Duration::from_secs(10),
         "agent and workload counted",
         || {
-            metrics(&home, "shape")["processes"]
+            home.metrics("shape")["processes"]
                 .as_u64()
                 .is_some_and(|n| n >= 2)
         },
     );
     // The agent's heartbeat (every second) shows in the samples after it.
     home.eventually(Duration::from_secs(10), "a heartbeat in the sample", || {
-        metrics(&home, "shape")["heartbeat_seq"]
+        home.metrics("shape")["heartbeat_seq"]
             .as_u64()
             .is_some_and(|seq| seq >= 1)
     });
 
     // The array form is sorted by name.
     home.detached("a-first", "sleep 1000");
-    first_sample(&home, "a-first");
+    home.first_sample("a-first");
     let all: Value = serde_json::from_str(&home.ok(&["metrics", "--format", "json"])).unwrap();
     let order: Vec<&str> = all
         .as_array()
@@ -245,7 +233,7 @@ fn follow_streams_json_lines_and_exited_rows_need_all() {
     }
     let home = TestHome::new();
     home.detached("f", "sleep 1000");
-    first_sample(&home, "f");
+    home.first_sample("f");
     let mut child = home.command(&["metrics", "-f", "--interval", "200ms"]);
     child.stdout(std::process::Stdio::piped());
     let mut child = child.spawn().unwrap();
@@ -267,7 +255,7 @@ fn follow_streams_json_lines_and_exited_rows_need_all() {
         serde_json::from_str(&home.ok(&["metrics", "-a", "--format", "json"])).unwrap();
     assert_eq!(all[0]["state"], "exited", "the terminal sample is kept");
     assert_eq!(
-        metrics(&home, "f")["state"],
+        home.metrics("f")["state"],
         "exited",
         "a named sandbox in any state"
     );
@@ -318,7 +306,7 @@ fn every_declared_instrument_is_produced_by_a_running_sandbox() {
     }
     let home = TestHome::new();
     home.detached("all", "echo data > /tmp/x; sleep 1000");
-    first_sample(&home, "all");
+    home.first_sample("all");
     // What exists on this host for a namespace sandbox with the default root.
     let available_here =
         |requires: Option<&str>| matches!(requires, None | Some("default (overlay) root"));
@@ -326,14 +314,14 @@ fn every_declared_instrument_is_produced_by_a_running_sandbox() {
         Duration::from_secs(20),
         "every available instrument has a value",
         || {
-            let m = metrics(&home, "all");
+            let m = home.metrics("all");
             msb_metrics::INSTRUMENTS
                 .iter()
                 .filter(|i| available_here(i.requires))
                 .all(|i| !m[i.field].is_null())
         },
     );
-    let m = metrics(&home, "all");
+    let m = home.metrics("all");
     for i in msb_metrics::INSTRUMENTS {
         assert!(
             m.get(i.field).is_some(),
@@ -359,7 +347,7 @@ fn watch_redraws_a_table_on_a_terminal_and_refuses_a_pipe() {
     }
     let home = TestHome::new();
     home.detached("watched", "sleep 1000");
-    first_sample(&home, "watched");
+    home.first_sample("watched");
     let run = home.msb(&["metrics", "-w"]);
     assert_ne!(run.code, 0);
     assert!(run.stderr.contains("needs a terminal"), "{run:?}");

@@ -9,17 +9,6 @@ use std::time::Duration;
 use msb_e2e::{require_root, TestHome};
 use serde_json::Value;
 
-fn metrics(home: &TestHome, name: &str) -> Value {
-    serde_json::from_str(&home.ok(&["metrics", name, "--format", "json"])).unwrap()
-}
-
-fn first_sample(home: &TestHome, name: &str) -> Value {
-    home.eventually(Duration::from_secs(20), "a first sample", || {
-        home.msb(&["metrics", name, "--format", "json"]).code == 0
-    });
-    metrics(home, name)
-}
-
 /// The exposition body of the home's msbd.
 fn scrape(home: &TestHome) -> String {
     let status: Value =
@@ -105,7 +94,7 @@ fn an_oom_kill_shows_in_metrics_inspect_prometheus_and_history() {
         "-c",
         "sleep 2; x=$(yes | head -c 300000000); echo survived",
     ]);
-    first_sample(&home, "hog");
+    home.first_sample("hog");
     home.eventually(Duration::from_secs(60), "the run to end", || {
         home.status("hog") != "Running"
     });
@@ -122,7 +111,7 @@ fn an_oom_kill_shows_in_metrics_inspect_prometheus_and_history() {
     assert!(!home.ok(&["logs", "hog"]).contains("survived"));
 
     // The run's final sample, taken before its cgroups went, holds the kill.
-    let m = metrics(&home, "hog");
+    let m = home.metrics("hog");
     assert_eq!(m["state"], "exited");
     assert!(m["memory_oom_kills"].as_u64().unwrap() >= 1, "{m}");
     assert!(m["memory_limit_hits"].as_u64().unwrap() >= 1, "{m}");
@@ -189,11 +178,11 @@ fn a_busy_loop_under_half_a_cpu_is_throttled() {
         "-c",
         "while :; do :; done",
     ]);
-    first_sample(&home, "hot");
+    home.first_sample("hot");
     let init = home.inspect("hot")["runs"][0]["init_pid"].as_i64().unwrap();
     std::thread::sleep(Duration::from_secs(3));
     let before = host_cpu_stat(init);
-    let m = metrics(&home, "hot");
+    let m = home.metrics("hot");
     let after = host_cpu_stat(init);
     let periods = m["cpu_periods"].as_u64().unwrap();
     let throttled = m["cpu_throttled_periods"].as_u64().unwrap();
@@ -231,7 +220,7 @@ fn processes_threads_and_descriptors_match_the_hosts_proc() {
         "fds",
         "exec 3</dev/null 4</dev/null 5>/dev/null 6>/dev/null; sleep 1000 & wait",
     );
-    first_sample(&home, "fds");
+    home.first_sample("fds");
     let init = home.inspect("fds")["runs"][0]["init_pid"].as_i64().unwrap();
     let truth = || {
         let pids = sandbox_pids(init);
@@ -247,11 +236,11 @@ fn processes_threads_and_descriptors_match_the_hosts_proc() {
     };
     // Nothing in the sandbox changes after start, so a sample and a reading agree exactly.
     home.eventually(Duration::from_secs(20), "the sample to match /proc", || {
-        let m = metrics(&home, "fds");
+        let m = home.metrics("fds");
         let (processes, threads, fds) = truth();
         m["processes"] == processes && m["threads"] == threads && m["open_fds"] == fds
     });
-    let m = metrics(&home, "fds");
+    let m = home.metrics("fds");
     assert!(
         m["processes"].as_u64().unwrap() >= 3,
         "agent, shell, sleep: {m}"

@@ -8,6 +8,7 @@ use crate::extract::Query;
 use axum::extract::{Path, State};
 
 use crate::error::{error_chain, ApiError};
+use crate::service::config_of_row;
 use crate::state::Daemon;
 use msb_api::{ExportRequest, ExportResponse, HistoryResponse, SqlRequest, SqlResponse};
 
@@ -59,34 +60,43 @@ fn flush(daemon: &Daemon) {
     }
 }
 
+/// The answer for a window of points.
+fn window_response<P: serde::Serialize>(
+    name: String,
+    (since_ms, until_ms, step_ms): (i64, i64, i64),
+    points: &[P],
+) -> Json<HistoryResponse> {
+    Json(HistoryResponse {
+        name,
+        since_ms,
+        until_ms,
+        step_ms,
+        points: points
+            .iter()
+            .map(|p| serde_json::to_value(p).expect("point serialises"))
+            .collect(),
+    })
+}
+
 pub async fn sandbox(
     State(daemon): State<Arc<Daemon>>,
     Path(name): Path<String>,
     Query(query): Query<WindowQuery>,
 ) -> Result<Json<HistoryResponse>, ApiError> {
     let row = daemon.sandbox(&name)?;
-    let interval_ms = serde_json::from_str::<msb_runtime::config::SandboxConfig>(&row.config_json)
+    let interval_ms = config_of_row(&row)
         .ok()
         .and_then(|c| c.metrics_interval())
         .map_or(DEFAULT_INTERVAL_MS, |ms| ms as i64);
-    let (since, until, step) = resolve(&query, interval_ms)?;
+    let window = resolve(&query, interval_ms)?;
     blocking(move || {
         flush(&daemon);
+        let (since, until, step) = window;
         let points = daemon
             .store()
             .history(&row.id, since, until, step)
             .map_err(series_error)?;
-        let points = points
-            .iter()
-            .map(|p| serde_json::to_value(p).expect("point serialises"))
-            .collect();
-        Ok(Json(HistoryResponse {
-            name,
-            since_ms: since,
-            until_ms: until,
-            step_ms: step,
-            points,
-        }))
+        Ok(window_response(name, window, &points))
     })
     .await
 }
@@ -95,24 +105,15 @@ pub async fn fleet(
     State(daemon): State<Arc<Daemon>>,
     Query(query): Query<WindowQuery>,
 ) -> Result<Json<HistoryResponse>, ApiError> {
-    let (since, until, step) = resolve(&query, DEFAULT_INTERVAL_MS)?;
+    let window = resolve(&query, DEFAULT_INTERVAL_MS)?;
     blocking(move || {
         flush(&daemon);
+        let (since, until, step) = window;
         let points = daemon
             .store()
             .fleet(since, until, step)
             .map_err(series_error)?;
-        let points = points
-            .iter()
-            .map(|p| serde_json::to_value(p).expect("point serialises"))
-            .collect();
-        Ok(Json(HistoryResponse {
-            name: "*".into(),
-            since_ms: since,
-            until_ms: until,
-            step_ms: step,
-            points,
-        }))
+        Ok(window_response("*".into(), window, &points))
     })
     .await
 }

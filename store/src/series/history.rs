@@ -65,43 +65,33 @@ impl HistoryPoint {
             .position(|c| *c == field)
             .and_then(|i| self.rates[i])
     }
-
-    /// The value columns' names, in serialisation order (after `ts_ms` and `samples`).
-    pub fn value_names() -> Vec<String> {
-        let mut names = Vec::new();
-        for gauge in GAUGES {
-            names.push(gauge.to_owned());
-            if MAXED.contains(&gauge) {
-                names.push(format!("{gauge}_max"));
-            }
-        }
-        names.extend(COUNTERS.iter().map(|c| format!("{c}_per_sec")));
-        names
-    }
-
-    /// The values, in [`HistoryPoint::value_names`] order.
-    pub fn values(&self) -> Vec<Option<f64>> {
-        let mut values = Vec::new();
-        for (i, gauge) in GAUGES.iter().enumerate() {
-            values.push(self.gauges[i]);
-            if let Some(m) = MAXED.iter().position(|g| g == gauge) {
-                values.push(self.maxima[m]);
-            }
-        }
-        values.extend(self.rates);
-        values
-    }
 }
+
+/// The keys of the maxima (`<gauge>_max`, in [`MAXED`] order) and rates (`<counter>_per_sec`,
+/// in [`COUNTERS`] order); gauges are keyed by their field. Built once.
+static KEYS: std::sync::LazyLock<(Vec<String>, Vec<String>)> = std::sync::LazyLock::new(|| {
+    (
+        MAXED.iter().map(|g| format!("{g}_max")).collect(),
+        COUNTERS.iter().map(|c| format!("{c}_per_sec")).collect(),
+    )
+});
 
 impl serde::Serialize for HistoryPoint {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let names = HistoryPoint::value_names();
-        let mut map = serializer.serialize_map(Some(2 + names.len()))?;
+        let (max_keys, rate_keys) = &*KEYS;
+        let len = 2 + GAUGES.len() + MAXED.len() + COUNTERS.len();
+        let mut map = serializer.serialize_map(Some(len))?;
         map.serialize_entry("ts_ms", &self.ts_ms)?;
         map.serialize_entry("samples", &self.samples)?;
-        for (name, value) in names.iter().zip(self.values()) {
-            map.serialize_entry(name, &value)?;
+        for (gauge, value) in GAUGES.iter().zip(&self.gauges) {
+            map.serialize_entry(gauge, value)?;
+            if let Some(m) = MAXED.iter().position(|g| g == gauge) {
+                map.serialize_entry(&max_keys[m], &self.maxima[m])?;
+            }
+        }
+        for (key, value) in rate_keys.iter().zip(&self.rates) {
+            map.serialize_entry(key, value)?;
         }
         map.end()
     }

@@ -29,6 +29,7 @@ mod tests_history;
 #[cfg(test)]
 mod tests_writer;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use msb_metrics::{History, ValueType, INSTRUMENTS};
@@ -172,23 +173,28 @@ pub(crate) fn sync_columns(conn: &duckdb::Connection) -> duckdb::Result<()> {
     for row in rows {
         tables.push(row?);
     }
+    // Every series table's columns in one read, not one per table.
+    let mut existing: HashSet<(String, String)> = HashSet::new();
+    let mut statement = conn.prepare(
+        "SELECT table_name, column_name FROM duckdb_columns() WHERE table_name LIKE 'samples_%'",
+    )?;
+    for row in statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))? {
+        existing.insert(row?);
+    }
+    let raw_wanted: Vec<(String, &str)> = VALUE_COLUMNS
+        .iter()
+        .map(|c| (c.name.to_owned(), c.sql_type()))
+        .collect();
+    let rollup_wanted: Vec<(String, &str)> = VALUE_COLUMNS
+        .iter()
+        .flat_map(rollup_columns)
+        .map(|(name, sql_type, _)| (name, sql_type))
+        .collect();
     let mut missing_any = false;
-    for (table, raw) in &tables {
-        let existing = table_columns(conn, table)?;
-        let wanted: Vec<(String, &str)> = if *raw {
-            VALUE_COLUMNS
-                .iter()
-                .map(|c| (c.name.to_owned(), c.sql_type()))
-                .collect()
-        } else {
-            VALUE_COLUMNS
-                .iter()
-                .flat_map(rollup_columns)
-                .map(|(name, sql_type, _)| (name, sql_type))
-                .collect()
-        };
+    for (table, raw) in tables {
+        let wanted = if raw { &raw_wanted } else { &rollup_wanted };
         for (name, sql_type) in wanted {
-            if !existing.contains(&name) {
+            if !existing.contains(&(table.clone(), name.clone())) {
                 missing_any = true;
                 conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {name} {sql_type}"))?;
             }
