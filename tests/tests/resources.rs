@@ -251,3 +251,25 @@ fn processes_threads_and_descriptors_match_the_hosts_proc() {
     assert_eq!(m["memory_working_set_bytes"], m["memory_bytes"]);
     assert!(m["page_faults_minor"].as_u64().unwrap() > 0, "{m}");
 }
+
+/// The kernel must never pick the agent (PID 1) while a workload is left in the sandbox: every
+/// workload is the OOM killer's first choice (1000) and the agent's score is lower (-1000 where
+/// the host grants `CAP_SYS_RESOURCE`, 0 where it does not, as on the CI machine).
+#[test]
+fn workloads_are_the_oom_killers_first_choice_not_the_agent() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    let out = home.ok(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "cat /proc/1/oom_score_adj /proc/self/oom_score_adj",
+    ]);
+    let scores: Vec<i32> = out.lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert_eq!(scores.len(), 2, "{out}");
+    assert!(scores[0] <= 0, "agent {out}");
+    assert_eq!(scores[1], 1000, "workload {out}");
+}

@@ -52,12 +52,14 @@ pub fn adopt_inherited_fd(fd: RawFd) -> Result<OwnedFd, Errno> {
 /// terminal is its stdin (the PTY slave).
 pub fn prepare_child(command: &mut Command, controlling_terminal: bool) {
     // SAFETY: the closure runs in the forked child before exec. It only calls
-    // pthread_sigmask(3), setsid(2) and ioctl(2), all async-signal-safe, and builds an
+    // pthread_sigmask(3), open(2), write(2), close(2), setsid(2) and ioctl(2), all
+    // async-signal-safe, with a static path and buffer, and builds an
     // `io::Error` from an errno, which does not allocate; it touches no lock or other state
     // shared with the parent's threads.
     unsafe {
         command.pre_exec(move || {
             SigSet::empty().thread_set_mask()?;
+            prefer_for_oom_kill();
             if controlling_terminal {
                 nix::unistd::setsid()?;
                 // SAFETY: TIOCSCTTY takes an integer argument; fd 0 is the PTY slave (std sets
@@ -68,6 +70,26 @@ pub fn prepare_child(command: &mut Command, controlling_terminal: bool) {
             }
             Ok(())
         });
+    }
+}
+
+/// Makes the calling process the OOM killer's first choice (`oom_score_adj` 1000, as
+/// Kubernetes gives best-effort pods). The agent itself keeps a lower score (-1000 where the
+/// launcher could set it, else 0), so that within the sandbox's memory cgroup the kernel always
+/// picks a workload before PID 1, and on a host short of memory untrusted code goes before the
+/// host's own processes. Raising one's own score needs no privilege. Called between fork and
+/// exec: only async-signal-safe calls, no allocation; a failure (no `/proc`) leaves the
+/// inherited score.
+fn prefer_for_oom_kill() {
+    const PATH: &[u8] = b"/proc/self/oom_score_adj\0";
+    // SAFETY: PATH is NUL-terminated and static; the fd returned is closed below and used for
+    // one write of a static buffer.
+    unsafe {
+        let fd = libc::open(PATH.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd >= 0 {
+            let _ = libc::write(fd, b"1000\n".as_ptr().cast(), 5);
+            libc::close(fd);
+        }
     }
 }
 

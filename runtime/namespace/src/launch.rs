@@ -192,6 +192,17 @@ fn launcher(
     enter_namespaces_and_fork(plan.setup, plan.unprivileged, &stdio, report)
 }
 
+/// Makes the calling process, PID 1 before it execs the agent, exempt from the OOM killer
+/// where the host lets it (`CAP_SYS_RESOURCE` on the host; a failure keeps the default score).
+/// Either way the agent puts each workload at the kernel's first choice before it execs
+/// (`msb-agentd`'s `prepare_child`), so when a workload outgrows the sandbox's memory limit and
+/// the kernel picks again before the first victim's memory is freed, it picks another workload,
+/// not the agent: a killed agent would end the run as "the agent channel closed" instead of an
+/// OOM kill.
+pub(crate) fn protect_from_oom_killer() {
+    let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
+}
+
 /// Moves the calling process into each cgroup by writing `0` ("myself") to each file. The caller
 /// must be single-threaded: on v1 the file is `tasks`, which moves one thread.
 pub(crate) fn join_cgroups(files: &[PathBuf]) -> Result<(), String> {
@@ -239,6 +250,7 @@ pub(crate) fn fork_pid1(
 ) -> Result<i32, String> {
     match sys::fork().map_err(|e| format!("fork PID 1: {e}"))? {
         ForkResult::Child => {
+            protect_from_oom_killer();
             let message = setup::pid1(setup, stdio);
             let _ = File::from(report).write_all(format!("err {message}\n").as_bytes());
             sys::exit_now(1);
