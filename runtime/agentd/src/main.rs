@@ -50,6 +50,11 @@ fn main() {
 
 fn run() -> Result<(), String> {
     sys::ensure_standard_fds();
+    // Not dumpable: a workload runs as the same user, and would otherwise read and write the
+    // agent's memory (`/proc/1/mem`) and open its descriptors (`/proc/1/fd/*`: the channel to
+    // the supervisor, the log), forging heartbeats, output and exit codes. Workloads become
+    // dumpable again at their exec.
+    nix::sys::prctl::set_dumpable(false).map_err(|e| format!("clearing dumpable: {e}"))?;
     let is_pid1 = nix::unistd::getpid().as_raw() == 1;
     // Before any thread exists, so that every thread inherits the mask.
     let signals = reaper::block_signals().map_err(|e| format!("blocking signals: {e}"))?;

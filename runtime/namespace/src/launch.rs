@@ -52,24 +52,72 @@ pub(crate) struct LaunchFds {
 }
 
 impl LaunchFds {
+    /// stdin on `/dev/null`; stdout and stderr on `/dev/null`, or on a pipe whose other end a
+    /// thread copies into `stdio_log`. A pipe, not the file: a workload that got hold of PID 1's
+    /// descriptors could otherwise rewrite the log through them (it can only add to the pipe,
+    /// and the copy stops at [`AGENT_LOG_CAP`]).
     pub(crate) fn open(stdio_log: Option<&Path>) -> Result<LaunchFds, NamespaceError> {
         let null = Path::new("/dev/null");
         let stdin = File::open(null).map_err(|e| NamespaceError::io("open", null, e))?;
-        let log_path = stdio_log.unwrap_or(null);
-        let stdout = OpenOptions::new()
-            .append(true)
-            .create(stdio_log.is_some())
-            .mode(0o640)
-            .open(log_path)
-            .map_err(|e| NamespaceError::io("open stdio log", log_path, e))?;
+        let stdout: OwnedFd = match stdio_log {
+            None => OpenOptions::new()
+                .append(true)
+                .open(null)
+                .map_err(|e| NamespaceError::io("open", null, e))?
+                .into(),
+            Some(path) => {
+                let log = OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| NamespaceError::io("open stdio log", path, e))?;
+                let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+                    .map_err(|e| NamespaceError::sys("pipe2", e))?;
+                std::thread::Builder::new()
+                    .name("pid1-log".to_owned())
+                    .spawn(move || copy_capped(File::from(read), log, AGENT_LOG_CAP))
+                    .map_err(|e| NamespaceError::io("spawn log thread", path, e))?;
+                write
+            }
+        };
         let stderr = stdout
             .try_clone()
-            .map_err(|e| NamespaceError::io("dup stdio log", log_path, e))?;
+            .map_err(|e| NamespaceError::sys("dup stdio", e))?;
         Ok(LaunchFds {
             stdin: stdin.into(),
-            stdout: stdout.into(),
-            stderr: stderr.into(),
+            stdout,
+            stderr,
         })
+    }
+}
+
+/// How much of PID 1's own output (the agent's log lines) one run may add to the stdio log.
+pub(crate) const AGENT_LOG_CAP: u64 = 1 << 20;
+
+/// Copies `from` into `to` until end-of-file, keeping the first `cap` bytes and noting how many
+/// were dropped after them.
+pub(crate) fn copy_capped(mut from: impl Read, mut to: impl Write, cap: u64) {
+    let mut buffer = [0u8; 8192];
+    let (mut kept, mut dropped) = (0u64, 0u64);
+    loop {
+        let n = match from.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        let room = usize::try_from(cap - kept).unwrap_or(usize::MAX).min(n);
+        if room > 0 && to.write_all(&buffer[..room]).is_ok() {
+            kept += room as u64;
+        }
+        dropped += (n - room) as u64;
+    }
+    if dropped > 0 {
+        let _ = writeln!(
+            to,
+            "msb: {dropped} more bytes of PID 1's output dropped (cap {cap})"
+        );
     }
 }
 
@@ -271,4 +319,22 @@ fn enter_user_namespace(uid: u32, gid: u32) -> Result<(), String> {
         std::fs::write(file, text).map_err(|e| format!("write {file}: {e}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_capped_keeps_the_first_bytes_and_says_how_many_it_dropped() {
+        let mut out = Vec::new();
+        copy_capped(&b"0123456789"[..], &mut out, 4);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "0123msb: 6 more bytes of PID 1's output dropped (cap 4)\n"
+        );
+        let mut out = Vec::new();
+        copy_capped(&b"short"[..], &mut out, 4096);
+        assert_eq!(out, b"short");
+    }
 }

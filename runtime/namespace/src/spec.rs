@@ -63,10 +63,13 @@ pub const DEV_LINKS: [(&str, &str); 5] = [
 
 /// Kernel files hidden from the sandbox (`/dev/null` bound over files, an empty read-only tmpfs
 /// over directories): they leak host information or are host-wide knobs. The list of the OCI
-/// runtime spec's defaults, which Docker and Podman use too.
-pub const MASKED_PATHS: [&str; 10] = [
+/// runtime spec's defaults, which Docker and Podman use too, with `/proc/interrupts` (per-CPU
+/// interrupt counts of the host) and `/sys/devices/virtual/powercap` (RAPL energy counters, a
+/// side channel).
+pub const MASKED_PATHS: [&str; 12] = [
     "/proc/acpi",
     "/proc/asound",
+    "/proc/interrupts",
     "/proc/kcore",
     "/proc/keys",
     "/proc/latency_stats",
@@ -75,6 +78,7 @@ pub const MASKED_PATHS: [&str; 10] = [
     "/proc/sched_debug",
     "/proc/scsi",
     "/sys/firmware",
+    "/sys/devices/virtual/powercap",
 ];
 
 /// Kernel directories the sandbox may read but not write: without a user namespace, root in
