@@ -111,6 +111,7 @@ impl From<CreateError> for ApiError {
             CreateError::Catalog(e) => e.into(),
             CreateError::Start(e) => e.into(),
             root @ CreateError::DefaultRoot(_) => ApiError::Internal(root.to_string()),
+            path @ CreateError::HostPath { .. } => ApiError::Unprocessable(error_chain(&path)),
         }
     }
 }

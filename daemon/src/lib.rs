@@ -135,6 +135,9 @@ pub fn run_daemon(home: MsbHome, log_level: String, config: config::DaemonConfig
     let store = msb_store::Store::open(&home.database())
         .map_err(|e| anyhow::anyhow!(error::error_chain(&e)))
         .context("opening the store")?;
+    // Every sandbox's user namespace maps to this range: a bad file stops msbd here, not at the
+    // first start.
+    msb_runtime::idmap::for_home(&home).context("the home's id map")?;
     let supervisor_exe = sibling_binary("MSB_SUPERVISOR", "msb-supervisor")?;
     let daemon = Daemon::new(
         home.clone(),

@@ -23,4 +23,8 @@ pub struct SupervisorConfig {
     /// How the workload's standard streams are wired (a PTY for `run -t`, pipes otherwise).
     pub main_mode: msb_protocol::ExecMode,
     pub log_level: String,
+    /// The host ids the sandbox's ids are (`crate::idmap`); absent from an older msbd, which
+    /// then runs the sandbox without a user namespace.
+    #[serde(default)]
+    pub id_map: Option<crate::idmap::IdMap>,
 }

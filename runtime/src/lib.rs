@@ -12,6 +12,7 @@
 pub mod backend;
 pub mod config;
 pub mod framing;
+pub mod idmap;
 pub mod ids;
 pub use msb_api::lifecycle;
 pub mod logs;

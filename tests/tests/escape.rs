@@ -1,11 +1,14 @@
 //! Attacks from inside a real sandbox that must fail, each with the host checked afterwards:
-//! denied syscalls (a static probe, `tests/probe/escape.c`, calls each one), PID 1's channel and
-//! log, masked kernel files.
+//! root in the sandbox is an unprivileged host user; denied syscalls (a static probe,
+//! `tests/probe/escape.c`, calls each one); PID 1's channel and log; masked kernel files; bind
+//! sources and mount points reached through symbolic links a sandbox planted; read-only and
+//! device-free recursive binds.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use msb_e2e::{require_root, TestHome};
+use serde_json::Value;
 
 /// Builds the static probe into `dir` (gcc and the static libc come with Rust's linker set-up).
 fn build_probe(dir: &Path) -> PathBuf {
@@ -142,4 +145,208 @@ fn host_interrupt_counts_and_energy_counters_are_masked() {
         let out = home.ok(&["run", "--", "ls", "/sys/devices/virtual/powercap"]);
         assert_eq!(out, "", "powercap visible: {out}");
     }
+}
+
+/// The home's id map (written by msbd at its first start).
+fn id_map(home: &TestHome) -> (u32, u32) {
+    let text = std::fs::read_to_string(home.path().join("idmap.json")).expect("idmap.json");
+    let map: Value = serde_json::from_str(&text).unwrap();
+    (
+        map["host_uid"].as_u64().unwrap() as u32,
+        map["host_gid"].as_u64().unwrap() as u32,
+    )
+}
+
+/// `Uid:` and `Gid:` lines of a host process (real, effective, saved, fs).
+fn host_ids(pid: i64) -> (String, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    (line("Uid:"), line("Gid:"))
+}
+
+#[test]
+fn root_in_a_sandbox_is_an_unprivileged_host_user() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    home.ok(&[
+        "create",
+        "-n",
+        "u",
+        "--",
+        "sh",
+        "-c",
+        "id -u; id -g; echo made > /made; sleep 30",
+    ]);
+    home.ok(&["start", "u"]);
+    let (uid, gid) = id_map(&home);
+    assert!(uid >= 65536 && gid >= 65536, "{uid} {gid}");
+    let info = home.inspect("u");
+    let init = info["runs"][0]["init_pid"].as_i64().expect("init pid");
+    // PID 1 and every workload run as the mapped ids on the host.
+    let expected = (
+        format!("{uid} {uid} {uid} {uid}"),
+        format!("{gid} {gid} {gid} {gid}"),
+    );
+    assert_eq!(host_ids(init), expected, "PID 1");
+    home.eventually(
+        std::time::Duration::from_secs(5),
+        "workload started",
+        || home.ok(&["logs", "u"]).contains("0\n0\n"),
+    );
+    let sandbox = info["id"].as_str().unwrap().to_owned();
+    let upper = home.path().join(format!("sandboxes/{sandbox}/upper/made"));
+    let metadata = std::fs::metadata(&upper).expect("written into the upper layer");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((metadata.uid(), metadata.gid()), (uid, gid));
+    // Inside, the host's root-owned files are not root's: /proc/sys is not writable and the
+    // runtime directory cannot be planted with links.
+    let out = home.ok(&[
+        "exec",
+        "u",
+        "--",
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map; echo 1 > /proc/sys/kernel/domainname 2>/dev/null || echo sys-refused; \
+         ln -s / /.msb/bin2 2>/dev/null || echo msb-refused",
+    ]);
+    let map: Vec<&str> = out.split_whitespace().take(3).collect();
+    assert_eq!(map, ["0", uid.to_string().as_str(), "65536"], "{out}");
+    assert!(
+        out.contains("sys-refused") && out.contains("msb-refused"),
+        "{out}"
+    );
+    home.ok(&["stop", "u"]);
+}
+
+#[test]
+fn a_bind_source_replaced_by_a_symbolic_link_is_refused_at_the_next_start() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    let app = tempfile::tempdir().unwrap();
+    std::fs::create_dir(app.path().join("cache")).unwrap();
+    let whole = format!("{}:/app", app.path().display());
+    let cache = format!("{}/cache:/cache", app.path().display());
+    // The first run replaces the second bind's source with a link to the host's root.
+    home.ok(&[
+        "create", "-n", "b", "-v", &whole, "-v", &cache, "--", "sh", "-c",
+        "ls /cache/etc/hostname 2>/dev/null && echo HOST-ROOT; rm -rf /app/cache && ln -s / /app/cache",
+    ]);
+    home.ok(&["start", "b"]);
+    home.ok(&["wait", "b"]);
+    assert!(!home.ok(&["logs", "b"]).contains("HOST-ROOT"));
+    assert!(
+        app.path().join("cache").is_symlink(),
+        "the link was planted"
+    );
+    let again = home.msb(&["start", "b"]);
+    assert_ne!(again.code, 0, "{again:?}");
+    assert!(again.stderr.contains("symbolic link"), "{again:?}");
+    assert!(!home.ok(&["logs", "b"]).contains("HOST-ROOT"));
+}
+
+/// A copy of the default root in a fresh directory, for `--rootfs`.
+fn root_copy(home: &TestHome) -> tempfile::TempDir {
+    home.ok(&["run", "--", "true"]);
+    let root = tempfile::tempdir().unwrap();
+    let copy = Command::new("cp")
+        .args([
+            "-a",
+            &format!("{}/images/busybox/rootfs/.", home.path().display()),
+        ])
+        .arg(root.path())
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    root
+}
+
+#[test]
+fn a_mount_point_planted_as_a_symbolic_link_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    let root = root_copy(&home);
+    let root_arg = root.path().to_str().unwrap();
+    // One sandbox plants `/data` as a link into the old root's place (the host's /tmp during
+    // the next sandbox's setup); another, sharing the root, mounts a bind below `/data`.
+    home.ok(&[
+        "run",
+        "--rootfs",
+        root_arg,
+        "--",
+        "ln",
+        "-s",
+        "/.msb/.oldroot/tmp",
+        "/data",
+    ]);
+    assert!(root.path().join("data").is_symlink());
+    let source = tempfile::tempdir().unwrap();
+    let bind = format!("{}:/data/x", source.path().display());
+    let marker = format!("msb-escape-{}", std::process::id());
+    let run = home.msb(&[
+        "run",
+        "--rootfs",
+        root_arg,
+        "-v",
+        &bind,
+        "--",
+        "touch",
+        &format!("/data/x/{marker}"),
+    ]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("symbolic link"), "{run:?}");
+    assert!(
+        !Path::new("/tmp/x").exists(),
+        "a mount point was made on the host"
+    );
+    assert!(!Path::new(&format!("/tmp/x/{marker}")).exists());
+}
+
+#[test]
+fn a_read_only_bind_of_the_host_root_is_read_only_and_device_free_all_the_way_down() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    let marker = format!("/tmp/msb-escape-ro-{}", std::process::id());
+    let out = home.ok(&[
+        "run",
+        "-v",
+        "/:/host:ro",
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "echo x > /host/dev/null 2>/dev/null && echo DEV-WRITABLE; \
+             head -c1 /host/dev/zero >/dev/null 2>&1 && echo DEV-READABLE; \
+             touch /host{marker} 2>/dev/null && echo TMP-WRITABLE; \
+             echo 1 > /host/proc/sys/kernel/domainname 2>/dev/null && echo SYS-WRITABLE; \
+             grep -c ' /host' /proc/self/mountinfo"
+        ),
+    ]);
+    for leak in [
+        "DEV-WRITABLE",
+        "DEV-READABLE",
+        "TMP-WRITABLE",
+        "SYS-WRITABLE",
+    ] {
+        assert!(!out.contains(leak), "{leak}: {out}");
+    }
+    let submounts: u32 = out.lines().last().unwrap().trim().parse().unwrap();
+    assert!(submounts > 1, "the bind is recursive: {out}");
+    assert!(!Path::new(&marker).exists());
 }

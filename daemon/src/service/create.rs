@@ -22,6 +22,13 @@ pub enum CreateError {
     Invalid(#[from] RequestError),
     #[error("building the default root: {0}")]
     DefaultRoot(String),
+    /// A host path of the request (root or volume) could not be resolved.
+    #[error("resolving {}", path.display())]
+    HostPath {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     /// Created, but its start failed (and it was removed again).
@@ -35,6 +42,26 @@ impl From<msb_store::StoreError> for CreateError {
     }
 }
 
+/// Resolves the symbolic links of the root's and the volumes' host paths once, now, as the
+/// caller named them: each start then opens the recorded path without following any link
+/// (one a sandbox planted later is refused).
+fn resolve_host_paths(config: &mut msb_runtime::config::SandboxConfig) -> Result<(), CreateError> {
+    let resolve = |path: &mut std::path::PathBuf| {
+        *path = std::fs::canonicalize(&*path).map_err(|source| CreateError::HostPath {
+            path: path.clone(),
+            source,
+        })?;
+        Ok::<(), CreateError>(())
+    };
+    if let RootfsSource::Bind { path } = &mut config.rootfs {
+        resolve(path)?;
+    }
+    for volume in &mut config.volumes {
+        resolve(&mut volume.host)?;
+    }
+    Ok(())
+}
+
 pub async fn create_sandbox(
     daemon: &Arc<Daemon>,
     request: CreateSandboxRequest,
@@ -45,7 +72,8 @@ pub async fn create_sandbox(
         request.config.ephemeral = true;
     }
     request.validate()?;
-    let config = request.config;
+    let mut config = request.config;
+    resolve_host_paths(&mut config)?;
     if config.rootfs == RootfsSource::Default
         && !msb_runtime::rootfs::default_rootfs_ready(&daemon.home.default_rootfs())
     {

@@ -134,6 +134,12 @@ pub async fn start_run(
             Some(AttachMode::Pty { rows, cols }) => ExecMode::Pty { rows, cols },
         },
         log_level: daemon.log_level.clone(),
+        id_map: Some(
+            msb_runtime::idmap::for_home(&daemon.home).map_err(|source| LifecycleError::Io {
+                what: "reading the home's id map",
+                source,
+            })?,
+        ),
     };
     let spawned_at = std::time::SystemTime::now();
     let mut child = match daemon.warm.hand_over(&supervisor_config) {

@@ -49,6 +49,8 @@ pub(crate) struct LaunchFds {
     pub stdin: OwnedFd,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    /// The sandbox's user namespace (`userns::create`), for PID 1 to join.
+    pub userns: Option<OwnedFd>,
 }
 
 impl LaunchFds {
@@ -56,7 +58,10 @@ impl LaunchFds {
     /// thread copies into `stdio_log`. A pipe, not the file: a workload that got hold of PID 1's
     /// descriptors could otherwise rewrite the log through them (it can only add to the pipe,
     /// and the copy stops at [`AGENT_LOG_CAP`]).
-    pub(crate) fn open(stdio_log: Option<&Path>) -> Result<LaunchFds, NamespaceError> {
+    pub(crate) fn open(
+        stdio_log: Option<&Path>,
+        userns: Option<OwnedFd>,
+    ) -> Result<LaunchFds, NamespaceError> {
         let null = Path::new("/dev/null");
         let stdin = File::open(null).map_err(|e| NamespaceError::io("open", null, e))?;
         let stdout: OwnedFd = match stdio_log {
@@ -88,6 +93,7 @@ impl LaunchFds {
             stdin: stdin.into(),
             stdout,
             stderr,
+            userns,
         })
     }
 }
@@ -233,7 +239,10 @@ fn launcher(
     agent_fd: &OwnedFd,
     report: &OwnedFd,
 ) -> Result<i32, String> {
-    let stdio = Stdio::above([&fds.stdin, &fds.stdout, &fds.stderr, agent_fd])?;
+    let stdio = Stdio::above(
+        [&fds.stdin, &fds.stdout, &fds.stderr, agent_fd],
+        fds.userns.as_ref(),
+    )?;
     drop(fds);
     let report = sys::dup_cloexec_above(report, 64).map_err(|e| format!("dup report: {e}"))?;
     join_cgroups(&plan.cgroup_joins)?;

@@ -16,8 +16,10 @@
 //! # What the sandbox gets
 //!
 //! - Namespaces: mount, pid, network (only `lo`, brought **up** by msb before the agent runs),
-//!   ipc, uts (hostname set), cgroup; plus a user namespace mapping root to the caller's uid
-//!   when the caller is not root (never when it is).
+//!   ipc, uts (hostname set), cgroup, and a user namespace: with a root caller, PID 1 joins one
+//!   mapping the sandbox's ids `0..65536` to an unprivileged host range ([`IdMap`]) as its last
+//!   step before dropping capabilities, and the root and binds are idmapped mounts; a non-root
+//!   caller's launcher maps root to the caller's own uid.
 //! - `pivot_root` into the root ([`Root::Bind`] directory, or an overlay of a shared lower
 //!   directory), mounted `nodev`. `/proc`, a minimal `/dev` (null, zero, full, random, urandom,
 //!   tty, ptmx, `devpts` with `newinstance`, `shm`), read-only `/sys`, tmpfs `/tmp`, the
@@ -58,6 +60,7 @@ pub mod seccomp;
 mod setup;
 mod spec;
 mod sys;
+mod userns;
 mod warm;
 
 use std::os::fd::OwnedFd;
@@ -83,6 +86,19 @@ pub struct BindMount {
     pub host: PathBuf,
     pub guest: PathBuf,
     pub readonly: bool,
+}
+
+/// The host ids that a sandbox's ids `0..count` are (its user namespace's map, and the idmap of
+/// its root and bind mounts). Used when the caller is root; a non-root caller can only map its
+/// own ids and ignores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdMap {
+    /// Host uid of the sandbox's root.
+    pub host_uid: u32,
+    /// Host gid of the sandbox's root group.
+    pub host_gid: u32,
+    /// How many consecutive ids are mapped (65,536: every id a Linux distribution uses).
+    pub count: u32,
 }
 
 /// Resource limits, applied through cgroups before PID 1 runs.
@@ -135,4 +151,7 @@ pub struct SandboxSpec {
     pub state_dir: PathBuf,
     /// File receiving PID 1's stdout and stderr (appended); `None` means `/dev/null`.
     pub stdio_log: Option<PathBuf>,
+    /// The sandbox's user namespace when the caller is root: `None` runs root in the sandbox
+    /// as host root (tests of the backend only; msb always gives one).
+    pub id_map: Option<IdMap>,
 }

@@ -12,7 +12,7 @@ use crate::cgroups::{self, CgroupPaths, HostCgroups};
 use crate::error::NamespaceError;
 use crate::launch::{self, LaunchFds, Layout, Plan};
 use crate::warm::WarmLauncher;
-use crate::{seccomp, setup, spec, sys, Root, SandboxSpec};
+use crate::{seccomp, setup, spec, sys, userns, IdMap, Root, SandboxSpec};
 
 /// How PID 1 ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,11 +103,20 @@ impl Sandbox {
                 nix::unistd::getgid().as_raw(),
             )
         });
+        // The agent binary is the caller's own (trusted) path: its links are resolved here, as
+        // bind sources are opened without following any at the start.
+        let mut spec = spec;
+        spec.agent_binary = std::fs::canonicalize(&spec.agent_binary).map_err(|e| {
+            NamespaceError::io("resolve the agent binary", spec.agent_binary.clone(), e)
+        })?;
+        // A root caller's sandbox gets its user namespace from here (see `userns`).
+        let id_map = spec.id_map.filter(|_| !unprivileged);
         let setup = setup::Plan {
             root: spec.root.clone(),
             mount_point,
             runtime_dir: spec.runtime_dir.clone(),
-            mounts: spec::guest_mounts(&spec, unprivileged),
+            mounts: spec::guest_mounts(&spec, unprivileged, id_map.as_ref()),
+            id_map,
             hostname: spec.hostname.clone(),
             unprivileged,
             argv: spec::agent_argv(&spec),
@@ -115,10 +124,14 @@ impl Sandbox {
             capabilities: spec::capability_mask(),
         };
 
-        if matches!(spec.root, Root::Overlay { .. }) {
+        if let Root::Overlay { upper, .. } = &spec.root {
             std::fs::create_dir_all(&layout.rootfs)
                 .map_err(|e| NamespaceError::io("create", layout.rootfs.clone(), e))?;
+            if let Some(map) = &id_map {
+                own_upper(upper, map)?;
+            }
         }
+        let userns = id_map.as_ref().map(userns::create).transpose()?;
         let cleanup = |cgroups: &CgroupPaths| {
             let _ = cgroups::remove(cgroups, Duration::from_secs(2));
             let _ = remove_layout(&layout);
@@ -131,7 +144,7 @@ impl Sandbox {
             }
         });
         let fds = cgroups::create(&cgroups, &spec.limits)
-            .and_then(|()| LaunchFds::open(spec.stdio_log.as_deref()));
+            .and_then(|()| LaunchFds::open(spec.stdio_log.as_deref(), userns));
         let fds = match fds {
             Ok(fds) => fds,
             Err(e) => {
@@ -251,6 +264,48 @@ impl Sandbox {
             })
         }
     }
+}
+
+/// Makes the overlay's upper directory belong to the sandbox's root (`map`'s first ids), so
+/// that root in the sandbox owns `/` and what it wrote before. A fresh upper is one `chown`; an
+/// upper written under another map (or before sandboxes had user namespaces, as host root) has
+/// every entry's ids shifted from the old map to this one. Symbolic links are not followed.
+fn own_upper(upper: &Path, map: &IdMap) -> Result<(), NamespaceError> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata =
+        std::fs::symlink_metadata(upper).map_err(|e| NamespaceError::io("stat", upper, e))?;
+    let old = (metadata.uid(), metadata.gid());
+    if old == (map.host_uid, map.host_gid) {
+        return Ok(());
+    }
+    shift_ids(upper, old, map)
+}
+
+/// The id `id` of a tree owned from `old` moved to `new` (pure): ids within `count` of the old
+/// base move with it, others stay.
+pub(crate) fn shifted(id: u32, old: u32, new: u32, count: u32) -> u32 {
+    match id.checked_sub(old) {
+        Some(offset) if offset < count => new + offset,
+        _ => id,
+    }
+}
+
+fn shift_ids(path: &Path, old: (u32, u32), map: &IdMap) -> Result<(), NamespaceError> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata =
+        std::fs::symlink_metadata(path).map_err(|e| NamespaceError::io("stat", path, e))?;
+    let uid = shifted(metadata.uid(), old.0, map.host_uid, map.count);
+    let gid = shifted(metadata.gid(), old.1, map.host_gid, map.count);
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .map_err(|e| NamespaceError::io("chown", path, e))?;
+    if metadata.is_dir() {
+        let entries = std::fs::read_dir(path).map_err(|e| NamespaceError::io("list", path, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| NamespaceError::io("list", path, e))?;
+            shift_ids(&entry.path(), old, map)?;
+        }
+    }
+    Ok(())
 }
 
 /// Checks the spec (pure but for `unprivileged`).

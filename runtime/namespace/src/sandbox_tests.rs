@@ -17,6 +17,7 @@ fn spec(root: Root) -> SandboxSpec {
         limits: Limits::default(),
         state_dir: PathBuf::from("/state"),
         stdio_log: None,
+        id_map: None,
     }
 }
 

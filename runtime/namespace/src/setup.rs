@@ -25,10 +25,12 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{open, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::CloneFlags;
 use nix::sys::stat::{fstat, makedev, mknod, Mode, SFlag};
 use nix::sys::statvfs::{statvfs, FsFlags};
 use serde::{Deserialize, Serialize};
@@ -54,6 +56,9 @@ pub(crate) struct Plan {
     pub mounts: Vec<GuestMount>,
     pub hostname: String,
     pub unprivileged: bool,
+    /// The user namespace's map (root caller only): PID 1 idmaps the root and binds with it
+    /// and joins the namespace ([`Stdio::userns`]) last.
+    pub id_map: Option<crate::IdMap>,
     pub argv: Vec<String>,
     pub env: Vec<String>,
     pub capabilities: u64,
@@ -65,20 +70,24 @@ pub(crate) struct Stdio {
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
     pub agent: OwnedFd,
+    /// The user namespace PID 1 joins last, when the plan has an id map.
+    pub userns: Option<OwnedFd>,
 }
 
 impl Stdio {
-    /// Close-on-exec copies above 64 of stdin, stdout, stderr and the agent fd, out of the way
-    /// of the `dup2`s to 0-3.
-    pub(crate) fn above(fds: [&OwnedFd; 4]) -> Result<Stdio, String> {
-        let [stdin, stdout, stderr, agent] = fds.map(|fd| {
+    /// Close-on-exec copies above 64 of stdin, stdout, stderr, the agent fd and the user
+    /// namespace, out of the way of the `dup2`s to 0-3.
+    pub(crate) fn above(fds: [&OwnedFd; 4], userns: Option<&OwnedFd>) -> Result<Stdio, String> {
+        let dup = |fd: &OwnedFd| {
             sys::dup_cloexec_above(fd, 64).map_err(|e| format!("dup fd {}: {e}", fd.as_raw_fd()))
-        });
+        };
+        let [stdin, stdout, stderr, agent] = fds.map(dup);
         Ok(Stdio {
             stdin: stdin?,
             stdout: stdout?,
             stderr: stderr?,
             agent: agent?,
+            userns: userns.map(dup).transpose()?,
         })
     }
 }
@@ -100,7 +109,12 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
         None::<&str>,
     )
     .map_err(|e| format!("make / a recursive slave: {e}"))?;
-    mount_root(plan)?;
+    let userns = match (&plan.id_map, &stdio.userns) {
+        (Some(_), Some(fd)) => Some(fd),
+        (Some(_), None) => return Err("the plan maps ids but no user namespace came".into()),
+        (None, _) => None,
+    };
+    mount_root(plan, userns)?;
 
     let runtime_target = plan
         .mount_point
@@ -114,11 +128,16 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
     let old_root = plan.mount_point.join(OLD_ROOT.trim_start_matches('/'));
     ensure_real_dir(&old_root)?;
 
-    // Bind sources are resolved on the host, before the pivot.
-    let mut sources = Vec::new();
+    // Bind sources are resolved on the host, before the pivot, without following a symbolic
+    // link anywhere in their path, and copied as detached mount trees with their flags (and
+    // idmap) already set.
+    let mut trees = Vec::new();
     for guest in &plan.mounts {
-        if let GuestMount::Bind { source, .. } = guest {
-            sources.push(open_path(source)?);
+        if let GuestMount::Bind {
+            source, readonly, ..
+        } = guest
+        {
+            trees.push(bind_tree(source, *readonly, userns)?);
         }
     }
     let mut device_sources = Vec::new();
@@ -131,8 +150,12 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
     nix::unistd::pivot_root(&plan.mount_point, &old_root)
         .map_err(|e| format!("pivot_root into {}: {e}", plan.mount_point.display()))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    // From here every mount point is resolved inside the new root, refusing symbolic links (a
+    // sandbox may have planted one in its root or `/.msb` in an earlier run, pointing into the
+    // old root, which is still attached).
+    let root = open_path(Path::new("/"))?;
 
-    let mut sources = sources.into_iter();
+    let mut trees = trees.into_iter();
     for guest in &plan.mounts {
         match guest {
             GuestMount::Fs {
@@ -141,11 +164,11 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
                 flags,
                 data,
             } => {
-                mkdir_all(Path::new(target))?;
+                let point = mount_point(&root, Path::new(target), true)?;
                 let data = (!data.is_empty()).then_some(data.as_str());
                 mount(
                     Some(fs_type.as_str()),
-                    target.as_str(),
+                    through_fd(&point).as_str(),
                     Some(fs_type.as_str()),
                     *flags,
                     data,
@@ -155,18 +178,12 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
                     populate_dev(&device_sources)?;
                 }
             }
-            GuestMount::Bind {
-                source,
-                target,
-                readonly,
-            } => {
-                let fd = sources.next().expect("one source per bind");
-                let flags = if *readonly {
-                    MsFlags::MS_RDONLY
-                } else {
-                    MsFlags::empty()
-                };
-                bind_fd(&fd, source, target, flags)?;
+            GuestMount::Bind { source, target, .. } => {
+                let (tree, is_dir) = trees.next().expect("one tree per bind");
+                let point = mount_point(&root, target, is_dir)?;
+                sys::move_mount(&tree, &point).map_err(|e| {
+                    format!("bind {} at {}: {e}", source.display(), target.display())
+                })?;
             }
         }
     }
@@ -199,6 +216,9 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
     let env = c_strings(&plan.env)?;
     // Compiled by the caller before the launcher's fork; this is the inherited copy.
     let seccomp = crate::seccomp::program()?;
+    if let Some(userns) = userns {
+        become_mapped_root(userns)?;
+    }
     drop_privileges(plan.capabilities)?;
     sys::install_seccomp(seccomp).map_err(|e| format!("install seccomp filter: {e}"))?;
     let path = CString::new(AGENT_GUEST_PATH).expect("no NUL");
@@ -209,15 +229,41 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
     Err(format!("execve {AGENT_GUEST_PATH}: {error}"))
 }
 
-fn mount_root(plan: &Plan) -> Result<(), String> {
+/// Joins the sandbox's user namespace and becomes its root (the first mapped host ids), with
+/// no supplementary groups. Everything mounted so far belongs to the host's namespace, so the
+/// capabilities PID 1 keeps act only on what the namespace owns and on the mapped ids.
+fn become_mapped_root(userns: &OwnedFd) -> Result<(), String> {
+    nix::sched::setns(userns, CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| format!("join the sandbox's user namespace: {e}"))?;
+    nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid)
+        .map_err(|e| format!("setresgid 0: {e}"))?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(|e| format!("setresuid 0: {e}"))
+}
+
+fn mount_root(plan: &Plan, userns: Option<&OwnedFd>) -> Result<(), String> {
     match &plan.root {
         Root::Overlay { lower, upper, work } => {
+            if let Some(userns) = userns {
+                // The shared lower stays owned by host root on disk; an idmapped copy of it,
+                // attached over it in this mount namespace only, shows its files as the
+                // sandbox's root's. The upper already belongs to the mapped root (the caller
+                // made it so), and copy-up keeps the mapped owners.
+                let fd = open_path(lower)?;
+                let tree = sys::clone_tree(&fd, false)
+                    .map_err(|e| format!("clone the lower {}: {e}", lower.display()))?;
+                idmap(&tree, lower, userns)?;
+                sys::move_mount(&tree, &fd)
+                    .map_err(|e| format!("attach the idmapped lower {}: {e}", lower.display()))?;
+            }
             let options = overlay_options(lower, upper, work);
             mount(
                 Some("overlay"),
                 &plan.mount_point,
                 Some("overlay"),
-                MsFlags::MS_NODEV,
+                MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
                 Some(options.as_str()),
             )
             .map_err(|e| {
@@ -227,8 +273,168 @@ fn mount_root(plan: &Plan) -> Result<(), String> {
                 )
             })
         }
-        Root::Bind(dir) => bind(dir, &plan.mount_point, MsFlags::MS_NODEV),
+        Root::Bind(dir) => {
+            let (tree, _) = bind_tree(dir, false, userns)?;
+            let point = open_path(&plan.mount_point)?;
+            sys::move_mount(&tree, &point)
+                .map_err(|e| format!("bind the root {}: {e}", dir.display()))
+        }
     }
+}
+
+/// A detached copy of the host tree at `source` (opened without following a symbolic link in
+/// any component) with all its mounts `nosuid,nodev` (and read-only when asked), idmapped with
+/// `userns` when given. Returns it and whether it is a directory.
+fn bind_tree(
+    source: &Path,
+    readonly: bool,
+    userns: Option<&OwnedFd>,
+) -> Result<(OwnedFd, bool), String> {
+    let path = CString::new(source.as_os_str().as_bytes())
+        .map_err(|_| format!("NUL byte in {}", source.display()))?;
+    let fd = sys::openat2(
+        &AtCwd,
+        &path,
+        libc::O_PATH,
+        sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS,
+    )
+    .map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => format!(
+            "bind source {}: a component of the path is a symbolic link, which msb does not \
+             follow (give the resolved path)",
+            source.display()
+        ),
+        _ => format!("open bind source {}: {e}", source.display()),
+    })?;
+    let is_dir = fstat(fd.as_raw_fd())
+        .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR)
+        .map_err(|e| format!("stat {}: {e}", source.display()))?;
+    let tree =
+        sys::clone_tree(&fd, true).map_err(|e| format!("clone {}: {e}", source.display()))?;
+    let mut flags = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
+    if readonly {
+        flags |= sys::MOUNT_ATTR_RDONLY;
+    }
+    // Every mount of the tree, not only its top: `-v /:/host:ro` must leave `/host/dev` inert
+    // and `/host/tmp` read-only too.
+    sys::mount_setattr(&tree, true, flags, None).map_err(|e| {
+        format!(
+            "set nosuid,nodev{} on {}: {e}",
+            if readonly { ",ro" } else { "" },
+            source.display()
+        )
+    })?;
+    if let Some(userns) = userns {
+        idmap(&tree, source, userns)?;
+    }
+    Ok((tree, is_dir))
+}
+
+/// Idmaps the detached `tree` with `userns`: every mount of it where the filesystems allow,
+/// else its top mount only (the mounts below then show host ids unmapped, as `nobody`).
+fn idmap(tree: &OwnedFd, name: &Path, userns: &OwnedFd) -> Result<(), String> {
+    if sys::mount_setattr(tree, true, sys::MOUNT_ATTR_IDMAP, Some(userns)).is_ok() {
+        return Ok(());
+    }
+    sys::mount_setattr(tree, false, sys::MOUNT_ATTR_IDMAP, Some(userns)).map_err(|e| {
+        format!(
+            "idmapped mount of {} ({e}): its filesystem does not support idmapped mounts",
+            name.display()
+        )
+    })
+}
+
+/// `AT_FDCWD` for [`sys::openat2`].
+struct AtCwd;
+
+impl AsRawFd for AtCwd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        libc::AT_FDCWD
+    }
+}
+
+/// `target` (absolute) inside the new root `root`, created if missing (directories, and an
+/// empty file as the last component when `!is_dir`), every component checked not to be a
+/// symbolic link. Returns an `O_PATH` handle on the mount point.
+fn mount_point(root: &OwnedFd, target: &Path, is_dir: bool) -> Result<OwnedFd, String> {
+    let components: Vec<&std::ffi::OsStr> = target
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(name) => Some(name),
+            _ => None,
+        })
+        .collect();
+    let mut current = sys::openat2(root, c".", libc::O_PATH | libc::O_DIRECTORY, 0)
+        .map_err(|e| format!("open the new root: {e}"))?;
+    for (index, name) in components.iter().enumerate() {
+        let last = index + 1 == components.len();
+        let c_name = CString::new(name.as_bytes())
+            .map_err(|_| format!("NUL byte in {}", target.display()))?;
+        let make_dir = !last || is_dir;
+        let created = if make_dir {
+            nix::sys::stat::mkdirat(
+                Some(current.as_raw_fd()),
+                c_name.as_c_str(),
+                Mode::from_bits_truncate(0o755),
+            )
+        } else {
+            nix::sys::stat::mknodat(
+                Some(current.as_raw_fd()),
+                c_name.as_c_str(),
+                SFlag::S_IFREG,
+                Mode::from_bits_truncate(0o644),
+                0,
+            )
+        };
+        match created {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(format!("create {}: {e}", target.display())),
+        }
+        let flags = if make_dir {
+            libc::O_PATH | libc::O_DIRECTORY
+        } else {
+            libc::O_PATH
+        };
+        current = sys::openat2(
+            &current,
+            &c_name,
+            flags | libc::O_NOFOLLOW,
+            sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_BENEATH,
+        )
+        .map_err(|e| {
+            let is_link = nix::sys::stat::fstatat(
+                Some(current.as_raw_fd()),
+                c_name.as_c_str(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .is_ok_and(|st| {
+                SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK
+            });
+            let name = name.to_string_lossy();
+            if is_link {
+                format!(
+                    "mount point {}: {name} is a symbolic link (refused: it could lead out of \
+                     the sandbox)",
+                    target.display()
+                )
+            } else if e.raw_os_error() == Some(libc::ENOTDIR) {
+                format!(
+                    "mount point {}: {name} is not a directory",
+                    target.display()
+                )
+            } else {
+                format!("open mount point {}: {e}", target.display())
+            }
+        })?;
+    }
+    Ok(current)
+}
+
+/// A path naming what the `O_PATH` handle `fd` refers to, for `mount(2)`: the magic link in
+/// the old root's `/proc` (attached until the end of the setup), so nothing is resolved by name
+/// again.
+fn through_fd(fd: &OwnedFd) -> String {
+    format!("{OLD_ROOT}/proc/self/fd/{}", fd.as_raw_fd())
 }
 
 /// overlayfs mount options (pure). Paths were checked for `,` and `:` by validation.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use nix::mount::MsFlags;
 use serde::{Deserialize, Serialize};
 
-use crate::SandboxSpec;
+use crate::{IdMap, SandboxSpec};
 
 /// Where the runtime directory appears in the sandbox.
 pub const RUNTIME_GUEST_DIR: &str = "/.msb";
@@ -114,7 +114,11 @@ pub(crate) enum GuestMount {
 /// The mounts of a sandbox, after its root and `/.msb` (pure). The runtime directory is bound
 /// at [`RUNTIME_GUEST_DIR`] before the pivot (it carries the old root's temporary mount point),
 /// so it is not in this list; the agent binary is.
-pub(crate) fn guest_mounts(spec: &SandboxSpec, unprivileged: bool) -> Vec<GuestMount> {
+pub(crate) fn guest_mounts(
+    spec: &SandboxSpec,
+    unprivileged: bool,
+    id_map: Option<&IdMap>,
+) -> Vec<GuestMount> {
     let fs = |fs_type: &str, target: &str, flags, data: &str| GuestMount::Fs {
         fs_type: fs_type.to_owned(),
         target: target.to_owned(),
@@ -122,11 +126,24 @@ pub(crate) fn guest_mounts(spec: &SandboxSpec, unprivileged: bool) -> Vec<GuestM
         data: data.to_owned(),
     };
     let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
-    // gid 5 ("tty") does not exist in a one-id user namespace.
-    let devpts = if unprivileged {
-        "newinstance,ptmxmode=0666,mode=0620"
-    } else {
-        "newinstance,ptmxmode=0666,mode=0620,gid=5"
+    // With a mapped user namespace, the tmpfs roots belong to the sandbox's root and ttys to
+    // its group 5; gid 5 ("tty") does not exist in a one-id user namespace.
+    let (owner, devpts) = match (id_map, unprivileged) {
+        (Some(map), false) => (
+            format!(",uid={},gid={}", map.host_uid, map.host_gid),
+            format!(
+                "newinstance,ptmxmode=0666,mode=0620,gid={}",
+                map.host_gid + 5
+            ),
+        ),
+        (_, true) => (
+            String::new(),
+            "newinstance,ptmxmode=0666,mode=0620".to_owned(),
+        ),
+        (None, false) => (
+            String::new(),
+            "newinstance,ptmxmode=0666,mode=0620,gid=5".to_owned(),
+        ),
     };
     let mut mounts = vec![
         fs("proc", "/proc", hardened, ""),
@@ -134,21 +151,26 @@ pub(crate) fn guest_mounts(spec: &SandboxSpec, unprivileged: bool) -> Vec<GuestM
             "tmpfs",
             "/dev",
             MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-            "mode=755,size=65536k",
+            &format!("mode=755,size=65536k{owner}"),
         ),
         fs(
             "devpts",
             "/dev/pts",
             MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-            devpts,
+            &devpts,
         ),
-        fs("tmpfs", "/dev/shm", hardened, "mode=1777,size=65536k"),
+        fs(
+            "tmpfs",
+            "/dev/shm",
+            hardened,
+            &format!("mode=1777,size=65536k{owner}"),
+        ),
         fs("sysfs", "/sys", hardened | MsFlags::MS_RDONLY, ""),
         fs(
             "tmpfs",
             "/tmp",
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            "mode=1777",
+            &format!("mode=1777{owner}"),
         ),
         GuestMount::Bind {
             source: spec.agent_binary.clone(),

@@ -21,6 +21,7 @@ fn sandbox_spec() -> SandboxSpec {
         limits: Limits::default(),
         state_dir: PathBuf::from("/var/lib/msb/web-1"),
         stdio_log: None,
+        id_map: None,
     }
 }
 
@@ -41,7 +42,7 @@ fn fs_mount<'a>(mounts: &'a [GuestMount], target: &str) -> (&'a str, MsFlags, &'
 
 #[test]
 fn kernel_filesystems_are_hardened() {
-    let mounts = guest_mounts(&sandbox_spec(), false);
+    let mounts = guest_mounts(&sandbox_spec(), false, None);
     let (fs, flags, _) = fs_mount(&mounts, "/proc");
     assert_eq!(fs, "proc");
     assert!(flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV));
@@ -71,13 +72,35 @@ fn kernel_filesystems_are_hardened() {
 
 #[test]
 fn user_namespace_devpts_has_no_tty_group() {
-    let mounts = guest_mounts(&sandbox_spec(), true);
+    let mounts = guest_mounts(&sandbox_spec(), true, None);
     assert!(!fs_mount(&mounts, "/dev/pts").2.contains("gid="));
 }
 
 #[test]
+fn a_mapped_sandbox_owns_its_tmpfs_roots_and_tty_group() {
+    let map = crate::IdMap {
+        host_uid: 1_000_000,
+        host_gid: 2_000_000,
+        count: 65536,
+    };
+    let mounts = guest_mounts(&sandbox_spec(), false, Some(&map));
+    for target in ["/dev", "/dev/shm", "/tmp"] {
+        assert!(
+            fs_mount(&mounts, target)
+                .2
+                .ends_with(",uid=1000000,gid=2000000"),
+            "{target}"
+        );
+    }
+    assert!(fs_mount(&mounts, "/dev/pts").2.ends_with(",gid=2000005"));
+    // A non-root caller cannot map ranges: the map is not used.
+    let mounts = guest_mounts(&sandbox_spec(), true, Some(&map));
+    assert!(!fs_mount(&mounts, "/tmp").2.contains("uid="));
+}
+
+#[test]
 fn agent_and_user_binds_follow_the_kernel_filesystems() {
-    let mounts = guest_mounts(&sandbox_spec(), false);
+    let mounts = guest_mounts(&sandbox_spec(), false, None);
     let binds: Vec<(&PathBuf, &PathBuf, bool)> = mounts
         .iter()
         .filter_map(|m| match m {

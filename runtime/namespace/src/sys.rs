@@ -248,3 +248,136 @@ pub fn set_cpu_priority(tid: i32, priority: CpuPriority) {
         let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice);
     }
 }
+
+/// `open_tree(2)` flag: a detached copy of the tree, not the mount itself.
+pub(crate) const OPEN_TREE_CLONE: u32 = 1;
+/// `AT_RECURSIVE`: the whole tree of mounts below too.
+pub(crate) const AT_RECURSIVE: u32 = 0x8000;
+pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub(crate) const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+/// `openat2(2)` resolve flags.
+pub(crate) const RESOLVE_NO_MAGICLINKS: u64 = 0x2;
+pub(crate) const RESOLVE_NO_SYMLINKS: u64 = 0x4;
+pub(crate) const RESOLVE_BENEATH: u64 = 0x8;
+
+/// `struct mount_attr` of `mount_setattr(2)`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `struct open_how` of `openat2(2)`.
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+fn fd_result(ret: libc::c_long) -> io::Result<OwnedFd> {
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(own_fd(ret as i32))
+}
+
+/// A detached (`OPEN_TREE_CLONE`) copy of the mount tree at `fd` itself (`AT_EMPTY_PATH`),
+/// with the mounts below it when `recursive`. Close-on-exec.
+pub(crate) fn clone_tree(fd: &impl AsRawFd, recursive: bool) -> io::Result<OwnedFd> {
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | libc::AT_EMPTY_PATH as u32;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    // SAFETY: the path is a static NUL-terminated empty string; the kernel returns a new fd.
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) };
+    fd_result(ret)
+}
+
+/// `mount_setattr(2)` on the detached tree `tree`: sets `set` (with `userns` for
+/// `MOUNT_ATTR_IDMAP`) on its top mount, or on every mount of it when `recursive`.
+pub(crate) fn mount_setattr(
+    tree: &OwnedFd,
+    recursive: bool,
+    set: u64,
+    userns: Option<&OwnedFd>,
+) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.map_or(0, |fd| fd.as_raw_fd() as u64),
+    };
+    let mut flags = libc::AT_EMPTY_PATH as u32;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    // SAFETY: `attr` is a live `struct mount_attr` whose size is passed; the path is a static
+    // empty string; `tree` is a valid fd for the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `move_mount(2)`: attaches the detached tree `tree` on the mount point `target` (an `O_PATH`
+/// fd), both given by fd, so no path is resolved again.
+pub(crate) fn move_mount(tree: &OwnedFd, target: &OwnedFd) -> io::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
+    const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
+    // SAFETY: both fds are valid for the call; both paths are static empty strings.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `openat2(2)` of `path` relative to `dir` with `O_CLOEXEC | flags` and `resolve` rules.
+pub(crate) fn openat2(
+    dir: &impl AsRawFd,
+    path: &std::ffi::CStr,
+    flags: i32,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve,
+    };
+    // SAFETY: `path` is NUL-terminated and `how` a live `struct open_how` whose size is
+    // passed; the kernel returns a new fd or -1.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    fd_result(ret)
+}

@@ -159,11 +159,9 @@ impl WarmLauncher {
             setup: setup.clone(),
         })
         .map_err(|e| NamespaceError::sys("serialize the launch plan", std::io::Error::other(e)))?;
-        let sent = send(
-            &channel,
-            &order,
-            [&fds.stdin, &fds.stdout, &fds.stderr, agent_fd],
-        );
+        let mut sent_fds = vec![&fds.stdin, &fds.stdout, &fds.stderr, agent_fd];
+        sent_fds.extend(fds.userns.as_ref());
+        let sent = send(&channel, &order, &sent_fds);
         drop(fds);
         drop(channel);
         let pid = self.pid;
@@ -245,9 +243,15 @@ fn waiting_main(
             serde_json::from_slice(&order).map_err(|e| format!("garbled launch plan: {e}"))?;
         // Forked at its supervisor's low waiting priority: the sandbox runs at the normal one.
         sys::set_cpu_priority(0, sys::CpuPriority::Normal);
-        let [stdin, stdout, stderr, agent] = fds;
-        let stdio = Stdio::above([&stdin, &stdout, &stderr, &agent])?;
-        drop((stdin, stdout, stderr, agent));
+        let mut fds = fds.into_iter();
+        let mut next = || fds.next().ok_or("fewer fds than the plan needs");
+        let (stdin, stdout, stderr, agent) = (next()?, next()?, next()?, next()?);
+        let userns = match order.setup.id_map {
+            Some(_) => Some(next()?),
+            None => None,
+        };
+        let stdio = Stdio::above([&stdin, &stdout, &stderr, &agent], userns.as_ref())?;
+        drop((stdin, stdout, stderr, agent, userns));
         let report = sys::dup_cloexec_above(&report, 64).map_err(|e| format!("dup report: {e}"))?;
         launch::fork_pid1(&order.setup, &stdio, report).map(Some)
     })();
@@ -259,8 +263,8 @@ fn waiting_main(
     let _ = File::from(report).write_all(message.as_bytes());
 }
 
-fn send(channel: &UnixStream, bytes: &[u8], fds: [&OwnedFd; 4]) -> std::io::Result<()> {
-    let raw: [RawFd; 4] = fds.map(|fd| fd.as_raw_fd());
+fn send(channel: &UnixStream, bytes: &[u8], fds: &[&OwnedFd]) -> std::io::Result<()> {
+    let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
     let sent = sendmsg::<()>(
         channel.as_raw_fd(),
         &[IoSlice::new(bytes)],
@@ -273,13 +277,14 @@ fn send(channel: &UnixStream, bytes: &[u8], fds: [&OwnedFd; 4]) -> std::io::Resu
     writer.shutdown(std::net::Shutdown::Write)
 }
 
-/// The order's bytes and the four fds that came with them.
-type Received = (Vec<u8>, [OwnedFd; 4]);
+/// The order's bytes and the fds that came with them (stdin, stdout, stderr, the agent's, and
+/// the user namespace when the order has an id map).
+type Received = (Vec<u8>, Vec<OwnedFd>);
 
-/// The order and its four fds; `None` when the socket closed without one.
+/// The order and its fds; `None` when the socket closed without one.
 fn receive(channel: &UnixStream) -> Result<Option<Received>, String> {
     let mut first = vec![0u8; 64 * 1024];
-    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut space = nix::cmsg_space!([RawFd; 5]);
     let (received, raw) = {
         let mut iov = [IoSliceMut::new(&mut first)];
         let message = recvmsg::<()>(
@@ -304,9 +309,13 @@ fn receive(channel: &UnixStream) -> Result<Option<Received>, String> {
     if received == 0 && owned.is_empty() {
         return Ok(None);
     }
-    let fds: [OwnedFd; 4] = owned
-        .try_into()
-        .map_err(|v: Vec<OwnedFd>| format!("expected 4 fds with the plan, got {}", v.len()))?;
+    if !(4..=5).contains(&owned.len()) {
+        return Err(format!(
+            "expected 4 or 5 fds with the plan, got {}",
+            owned.len()
+        ));
+    }
+    let fds = owned;
     first.truncate(received);
     let reader = channel;
     reader

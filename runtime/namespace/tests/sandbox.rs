@@ -286,6 +286,7 @@ fn failed_start_leaves_nothing_behind() {
         limits: Limits::default(),
         state_dir: dir.path().join("state"),
         stdio_log: None,
+        id_map: None,
     };
     let error = msb_namespace::Sandbox::start(spec).unwrap_err();
     eprintln!("expected failure: {error}");

@@ -53,6 +53,7 @@ pub fn start(
         },
         state_dir: dir.backend_state(),
         stdio_log: Some(dir.supervisor_log()),
+        id_map: config.id_map,
     };
     let sandbox = match warm {
         Some(launcher) => Sandbox::start_warm(spec, launcher)?,

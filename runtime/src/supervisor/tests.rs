@@ -186,6 +186,7 @@ impl Harness {
             wait_for_attach: false,
             main_mode: ExecMode::Buffered,
             log_level: "debug".into(),
+            id_map: None,
         };
         let record = RunRecord {
             run_id: "run-1".into(),

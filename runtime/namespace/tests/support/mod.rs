@@ -144,6 +144,7 @@ impl TestSandbox {
             limits: options.limits,
             state_dir: base.join("state"),
             stdio_log: Some(base.join("stdio.log")),
+            id_map: None,
         };
         let log = base.join("stdio.log");
         let started = match options.warm {
