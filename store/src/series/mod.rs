@@ -12,10 +12,12 @@
 //! [`Store::fleet`], [`Store::read_only_sql`], [`Store::export_parquet`]) read through the
 //! store's own connection and see what the writer has committed. The store keeps the partition
 //! list (and, for the history query, the rows last read from the hour being written) between
-//! queries; the writer tells it when the list changes ([`cache`]).
+//! queries; the writer tells it when the list changes ([`cache`]), and keeps the rows of the
+//! hours being written in memory for the history query ([`open_hour`]).
 
 mod cache;
 mod history;
+mod open_hour;
 mod partitions;
 mod query;
 mod readings;
