@@ -16,6 +16,7 @@
 //! hours being written in memory for the history query ([`open_hour`]).
 
 mod cache;
+mod export;
 mod history;
 mod open_hour;
 mod partitions;
@@ -29,6 +30,8 @@ mod tests;
 #[cfg(test)]
 mod tests_history;
 #[cfg(test)]
+mod tests_sql;
+#[cfg(test)]
 mod tests_writer;
 
 use std::collections::HashSet;
@@ -40,7 +43,11 @@ pub(crate) use cache::SeriesCache;
 pub use history::HistoryPoint;
 pub(crate) use partitions::Partitions;
 pub use query::{default_step_ms, FleetPoint, DEFAULT_POINTS_MAX};
-pub use sql::{SqlResult, MAX_SQL_ROWS, SQL_RELATIONS};
+pub(crate) use sql::lock_down;
+pub use sql::{
+    SqlResult, MAX_SQL_ROWS, SQL_MEMORY_LIMIT, SQL_RELATIONS, SQL_TEMP_DIRECTORY_LIMIT,
+    SQL_THREADS, SQL_TIMEOUT,
+};
 pub use writer::{SeriesWriter, WriterOptions, WriterStats};
 
 /// How long a raw partition stays open for late samples after its hour ends (a supervisor
@@ -83,6 +90,10 @@ pub enum SeriesError {
     Parse(String),
     #[error("the result has more than {MAX_SQL_ROWS} rows; add a LIMIT")]
     TooManyRows,
+    #[error("query cancelled after {after:?} (the limit for a query)")]
+    Cancelled { after: Duration },
+    #[error("export to {path}: {reason}")]
+    Export { path: String, reason: String },
 }
 
 /// How a value column is aggregated.
