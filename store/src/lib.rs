@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 pub use catalog::{EventRecord, RunRow, SandboxRow};
 pub use series::{
     default_step_ms, FleetPoint, HistoryPoint, RetentionConfig, SeriesError, SeriesWriter,
-    WriterOptions, DEFAULT_POINTS_MAX,
+    WriterOptions, DEFAULT_POINTS_MAX, SQL_MEMORY_LIMIT, SQL_TEMP_DIRECTORY_LIMIT, SQL_THREADS,
+    SQL_TIMEOUT,
 };
 
 /// The writer threads work behind msbd's answers, never in front of them, so they run at a low
@@ -77,9 +78,31 @@ pub enum StoreError {
     Corrupt { what: &'static str, detail: String },
 }
 
+/// How a store is opened. The default is what msbd uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// How long a user's query ([`Store::read_only_sql`]) may run before it is cancelled.
+    pub sql_timeout: std::time::Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            sql_timeout: SQL_TIMEOUT,
+        }
+    }
+}
+
 /// An open store. Not `Sync`: msbd keeps it behind one mutex (one writer).
 pub struct Store {
     conn: duckdb::Connection,
+    /// A connection of its own for users' queries, so that cancelling one (its interrupt
+    /// handle) never reaches the store's own statements.
+    sql_conn: duckdb::Connection,
+    sql_timeout: std::time::Duration,
+    /// Where the database engine may write Parquet exports (the one directory it may touch
+    /// besides its own files); `None` in memory.
+    exports: Option<PathBuf>,
     /// The catalog in memory, and its writer (see [`catalog`]). Declared after `conn` is fine:
     /// the writer's thread has its own connection and is joined when the store drops.
     mirror: std::sync::Mutex<catalog::Mirror>,
@@ -98,11 +121,27 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) and migrates the store at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with(path, StoreOptions::default())
+    }
+
+    /// Like [`Store::open`], with the options given.
+    pub fn open_with(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         let conn = duckdb::Connection::open(path).map_err(|source| StoreError::Open {
             path: path.to_owned(),
             source,
         })?;
-        Self::with_connection(conn, path.to_owned(), Some(&Self::journal_path(path)))
+        Self::with_connection(
+            conn,
+            path.to_owned(),
+            Some(&Self::journal_path(path)),
+            options,
+        )
+    }
+
+    /// Where exports are written before they are copied to their file: `msb.duckdb` ->
+    /// `msb.exports/`.
+    pub fn exports_path(database: &Path) -> PathBuf {
+        database.with_extension("exports")
     }
 
     /// The catalog's journal beside the database: `msb.duckdb` -> `msb.catalog-journal`.
@@ -114,15 +153,25 @@ impl Store {
         conn: duckdb::Connection,
         path: PathBuf,
         journal: Option<&Path>,
+        options: StoreOptions,
     ) -> Result<Store, StoreError> {
         migrations::apply(&conn)?;
         series::sync_columns(&conn)?;
         series::SeriesCache::configure(&conn);
+        // Before anything else can run: no file, network or extension access from here on
+        // (but the exports directory), bounded memory and threads, and locked so (see
+        // `series::sql`).
+        let exports = journal.map(|_| Self::exports_path(&path));
+        series::lock_down(&conn, exports.as_deref())?;
+        let sql_conn = conn.try_clone()?;
         // Replays the journal first, so that the mirror sees every acknowledged change.
         let catalog_writer = catalog::CatalogWriter::start(conn.try_clone()?, journal)?;
         let mirror = catalog::Mirror::load(&conn)?;
         Ok(Store {
             conn,
+            sql_conn,
+            sql_timeout: options.sql_timeout,
+            exports,
             mirror: std::sync::Mutex::new(mirror),
             catalog_writer,
             path,
@@ -136,7 +185,7 @@ impl Store {
             path: ":memory:".into(),
             source,
         })?;
-        Self::with_connection(conn, ":memory:".into(), None)
+        Self::with_connection(conn, ":memory:".into(), None, StoreOptions::default())
     }
 
     pub fn path(&self) -> &Path {
@@ -145,6 +194,18 @@ impl Store {
 
     pub(crate) fn conn(&self) -> &duckdb::Connection {
         &self.conn
+    }
+
+    pub(crate) fn sql_conn(&self) -> &duckdb::Connection {
+        &self.sql_conn
+    }
+
+    pub(crate) fn sql_timeout(&self) -> std::time::Duration {
+        self.sql_timeout
+    }
+
+    pub(crate) fn exports(&self) -> Option<&Path> {
+        self.exports.as_deref()
     }
 
     pub(crate) fn series_cache(&self) -> &series::SeriesCache {

@@ -308,3 +308,54 @@ fn history_bad_input_changes_nothing() {
         "a Parquet file"
     );
 }
+
+/// User SQL and exports run as root in msbd: they must not reach the host's files. The
+/// store's unit tests (`store/src/series/tests_sql.rs`) cover each layer; this is the same
+/// through the binary.
+#[test]
+fn metrics_sql_and_export_cannot_reach_host_files() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    home.ok(&["run", "-n", "b", "--", "sleep", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret.csv");
+    std::fs::write(&secret, "password\nhunter2\n").unwrap();
+    let secret = secret.to_str().unwrap();
+    let copied = dir.path().join("copied.csv");
+    let attached = dir.path().join("attached.duckdb");
+    for statement in [
+        format!("SELECT * FROM (WITH \"{secret}\" AS (SELECT 1) SELECT 1) s, '{secret}'"),
+        format!("SELECT * FROM read_csv('{secret}')"),
+        format!("SELECT * FROM '{secret}'"),
+        format!("COPY (SELECT 1) TO '{}'", copied.display()),
+        format!("ATTACH '{}' AS o", attached.display()),
+        "INSTALL httpfs".to_owned(),
+        "SET enable_external_access = true".to_owned(),
+    ] {
+        let run = home.msb(&["metrics", "--sql", &statement]);
+        assert_ne!(run.code, 0, "{statement}");
+        assert!(run.stderr.starts_with("error: "), "{statement}: {run:?}");
+        assert!(!run.stdout.contains("hunter2"), "{statement}: {run:?}");
+    }
+    assert!(!copied.exists() && !attached.exists());
+    // An export onto a symbolic link replaces the link; the file it pointed to is unchanged.
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "keep me").unwrap();
+    let link = dir.path().join("link.parquet");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let run = home.msb(&[
+        "metrics",
+        "b",
+        "--since",
+        "1m",
+        "--output",
+        link.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    assert!(std::fs::read(&link).unwrap().starts_with(b"PAR1"));
+    // Ordinary queries still answer.
+    assert!(!sql(&home, "SELECT count(*) AS n FROM samples").is_empty());
+}

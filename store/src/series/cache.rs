@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use duckdb::Connection;
 
+use super::open_hour::OpenHourCache;
 use super::readings::OpenReadings;
 
 /// How many prepared statements the store's connection keeps: one per table a history query
@@ -48,6 +49,8 @@ pub(crate) struct SeriesCache {
     appends: Arc<AtomicU64>,
     partitions: Mutex<Option<(u64, Arc<[PartitionRow]>)>>,
     open_readings: Mutex<OpenReadings>,
+    /// The open hours' rows, kept by the writer ([`OpenHourCache`]).
+    open_hour: Arc<Mutex<OpenHourCache>>,
     /// Times the list was read from the database (for tests).
     loads: AtomicU64,
     /// Times an open table was read for appended rows (for tests).
@@ -57,7 +60,7 @@ pub(crate) struct SeriesCache {
 
 /// Only the store's own (single) user takes these locks, and a panic cannot leave what they
 /// guard half updated in a way a later query would misread (at worst an entry is dropped).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -111,6 +114,15 @@ impl SeriesCache {
             .retain_tables(|table| rows.iter().any(|p| p.name == table && p.raw && !p.closed));
         *loaded = Some((current, Arc::clone(&rows)));
         Ok(rows)
+    }
+
+    /// The open-hour cache, for the writer that feeds it.
+    pub(crate) fn open_hour_shared(&self) -> Arc<Mutex<OpenHourCache>> {
+        Arc::clone(&self.open_hour)
+    }
+
+    pub(crate) fn open_hour(&self) -> MutexGuard<'_, OpenHourCache> {
+        lock(&self.open_hour)
     }
 
     pub(crate) fn open_readings(&self) -> MutexGuard<'_, OpenReadings> {

@@ -12,10 +12,13 @@
 //! [`Store::fleet`], [`Store::read_only_sql`], [`Store::export_parquet`]) read through the
 //! store's own connection and see what the writer has committed. The store keeps the partition
 //! list (and, for the history query, the rows last read from the hour being written) between
-//! queries; the writer tells it when the list changes ([`cache`]).
+//! queries; the writer tells it when the list changes ([`cache`]), and keeps the rows of the
+//! hours being written in memory for the history query ([`open_hour`]).
 
 mod cache;
+mod export;
 mod history;
+mod open_hour;
 mod partitions;
 mod query;
 mod readings;
@@ -26,6 +29,8 @@ mod writer;
 mod tests;
 #[cfg(test)]
 mod tests_history;
+#[cfg(test)]
+mod tests_sql;
 #[cfg(test)]
 mod tests_writer;
 
@@ -38,7 +43,11 @@ pub(crate) use cache::SeriesCache;
 pub use history::HistoryPoint;
 pub(crate) use partitions::Partitions;
 pub use query::{default_step_ms, FleetPoint, DEFAULT_POINTS_MAX};
-pub use sql::{SqlResult, MAX_SQL_ROWS, SQL_RELATIONS};
+pub(crate) use sql::lock_down;
+pub use sql::{
+    SqlResult, MAX_SQL_ROWS, SQL_MEMORY_LIMIT, SQL_RELATIONS, SQL_TEMP_DIRECTORY_LIMIT,
+    SQL_THREADS, SQL_TIMEOUT,
+};
 pub use writer::{SeriesWriter, WriterOptions, WriterStats};
 
 /// How long a raw partition stays open for late samples after its hour ends (a supervisor
@@ -81,6 +90,10 @@ pub enum SeriesError {
     Parse(String),
     #[error("the result has more than {MAX_SQL_ROWS} rows; add a LIMIT")]
     TooManyRows,
+    #[error("query cancelled after {after:?} (the limit for a query)")]
+    Cancelled { after: Duration },
+    #[error("export to {path}: {reason}")]
+    Export { path: String, reason: String },
 }
 
 /// How a value column is aggregated.

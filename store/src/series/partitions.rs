@@ -123,6 +123,25 @@ impl Partitions {
         Ok(partitions)
     }
 
+    /// Whether the raw partition of the hour starting at `hour_start_ms` exists.
+    pub(crate) fn has_raw(&self, hour_start_ms: i64) -> bool {
+        self.raw.contains_key(&hour_start_ms)
+    }
+
+    /// Whether `name` is a raw partition that is not closed yet.
+    pub(crate) fn is_open_raw(&self, name: &str) -> bool {
+        self.raw.values().any(|p| !p.closed && p.name == name)
+    }
+
+    /// The raw partitions that are not closed yet.
+    pub(crate) fn open_raw_names(&self) -> Vec<String> {
+        self.raw
+            .values()
+            .filter(|p| !p.closed)
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
     /// The raw partition for the hour starting at `hour_start_ms`, created if needed.
     pub(crate) fn ensure_raw(
         &mut self,

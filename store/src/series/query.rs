@@ -1,11 +1,9 @@
-//! The fleet query, Parquet export, the last stored sample of a run, and what the history query ([`super::history`]) shares.
+//! The fleet query, the last stored sample of a run, and what the history query ([`super::history`]) shares.
 //!
 //! The fleet query normalises raw rows and rollup rows into one shape (sums and counts of the
 //! gauges) and aggregates that once, so a step that straddles the raw/rollup boundary is still
 //! one point. Raw data serves everything from the raw boundary on ([`raw_boundary_ms`]); rollups
 //! serve what is older.
-
-use std::path::Path;
 
 use duckdb::params;
 
@@ -176,32 +174,5 @@ impl Store {
             "SELECT max(ts_ms) FROM {relation} WHERE sandbox_id = ? AND run_id = ? AND ts_ms >= ?"
         ))?;
         Ok(statement.query_row(params![sandbox_id, run_id, since_ms], |row| row.get(0))?)
-    }
-
-    /// Writes one sandbox's raw samples in `[since_ms, until_ms)` to a Parquet file (zstd),
-    /// ordered by time, with the `samples` view's columns. Returns the number of rows written.
-    pub fn export_parquet(
-        &self,
-        sandbox_id: &str,
-        since_ms: i64,
-        until_ms: i64,
-        path: &Path,
-    ) -> Result<u64, SeriesError> {
-        check_window(since_ms, until_ms, 1)?;
-        let quote = |s: &str| s.replace('\'', "''");
-        let target = path.to_str().ok_or_else(|| {
-            SeriesError::Refused(format!("{} is not a UTF-8 path", path.display()))
-        })?;
-        let rows = self.conn().execute(
-            &format!(
-                "COPY (SELECT * FROM samples WHERE sandbox_id = '{}'
-                         AND ts_ms >= {since_ms} AND ts_ms < {until_ms} ORDER BY ts_ms)
-                 TO '{}' (FORMAT parquet, COMPRESSION zstd)",
-                quote(sandbox_id),
-                quote(target)
-            ),
-            [],
-        )?;
-        Ok(rows as u64)
     }
 }

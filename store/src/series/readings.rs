@@ -8,7 +8,8 @@
 //! ([`OpenReadings`], the last [`OPEN_READINGS_ENTRIES`] sandbox-and-table pairs asked for) and
 //! the next query of the same sandbox reads only the rows appended since (3-8 ms after 10 s of
 //! 1,000 sandboxes): row ids grow with every append and DuckDB prunes `rowid >= n` to the row
-//! groups past `n`. ADR 004 has the measurements and what else was tried.
+//! groups past `n`. ADR 004 has the measurements and what else was tried. Tables the writer's
+//! open-hour cache holds ([`super::open_hour`]) are answered from it instead, without DuckDB.
 
 use duckdb::arrow::array::{
     Array, Float64Array, Int64Array, StringArray, StringViewArray, StructArray,
@@ -32,7 +33,7 @@ pub(crate) const MAXED: [&str; history_count(History::AverageAndMax)] =
     history_fields(History::AverageAndMax);
 
 /// Where each of [`MAXED`] is in [`GAUGES`].
-const MAXED_IN_GAUGES: [usize; MAXED.len()] = {
+pub(super) const MAXED_IN_GAUGES: [usize; MAXED.len()] = {
     let mut out = [0; MAXED.len()];
     let mut m = 0;
     while m < MAXED.len() {
@@ -359,6 +360,15 @@ impl Store {
                 runs,
                 out,
             );
+        }
+        if self.series_cache().open_hour().readings(
+            &table.name,
+            sandbox_id,
+            (from_ms, until_ms),
+            runs,
+            out,
+        ) {
+            return Ok(());
         }
         let mut open = self.series_cache().open_readings();
         let entry = open.entry(&table.name, sandbox_id);

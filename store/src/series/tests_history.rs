@@ -241,14 +241,14 @@ fn history_matches_the_sql_reference() {
         (open + 290_000, open + 370_500, 1_500),
         (open - 30_000, open + HOUR_MS, 120_000),
     ];
-    let check = |phase: &str| {
+    let check = |store: &Store, phase: &str| {
         for sandbox in ["sb-a", "sb-b", "nobody"] {
             for (since, until, step) in windows {
                 let what = format!("{phase} {sandbox} [{since}, {until}) @ {step}");
                 let found = store.history(sandbox, since, until, step).unwrap();
                 assert_same(
                     &found,
-                    &reference(&store, sandbox, since, until, step),
+                    &reference(store, sandbox, since, until, step),
                     &what,
                 );
                 // Asked again (from the open-hour readings kept by the first call).
@@ -257,7 +257,13 @@ fn history_matches_the_sql_reference() {
             }
         }
     };
-    check("raw");
+    // The open hour is answered from the writer's cache (filled as it appended)...
+    let open_table = raw_name(open);
+    assert!(store.series_cache().open_hour().is_ready(&open_table));
+    check(&store, "raw, open hour from the writer's cache");
+    // ... and from DuckDB once the cache does not hold it.
+    store.series_cache().open_hour().clear();
+    check(&store, "raw, open hour from DuckDB");
     assert!(!store
         .history("sb-a", closed, open + HOUR_MS, 10_000)
         .unwrap()
@@ -280,7 +286,129 @@ fn history_matches_the_sql_reference() {
         ),
         0
     );
-    check("rollups");
+    // The new writer filled its cache from the table in the background.
+    writer.wait_open_hour_filled();
+    assert!(store.series_cache().open_hour().is_ready(&open_table));
+    check(&store, "rollups");
+    // msbd restarted: a fresh database instance, a writer that fills the cache from the file.
+    drop(writer);
+    drop(store);
+    let store = Store::open(&dir.path().join("msb.duckdb")).unwrap();
+    let writer = SeriesWriter::start(&store, RetentionConfig::default()).unwrap();
+    writer.wait_open_hour_filled();
+    assert!(store.series_cache().open_hour().is_ready(&open_table));
+    check(&store, "after a restart");
+}
+
+/// A writer that starts on a store with an open hour (msbd restarted) fills its cache in the
+/// background; what it commits meanwhile is kept aside and added after, so the cache ends up
+/// with every row, in commit order, and answers as DuckDB does.
+#[test]
+fn commits_during_the_fill_are_kept_aside_and_added_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("msb.duckdb");
+    let open = hour_start(now_ms()) + 2 * HOUR_MS;
+    let table = raw_name(open);
+    let batch = |from: u64, to: u64| -> Vec<Sample> {
+        (from..to)
+            .flat_map(|t| {
+                let ts = open + t as i64 * 1000;
+                [sample("sb-a", "r1", ts, t), sample("sb-b", "r2", ts + 3, t)]
+            })
+            .collect()
+    };
+    {
+        let store = Store::open(&path).unwrap();
+        let writer = SeriesWriter::start(&store, RetentionConfig::default()).unwrap();
+        writer.append(batch(0, 600));
+        writer.flush().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    store.series_cache().open_hour().hold_fill = true;
+    let writer = SeriesWriter::start(&store, RetentionConfig::default()).unwrap();
+    // Committed while the fill waits: kept aside, the table still read from DuckDB.
+    writer.append(batch(600, 900));
+    // A late sample of sb-a's run, older than what it already has.
+    writer.append(vec![sample("sb-a", "r1", open + 300_500, 300)]);
+    writer.flush().unwrap();
+    assert!(!store.series_cache().open_hour().is_ready(&table));
+    let window = (open, open + HOUR_MS, 10_000);
+    let before: Vec<_> = ["sb-a", "sb-b"]
+        .map(|s| store.history(s, window.0, window.1, window.2).unwrap())
+        .into();
+    store.series_cache().open_hour().hold_fill = false;
+    writer.wait_open_hour_filled();
+    assert!(store.series_cache().open_hour().is_ready(&table));
+    // And what comes after the fill goes straight in.
+    writer.append(batch(900, 1000));
+    writer.flush().unwrap();
+    for (i, sandbox) in ["sb-a", "sb-b"].into_iter().enumerate() {
+        let found = store
+            .history(sandbox, window.0, window.1, window.2)
+            .unwrap();
+        let expected = reference(&store, sandbox, window.0, window.1, window.2);
+        assert_same(&found, &expected, sandbox);
+        assert_eq!(
+            found.iter().map(|p| p.samples).sum::<u64>(),
+            1000 + u64::from(i == 0)
+        );
+        assert!(found.len() > before[i].len());
+    }
+    // At one second per point, every raw value is compared, not only averages.
+    for sandbox in ["sb-a", "sb-b"] {
+        let found = store
+            .history(sandbox, open, open + 1_000_000, 1000)
+            .unwrap();
+        assert_same(
+            &found,
+            &reference(&store, sandbox, open, open + 1_000_000, 1000),
+            sandbox,
+        );
+    }
+}
+
+/// Past its budget the cache drops the oldest hour first (read from DuckDB from then on), and
+/// it forgets a table once the writer closed it.
+#[test]
+fn the_open_hour_cache_drops_the_oldest_hour_first_and_closed_hours() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("msb.duckdb")).unwrap();
+    let writer = SeriesWriter::start(&store, RetentionConfig::default()).unwrap();
+    let first = hour_start(now_ms()) + 2 * HOUR_MS;
+    let second = first + HOUR_MS;
+    let samples = |hour: i64| -> Vec<Sample> {
+        (0..300)
+            .map(|t| sample("sb", "r", hour + t as i64 * 1000, t))
+            .collect()
+    };
+    writer.append(samples(first));
+    writer.append(samples(second));
+    writer.flush().unwrap();
+    let (older, newer) = (raw_name(first), raw_name(second));
+    {
+        let mut cache = store.series_cache().open_hour();
+        assert!(cache.is_ready(&older) && cache.is_ready(&newer));
+        cache.budget_bytes = cache.table_bytes(&newer) + cache.table_bytes(&older) / 2;
+        cache.keep_under_budget();
+        assert!(!cache.is_ready(&older), "the older hour goes first");
+        assert!(cache.is_ready(&newer));
+    }
+    for hour in [first, second] {
+        let found = store.history("sb", hour, hour + HOUR_MS, 10_000).unwrap();
+        assert_same(
+            &found,
+            &reference(&store, "sb", hour, hour + HOUR_MS, 10_000),
+            "budget",
+        );
+        assert_eq!(found.iter().map(|p| p.samples).sum::<u64>(), 300);
+    }
+    // A past hour is closed by the writer's maintenance: forgotten.
+    let past = hour_start(now_ms()) - 2 * HOUR_MS;
+    writer.append(samples(past));
+    writer.flush().unwrap();
+    let cache = store.series_cache().open_hour();
+    assert!(!cache.is_ready(&raw_name(past)));
+    assert!(cache.is_ready(&newer));
 }
 
 /// The partition list is read once, then again only after the writer changed it; samples the
@@ -347,8 +475,8 @@ fn the_partition_list_is_read_again_only_after_the_writer_changes_it() {
     assert!(loads() > before_drop);
 }
 
-/// The hour being written: the first query reads the sandbox's rows, later ones only what was
-/// appended since; readings are forgotten when their table is closed, and at most
+/// The hour being written, read from DuckDB (not held by the open-hour cache): the first query
+/// reads the sandbox's rows, later ones only what was appended since; readings are forgotten when their table is closed, and at most
 /// `OPEN_READINGS_ENTRIES` pairs are kept.
 #[test]
 fn open_hour_readings_follow_appends_and_are_forgotten_on_close() {
@@ -373,6 +501,9 @@ fn open_hour_readings_follow_appends_and_are_forgotten_on_close() {
     };
     let expected = |sandbox: &str| reference(&store, sandbox, window.0, window.1, window.2);
     write(0, 100);
+    // This test is about reading the hour from DuckDB: without the writer's open-hour cache
+    // (a table it does not hold stays out of it).
+    store.series_cache().open_hour().clear();
     assert_same(&history("sb-1"), &expected("sb-1"), "first read");
     assert_eq!(store.series_cache().open_readings().len(), 1);
     // Nothing appended since: answered from the readings without reading the table.

@@ -25,6 +25,8 @@ use duckdb::arrow::record_batch::RecordBatch;
 use duckdb::Connection;
 use msb_metrics::{Number, Sample, ValueType};
 
+use super::cache::lock;
+use super::open_hour::{fill_in_background, FillDone, OpenHourCache};
 use super::partitions::{hour_start, Partitions};
 use super::{RetentionConfig, SeriesError};
 use crate::{Store, StoreError};
@@ -164,6 +166,8 @@ impl Shared {
 pub struct SeriesWriter {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    /// Set once the open hours that existed at start are in the open-hour cache.
+    open_hour_filled: Arc<FillDone>,
 }
 
 impl std::fmt::Debug for SeriesWriter {
@@ -221,9 +225,17 @@ impl SeriesWriter {
             raised: AtomicBool::new(false),
         });
         let schema = Arc::new(raw_schema(&conn)?);
+        // What a previous writer cached may be behind the file from now on; this writer fills
+        // the cache again once it runs.
+        let open_hour = store.series_cache().open_hour_shared();
+        lock(&open_hour).clear();
+        let open_hour_filled = Arc::new(FillDone::default());
         let worker = Worker {
             conn,
             partitions,
+            open_hour,
+            open_hour_filled: Arc::clone(&open_hour_filled),
+            filler: None,
             appends: store.series_cache().appends(),
             retention,
             maintenance_every,
@@ -247,6 +259,7 @@ impl SeriesWriter {
         Ok(SeriesWriter {
             shared,
             thread: Some(thread),
+            open_hour_filled,
         })
     }
 
@@ -330,6 +343,13 @@ impl SeriesWriter {
         }
     }
 
+    /// Waits until the hours that were open when the writer started are in the open-hour cache
+    /// (read in the background; until then history reads them from DuckDB). For tests and the
+    /// benchmark.
+    pub fn wait_open_hour_filled(&self) {
+        self.open_hour_filled.wait();
+    }
+
     /// Batches dropped because the queue was full.
     pub fn dropped_batches(&self) -> u64 {
         self.shared.counters.dropped_batches.load(Ordering::Relaxed)
@@ -363,6 +383,11 @@ impl Drop for SeriesWriter {
 struct Worker {
     conn: Connection,
     partitions: Partitions,
+    /// The open hours' rows for the history query: filled at start, fed after every commit.
+    open_hour: Arc<Mutex<OpenHourCache>>,
+    open_hour_filled: Arc<FillDone>,
+    /// The thread filling the open-hour cache at start, joined at shutdown.
+    filler: Option<JoinHandle<()>>,
     /// Bumped after every committed append (see the store's `SeriesCache`).
     appends: Arc<AtomicU64>,
     retention: RetentionConfig,
@@ -376,6 +401,7 @@ impl Worker {
         let mut last_maintenance = Instant::now();
         // First pass at start: close what was left open by the previous msbd, drop expired.
         let _ = self.maintain();
+        self.fill_open_hour();
         loop {
             let (items, shutdown) = self.next_items(last_maintenance);
             let mut batches = Vec::new();
@@ -406,6 +432,9 @@ impl Worker {
                 let _ = reply.send(result.clone());
             }
             if shutdown {
+                if let Some(filler) = self.filler.take() {
+                    let _ = filler.join();
+                }
                 return;
             }
             // Caught up after being raised (a late queue or a flush): back to idle priority.
@@ -455,19 +484,71 @@ impl Worker {
         (std::mem::take(&mut queue.items), queue.shutdown)
     }
 
+    /// Starts filling the open-hour cache with the raw partitions open now (before the first
+    /// append): each one's rows up to the highest row id now are read by a thread of its own;
+    /// what this writer commits meanwhile is kept aside and added after.
+    fn fill_open_hour(&mut self) {
+        let mut tables = Vec::new();
+        for table in self.partitions.open_raw_names() {
+            let rows = self.conn.query_row(
+                &format!("SELECT coalesce(max(rowid) + 1, 0) FROM {table}"),
+                [],
+                |row| row.get::<_, i64>(0),
+            );
+            match rows {
+                Ok(rows) => tables.push((table, rows)),
+                Err(error) => {
+                    tracing::warn!(%error, table, "counting an open table failed; it is read from DuckDB")
+                }
+            }
+        }
+        if tables.is_empty() {
+            self.open_hour_filled.set();
+            return;
+        }
+        let mut cache = lock(&self.open_hour);
+        for (table, _) in &tables {
+            cache.start_filling(table);
+        }
+        drop(cache);
+        let started = self
+            .conn
+            .try_clone()
+            .map_err(|e| e.to_string())
+            .and_then(|conn| {
+                fill_in_background(
+                    conn,
+                    tables.clone(),
+                    Arc::clone(&self.open_hour),
+                    Arc::clone(&self.open_hour_filled),
+                )
+                .map_err(|e| e.to_string())
+            });
+        match started {
+            Ok(filler) => self.filler = Some(filler),
+            Err(error) => {
+                tracing::warn!(%error, "the open-hour cache cannot be filled; open tables are read from DuckDB");
+                lock(&self.open_hour).retain_tables(|t| !tables.iter().any(|(n, _)| n == t));
+                self.open_hour_filled.set();
+            }
+        }
+    }
+
     fn maintain(&mut self) -> Result<(), String> {
         let now = crate::catalog::now_ms();
-        self.partitions
-            .maintain(&self.conn, now, &self.retention)
-            .map(|_| ())
-            .map_err(|error| {
-                self.shared
-                    .counters
-                    .write_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, "time-series maintenance failed");
-                error.to_string()
-            })
+        let result = self.partitions.maintain(&self.conn, now, &self.retention);
+        // Closed (rewritten sorted) and dropped tables are read from DuckDB; also after a
+        // failure, which may have left the list reloaded.
+        let partitions = &self.partitions;
+        lock(&self.open_hour).retain_tables(|table| partitions.is_open_raw(table));
+        result.map(|_| ()).map_err(|error| {
+            self.shared
+                .counters
+                .write_errors
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%error, "time-series maintenance failed");
+            error.to_string()
+        })
     }
 
     fn write(&mut self, batches: Vec<Vec<Sample>>) -> Result<(), String> {
@@ -510,34 +591,54 @@ impl Worker {
 
     /// Appends every hour's samples in one transaction (the partitions are created first, each
     /// in its own), so a commit holds all of them or none.
+    /// Once committed, the batches go to the open-hour cache too (tables it holds only).
     fn write_hours(&mut self, by_hour: &BTreeMap<i64, Vec<&Sample>>) -> duckdb::Result<()> {
         let mut tables = Vec::with_capacity(by_hour.len());
         for (hour, samples) in by_hour {
-            tables.push((self.partitions.ensure_raw(&self.conn, *hour)?, samples));
+            let created = !self.partitions.has_raw(*hour);
+            let table = self.partitions.ensure_raw(&self.conn, *hour)?;
+            if created {
+                // Empty, so the cache holds all of it from here on.
+                lock(&self.open_hour).start_table(&table);
+            }
+            let batch = record_batch(&self.schema, samples)
+                .map_err(|e| duckdb::Error::ToSqlConversionFailure(Box::new(e)))?;
+            tables.push((table, batch));
         }
-        match tables.as_slice() {
+        let committed = match tables.as_slice() {
             [] => return Ok(()),
             // One table (all but the first seconds of an hour): the appender's flush is its own
             // transaction, and two statements fewer a commit.
-            [(table, samples)] => return self.append_to(table, samples),
-            _ => {}
-        }
-        self.conn.execute_batch("BEGIN TRANSACTION")?;
-        let appended = tables
-            .into_iter()
-            .try_for_each(|(table, samples)| self.append_to(&table, samples));
-        match appended.and_then(|()| self.conn.execute_batch("COMMIT")) {
-            Ok(()) => Ok(()),
-            Err(error) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                Err(error)
+            [(table, batch)] => self.append_to(table, batch.clone()),
+            _ => {
+                self.conn.execute_batch("BEGIN TRANSACTION")?;
+                let appended = tables
+                    .iter()
+                    .try_for_each(|(table, batch)| self.append_to(table, batch.clone()));
+                match appended.and_then(|()| self.conn.execute_batch("COMMIT")) {
+                    Ok(()) => Ok(()),
+                    Err(error) => {
+                        let _ = self.conn.execute_batch("ROLLBACK");
+                        Err(error)
+                    }
+                }
             }
+        };
+        if committed.is_ok() {
+            let mut cache = lock(&self.open_hour);
+            for (table, batch) in &tables {
+                cache.append(table, batch);
+            }
+        } else {
+            // An append that failed may have left part of itself behind in a table: read those
+            // tables from DuckDB from now on.
+            let mut cache = lock(&self.open_hour);
+            cache.retain_tables(|t| !tables.iter().any(|(table, _)| table == t));
         }
+        committed
     }
 
-    fn append_to(&self, table: &str, samples: &[&Sample]) -> duckdb::Result<()> {
-        let batch = record_batch(&self.schema, samples)
-            .map_err(|e| duckdb::Error::ToSqlConversionFailure(Box::new(e)))?;
+    fn append_to(&self, table: &str, batch: RecordBatch) -> duckdb::Result<()> {
         let mut appender = self.conn.appender(table)?;
         appender.append_record_batch(batch)?;
         appender.flush()
