@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use msb_runtime::paths::MsbHome;
+use msb_host::paths::MsbHome;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixStream;
@@ -62,7 +62,7 @@ pub fn with_trace_context(
     request
 }
 
-pub use msb_runtime::process::executable_identity;
+pub use msb_host::process::executable_identity;
 
 impl Client {
     pub fn new(home: MsbHome) -> Self {
@@ -88,8 +88,8 @@ impl Client {
             return;
         };
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !msb_runtime::process::is_alive(pid, None)
-            && !msb_runtime::process::has_exited_fully(pid)
+        while !msb_host::process::is_alive(pid, None)
+            && !msb_host::process::has_exited_fully(pid)
             && Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -155,7 +155,7 @@ impl Client {
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = self.send_raw(Method::POST, "/v1/server/shutdown").await;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !msb_runtime::process::has_exited_fully(pid as i32) {
+        while !msb_host::process::has_exited_fully(pid as i32) {
             if Instant::now() > deadline {
                 bail!("the old msbd (pid {pid}) did not stop within 10 s");
             }

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use hyper::Method;
+use msb_api::config::{RootfsSource, SandboxConfig, VolumeMount};
 use msb_protocol::session::ClientRequest;
-use msb_runtime::config::{RootfsSource, SandboxConfig, VolumeMount};
 
 use super::parse;
 use crate::api::{AttachMode, CreateSandboxRequest, SandboxInfo};

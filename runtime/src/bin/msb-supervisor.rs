@@ -7,11 +7,17 @@
 //! With `--warm` it is spawned before anyone asks for a sandbox: it forks its launcher into
 //! placeholder cgroups (`msb_namespace::WarmLauncher`) and waits for the configuration, which
 //! msbd writes when it hands it a sandbox; end-of-file without one means msbd let it go.
+//!
+//! With `--doctor` it prints the host checks only the runtime can answer, as JSON, for
+//! `msb doctor` (see `msb_runtime::doctor`), and exits.
 
 use std::os::fd::AsRawFd;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--doctor") {
+        std::process::exit(msb_runtime::doctor::main());
+    }
     let flag = |name: &str| {
         args.iter()
             .position(|a| a == name)
