@@ -73,7 +73,10 @@ impl RunRecord {
     /// msbd reads it from the page cache (ADR 003).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let tmp = path.with_extension("json.tmp");
-        let mut file = std::fs::File::create(&tmp)?;
+        let mut file = msb_host::private::create_options()
+            .write(true)
+            .truncate(true)
+            .open(&tmp)?;
         file.write_all(&serde_json::to_vec_pretty(self).expect("record serialises"))?;
         std::fs::rename(&tmp, path)
     }
