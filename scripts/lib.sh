@@ -62,12 +62,17 @@ build_all() {
     log "building msb (release, target dir $CARGO_TARGET_DIR)"
     cargo build --release --workspace --bins
     log "building the static msb, msb-supervisor and msb-agentd"
-    # `msb` (crate msb-cli, which does not link DuckDB: msbd is crate msb-daemon) links
-    # statically; libseccomp (which the client links through msb-runtime) from its archive.
+    # `msb` (crate msb-cli: the API contract and the protocol, no runtime, no DuckDB, no
+    # libseccomp; cli/tests/dependencies.rs) links statically; the supervisor links libseccomp
+    # (through msb-namespace) from its archive, hence the LIBSECCOMP_* variables.
     LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu \
         RUSTFLAGS="-C target-feature=+crt-static" \
         cargo build --release --target x86_64-unknown-linux-gnu --no-default-features \
-        -p msb-cli --bin msb -p msb-runtime --bin msb-supervisor -p msb-agentd --bin msb-agentd
+        -p msb-cli --bin msb -p msb-runtime --bin msb-supervisor
+    # The agent on its own: built with the others, it would get msb-protocol's `tokio` feature
+    # (features are unified within one build) and carry async framing it never uses.
+    RUSTFLAGS="-C target-feature=+crt-static" \
+        cargo build --release --target x86_64-unknown-linux-gnu -p msb-agentd --bin msb-agentd
     install -d "$BIN_DIR"
     ln -f "$STATIC_DIR/msb" "$STATIC_DIR/msb-supervisor" "$AGENT_STATIC" \
         "$CARGO_TARGET_DIR/release/msbd" "$BIN_DIR/"

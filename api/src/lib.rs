@@ -7,10 +7,12 @@
 //!
 //! - [`config`]: what a sandbox is asked to be, and its validation.
 //! - [`lifecycle`]: statuses, the one transition table, termination reasons, end causes.
+//! - [`doctor`]: the checks `msb doctor` shows, some of which `msb-supervisor --doctor` answers.
 //! - the request and response bodies, [`MetricsReport`] derived from the instrument declaration.
 
 pub mod config;
 pub mod contract;
+pub mod doctor;
 mod history;
 pub mod lifecycle;
 mod metrics;

@@ -213,6 +213,14 @@ impl DaemonConfig {
                 .collect(),
             None => file.prometheus.labels.unwrap_or_default(),
         };
+        let prometheus_labels = distinct_label_names(prometheus_labels).map_err(|e| {
+            let source = if env("MSB_PROMETHEUS_LABELS").is_some() {
+                "MSB_PROMETHEUS_LABELS".to_owned()
+            } else {
+                format!("{} [prometheus] labels", path.display())
+            };
+            format!("{source}: {e}")
+        })?;
         let warm_supervisors = match env("MSB_WARM_SUPERVISORS") {
             Some(text) => text.trim().parse::<u64>().map_err(|_| {
                 format!("MSB_WARM_SUPERVISORS = {text:?}: expected a whole number from 0 to {MAX_WARM_SUPERVISORS}")
@@ -239,6 +247,26 @@ impl DaemonConfig {
             warm_supervisors: warm_supervisors as usize,
         })
     }
+}
+
+/// The label keys once each, refusing two keys that would be one Prometheus label (`user.id`
+/// and `user_id` both become `user_id`): their series would carry the label twice.
+fn distinct_label_names(keys: Vec<String>) -> Result<Vec<String>, String> {
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    let mut distinct = Vec::new();
+    for key in keys {
+        if distinct.contains(&key) {
+            continue;
+        }
+        let name = msb_telemetry::exposition::prometheus::user_label_name(&key);
+        if let Some(first) = names.insert(name.clone(), key.clone()) {
+            return Err(format!(
+                "label keys {first:?} and {key:?} are both exported as the Prometheus label {name:?}; keep one"
+            ));
+        }
+        distinct.push(key);
+    }
+    Ok(distinct)
 }
 
 #[cfg(test)]
@@ -272,6 +300,19 @@ mod tests {
         assert!(e.contains("[sandboxes]") && e.contains("at most 16"), "{e}");
         let e = load("[sandboxes]\nwarm = 1\n", &[]).unwrap_err();
         assert!(e.contains("warm"), "{e}");
+    }
+
+    #[test]
+    fn two_label_keys_that_make_one_prometheus_label_are_refused() {
+        let e = load("", &[("MSB_PROMETHEUS_LABELS", "user.id,team,user_id")]).unwrap_err();
+        assert!(e.starts_with("MSB_PROMETHEUS_LABELS: "), "{e}");
+        assert!(e.contains(r#""user.id" and "user_id""#), "{e}");
+        assert!(e.contains(r#"label "user_id""#), "{e}");
+        let e = load("[prometheus]\nlabels = [\"a-b\", \"a.b\"]\n", &[]).unwrap_err();
+        assert!(e.contains("[prometheus] labels"), "{e}");
+        // A key listed twice is one label.
+        let c = load("", &[("MSB_PROMETHEUS_LABELS", "team,user.id,team")]).unwrap();
+        assert_eq!(c.prometheus_labels, ["team", "user.id"]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! msbd: the one daemon per `MSB_HOME`.
 //!
 //! It alone opens the DuckDB store, spawns and reattaches supervisors, and serves the HTTP/JSON
-//! API on `$MSB_HOME/msbd.sock` (mode 0600). Start-up order: take the lock (a second daemon
+//! API on `$MSB_HOME/msbd.sock` (mode 0600, in a 0700 home, under umask 077; and only the home's
+//! owner and root are served: [`peer`]). Start-up order: take the lock (a second daemon
 //! for the same home exits), write the pid file, open and migrate the store, reconcile every
 //! sandbox (see [`reconcile`]), then bind the socket. SIGTERM, SIGINT or
 //! `POST /v1/server/shutdown` stop it cleanly; running sandboxes keep running.
@@ -15,6 +16,7 @@ pub mod extract;
 pub mod ingest;
 pub mod live;
 pub mod otlp;
+pub mod peer;
 pub mod prometheus;
 pub mod reconcile;
 pub mod routes;
@@ -26,12 +28,13 @@ pub mod warm;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use msb_host::private::DirState;
 use msb_runtime::paths::MsbHome;
 use msb_telemetry::otlp::OtlpConfig;
 use nix::fcntl::{Flock, FlockArg};
@@ -115,11 +118,19 @@ pub fn run_daemon(home: MsbHome, log_level: String, config: config::DaemonConfig
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         tracing::warn!("cannot become a child subreaper: {e}");
     }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(home.root())
-        .with_context(|| format!("creating {}", home.root().display()))?;
+    match msb_host::private::ensure_private_dir(home.root())
+        .with_context(|| format!("creating {}", home.root().display()))?
+    {
+        DirState::Tightened { was } => tracing::warn!(
+            "{} was mode {was:o}: made it 0700 (it holds sandboxes' environment values)",
+            home.root().display()
+        ),
+        DirState::Foreign { mode, owner } => tracing::warn!(
+            "{} is mode {mode:o} and belongs to uid {owner}: other users may read it",
+            home.root().display()
+        ),
+        DirState::Created | DirState::Private => {}
+    }
     fs::create_dir_all(home.sandboxes())?;
     let Some(_lock) = take_lock(&home)? else {
         // Not an error: two clients may race to start the daemon; the other one won.
@@ -174,6 +185,8 @@ async fn serve(daemon: Arc<Daemon>) -> Result<()> {
     let listener =
         UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
     fs::set_permissions(&socket, fs::Permissions::from_mode(0o600))?;
+    let owner = fs::metadata(daemon.home.root())?.uid();
+    let listener = peer::PeerCheckedListener::new(listener, owner);
     if let Some(addr) = prometheus::start(daemon.clone()).await {
         let _ = daemon.prometheus_addr.set(addr.to_string());
     }

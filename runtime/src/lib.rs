@@ -6,18 +6,20 @@
 //! - [`supervisor`]: the per-sandbox process (agent channel, sessions, timers, run record).
 //! - [`backend`]: isolation (namespace now; microVM later) behind one trait.
 //! - [`spawn`]: how msbd starts a supervisor with its config on an inherited fd.
-//! - [`paths`], [`run_record`], [`logs`], [`process`], [`rootfs`]: the files and host facts
-//!   shared by msbd and supervisors.
+//! - [`run_record`], [`logs`], [`rootfs`]: the files shared by msbd and supervisors.
+//! - [`paths`], [`process`] (crate `msb-host`) and [`framing`] (crate `msb-protocol`): re-exported
+//!   from the leaf crates the client shares, which links no runtime.
+//! - [`doctor`]: the host checks only the runtime can answer (`msb-supervisor --doctor`).
 
 pub mod backend;
 pub mod config;
-pub mod framing;
+pub mod doctor;
+pub use msb_protocol::framing;
 pub mod idmap;
 pub mod ids;
 pub use msb_api::lifecycle;
 pub mod logs;
-pub mod paths;
-pub mod process;
+pub use msb_host::{paths, process};
 pub mod rootfs;
 pub mod run_record;
 pub mod spawn;

@@ -3,7 +3,7 @@
 //! The supervisor appends; msbd reads for `msb logs`. Output is bytes, the log is text: chunks
 //! are decoded as UTF-8 lossily (as Docker's json-file driver does).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::Path;
 
@@ -18,7 +18,10 @@ pub struct LogWriter {
 impl LogWriter {
     pub fn open(path: &Path) -> io::Result<Self> {
         Ok(Self {
-            file: OpenOptions::new().create(true).append(true).open(path)?,
+            // 0600: it holds whatever the workload printed (msb_host::private).
+            file: msb_host::private::create_options()
+                .append(true)
+                .open(path)?,
         })
     }
 

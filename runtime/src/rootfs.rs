@@ -144,9 +144,31 @@ fn populate(root: &Path, busybox: &Path, applets: &str) -> io::Result<()> {
         root.join("etc/os-release"),
         "NAME=\"msb busybox\"\nID=msb-busybox\n",
     )?;
+    // Explicit modes: msbd builds this under umask 077, and every user in a sandbox reads it.
+    open_to_all(root)?;
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777))?;
-    fs::set_permissions(root, fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// Directories 0755, the busybox binary 0755, other files 0644, under `dir` (links untouched).
+fn open_to_all(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            open_to_all(&entry.path())?;
+        } else if kind.is_file() {
+            let mode = if entry.file_name() == "busybox" {
+                0o755
+            } else {
+                0o644
+            };
+            fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode))?;
+        }
+    }
     Ok(())
 }
 

@@ -73,27 +73,17 @@ impl RunRecord {
     /// msbd reads it from the page cache (ADR 003).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let tmp = path.with_extension("json.tmp");
-        let mut file = std::fs::File::create(&tmp)?;
+        let mut file = msb_host::private::create_options()
+            .write(true)
+            .truncate(true)
+            .open(&tmp)?;
         file.write_all(&serde_json::to_vec_pretty(self).expect("record serialises"))?;
         std::fs::rename(&tmp, path)
     }
 }
 
-/// Microseconds since the Unix epoch.
-pub fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+/// Times as the record carries them (defined beside `MsbHome`, which the client shares).
+pub use msb_host::clock::{now_ms, now_us};
 
 #[cfg(test)]
 mod tests {

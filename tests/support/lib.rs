@@ -102,6 +102,13 @@ impl TestHome {
             .prefix("msb-e2e-")
             .tempdir_in("/tmp")
             .expect("temp home");
+        // As msb makes a home (tempfile's follows the umask): one open to others would be
+        // tightened by the first command, with a note on stderr.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .expect("a private temp home");
         TestHome {
             dir,
             env: Vec::new(),

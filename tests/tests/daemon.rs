@@ -220,6 +220,7 @@ fn doctor_reports_every_check() {
         "kvm",
         "user namespaces",
         "cgroups",
+        "seccomp",
         "fuse",
         "tun",
         "loop",
@@ -258,6 +259,26 @@ fn doctor_reports_every_check() {
     assert_eq!(store["status"], "ok", "{store}");
     let text = home.ok(&["doctor"]);
     assert!(text.contains("cgroups"));
+    // The runtime's checks come from the supervisor binary: without one, doctor says so and fails.
+    let mut command = home.command(&["doctor", "--format", "json"]);
+    command.env("MSB_SUPERVISOR", "/nonexistent/msb-supervisor");
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let supervisor = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "supervisor")
+        .expect("a supervisor check");
+    assert_eq!(supervisor["status"], "fail", "{supervisor}");
+    assert!(
+        supervisor["detail"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/msb-supervisor"),
+        "{supervisor}"
+    );
 }
 
 #[test]

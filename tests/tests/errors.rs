@@ -55,7 +55,12 @@ fn bad_flag_values_are_rejected_before_anything_exists() {
             "invalid memory size",
         ),
         (vec!["run", "-c", "0", "--", "true"], "CPU"),
-        (vec!["run", "-e", "NOEQUALS", "--", "true"], "KEY=VALUE"),
+        (vec!["run", "-e", "=x", "--", "true"], "KEY=VALUE"),
+        // `-e KEY` takes the value from msb's environment, where this one is not set.
+        (
+            vec!["run", "-e", "MSB_TEST_NOT_SET", "--", "true"],
+            "MSB_TEST_NOT_SET is not set in msb's environment",
+        ),
         (
             vec!["run", "--max-duration", "soon", "--", "true"],
             "invalid duration",

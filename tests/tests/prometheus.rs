@@ -295,3 +295,57 @@ fn only_allow_listed_user_labels_become_series_labels() {
         "labels not allow-listed stay out: {line}"
     );
 }
+
+/// One raw request to `address` with `Host: host`; the status code and the body.
+fn get_with_host(address: &str, host: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn a_request_for_another_host_name_is_refused_dns_rebinding() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    home.ok(&["ls"]);
+    let status: Value =
+        serde_json::from_str(&home.ok(&["server", "status", "--format", "json"])).unwrap();
+    let address = status["prometheus_address"].as_str().unwrap().to_owned();
+    let port = address.rsplit(':').next().unwrap();
+    for refused in [
+        "evil.example",
+        &format!("evil.example:{port}"),
+        "127.0.0.1.evil.example",
+    ] {
+        let (code, body) = get_with_host(&address, refused);
+        assert_eq!(code, 421, "Host: {refused}: {body}");
+        assert!(body.contains("DNS rebinding"), "{body}");
+        assert!(body.contains(&address), "{body}");
+    }
+    for accepted in [
+        address.clone(),
+        format!("localhost:{port}"),
+        "[::1]".to_owned(),
+    ] {
+        let (code, body) = get_with_host(&address, &accepted);
+        assert_eq!(code, 200, "Host: {accepted}: {body}");
+        assert!(body.contains("# TYPE"), "{body}");
+    }
+}

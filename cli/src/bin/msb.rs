@@ -3,7 +3,7 @@
 use clap::Parser;
 use msb_cli::client::{ApiFailure, Client};
 use msb_cli::commands::{dispatch, Cli};
-use msb_runtime::paths::MsbHome;
+use msb_host::paths::MsbHome;
 
 fn main() {
     // Errors are printed as one line, never with a backtrace; without this, RUST_BACKTRACE=1 in

@@ -3,7 +3,6 @@
 
 pub mod session;
 
-use std::fs::OpenOptions;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,7 +13,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use msb_runtime::paths::MsbHome;
+use msb_host::paths::MsbHome;
+use msb_host::private::DirState;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixStream;
@@ -62,7 +62,7 @@ pub fn with_trace_context(
     request
 }
 
-pub use msb_runtime::process::executable_identity;
+pub use msb_host::process::executable_identity;
 
 impl Client {
     pub fn new(home: MsbHome) -> Self {
@@ -88,24 +88,59 @@ impl Client {
             return;
         };
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !msb_runtime::process::is_alive(pid, None)
-            && !msb_runtime::process::has_exited_fully(pid)
+        while !msb_host::process::is_alive(pid, None)
+            && !msb_host::process::has_exited_fully(pid)
             && Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
+    /// Makes `MSB_HOME` private (0700), creating it if need be; an existing home that group or
+    /// others could read is tightened, with a note on stderr (it holds `-e` values).
+    pub fn secure_home(&self) -> Result<()> {
+        let root = self.home.root();
+        match msb_host::private::ensure_private_dir(root)
+            .with_context(|| format!("creating {}", root.display()))?
+        {
+            DirState::Tightened { was } => eprintln!(
+                "msb: {} was mode {was:o}, readable by other users; made it 0700",
+                root.display()
+            ),
+            DirState::Foreign { mode, owner } => eprintln!(
+                "msb: warning: {} is mode {mode:o} and belongs to uid {owner}; other users may read it",
+                root.display()
+            ),
+            DirState::Created | DirState::Private => {}
+        }
+        Ok(())
+    }
+
+    /// Connects to the socket; a socket this user may not use is an error at once (starting
+    /// another msbd for someone else's home would not help).
+    async fn connect_socket(&self) -> Result<Option<UnixStream>> {
+        match UnixStream::connect(self.home.socket()).await {
+            Ok(stream) => Ok(Some(stream)),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(anyhow!(
+                "{}: {e}: MSB_HOME belongs to another user (set MSB_HOME to a home of your own)",
+                self.home.socket().display()
+            )),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// Connects to msbd, starting it first if it is not running. The first connection of this
-    /// process also waits out a dying msbd and replaces a stale one; later ones just connect.
+    /// process also makes the home private, waits out a dying msbd and replaces a stale one;
+    /// later ones just connect.
     pub async fn connect(&self) -> Result<UnixStream> {
         if self.checked.initialized() {
             if let Ok(stream) = UnixStream::connect(self.home.socket()).await {
                 return Ok(stream);
             }
         } else {
+            self.secure_home()?;
             self.wait_out_a_dying_daemon().await;
-            if let Ok(stream) = UnixStream::connect(self.home.socket()).await {
+            if let Some(stream) = self.connect_socket().await? {
                 self.checked
                     .get_or_try_init(|| self.replace_stale_daemon())
                     .await?;
@@ -155,7 +190,7 @@ impl Client {
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = self.send_raw(Method::POST, "/v1/server/shutdown").await;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !msb_runtime::process::has_exited_fully(pid as i32) {
+        while !msb_host::process::has_exited_fully(pid as i32) {
             if Instant::now() > deadline {
                 bail!("the old msbd (pid {pid}) did not stop within 10 s");
             }
@@ -179,7 +214,12 @@ impl Client {
 
     async fn call_raw<T: DeserializeOwned>(&self, method: Method, path: &str) -> Result<T> {
         let response = self.send_raw(method, path).await?;
+        let status = response.status();
         let bytes = response.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            // Such as msbd refusing another user (403).
+            return Err(failure(status, &bytes).into());
+        }
         Ok(serde_json::from_slice(&bytes)?)
     }
 
@@ -191,8 +231,7 @@ impl Client {
     /// Starts msbd for this home and waits until its socket answers.
     pub async fn start_daemon(&self) -> Result<()> {
         let msbd = msbd_path()?;
-        std::fs::create_dir_all(self.home.root())
-            .with_context(|| format!("creating {}", self.home.root().display()))?;
+        self.secure_home()?;
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut child = self.spawn_daemon(&msbd)?;
         loop {
@@ -227,8 +266,7 @@ impl Client {
     }
 
     fn spawn_daemon(&self, msbd: &std::path::Path) -> Result<std::process::Child> {
-        let log = OpenOptions::new()
-            .create(true)
+        let log = msb_host::private::create_options()
             .append(true)
             .open(self.home.daemon_log())
             .with_context(|| format!("opening {}", self.home.daemon_log().display()))?;

@@ -8,9 +8,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use msb_protocol::framing::{read_frame, write_frame};
 use msb_protocol::session::{ClientEvent, ClientRequest};
 use msb_protocol::{Stream, MAX_CHUNK_BYTES};
-use msb_runtime::framing::{read_frame, write_frame};
 use tokio::sync::mpsc;
 
 use super::{failure, segment, Client};

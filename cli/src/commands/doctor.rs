@@ -1,16 +1,19 @@
 //! `msb doctor`: can this host run sandboxes, and is this msb installation healthy?
 //!
 //! Each check is ok, warn or fail, with a one-line fix when it is not ok. Any fail makes the
-//! exit code 1.
+//! exit code 1. The client checks what it sees itself and asks msbd about the store; the checks
+//! that need the runtime (cgroups, seccomp, the agent, the default root) it asks of the
+//! installed supervisor binary, `msb-supervisor --doctor` (`msb_api::doctor`), so that `msb`
+//! links no isolation backend.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use anyhow::Result;
 use clap::Args;
 use hyper::Method;
-use msb_runtime::backend::{host_cgroups, CgroupMode, CgroupVersion};
-use serde::Serialize;
 
+use crate::api::doctor::{Check, DoctorReport, Level};
 use crate::api::StoreHealth;
 use crate::client::{msbd_path, Client};
 
@@ -20,33 +23,12 @@ pub struct DoctorArgs {
     pub format: super::Format,
 }
 
-#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    Ok,
-    Warn,
-    Fail,
-}
-
-#[derive(Serialize, Debug)]
-pub struct Check {
-    pub name: &'static str,
-    pub status: Level,
-    pub detail: String,
-    pub fix: Option<String>,
-}
-
-fn check(name: &'static str, status: Level, detail: impl Into<String>, fix: Option<&str>) -> Check {
-    Check {
-        name,
-        status,
-        detail: detail.into(),
-        fix: fix.map(str::to_owned),
-    }
+fn check(name: &str, status: Level, detail: impl Into<String>, fix: Option<&str>) -> Check {
+    Check::new(name, status, detail, fix)
 }
 
 pub async fn doctor(client: &Client, args: DoctorArgs) -> Result<i32> {
-    let mut checks = vec![platform(), kvm(), user_namespaces(), cgroups()];
+    let mut checks = vec![platform(), kvm(), user_namespaces()];
     checks.push(device(
         "fuse",
         "/dev/fuse",
@@ -67,8 +49,7 @@ pub async fn doctor(client: &Client, args: DoctorArgs) -> Result<i32> {
     ));
     checks.push(free_space(client.home.root()));
     checks.push(store(client).await);
-    checks.push(agent());
-    checks.push(busybox());
+    checks.extend(runtime_checks());
 
     let failed = checks.iter().any(|c| c.status == Level::Fail);
     if args.format == super::Format::Json {
@@ -173,65 +154,6 @@ fn user_namespaces() -> Check {
     }
 }
 
-fn cgroups() -> Check {
-    let report = host_cgroups();
-    if let Some(error) = report.error {
-        return check(
-            "cgroups",
-            Level::Fail,
-            error,
-            Some("mount cgroup filesystems under /sys/fs/cgroup"),
-        );
-    }
-    let mode = match report.mode {
-        CgroupMode::V1 => "v1",
-        CgroupMode::V2 => "v2",
-        CgroupMode::Hybrid => "hybrid",
-        CgroupMode::None => "none",
-    };
-    let mut missing = Vec::new();
-    let placed: Vec<String> = report
-        .controllers
-        .iter()
-        .map(|c| match &c.attachment {
-            Some(a) if c.writable => {
-                format!(
-                    "{}:{}",
-                    c.name,
-                    if a.version == CgroupVersion::V1 {
-                        "v1"
-                    } else {
-                        "v2"
-                    }
-                )
-            }
-            Some(_) => {
-                missing.push(c.name);
-                format!("{}:read-only", c.name)
-            }
-            None => {
-                missing.push(c.name);
-                format!("{}:absent", c.name)
-            }
-        })
-        .collect();
-    let detail = format!("{mode}; {}", placed.join(" "));
-    if missing
-        .iter()
-        .any(|m| matches!(*m, "cpu" | "memory" | "pids"))
-    {
-        return check(
-            "cgroups",
-            Level::Warn,
-            detail,
-            Some(
-                "limits for the missing controllers are not enforced; run as root or delegate them",
-            ),
-        );
-    }
-    check("cgroups", Level::Ok, detail, None)
-}
-
 fn device(name: &'static str, path: &str, why: &str, fix: &str) -> Check {
     match std::fs::OpenOptions::new()
         .read(true)
@@ -305,50 +227,45 @@ async fn store(client: &Client) -> Check {
     }
 }
 
-fn agent() -> Check {
-    let path = match std::env::var_os("MSB_AGENTD").filter(|p| !p.is_empty()) {
-        Some(p) => std::path::PathBuf::from(p),
-        None => match msbd_path() {
-            Ok(msbd) => msbd.with_file_name("msb-agentd"),
-            Err(e) => return check("agent", Level::Fail, e.to_string(), Some("reinstall msb")),
-        },
-    };
-    match msb_runtime::rootfs::is_static_elf(&path) {
-        Ok(true) => check(
-            "agent",
-            Level::Ok,
-            format!("{} (static)", path.display()),
-            None,
-        ),
-        Ok(false) => check(
-            "agent",
-            Level::Fail,
-            format!("{} is not a static executable", path.display()),
-            Some("rebuild with scripts/setup"),
-        ),
-        Err(e) => check(
-            "agent",
-            Level::Fail,
-            format!("{}: {e}", path.display()),
-            Some("rebuild with scripts/setup"),
-        ),
+/// The supervisor msbd starts: `MSB_SUPERVISOR`, else beside msbd (msbd's own rule).
+fn supervisor_path() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("MSB_SUPERVISOR").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(path));
     }
+    Ok(msbd_path()?.with_file_name("msb-supervisor"))
 }
 
-fn busybox() -> Check {
-    match msb_runtime::rootfs::find_busybox() {
-        Ok(path) => check(
-            "default rootfs",
-            Level::Ok,
-            format!("built from {}", path.display()),
-            None,
-        ),
-        Err(e) => check(
-            "default rootfs",
-            Level::Fail,
-            e.to_string(),
-            Some("apt-get install busybox-static"),
-        ),
+/// The checks only the runtime can answer, from `msb-supervisor --doctor`; one failed check
+/// named `supervisor` when it cannot be asked.
+fn runtime_checks() -> Vec<Check> {
+    let fix = Some("reinstall msb (scripts/setup)");
+    let supervisor = match supervisor_path() {
+        Ok(path) => path,
+        Err(e) => return vec![check("supervisor", Level::Fail, format!("{e:#}"), fix)],
+    };
+    let output = match Command::new(&supervisor)
+        .arg("--doctor")
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+    {
+        Ok(output) => output,
+        Err(e) => {
+            let detail = format!("running {} --doctor: {e}", supervisor.display());
+            return vec![check("supervisor", Level::Fail, detail, fix)];
+        }
+    };
+    match serde_json::from_slice::<DoctorReport>(&output.stdout) {
+        Ok(report) if output.status.success() => report.checks,
+        Ok(_) | Err(_) => {
+            let detail = format!(
+                "{} --doctor answered {} with {:?}",
+                supervisor.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stdout).trim()
+            );
+            vec![check("supervisor", Level::Fail, detail, fix)]
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use clap::Args;
 use msb_protocol::session::ClientRequest;
 use msb_protocol::{ExecMode, ExecSpec};
 
-use super::parse;
+use super::env;
 use crate::client::session::{self, SessionOptions};
 use crate::client::Client;
 
@@ -20,9 +20,12 @@ pub struct ExecArgs {
     /// Forward stdin and stream stdout/stderr as they come, byte for byte (no PTY).
     #[arg(long)]
     pub stream: bool,
-    /// Environment variable (repeatable).
-    #[arg(short, long = "env", value_name = "KEY=VAL", value_parser = parse::key_value)]
+    /// Environment variable (repeatable); `-e KEY` takes the value from msb's own environment.
+    #[arg(short, long = "env", value_name = "KEY[=VAL]", value_parser = env::env_flag)]
     pub env: Vec<(String, String)>,
+    /// Environment variables from a file of KEY=VALUE lines (repeatable; `-e` wins).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<std::path::PathBuf>,
     /// Working directory in the sandbox.
     #[arg(short, long)]
     pub workdir: Option<String>,
@@ -45,7 +48,7 @@ pub async fn exec(client: &Client, args: ExecArgs) -> Result<i32> {
     };
     let spec = ExecSpec {
         argv: args.command,
-        env: args.env,
+        env: env::environment(&args.env_files, args.env)?,
         workdir: args.workdir,
         mode,
     };

@@ -11,7 +11,7 @@ use crate::client::{segment, Client};
 pub async fn history(client: &Client, args: &MetricsArgs, since_ms: i64) -> Result<i32> {
     let until_ms = args
         .until
-        .unwrap_or_else(|| msb_runtime::run_record::now_ms() as i64);
+        .unwrap_or_else(|| msb_host::clock::now_ms() as i64);
     if until_ms <= since_ms {
         bail!("--until must be after --since");
     }

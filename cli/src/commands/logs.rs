@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::{Context, Result};
 use clap::Args;
 use http_body_util::BodyExt;
-use msb_runtime::logs::LogEntry;
+use msb_api::LogEntry;
 
 use crate::client::{segment, Client};
 

@@ -2,6 +2,7 @@
 //! [`crate::client`].
 
 mod doctor;
+mod env;
 mod exec;
 mod history;
 mod lifecycle;

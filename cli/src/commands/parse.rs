@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use msb_runtime::config::VolumeMount;
+use msb_api::config::VolumeMount;
 
 /// `512M`, `1G`, `1.5G`, `256MiB`, or a bare number of MiB.
 pub fn memory_mib(value: &str) -> Result<u64, String> {

@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use hyper::Method;
+use msb_api::config::{RootfsSource, SandboxConfig, VolumeMount};
 use msb_protocol::session::ClientRequest;
-use msb_runtime::config::{RootfsSource, SandboxConfig, VolumeMount};
 
-use super::parse;
+use super::{env, parse};
 use crate::api::{AttachMode, CreateSandboxRequest, SandboxInfo};
 use crate::client::session::{self, SessionOptions};
 use crate::client::{segment, Client};
@@ -27,9 +27,14 @@ pub struct SandboxFlags {
     /// Memory limit: 512M, 1G, or a number of MiB.
     #[arg(short, long, value_parser = parse::memory_mib)]
     pub memory: Option<u64>,
-    /// Environment variable for the workload (repeatable).
-    #[arg(short, long = "env", value_name = "KEY=VAL", value_parser = parse::key_value)]
+    /// Environment variable for the workload (repeatable); `-e KEY` takes the value from msb's
+    /// own environment, so that it need not be on the command line.
+    #[arg(short, long = "env", value_name = "KEY[=VAL]", value_parser = env::env_flag)]
     pub env: Vec<(String, String)>,
+    /// Environment variables from a file of KEY=VALUE lines (`#` comments, blank lines;
+    /// repeatable; `-e` wins over a file).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
     /// Working directory of the workload (absolute path in the sandbox).
     #[arg(short, long)]
     pub workdir: Option<String>,
@@ -70,7 +75,7 @@ impl SandboxFlags {
             ephemeral: self.name.is_none(),
             name: self.name.unwrap_or_default(),
             command: self.command,
-            env: self.env,
+            env: env::environment(&self.env_files, self.env)?,
             workdir: self.workdir,
             cpus: self.cpus,
             memory_mib: self.memory,

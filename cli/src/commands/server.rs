@@ -54,7 +54,7 @@ pub async fn server(client: &Client, args: ServerArgs) -> Result<i32> {
             // Done when the process is gone (and with it the lock), not merely the socket.
             let pid = status.pid as i32;
             let deadline = Instant::now() + Duration::from_secs(10);
-            while msb_runtime::process::is_alive(pid, None)
+            while msb_host::process::is_alive(pid, None)
                 || client.connect_existing().await.is_some()
             {
                 if Instant::now() > deadline {

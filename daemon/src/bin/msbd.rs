@@ -20,6 +20,10 @@ enum Command {
 }
 
 fn main() {
+    // Before any thread: everything msbd creates under MSB_HOME (DuckDB's files, the catalog
+    // journal, the socket, sandbox directories) is private to the owner. Supervisors set their
+    // own (see msb_host::private).
+    msb_host::private::set_private_umask();
     let args = Args::parse();
     match args.command {
         None => {

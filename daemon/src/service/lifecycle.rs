@@ -112,10 +112,16 @@ pub async fn start_run(
     })?;
     let config = config_of_row(&row)?;
     let dir = daemon.home.sandbox(sandbox_id);
-    std::fs::create_dir_all(dir.runtime()).map_err(|source| LifecycleError::Io {
-        what: "creating the sandbox directory",
-        source,
-    })?;
+    std::fs::create_dir_all(dir.runtime())
+        // msbd's umask makes it 0700; it is the sandbox's `/.msb`, which every user there reads.
+        .and_then(|()| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.runtime(), std::fs::Permissions::from_mode(0o755))
+        })
+        .map_err(|source| LifecycleError::Io {
+            what: "creating the sandbox directory",
+            source,
+        })?;
     let _ = std::fs::remove_file(dir.run_record());
     let _ = std::fs::remove_file(dir.socket());
 

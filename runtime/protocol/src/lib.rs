@@ -10,10 +10,14 @@
 //!
 //! A frame is a 4-byte little-endian body length followed by the body, a postcard-encoded
 //! message. Bodies larger than [`MAX_FRAME_BYTES`] are rejected before any allocation, so a
-//! hostile peer cannot make the reader allocate more than that.
+//! hostile peer cannot make the reader allocate more than that. Blocking readers and writers
+//! are in [`codec`]; async ones over Tokio streams in [`framing`] (feature `tokio`, which the
+//! agent, a blocking program, does without).
 
 pub mod agent;
 pub mod codec;
+#[cfg(feature = "tokio")]
+pub mod framing;
 pub mod session;
 
 pub use codec::{decode, encode, read_frame, write_frame, FrameDecoder, FrameError};

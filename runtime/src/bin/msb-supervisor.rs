@@ -7,11 +7,21 @@
 //! With `--warm` it is spawned before anyone asks for a sandbox: it forks its launcher into
 //! placeholder cgroups (`msb_namespace::WarmLauncher`) and waits for the configuration, which
 //! msbd writes when it hands it a sandbox; end-of-file without one means msbd let it go.
+//!
+//! With `--doctor` it prints the host checks only the runtime can answer, as JSON, for
+//! `msb doctor` (see `msb_runtime::doctor`), and exits.
 
 use std::os::fd::AsRawFd;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--doctor") {
+        std::process::exit(msb_runtime::doctor::main());
+    }
+    // msbd runs under umask 077; what this process builds for the sandbox (its writable root,
+    // mount points) must stay readable there, so the usual 022, and this process's own files
+    // under MSB_HOME get 0600 explicitly (msb_host::private).
+    msb_host::private::set_umask(0o022);
     let flag = |name: &str| {
         args.iter()
             .position(|a| a == name)
@@ -24,7 +34,10 @@ fn main() {
     // A warm supervisor binds its socket now, where msbd said; msbd moves the file into the
     // sandbox's directory when it hands this supervisor a sandbox.
     let listener = match flag("--socket") {
-        Some(path) if warm => match std::os::unix::net::UnixListener::bind(&path) {
+        Some(path) if warm => match std::os::unix::net::UnixListener::bind(&path).and_then(|l| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map(|()| l)
+        }) {
             Ok(listener) => Some(listener),
             Err(e) => {
                 eprintln!("msb-supervisor: binding {path}: {e}");
@@ -75,8 +88,7 @@ fn main() {
         msb_runtime::spawn::set_cpu_priority(0, msb_runtime::spawn::CpuPriority::Normal);
         // From now on this process belongs to one sandbox: log where its supervisor log is.
         let dir = msb_runtime::paths::SandboxDir::new(config.sandbox_dir.clone());
-        match std::fs::OpenOptions::new()
-            .create(true)
+        match msb_host::private::create_options()
             .append(true)
             .open(dir.supervisor_log())
         {

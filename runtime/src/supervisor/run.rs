@@ -164,6 +164,11 @@ fn bind_and_publish(path: &std::path::Path) -> std::io::Result<StdUnixListener> 
     let staging = path.with_file_name(format!(".s{}", std::process::id()));
     let _ = std::fs::remove_file(&staging);
     let listener = StdUnixListener::bind(&staging)?;
+    // Files under MSB_HOME are 0600 (msb_host::private); this process's umask is 022.
+    std::fs::set_permissions(
+        &staging,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
     std::fs::rename(&staging, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&staging);
     })?;

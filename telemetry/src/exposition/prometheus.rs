@@ -30,6 +30,12 @@ fn label_name(attribute: &str, user: bool) -> String {
     name
 }
 
+/// The Prometheus label name a user label key is exported under (msbd refuses, at start, a set
+/// of keys two of which would share one).
+pub fn user_label_name(key: &str) -> String {
+    label_name(key, true)
+}
+
 /// A label msb itself puts on some series: a user label of that name would be ambiguous.
 fn reserved_label(name: &str) -> bool {
     let declared = msb_metrics::SANDBOX_ATTRIBUTES

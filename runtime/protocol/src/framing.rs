@@ -1,6 +1,7 @@
-//! Async reading and writing of protocol frames (see `msb_protocol::codec`).
+//! Async reading and writing of protocol frames over Tokio streams (the blocking ones are in
+//! [`crate::codec`]).
 
-use msb_protocol::{FrameError, MAX_FRAME_BYTES};
+use crate::{FrameError, MAX_FRAME_BYTES};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -26,13 +27,13 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
     }
     let mut body = vec![0u8; len];
     reader.read_exact(&mut body).await?;
-    msb_protocol::decode(&body).map(Some)
+    crate::decode(&body).map(Some)
 }
 
 pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
     writer: &mut W,
     message: &T,
 ) -> Result<(), FrameError> {
-    writer.write_all(&msb_protocol::encode(message)).await?;
+    writer.write_all(&crate::encode(message)).await?;
     Ok(())
 }
