@@ -94,10 +94,8 @@ fn seccomp() -> Check {
             "seccomp",
             Level::Ok,
             format!(
-                "filter compiled: {} syscalls denied, {} BPF instructions",
-                msb_namespace::seccomp::DENIED_SYSCALLS.len()
-                    + msb_namespace::seccomp::DENIED_WITH_NEW_USER_NAMESPACE.len()
-                    + msb_namespace::seccomp::UNSUPPORTED_SYSCALLS.len(),
+                "filter compiled: {} syscalls allowed (default EPERM), {} BPF instructions",
+                msb_namespace::seccomp::ALLOWED_SYSCALLS.len(),
                 program.len() / 8
             ),
             None,
