@@ -17,6 +17,10 @@ pub const MAX_CPUS: f64 = 1024.0;
 /// The smallest and largest `memory_mib` (the largest keeps the limit in bytes far from u64's).
 pub const MIN_MEMORY_MIB: u64 = 16;
 pub const MAX_MEMORY_MIB: u64 = 1 << 32;
+/// The memory limit of a sandbox created without one (`-m`), as microsandbox's default guest
+/// size. msbd writes it into the stored configuration at create, so `inspect` and `capacity`
+/// show the limit the sandbox runs under. Swap is never available to a sandbox.
+pub const DEFAULT_MEMORY_MIB: u64 = 512;
 /// The range of `max_duration_secs` and `idle_timeout_secs`: at least a second, at most ten
 /// years.
 pub const MIN_DURATION_SECS: u64 = 1;
@@ -69,6 +73,8 @@ pub struct SandboxConfig {
     pub workdir: Option<String>,
     /// CPU quota in cores.
     pub cpus: Option<f64>,
+    /// Memory limit in MiB (swap included: a sandbox gets none). Unset means 512 MiB
+    /// (`DEFAULT_MEMORY_MIB`), written in at create; more than the host's memory is refused.
     pub memory_mib: Option<u64>,
     pub volumes: Vec<VolumeMount>,
     pub rootfs: RootfsSource,
@@ -142,6 +148,12 @@ impl ConfigError {
 }
 
 impl SandboxConfig {
+    /// The memory limit the sandbox runs under: the one asked for, or [`DEFAULT_MEMORY_MIB`]
+    /// (a configuration stored before msbd wrote the default in has none).
+    pub fn memory_limit_mib(&self) -> u64 {
+        self.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB)
+    }
+
     /// Checks everything that can be checked on the host before a sandbox exists. Every check
     /// but the host paths' existence is stated in the OpenAPI document (`crate::contract`).
     pub fn validate(&self) -> Result<(), ConfigError> {

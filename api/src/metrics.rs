@@ -196,9 +196,9 @@ pub struct CapacityReport {
     pub cpus_committed: f64,
     /// Running sandboxes without a CPU quota.
     pub sandboxes_without_cpu_limit: u64,
-    /// Sum of running sandboxes' `--memory`.
+    /// Sum of running sandboxes' memory limits (`--memory`, or the default: every sandbox
+    /// has one).
     pub memory_committed_bytes: u64,
-    pub sandboxes_without_memory_limit: u64,
     /// Sum of running sandboxes' latest `cpu_percent`.
     pub cpu_percent_used: f64,
     /// Sum of running sandboxes' latest `memory_bytes`.

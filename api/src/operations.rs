@@ -150,7 +150,8 @@ pub mod logs {
     use super::*;
 
     #[utoipa::path(get, operation_id = "sandbox_logs", path = "/v1/sandboxes/{name}/logs", params(("name" = String, Path), LogsQuery),
-        responses((status = 200, description = "JSON Lines, one LogEntry per line", body = LogEntry, content_type = "application/x-ndjson"),
+        responses((status = 200, description = "JSON Lines, one LogEntry per line: the rotated log (`output.1.jsonl`) then the current one", body = LogEntry, content_type = "application/x-ndjson",
+                   headers(("x-msb-log-dropped-bytes" = u64, description = "Bytes of older output the log's cap dropped (rotated out twice) before the oldest entry kept"))),
                   (status = 400, description = "The request breaks a constraint of this document (`kind`: `invalid`; the message names the field)", body = ErrorBody), (status = 404, description = "No sandbox has this name", body = ErrorBody), (status = 500, description = "msbd failed (the store, a supervisor)", body = ErrorBody)))]
     pub fn logs() {}
 }

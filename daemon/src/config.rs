@@ -19,6 +19,8 @@
 //!
 //! [sandboxes]
 //! warm_supervisors = 1              # idle supervisors kept ready (0-16); MSB_WARM_SUPERVISORS wins
+//! output_log_max_bytes = 16777216   # each sandbox's output log is rotated once past this
+//!                                   # (at least 65536); MSB_OUTPUT_LOG_MAX_BYTES wins
 //! ```
 //!
 //! Unknown keys and wrong types are errors naming the file, line and key: a typo must not
@@ -45,6 +47,7 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct SandboxesSection {
     warm_supervisors: Option<u64>,
+    output_log_max_bytes: Option<u64>,
 }
 
 /// Default listen address; `MSB_PROMETHEUS_ADDR` or `msbd.toml` override (`off` disables, port 0
@@ -89,6 +92,9 @@ pub struct DaemonConfig {
     /// Supervisors spawned ahead of time, each with its launcher already in placeholder
     /// cgroups, so that a start skips the supervisor's spawn and the cgroup migration.
     pub warm_supervisors: usize,
+    /// Each sandbox's output log is rotated once past this; older output is dropped and
+    /// counted.
+    pub output_log_max_bytes: u64,
 }
 
 /// Percent-encodes what would break a `k=v,k=v` list.
@@ -240,11 +246,33 @@ impl DaemonConfig {
                 }
             ));
         }
+        let output_log_max_bytes = match env("MSB_OUTPUT_LOG_MAX_BYTES") {
+            Some(text) => (
+                text.trim().parse::<u64>().map_err(|_| {
+                    format!("MSB_OUTPUT_LOG_MAX_BYTES = {text:?}: expected a number of bytes")
+                })?,
+                "MSB_OUTPUT_LOG_MAX_BYTES".to_owned(),
+            ),
+            None => (
+                file.sandboxes
+                    .output_log_max_bytes
+                    .unwrap_or(msb_runtime::logs::DEFAULT_OUTPUT_LOG_MAX_BYTES),
+                format!("{} [sandboxes] output_log_max_bytes", path.display()),
+            ),
+        };
+        let (output_log_max_bytes, source) = output_log_max_bytes;
+        let min = msb_runtime::logs::MIN_OUTPUT_LOG_MAX_BYTES;
+        if output_log_max_bytes < min {
+            return Err(format!(
+                "{source} = {output_log_max_bytes}: at least {min} bytes"
+            ));
+        }
         Ok(DaemonConfig {
             otlp,
             prometheus_addr,
             prometheus_labels,
             warm_supervisors: warm_supervisors as usize,
+            output_log_max_bytes,
         })
     }
 }
@@ -300,6 +328,23 @@ mod tests {
         assert!(e.contains("[sandboxes]") && e.contains("at most 16"), "{e}");
         let e = load("[sandboxes]\nwarm = 1\n", &[]).unwrap_err();
         assert!(e.contains("warm"), "{e}");
+    }
+
+    #[test]
+    fn output_log_cap_from_file_or_environment() {
+        let default = msb_runtime::logs::DEFAULT_OUTPUT_LOG_MAX_BYTES;
+        assert_eq!(load("", &[]).unwrap().output_log_max_bytes, default);
+        let text = "[sandboxes]\noutput_log_max_bytes = 1048576\n";
+        assert_eq!(load(text, &[]).unwrap().output_log_max_bytes, 1 << 20);
+        let env = [("MSB_OUTPUT_LOG_MAX_BYTES", "70000")];
+        assert_eq!(load(text, &env).unwrap().output_log_max_bytes, 70_000);
+        let e = load("", &[("MSB_OUTPUT_LOG_MAX_BYTES", "16M")]).unwrap_err();
+        assert!(e.starts_with("MSB_OUTPUT_LOG_MAX_BYTES"), "{e}");
+        let e = load("[sandboxes]\noutput_log_max_bytes = 10\n", &[]).unwrap_err();
+        assert!(
+            e.contains("[sandboxes] output_log_max_bytes = 10: at least 65536"),
+            "{e}"
+        );
     }
 
     #[test]

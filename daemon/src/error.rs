@@ -112,6 +112,9 @@ impl From<CreateError> for ApiError {
             CreateError::Start(e) => e.into(),
             root @ CreateError::DefaultRoot(_) => ApiError::Internal(root.to_string()),
             path @ CreateError::HostPath { .. } => ApiError::Unprocessable(error_chain(&path)),
+            memory @ CreateError::MemoryAboveHost { .. } => {
+                ApiError::Unprocessable(memory.to_string())
+            }
         }
     }
 }

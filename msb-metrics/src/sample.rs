@@ -205,8 +205,8 @@ declare_sample! {
     memory_file_bytes: Option<u64> => base("microsandbox.memory.file_cache", Gauge, "By", "Page cache charged to the sandbox (memory.stat file / total_cache), tmpfs included");
     /// Processes the kernel's OOM killer ended in the sandbox during the run.
     memory_oom_kills: Option<u64> => base("microsandbox.memory.oom_kills", Counter, "{kill}", "Processes killed by the kernel's OOM killer in the sandbox's memory cgroup (memory.events / memory.oom_control)");
-    /// Times the memory limit was hit (v1 `memory.failcnt`, v2 `max` in memory.events).
-    memory_limit_hits: Option<u64> => base("microsandbox.memory.limit_hits", Counter, "{event}", "Times the sandbox's memory usage reached its limit and the kernel had to reclaim (memory.events max / memory.failcnt)");
+    /// Times the memory limit was hit (v1 `memory.failcnt` plus `memory.memsw.failcnt`, v2 `max` in memory.events).
+    memory_limit_hits: Option<u64> => base("microsandbox.memory.limit_hits", Counter, "{event}", "Times the sandbox's memory usage reached its limit and the kernel had to reclaim (memory.events max / memory.failcnt plus memory.memsw.failcnt)");
     /// Minor page faults (`pgfault - pgmajfault` in memory.stat).
     page_faults_minor: Option<u64> => attrs(FAULTS, &[("system.paging.fault.type", "minor")]);
     /// Major page faults (`pgmajfault` in memory.stat).

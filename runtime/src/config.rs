@@ -27,4 +27,11 @@ pub struct SupervisorConfig {
     /// then runs the sandbox without a user namespace.
     #[serde(default)]
     pub id_map: Option<crate::idmap::IdMap>,
+    /// The output log's cap (`crate::logs`; rotated once past it).
+    #[serde(default = "default_output_log_max_bytes")]
+    pub output_log_max_bytes: u64,
+}
+
+fn default_output_log_max_bytes() -> u64 {
+    crate::logs::DEFAULT_OUTPUT_LOG_MAX_BYTES
 }

@@ -5,6 +5,9 @@
   the string host paths of a create request (`rootfs.path`, `volumes[].host`) are replaced by a
   scratch directory, and an export's `path` by a file in it. Only strings are replaced, so a
   negative case (a number where a path belongs) stays negative.
+- Memory: whether the host has the memory a create request asks for is not something a schema
+  can state either (msbd refuses more than the host's `MemTotal` with 422); a valid
+  `memory_mib` above it is lowered to 64 MiB, so valid requests still start sandboxes.
 - Stop's grace: `stop` answers once its grace (`timeout_secs`, up to an hour as documented)
   has run out, longer than a fuzzer waits for an answer; a valid grace is shortened to 2 s
   (an invalid one is left as it is).
@@ -19,6 +22,7 @@ import schemathesis
 
 SCRATCH = os.environ["MSB_FUZZ_SCRATCH"]
 TALLY = os.environ["MSB_FUZZ_TALLY"]
+HOST_MIB = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
 
 
 def _scratch_paths(case):
@@ -30,6 +34,9 @@ def _scratch_paths(case):
         config = body.get("config")
         if not isinstance(config, dict):
             return
+        memory = config.get("memory_mib")
+        if isinstance(memory, int) and not isinstance(memory, bool) and memory > HOST_MIB:
+            config["memory_mib"] = 64
         rootfs = config.get("rootfs")
         if isinstance(rootfs, dict) and isinstance(rootfs.get("path"), str):
             rootfs["path"] = SCRATCH

@@ -70,6 +70,12 @@ fn bad_flag_values_are_rejected_before_anything_exists() {
             "/nonexistent-msb-dir",
         ),
         (vec!["stop", "-t", "abc", "x"], "invalid value"),
+        // Once shifted into bytes this wrapped to a 16 MiB limit.
+        (
+            vec!["run", "-m", "17592186044432", "--", "true"],
+            "is too large",
+        ),
+        (vec!["run", "-m", "8M", "--", "true"], "is too small"),
     ] {
         let run = home.msb(&args);
         assert_eq!(run.code, 2, "{args:?}: {run:?}");
@@ -79,6 +85,25 @@ fn bad_flag_values_are_rejected_before_anything_exists() {
     assert_ne!(run.code, 0);
     assert!(run.stderr.contains("bad/name"), "{run:?}");
     assert!(home.names().is_empty());
+}
+
+#[test]
+fn more_memory_than_the_host_has_is_refused_and_nothing_is_created() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    let before = mounts();
+    // A thousand GiB: within what the API takes, beyond what this host has.
+    let run = home.msb(&["run", "-m", "1000G", "--", "true"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("1024000 MiB is more than this host's memory"),
+        "{run:?}"
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "one line: {run:?}");
+    assert_clean(&home, "after a refused limit", before);
 }
 
 #[test]

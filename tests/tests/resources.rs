@@ -273,3 +273,67 @@ fn workloads_are_the_oom_killers_first_choice_not_the_agent() {
     assert!(scores[0] <= 0, "agent {out}");
     assert_eq!(scores[1], 1000, "workload {out}");
 }
+
+/// The memory cgroup directory of a process on the host (v1 `memory` hierarchy or v2 tree).
+fn memory_cgroup_dir(pid: i64) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
+        if controllers.split(',').any(|c| c == "memory") {
+            return format!("/sys/fs/cgroup/memory{path}").into();
+        }
+    }
+    let unified = text.lines().find(|l| l.starts_with("0::")).unwrap();
+    format!("/sys/fs/cgroup{}", &unified[3..]).into()
+}
+
+/// A sandbox created without `-m` runs under the documented default (512 MiB), stated in
+/// `inspect`, enforced by its cgroup and reported by its metrics; swap is limited with memory
+/// (v2 `memory.swap.max` 0; v1 `memsw` equal to the limit when the host has swap) wherever the
+/// kernel accounts it.
+#[test]
+fn a_sandbox_without_a_memory_flag_gets_the_default_limit_and_no_swap() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    for (name, flag, mib) in [("plain", None, 512u64), ("small", Some("64M"), 64)] {
+        let mut args = vec!["run", "-n", name, "-d"];
+        if let Some(flag) = flag {
+            args.extend(["-m", flag]);
+        }
+        args.extend(["--", "sleep", "300"]);
+        home.ok(&args);
+        assert_eq!(home.inspect(name)["config"]["memory_mib"], mib);
+        let m = home.first_sample(name);
+        assert_eq!(m["memory_limit_bytes"], mib << 20, "{m}");
+        let init = home.inspect(name)["runs"][0]["init_pid"].as_i64().unwrap();
+        let dir = memory_cgroup_dir(init);
+        let read = |file: &str| {
+            std::fs::read_to_string(dir.join(file))
+                .ok()
+                .map(|s| s.trim().to_owned())
+        };
+        let bytes = (mib << 20).to_string();
+        match read("memory.limit_in_bytes") {
+            Some(limit) => {
+                assert_eq!(limit, bytes, "{}", dir.display());
+                let host_swap = std::fs::read_to_string("/proc/meminfo")
+                    .unwrap()
+                    .lines()
+                    .any(|l| l.starts_with("SwapTotal:") && !l.ends_with(" 0 kB"));
+                if let (true, Some(memsw)) = (host_swap, read("memory.memsw.limit_in_bytes")) {
+                    assert_eq!(memsw, bytes, "swap and memory together");
+                }
+            }
+            None => {
+                assert_eq!(read("memory.max").unwrap(), bytes);
+                if let Some(swap) = read("memory.swap.max") {
+                    assert_eq!(swap, "0");
+                }
+            }
+        }
+        home.ok(&["rm", "-f", name]);
+    }
+}

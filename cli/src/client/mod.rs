@@ -352,14 +352,19 @@ impl Client {
 
     /// A GET whose success answer is a stream (JSON Lines); returns the body to read from.
     pub async fn stream(&self, path: &str) -> Result<Incoming> {
+        Ok(self.stream_with_headers(path).await?.1)
+    }
+
+    /// [`Client::stream`], with the answer's headers.
+    pub async fn stream_with_headers(&self, path: &str) -> Result<(hyper::HeaderMap, Incoming)> {
         let response = self.send(Method::GET, path, None).await?;
         let status = response.status();
-        let body = response.into_body();
+        let (parts, body) = response.into_parts();
         if !status.is_success() {
             let bytes = body.collect().await?.to_bytes();
             return Err(failure(status, &bytes).into());
         }
-        Ok(body)
+        Ok((parts.headers, body))
     }
 
     /// A request whose success answer has no body.

@@ -55,9 +55,7 @@ pub async fn list(client: &Client, args: ListArgs) -> Result<i32> {
             s.name.clone(),
             s.status.to_string(),
             s.config.cpus.map_or("-".into(), |c| format!("{c}")),
-            s.config
-                .memory_mib
-                .map_or("-".into(), |m| format!("{m} MiB")),
+            format!("{} MiB", s.config.memory_limit_mib()),
             s.created_at.clone(),
         ]);
     }
@@ -88,11 +86,7 @@ pub async fn inspect(client: &Client, args: InspectArgs) -> Result<i32> {
         "CPUs:        {}",
         c.cpus.map_or("unlimited".into(), |v| v.to_string())
     );
-    println!(
-        "Memory:      {}",
-        c.memory_mib
-            .map_or("unlimited".into(), |v| format!("{v} MiB"))
-    );
+    println!("Memory:      {} MiB", c.memory_limit_mib());
     println!("Rootfs:      {}", serde_json::to_string(&c.rootfs)?);
     for v in &c.volumes {
         println!(

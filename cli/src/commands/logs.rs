@@ -32,7 +32,17 @@ pub async fn logs(client: &Client, args: LogsArgs) -> Result<i32> {
     if let Some(tail) = args.tail {
         uri.push_str(&format!("&tail={tail}"));
     }
-    let mut body = client.stream(&uri).await?;
+    let (headers, mut body) = client.stream_with_headers(&uri).await?;
+    let dropped = headers
+        .get("x-msb-log-dropped-bytes")
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    if dropped > 0 && args.tail.is_none() {
+        eprintln!(
+            "msb: {dropped} bytes of earlier output were dropped by the output log's cap \
+             (msbd.toml [sandboxes] output_log_max_bytes)"
+        );
+    }
     let mut pending = Vec::new();
     let mut at_line_start = true;
     while let Some(frame) = body.frame().await {

@@ -111,11 +111,10 @@ async fn capacity(client: &Client, args: CapacityArgs) -> Result<i32> {
     let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
     println!("CPUs:    {} on the host; {:.2} given to running sandboxes (+{} without a limit); {:.2} in use", report.host_cpus, report.cpus_committed, report.sandboxes_without_cpu_limit, report.cpu_percent_used / 100.0);
     println!(
-        "Memory:  {} on the host ({} available); {} given to running sandboxes (+{} without a limit); {} in use",
+        "Memory:  {} on the host ({} available); {} given to running sandboxes; {} in use",
         report.host_memory_bytes.map_or("?".into(), gib),
         report.host_memory_available_bytes.map_or("?".into(), gib),
         gib(report.memory_committed_bytes),
-        report.sandboxes_without_memory_limit,
         gib(report.memory_used_bytes)
     );
     println!(

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use msb_api::config::VolumeMount;
+use msb_api::config::{VolumeMount, MAX_MEMORY_MIB, MIN_MEMORY_MIB};
 
 /// `512M`, `1G`, `1.5G`, `256MiB`, or a bare number of MiB.
 pub fn memory_mib(value: &str) -> Result<u64, String> {
@@ -21,11 +21,18 @@ pub fn memory_mib(value: &str) -> Result<u64, String> {
         "k" | "kb" | "ki" | "kib" => 1.0 / 1024.0,
         _ => return Err(format!("invalid memory unit in {value:?} (use K, M or G)")),
     };
-    let mib = number * factor;
-    if !mib.is_finite() || mib < 1.0 {
-        return Err(format!("memory size {value:?} is too small"));
+    let mib = (number * factor).round();
+    if !mib.is_finite() || mib > MAX_MEMORY_MIB as f64 {
+        return Err(format!(
+            "memory size {value:?} is too large (at most {MAX_MEMORY_MIB} MiB)"
+        ));
     }
-    Ok(mib.round() as u64)
+    if mib < MIN_MEMORY_MIB as f64 {
+        return Err(format!(
+            "memory size {value:?} is too small (at least {MIN_MEMORY_MIB} MiB)"
+        ));
+    }
+    Ok(mib as u64)
 }
 
 /// `500ms`, `2s`, `1m`, `1h30m`, or bare seconds.
@@ -156,6 +163,13 @@ mod tests {
         assert!(memory_mib("lots").is_err());
         assert!(memory_mib("5X").is_err());
         assert!(memory_mib("0").is_err());
+        assert!(memory_mib("15").is_err());
+        assert_eq!(memory_mib("16"), Ok(16));
+        // Once multiplied into bytes by a 32-bit shift this wrapped to 16 MiB.
+        let wrapped = memory_mib("17592186044432").unwrap_err();
+        assert!(wrapped.contains("too large"), "{wrapped}");
+        assert!(memory_mib("1e400").is_err());
+        assert!(memory_mib("5000000G").is_err());
     }
 
     #[test]

@@ -10,11 +10,14 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::Response;
 use msb_runtime::lifecycle::SandboxStatus;
-use msb_runtime::logs::{read_from, LogEntry};
+use msb_runtime::logs::{dropped_bytes, read_log, read_more, LogEntry};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::ApiError;
 use crate::state::Daemon;
+
+/// The response header stating how many bytes of older output the log's cap dropped.
+pub const DROPPED_HEADER: &str = "x-msb-log-dropped-bytes";
 
 pub async fn logs(
     State(daemon): State<Arc<Daemon>>,
@@ -24,12 +27,10 @@ pub async fn logs(
     query.validate()?;
     let row = daemon.sandbox(&name)?;
     let path = daemon.home.sandbox(&row.id).output_log();
-    let (mut entries, mut offset) =
-        read_from(&path, 0).map_err(|e| ApiError::internal("reading the output log", e))?;
-    if let Some(tail) = query.tail {
-        let skip = entries.len().saturating_sub(tail);
-        entries.drain(..skip);
-    }
+    // With a tail, read from the end: never the whole log into msbd.
+    let (entries, mut cursor) =
+        read_log(&path, query.tail).map_err(|e| ApiError::internal("reading the output log", e))?;
+    let dropped = dropped_bytes(&path);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(64);
     let follow = query.follow;
     tokio::spawn(async move {
@@ -53,11 +54,10 @@ pub async fn logs(
                 .flatten()
                 .and_then(|r| r.status.parse::<SandboxStatus>().ok())
                 .is_some_and(|s| s.is_active());
-            let (more, next) = match read_from(&path, offset) {
-                Ok(read) => read,
+            let more = match read_more(&path, &mut cursor) {
+                Ok(more) => more,
                 Err(_) => return,
             };
-            offset = next;
             if !more.is_empty() && tx.send(Ok(send(more))).await.is_err() {
                 return;
             }
@@ -69,6 +69,8 @@ pub async fn logs(
     });
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
+        // Output the log's cap dropped before the oldest entry kept (`msb logs` says so).
+        .header(DROPPED_HEADER, dropped)
         .body(Body::from_stream(ReceiverStream::new(rx)))
         .expect("static response parts"))
 }

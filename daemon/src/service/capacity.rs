@@ -24,7 +24,6 @@ pub fn capacity_of(daemon: &Daemon, rows: &[SandboxRow]) -> Result<CapacityRepor
         cpus_committed: 0.0,
         sandboxes_without_cpu_limit: 0,
         memory_committed_bytes: 0,
-        sandboxes_without_memory_limit: 0,
         cpu_percent_used: 0.0,
         memory_used_bytes: 0,
         msb_home_free_bytes: nix::sys::statvfs::statvfs(daemon.home.root())
@@ -41,10 +40,8 @@ pub fn capacity_of(daemon: &Daemon, rows: &[SandboxRow]) -> Result<CapacityRepor
             Some(c) => report.cpus_committed += c,
             None => report.sandboxes_without_cpu_limit += 1,
         }
-        match config.memory_mib {
-            Some(m) => report.memory_committed_bytes += m << 20,
-            None => report.sandboxes_without_memory_limit += 1,
-        }
+        // Every sandbox has a memory limit (the default when none was asked for).
+        report.memory_committed_bytes += config.memory_limit_mib() << 20;
         let sample = daemon.live.get(&row.id).map(|l| l.sample);
         let sample = sample.as_ref();
         report.cpu_percent_used += sample.and_then(|s| s.cpu_percent).unwrap_or(0.0);
@@ -61,7 +58,7 @@ pub fn capacity_of(daemon: &Daemon, rows: &[SandboxRow]) -> Result<CapacityRepor
     Ok(report)
 }
 
-fn meminfo() -> (Option<u64>, Option<u64>) {
+pub(crate) fn meminfo() -> (Option<u64>, Option<u64>) {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let kib = |key: &str| {
         text.lines()

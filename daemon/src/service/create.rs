@@ -29,6 +29,10 @@ pub enum CreateError {
         #[source]
         source: std::io::Error,
     },
+    /// More memory asked for than the host has (a limit the sandbox could never reach would
+    /// leave the host's OOM killer, not the sandbox's, to end it).
+    #[error("memory_mib: {asked_mib} MiB is more than this host's memory ({host_mib} MiB)")]
+    MemoryAboveHost { asked_mib: u64, host_mib: u64 },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     /// Created, but its start failed (and it was removed again).
@@ -62,6 +66,28 @@ fn resolve_host_paths(config: &mut msb_runtime::config::SandboxConfig) -> Result
     Ok(())
 }
 
+/// The limit a sandbox gets: the one asked for, or the default, never more than the host has
+/// (`host_mib`, when it can be read).
+fn memory_limit_mib(asked: Option<u64>, host_mib: Option<u64>) -> Result<u64, CreateError> {
+    let mib = asked.unwrap_or(msb_api::config::DEFAULT_MEMORY_MIB);
+    match host_mib {
+        Some(host_mib) if mib > host_mib => match asked {
+            Some(asked_mib) => Err(CreateError::MemoryAboveHost {
+                asked_mib,
+                host_mib,
+            }),
+            // A host smaller than the default: the default shrinks to the host.
+            None => Ok(host_mib),
+        },
+        _ => Ok(mib),
+    }
+}
+
+/// The host's memory (`MemTotal`) in MiB.
+fn host_memory_mib() -> Option<u64> {
+    super::capacity::meminfo().0.map(|bytes| bytes >> 20)
+}
+
 pub async fn create_sandbox(
     daemon: &Arc<Daemon>,
     request: CreateSandboxRequest,
@@ -74,6 +100,7 @@ pub async fn create_sandbox(
     request.validate()?;
     let mut config = request.config;
     resolve_host_paths(&mut config)?;
+    config.memory_mib = Some(memory_limit_mib(config.memory_mib, host_memory_mib())?);
     if config.rootfs == RootfsSource::Default
         && !msb_runtime::rootfs::default_rootfs_ready(&daemon.home.default_rootfs())
     {
@@ -121,5 +148,28 @@ pub async fn create_sandbox(
             Ok(sandbox_info(daemon, gone)?)
         }
         other => Ok(other?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_limit_defaults_and_is_bounded_by_the_host() {
+        let default = msb_api::config::DEFAULT_MEMORY_MIB;
+        assert_eq!(memory_limit_mib(None, Some(24_000)).unwrap(), default);
+        assert_eq!(memory_limit_mib(Some(2048), Some(24_000)).unwrap(), 2048);
+        assert_eq!(
+            memory_limit_mib(Some(24_000), Some(24_000)).unwrap(),
+            24_000
+        );
+        let err = memory_limit_mib(Some(24_001), Some(24_000)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "memory_mib: 24001 MiB is more than this host's memory (24000 MiB)"
+        );
+        assert_eq!(memory_limit_mib(None, Some(256)).unwrap(), 256);
+        assert_eq!(memory_limit_mib(Some(1 << 20), None).unwrap(), 1 << 20);
     }
 }

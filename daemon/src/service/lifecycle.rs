@@ -140,6 +140,7 @@ pub async fn start_run(
             Some(AttachMode::Pty { rows, cols }) => ExecMode::Pty { rows, cols },
         },
         log_level: daemon.log_level.clone(),
+        output_log_max_bytes: daemon.config.output_log_max_bytes,
         id_map: Some(
             msb_runtime::idmap::for_home(&daemon.home).map_err(|source| LifecycleError::Io {
                 what: "reading the home's id map",

@@ -48,7 +48,7 @@ pub fn start(
             .collect(),
         limits: Limits {
             cpus: config.config.cpus,
-            memory_bytes: config.config.memory_mib.map(|mib| mib * 1024 * 1024),
+            memory_bytes: Some(config.config.memory_limit_mib() << 20),
             pids_max: Some(DEFAULT_PIDS_MAX),
         },
         state_dir: dir.backend_state(),

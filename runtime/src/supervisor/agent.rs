@@ -28,7 +28,8 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
 pub async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut reader: R) {
     loop {
         match read_frame::<_, FromAgent>(&mut reader).await {
-            Ok(Some(message)) => route(&shared, message),
+            // Waits while a client's queue is full: backpressure down to the workload.
+            Ok(Some(message)) => route(&shared, message).await,
             Ok(None) => {
                 tracing::info!("agent channel closed");
                 return;
@@ -41,7 +42,7 @@ pub async fn read_loop<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut reader: R)
     }
 }
 
-fn route(shared: &Shared, message: FromAgent) {
+async fn route(shared: &Shared, message: FromAgent) {
     match message {
         FromAgent::Ready { version } => {
             tracing::info!("agent ready (protocol {version})");
@@ -62,12 +63,7 @@ fn route(shared: &Shared, message: FromAgent) {
                 exit_code: kind.shell_code(),
                 message: message.clone(),
             };
-            let event = ClientEvent::ExecFailed { kind, message };
-            shared
-                .main_followers
-                .lock()
-                .unwrap()
-                .retain(|f| f.send(event.clone()).is_ok());
+            to_followers(shared, ClientEvent::ExecFailed { kind, message }).await;
             shared.main_started.send_replace(Some(Err(outcome.clone())));
             shared.main_outcome.send_replace(Some(outcome));
         }
@@ -77,29 +73,20 @@ fn route(shared: &Shared, message: FromAgent) {
             data,
         } => {
             shared.log_output(MAIN_SESSION, stream, &data);
-            let event = ClientEvent::Output { stream, data };
-            shared
-                .main_followers
-                .lock()
-                .unwrap()
-                .retain(|f| f.send(event.clone()).is_ok());
+            to_followers(shared, ClientEvent::Output { stream, data }).await;
         }
         FromAgent::Exited {
             session: MAIN_SESSION,
             status,
         } => {
-            shared
-                .main_followers
-                .lock()
-                .unwrap()
-                .retain(|f| f.send(ClientEvent::Exited(status)).is_ok());
+            to_followers(shared, ClientEvent::Exited(status)).await;
             shared
                 .main_outcome
                 .send_replace(Some(MainOutcome::Exited(status)));
         }
         FromAgent::Started { session, pid } => {
             shared.touch_activity();
-            to_session(shared, session, ClientEvent::Started { pid }, false);
+            to_session(shared, session, ClientEvent::Started { pid }, false).await;
         }
         FromAgent::ExecFailed {
             session,
@@ -111,7 +98,8 @@ fn route(shared: &Shared, message: FromAgent) {
                 session,
                 ClientEvent::ExecFailed { kind, message },
                 true,
-            );
+            )
+            .await;
         }
         FromAgent::Output {
             session,
@@ -120,11 +108,11 @@ fn route(shared: &Shared, message: FromAgent) {
         } => {
             shared.touch_activity();
             shared.log_output(session, stream, &data);
-            to_session(shared, session, ClientEvent::Output { stream, data }, false);
+            to_session(shared, session, ClientEvent::Output { stream, data }, false).await;
         }
         FromAgent::Exited { session, status } => {
             shared.touch_activity();
-            to_session(shared, session, ClientEvent::Exited(status), true);
+            to_session(shared, session, ClientEvent::Exited(status), true).await;
         }
         FromAgent::Heartbeat(beat) => {
             let mut last = shared.last_heartbeat.lock().unwrap();
@@ -141,13 +129,30 @@ fn route(shared: &Shared, message: FromAgent) {
     }
 }
 
-fn to_session(shared: &Shared, session: u32, event: ClientEvent, last: bool) {
-    let mut sessions = shared.sessions.lock().unwrap();
-    if let Some(client) = sessions.get(&session) {
+/// Sends `event` to every attached follower of the main workload, waiting for room in each
+/// queue; a follower that went away is forgotten.
+async fn to_followers(shared: &Shared, event: ClientEvent) {
+    let followers: Vec<mpsc::Sender<ClientEvent>> = shared.main_followers.lock().unwrap().clone();
+    for follower in followers {
+        if follower.send(event.clone()).await.is_err() {
+            shared
+                .main_followers
+                .lock()
+                .unwrap()
+                .retain(|f| !f.same_channel(&follower));
+        }
+    }
+}
+
+/// Sends `event` to an exec session's client, waiting for room in its queue; `last` forgets
+/// the session afterwards.
+async fn to_session(shared: &Shared, session: u32, event: ClientEvent, last: bool) {
+    let client = shared.sessions.lock().unwrap().get(&session).cloned();
+    if let Some(client) = client {
         // A client that went away just misses the rest.
-        let _ = client.send(event);
+        let _ = client.send(event).await;
     }
     if last {
-        sessions.remove(&session);
+        shared.sessions.lock().unwrap().remove(&session);
     }
 }

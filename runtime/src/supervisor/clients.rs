@@ -10,7 +10,7 @@ use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
-use super::state::{Shared, StopRequest};
+use super::state::{Shared, StopRequest, CLIENT_QUEUE_FRAMES};
 use crate::framing::{read_frame, write_frame};
 use crate::lifecycle::TerminationReason;
 use crate::run_record::RunPhase;
@@ -44,7 +44,7 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
             return;
         }
     };
-    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+    let (events_tx, mut events_rx) = mpsc::channel(CLIENT_QUEUE_FRAMES);
     let session = match first {
         ClientRequest::Attach => {
             shared.main_followers.lock().unwrap().push(events_tx);
@@ -73,6 +73,9 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
         }
         ClientRequest::Watch => {
             drop(guard);
+            // msbd's watch is not bounded here: it takes in every frame as it comes (samples
+            // once per interval, record changes), and the outbox bounds what it is resent.
+            let (events_tx, mut events_rx) = mpsc::unbounded_channel();
             let _ = events_tx.send(ClientEvent::RecordChanged);
             shared.add_watcher(events_tx);
             // msbd acknowledges stored samples on the same connection. Its end of input does

@@ -454,15 +454,11 @@ async fn finish(shared: &Shared, sandbox: &Arc<dyn Backend>, ending: Ending) -> 
     // Did the kernel's OOM killer end anything?
     let oom_kills = sampler::oom_kills(sandbox.cgroups().as_ref());
     if oom_kills.is_some_and(|n| n > 0) && signal == Some(libc::SIGKILL) {
-        let limit = shared
-            .config
-            .config
-            .memory_mib
-            .map_or("the host's memory".to_owned(), |m| {
-                format!("its {m} MiB limit")
-            });
+        let limit = shared.config.config.memory_limit_mib();
         error.get_or_insert_with(|| {
-            format!("the workload was killed by the kernel's OOM killer (memory above {limit})")
+            format!(
+                "the workload was killed by the kernel's OOM killer (memory above its {limit} MiB limit)"
+            )
         });
     }
     let record_end = || {

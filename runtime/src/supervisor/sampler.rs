@@ -109,8 +109,10 @@ enum MemoryEvents {
     None,
     /// `memory.events`: `max` (limit hits) and `oom_kill`.
     V2(Source),
-    /// `memory.oom_control` (`oom_kill`) and `memory.failcnt` (limit hits).
-    V1(Option<Source>, Option<Source>),
+    /// `memory.oom_control` (`oom_kill`), `memory.failcnt` and `memory.memsw.failcnt` (limit
+    /// hits: with memory and swap limited together a failed charge is counted in exactly one
+    /// of the two, the memory-and-swap counter being tried first).
+    V1(Option<Source>, Option<Source>, Option<Source>),
 }
 
 /// `(limit hits, OOM kills)`.
@@ -121,8 +123,11 @@ fn read_memory_events(events: &mut MemoryEvents) -> (Option<u64>, Option<u64>) {
             let text = source.read().unwrap_or_default();
             (keyed(text, "max"), keyed(text, "oom_kill"))
         }
-        MemoryEvents::V1(oom_control, failcnt) => (
-            failcnt.as_mut().and_then(Source::number),
+        MemoryEvents::V1(oom_control, failcnt, memsw_failcnt) => (
+            failcnt
+                .as_mut()
+                .and_then(Source::number)
+                .map(|hits| hits + memsw_failcnt.as_mut().and_then(Source::number).unwrap_or(0)),
             oom_control
                 .as_mut()
                 .and_then(|s| keyed(s.read().unwrap_or_default(), "oom_kill")),
@@ -276,6 +281,7 @@ impl Sampler {
             Some((path, CgroupVersion::V1)) => MemoryEvents::V1(
                 Source::open(&path.join("memory.oom_control")),
                 Source::open(&path.join("memory.failcnt")),
+                Source::open(&path.join("memory.memsw.failcnt")),
             ),
             Some((path, CgroupVersion::V2)) => Source::open(&path.join("memory.events"))
                 .map_or(MemoryEvents::None, MemoryEvents::V2),

@@ -16,6 +16,12 @@ use crate::logs::{LogEntry, LogWriter};
 use crate::paths::SandboxDir;
 use crate::run_record::{now_ms, RunPhase, RunRecord};
 
+/// Frames queued for one attach or exec client. A client that reads slower than its workload
+/// writes fills its queue; the agent channel's reader then waits for room, the agent's output
+/// threads wait on the channel, and the workload waits on its full pipe: memory outside the
+/// sandbox stays bounded (`msb run -- yes | sleep 1d` stops `yes`, not the host).
+pub const CLIENT_QUEUE_FRAMES: usize = 64;
+
 /// Why the supervisor is taking the sandbox down (first request wins).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StopRequest {
@@ -36,10 +42,10 @@ pub struct Shared {
     pub dir: SandboxDir,
     pub record: Mutex<RunRecord>,
     pub to_agent: mpsc::UnboundedSender<ToAgent>,
-    /// Exec sessions: where their events go.
-    pub sessions: Mutex<HashMap<SessionId, mpsc::UnboundedSender<ClientEvent>>>,
-    /// Attached followers of the main workload.
-    pub main_followers: Mutex<Vec<mpsc::UnboundedSender<ClientEvent>>>,
+    /// Exec sessions: where their events go (bounded: [`CLIENT_QUEUE_FRAMES`]).
+    pub sessions: Mutex<HashMap<SessionId, mpsc::Sender<ClientEvent>>>,
+    /// Attached followers of the main workload (bounded: [`CLIENT_QUEUE_FRAMES`]).
+    pub main_followers: Mutex<Vec<mpsc::Sender<ClientEvent>>>,
     next_session: AtomicU32,
     /// Attach, exec and control connections still being served (watchers not counted).
     pub open_connections: AtomicU32,
@@ -70,7 +76,7 @@ impl Shared {
         to_agent: mpsc::UnboundedSender<ToAgent>,
     ) -> Self {
         let dir = SandboxDir::new(config.sandbox_dir.clone());
-        let log = LogWriter::open(&dir.output_log())
+        let log = LogWriter::open(&dir.output_log(), config.output_log_max_bytes)
             .map_err(|e| tracing::warn!("output log unavailable: {e}"))
             .ok();
         let sample_capacity = super::outbox::capacity(

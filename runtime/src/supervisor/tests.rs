@@ -187,6 +187,7 @@ impl Harness {
             main_mode: ExecMode::Buffered,
             log_level: "debug".into(),
             id_map: None,
+            output_log_max_bytes: crate::logs::DEFAULT_OUTPUT_LOG_MAX_BYTES,
         };
         let record = RunRecord {
             run_id: "run-1".into(),

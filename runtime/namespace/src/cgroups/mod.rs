@@ -186,11 +186,41 @@ fn create_and_limit(paths: &CgroupPaths, limits: &Limits) -> Result<(), Namespac
             "memory.max",
             bytes.to_string(),
         )?;
+        // No swap beyond the limit: v2 limits swap alone (`memory.swap.max` 0); v1 limits
+        // memory and swap together (`memsw`, at least the memory limit, so written after it).
+        // On v1 only when the host has swap: the kernel (6.x) then fails charges on the `memsw`
+        // counter, which keeps no `failcnt`, so limit hits could no longer be counted, and a
+        // host without swap has none to limit. Either file is absent when the kernel does not
+        // account swap.
+        if let Some(dir) = &paths.memory {
+            let swap = match dir.version {
+                CgroupVersion::V1 => {
+                    host_has_swap().then_some(("memory.memsw.limit_in_bytes", bytes))
+                }
+                CgroupVersion::V2 => Some(("memory.swap.max", 0)),
+            };
+            if let Some((file, value)) = swap {
+                let file = dir.path.join(file);
+                if file.is_file() {
+                    std::fs::write(&file, value.to_string()).map_err(failed("write", &file))?;
+                }
+            }
+        }
     }
     if let Some(max) = limits.pids_max {
         write(&paths.pids, "pids.max", "pids.max", max.to_string())?;
     }
     Ok(())
+}
+
+/// Whether the host has swap (`SwapTotal` above 0 in `/proc/meminfo`).
+pub fn host_has_swap() -> bool {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("SwapTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .is_some_and(|kib| kib > 0)
 }
 
 /// On the unified tree a child can use a controller only if every ancestor below the root
