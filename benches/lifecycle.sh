@@ -210,6 +210,31 @@ measure run "$RUNS" "msb run" "msb run cold" "crun run" "bwrap run"
 measure exec "$EXEC_RUNS" "msb exec" "crun exec"
 say "measured in $((SECONDS - started)) s; load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
+# --- dying memory cgroups -----------------------------------------------------------------------
+# A removed memory cgroup lives on ("dying") while pages or kernel objects charged to it stay
+# cached. /proc/cgroups counts live and dying ones; the directories count the live ones. After
+# dropping the caches, DYING_RUNS runs of each command: how many dying cgroups were added.
+dying() { awk '$1 == "memory" { print $3 }' /proc/cgroups; }
+live() { # live memory cgroups: directories of the memory hierarchy (v1) or of the v2 tree
+    local m
+    m=$(awk '$3 == "cgroup" && $4 ~ /(^|,)memory(,|$)/ { print $2; exit }' /proc/mounts)
+    find "${m:-/sys/fs/cgroup}" -type d | wc -l
+}
+DYING_RUNS=${DYING_RUNS:-100}
+for name in "msb run" "crun run"; do
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+    sleep 1
+    before=$(( $(dying) - $(live) ))
+    for ((i = 0; i < DYING_RUNS; i++)); do
+        eval "in_crun_ns ${cmd[$name]}" </dev/null >/dev/null 2>&1 || true
+    done
+    sleep 2
+    after=$(( $(dying) - $(live) ))
+    printf '%-10s %d runs left %d dying memory cgroups\n' "$name:" "$DYING_RUNS" $((after - before)) \
+        >>"$results/dying.txt"
+done
+
 # --- summary ------------------------------------------------------------------------------------
 python3 - "$results" <<'EOF'
 import glob, json, statistics, sys
@@ -258,4 +283,6 @@ ratio("run", "msb run", "bwrap run")
 ratio("run", "msb run cold", "crun run")
 ratio("exec", "msb exec", "crun exec", 1.5)
 print("\nearlier on this kind of machine: crun run ~10 ms, bwrap ~2.5 ms, crun exec ~5 ms")
+print()
+print(open(f"{sys.argv[1]}/dying.txt").read(), end="")
 EOF

@@ -2,10 +2,11 @@
 //!
 //! ```text
 //! caller (supervisor, maybe multi-threaded; PR_SET_CHILD_SUBREAPER)
-//!  └─ launcher (glibc fork): joins the sandbox's cgroups, [user namespace,] unshares mount,
-//!     │                      network, ipc, uts, cgroup and pid namespaces, forks, exits
-//!     └─ PID 1 (fork, first process of the new pid namespace): `setup::pid1`, exec of the
-//!        agent; reparented to the caller when the launcher exits
+//!  └─ launcher (glibc fork): joins the sandbox's cgroups but memory, [user namespace,]
+//!     │                      unshares mount, network, ipc, uts and pid namespaces, forks, exits
+//!     └─ PID 1 (fork, first process of the new pid namespace): `setup::pid1` (mounts, then
+//!        the memory cgroup and a cgroup namespace), exec of the agent; reparented to the
+//!        caller when the launcher exits
 //! ```
 //!
 //! The launcher reports `pid <n>` on a close-on-exec pipe; PID 1 reports `err <message>` there
@@ -282,8 +283,8 @@ pub(crate) fn enter_namespaces_and_fork(
 }
 
 /// Gives the calling (single-threaded) process the sandbox's namespaces; its next child is PID
-/// 1 of the new pid namespace. Call after joining the cgroups: the cgroup namespace's root is
-/// the process's cgroup when it is created.
+/// 1 of the new pid namespace. The cgroup namespace is PID 1's to make, once it is in all of
+/// the sandbox's cgroups (`setup`).
 pub(crate) fn enter_namespaces(unprivileged: Option<(u32, u32)>) -> Result<(), String> {
     if let Some((uid, gid)) = unprivileged {
         enter_user_namespace(uid, gid)?;
@@ -293,7 +294,6 @@ pub(crate) fn enter_namespaces(unprivileged: Option<(u32, u32)>) -> Result<(), S
             | CloneFlags::CLONE_NEWNET
             | CloneFlags::CLONE_NEWIPC
             | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWCGROUP
             | CloneFlags::CLONE_NEWPID,
     )
     .map_err(|e| format!("unshare namespaces: {e}"))

@@ -122,7 +122,13 @@ impl Sandbox {
             argv: spec::agent_argv(&spec),
             env: spec::agent_env(),
             capabilities: spec::capability_mask(),
+            late_cgroup_joins: Vec::new(),
         };
+        // A root caller's PID 1 joins the memory cgroup after its mounts; an unprivileged one's
+        // cannot write the host's cgroup files from its user namespace, so it is born inside.
+        let (early_joins, late_joins) = cgroups::join_files_split(&cgroups, !unprivileged);
+        let mut setup = setup;
+        setup.late_cgroup_joins = late_joins;
 
         if let Root::Overlay { upper, .. } = &spec.root {
             std::fs::create_dir_all(&layout.rootfs)
@@ -155,7 +161,7 @@ impl Sandbox {
         let plan = Plan {
             id: &spec.id,
             setup: &setup,
-            cgroup_joins: cgroups::join_files(&cgroups),
+            cgroup_joins: early_joins,
             unprivileged: identity,
         };
         let launched = match warm {

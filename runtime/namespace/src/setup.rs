@@ -24,8 +24,10 @@
 //! Any error ends PID 1 with a one-line report on the launcher's report pipe.
 
 use std::ffi::CString;
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{open, OFlag};
@@ -62,6 +64,10 @@ pub(crate) struct Plan {
     pub argv: Vec<String>,
     pub env: Vec<String>,
     pub capabilities: u64,
+    /// Cgroup files PID 1 writes itself into after its mounts, before it gives up its
+    /// privileges (`crate::cgroups::join_files_split`); opened before the pivot.
+    #[serde(default)]
+    pub late_cgroup_joins: Vec<PathBuf>,
 }
 
 /// The fds PID 1 arranges at 0, 1, 2 and 3 (held above 64 until then).
@@ -114,6 +120,19 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
         (Some(_), None) => return Err("the plan maps ids but no user namespace came".into()),
         (None, _) => None,
     };
+    // Opened now, written last: the host's cgroup file system is out of reach after the pivot.
+    let late_joins = plan
+        .late_cgroup_joins
+        .iter()
+        .map(|file| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(file)
+                .map(|f| (file, f))
+                .map_err(|e| format!("open cgroup {}: {e}", file.display()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     mount_root(plan, userns)?;
 
     let runtime_target = plan
@@ -216,6 +235,16 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
     let env = c_strings(&plan.env)?;
     // Compiled by the caller before the launcher's fork; this is the inherited copy.
     let seccomp = crate::seccomp::program()?;
+    // Into the rest of the sandbox's cgroups now that the mounts are made (PID 1 is
+    // single-threaded: on v1 `tasks` moves this one thread), then a cgroup namespace rooted
+    // there, so that the sandbox sees its own cgroups as `/`.
+    for (file, mut handle) in late_joins {
+        handle
+            .write_all(b"0")
+            .map_err(|e| format!("join cgroup {}: {e}", file.display()))?;
+    }
+    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| format!("unshare the cgroup namespace: {e}"))?;
     if let Some(userns) = userns {
         become_mapped_root(userns)?;
     }

@@ -200,8 +200,10 @@ fn fork_waiting(placeholder: &CgroupPaths) -> Result<(Pid, UnixStream, OwnedFd),
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| NamespaceError::sys("pipe2", e))?;
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| NamespaceError::sys("PR_SET_CHILD_SUBREAPER", e))?;
-    let procs: Vec<PathBuf> = cgroups::join_files(placeholder);
-    let identity = (!nix::unistd::geteuid().is_root()).then(|| {
+    let root = nix::unistd::geteuid().is_root();
+    // As a cold launcher: PID 1 joins the memory cgroup itself when the caller is root.
+    let (procs, _) = cgroups::join_files_split(placeholder, root);
+    let identity = (!root).then(|| {
         (
             nix::unistd::getuid().as_raw(),
             nix::unistd::getgid().as_raw(),

@@ -116,6 +116,27 @@ pub(crate) fn join_files(paths: &CgroupPaths) -> Vec<PathBuf> {
         .collect()
 }
 
+/// [`join_files`] in two parts (pure): the files the launcher writes, and the one PID 1 writes
+/// itself once it has built the sandbox's mounts, just before it execs the agent: the memory
+/// cgroup's (with whatever controllers share its directory). Kernel objects PID 1's setup
+/// allocates (the overlay's and the upper's dentries and inodes, mount points made in the
+/// upper) are then not charged to the sandbox's memory cgroup, which otherwise stayed alive as a
+/// dying cgroup after removal for as long as any of them stayed cached. With `defer_memory`
+/// false everything is in the first part.
+pub(crate) fn join_files_split(
+    paths: &CgroupPaths,
+    defer_memory: bool,
+) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let all = join_files(paths);
+    let memory_dir = paths.memory.as_ref().map(|d| d.path.clone());
+    match memory_dir {
+        Some(dir) if defer_memory => all
+            .into_iter()
+            .partition(|file| file.parent() != Some(&dir)),
+        _ => (all, Vec::new()),
+    }
+}
+
 /// `msb/<id>` in every mounted hierarchy (pure): where a crashed sandbox, or one started by an
 /// older msb that let libcontainer create a directory in each hierarchy, may have left some.
 fn every_hierarchy_dir(host: &HostCgroups, sandbox_id: &str) -> Vec<PathBuf> {
