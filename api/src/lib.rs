@@ -206,8 +206,9 @@ pub struct StoreHealth {
 }
 
 /// The values of [`ErrorBody::kind`].
-pub const ERROR_KINDS: [&str; 6] = [
+pub const ERROR_KINDS: [&str; 7] = [
     "invalid",
+    "forbidden",
     "not_found",
     "conflict",
     "unprocessable",
@@ -221,7 +222,8 @@ pub struct ErrorBody {
     /// One line naming what was wrong.
     pub error: String,
     /// One of [`ERROR_KINDS`]: `invalid` (400: the request breaks a constraint of the
-    /// document), `not_found` (404), `conflict` (409: the sandbox's state or a taken name),
+    /// document), `forbidden` (403: the caller is neither the home's owner nor root, answered
+    /// before any operation), `not_found` (404), `conflict` (409: the sandbox's state or a taken name),
     /// `unprocessable` (422: the request is as the document says, but cannot be carried out
     /// here: a host path that does not exist, an empty window, SQL that does not run),
     /// `start_failed` (422: the workload could not start), `internal` (500).

@@ -108,4 +108,16 @@ fn the_workload_is_confined() {
         checked >= 2,
         "no cgroup limit found for init {init}: {cgroups}"
     );
+    // PID 1 joins the memory cgroup after its mounts and makes the cgroup namespace then: the
+    // workload sees its own cgroups (every one, memory included) as the root, and no host path.
+    let inside = home.ok(&["exec", "iso", "--", "cat", "/proc/self/cgroup"]);
+    for line in inside.lines() {
+        assert!(line.ends_with(":/"), "{inside}");
+    }
+    assert!(
+        cgroups
+            .lines()
+            .any(|l| (l.contains(":memory:") || l.starts_with("0::")) && l.contains(":/msb/")),
+        "init in the sandbox's memory cgroup: {cgroups}"
+    );
 }

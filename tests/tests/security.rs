@@ -4,6 +4,7 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use msb_e2e::{bin_dir, require_root, TestHome};
 
@@ -241,4 +242,96 @@ fn env_values_come_from_a_file_or_msbs_environment_instead_of_argv() {
         run.stderr
     );
     assert!(!home.names().contains(&"bad".to_owned()));
+}
+
+/// Runs `script` with `sh` as uid/gid 65534 (nobody); returns (exit code, stdout + stderr).
+fn sh_as_nobody(script: &str) -> (i32, String) {
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+        ])
+        .arg(script)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The local variant of the attacks on a sandbox: another host user goes for the workload's
+/// secrets, memory and root through /proc, signals it, and reads its output log or dials its
+/// supervisor directly. Each attempt fails; the same reads as root succeed, so the attempts are
+/// aimed right.
+#[test]
+fn another_host_user_cannot_reach_a_sandboxs_processes_secrets_or_channel() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    home.ok(&[
+        "run",
+        "-n",
+        "target",
+        "-d",
+        "-e",
+        "API_TOKEN=s3cr3t-token",
+        "--",
+        "sh",
+        "-c",
+        "echo printed-secret; sleep 300",
+    ]);
+    home.eventually(Duration::from_secs(20), "the workload", || {
+        home.inspect("target")["runs"][0]["workload_pid"].is_u64()
+    });
+    let info = home.inspect("target");
+    let run = &info["runs"][0];
+    let workload = run["workload_pid"].as_u64().unwrap();
+    let init = run["init_pid"].as_i64().unwrap();
+    let dir = home
+        .path()
+        .join("sandboxes")
+        .join(info["id"].as_str().unwrap());
+    home.eventually(Duration::from_secs(20), "the output", || {
+        home.ok(&["logs", "target"]).contains("printed-secret")
+    });
+    let attempts = [
+        format!("cat /proc/{workload}/environ"),
+        format!("ls /proc/{workload}/root/"),
+        format!("ls /proc/{init}/root/.msb/"),
+        format!("dd if=/proc/{init}/mem bs=1 count=1 skip=4194304"),
+        format!("kill -STOP {workload}"),
+        format!("cat {}/output.jsonl", dir.display()),
+        format!(
+            "python3 -c \"import socket; socket.socket(socket.AF_UNIX).connect('{}')\"",
+            dir.join("supervisor.sock").display()
+        ),
+    ];
+    for attempt in &attempts {
+        let (code, output) = sh_as_nobody(attempt);
+        assert_ne!(code, 0, "{attempt} worked as nobody: {output}");
+        assert!(
+            !output.contains("s3cr3t-token") && !output.contains("printed-secret"),
+            "{attempt}: {output}"
+        );
+    }
+    // Aimed right: root reads the secret and the log where nobody could not.
+    let environ = std::fs::read(format!("/proc/{workload}/environ")).unwrap();
+    assert!(String::from_utf8_lossy(&environ).contains("API_TOKEN=s3cr3t-token"));
+    assert!(std::fs::read_to_string(dir.join("output.jsonl"))
+        .unwrap()
+        .contains("printed-secret"));
+    assert!(dir.join("supervisor.sock").exists());
+    // The workload was not stopped by the attempt above.
+    assert_eq!(home.status("target"), "Running");
+    home.ok(&["rm", "-f", "target"]);
 }

@@ -48,17 +48,24 @@ pub fn adopt_inherited_fd(fd: RawFd) -> Result<OwnedFd, Errno> {
 
 /// Prepares the child started by `command` just before it execs: unblocks every signal (the
 /// agent blocks the ones it reads through its signalfd, a mask survives exec, and std leaves it
-/// alone) and, with `controlling_terminal`, makes the child a session leader whose controlling
+/// alone), gives every standard signal its default action (an ignored one stays ignored across
+/// exec, and the agent may have been started with some ignored, as a background job of a
+/// shell is: `SIGINT` and `SIGQUIT`) and, with `controlling_terminal`, makes the child a session leader whose controlling
 /// terminal is its stdin (the PTY slave).
 pub fn prepare_child(command: &mut Command, controlling_terminal: bool) {
     // SAFETY: the closure runs in the forked child before exec. It only calls
-    // pthread_sigmask(3), open(2), write(2), close(2), setsid(2) and ioctl(2), all
+    // pthread_sigmask(3), signal(2), open(2), write(2), close(2), setsid(2) and ioctl(2), all
     // async-signal-safe, with a static path and buffer, and builds an
     // `io::Error` from an errno, which does not allocate; it touches no lock or other state
     // shared with the parent's threads.
     unsafe {
         command.pre_exec(move || {
             SigSet::empty().thread_set_mask()?;
+            for signal in 1..32 {
+                if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                    libc::signal(signal, libc::SIG_DFL);
+                }
+            }
             prefer_for_oom_kill();
             if controlling_terminal {
                 nix::unistd::setsid()?;

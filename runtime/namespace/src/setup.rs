@@ -18,7 +18,9 @@
 //!    then the old root is detached.
 //! 5. Hostname, `lo` up, stdio and the agent fd at 0-3 (everything else close-on-exec), default
 //!    signal handling, a new session.
-//! 6. Capabilities reduced to [`CAPABILITIES`](crate::CAPABILITIES), `no_new_privs`, the seccomp
+//! 6. The memory cgroup (v1; `crate::cgroups::join_files_split`: the setup's kernel objects are
+//!    not charged to it), then a new cgroup namespace rooted in the sandbox's cgroups.
+//! 7. Capabilities reduced to [`CAPABILITIES`](crate::CAPABILITIES), `no_new_privs`, the seccomp
 //!    filter, `execve` of the agent.
 //!
 //! Any error ends PID 1 with a one-line report on the launcher's report pipe.
@@ -121,18 +123,21 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
         (None, _) => None,
     };
     // Opened now, written last: the host's cgroup file system is out of reach after the pivot.
+    // Held above 64, out of the way of the stdio and agent fds `arrange_fds` puts at 0-3.
     let late_joins = plan
         .late_cgroup_joins
         .iter()
         .map(|file| {
-            std::fs::OpenOptions::new()
+            let opened = std::fs::OpenOptions::new()
                 .write(true)
                 .custom_flags(libc::O_CLOEXEC)
                 .open(file)
-                .map(|f| (file, f))
-                .map_err(|e| format!("open cgroup {}: {e}", file.display()))
+                .map_err(|e| format!("open cgroup {}: {e}", file.display()))?;
+            let above = sys::dup_cloexec_above(&OwnedFd::from(opened), 64)
+                .map_err(|e| format!("dup cgroup {}: {e}", file.display()))?;
+            Ok((file, std::fs::File::from(above)))
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, String>>()?;
     mount_root(plan, userns)?;
 
     let runtime_target = plan

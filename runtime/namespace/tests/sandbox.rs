@@ -320,8 +320,11 @@ fn warm_launcher_starts_a_sandbox_in_its_renamed_cgroups() {
     let launcher = warm.pid();
     let placeholder = format!("{}{name}", msb_namespace::WARM_PREFIX);
     let memory_root = Path::new("/sys/fs/cgroup/memory/msb");
-    // The launcher joins its placeholder cgroups in the background.
-    let procs = memory_root.join(&placeholder).join("cgroup.procs");
+    // The launcher joins its placeholder cgroups in the background: every one but memory's,
+    // which PID 1 joins after its mounts.
+    let procs = Path::new("/sys/fs/cgroup/pids/msb")
+        .join(&placeholder)
+        .join("cgroup.procs");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while !std::fs::read_to_string(&procs)
         .unwrap_or_default()
@@ -356,8 +359,9 @@ fn warm_launcher_starts_a_sandbox_in_its_renamed_cgroups() {
     let members = std::fs::read_to_string(memory.join("cgroup.procs")).unwrap();
     assert!(
         members.lines().any(|l| l == t.sandbox().pid().to_string()),
-        "PID 1 was born in the sandbox's cgroup: {members}"
+        "PID 1 joined the sandbox's memory cgroup: {members}"
     );
+
     assert!(
         !memory_root.join(&placeholder).exists(),
         "placeholder renamed away"

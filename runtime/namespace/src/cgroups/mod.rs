@@ -121,18 +121,20 @@ pub(crate) fn join_files(paths: &CgroupPaths) -> Vec<PathBuf> {
 /// cgroup's (with whatever controllers share its directory). Kernel objects PID 1's setup
 /// allocates (the overlay's and the upper's dentries and inodes, mount points made in the
 /// upper) are then not charged to the sandbox's memory cgroup, which otherwise stayed alive as a
-/// dying cgroup after removal for as long as any of them stayed cached. With `defer_memory`
-/// false everything is in the first part.
+/// dying cgroup after removal for as long as any of them stayed cached. Only for a v1 memory
+/// hierarchy, where PID 1 moves its one thread (`tasks`) without the global lock a process
+/// migration takes (ADR 002); on v2 the memory controller shares the one directory with every
+/// other, and a late `cgroup.procs` write would cost the warm start its 8-15 ms. With
+/// `defer_memory` false everything is in the first part.
 pub(crate) fn join_files_split(
     paths: &CgroupPaths,
     defer_memory: bool,
 ) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let all = join_files(paths);
-    let memory_dir = paths.memory.as_ref().map(|d| d.path.clone());
-    match memory_dir {
-        Some(dir) if defer_memory => all
+    match &paths.memory {
+        Some(dir) if defer_memory && dir.version == CgroupVersion::V1 => all
             .into_iter()
-            .partition(|file| file.parent() != Some(&dir)),
+            .partition(|file| file.parent() != Some(dir.path.as_path())),
         _ => (all, Vec::new()),
     }
 }

@@ -198,3 +198,20 @@ fn processes_join_v1_through_tasks_and_v2_through_cgroup_procs() {
         [PathBuf::from("/sys/fs/cgroup/msb/a/cgroup.procs")]
     );
 }
+
+#[test]
+fn pid_1_joins_a_v1_memory_hierarchy_itself_and_nothing_late_on_v2() {
+    let hybrid = plan(&hybrid_host(), "a");
+    let (early, late) = join_files_split(&hybrid, true);
+    let memory = hybrid.memory.as_ref().unwrap().path.join("tasks");
+    assert_eq!(late, std::slice::from_ref(&memory));
+    assert_eq!(early.len(), 4);
+    assert!(!early.contains(&memory));
+    // An unprivileged caller's PID 1 cannot write the host's cgroup files: all early.
+    assert_eq!(
+        join_files_split(&hybrid, false),
+        (join_files(&hybrid), vec![])
+    );
+    let v2 = plan(&v2_host(), "a");
+    assert_eq!(join_files_split(&v2, true), (join_files(&v2), vec![]));
+}
