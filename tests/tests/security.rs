@@ -294,9 +294,15 @@ fn another_host_user_cannot_reach_a_sandboxs_processes_secrets_or_channel() {
         home.inspect("target")["runs"][0]["workload_pid"].is_u64()
     });
     let info = home.inspect("target");
-    let run = &info["runs"][0];
-    let workload = run["workload_pid"].as_u64().unwrap();
-    let init = run["init_pid"].as_i64().unwrap();
+    let init = info["runs"][0]["init_pid"].as_i64().unwrap();
+    // `workload_pid` is the pid inside the sandbox; the host's is the agent's child.
+    let workload: i64 = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .expect("the workload runs")
+        .parse()
+        .unwrap();
     let dir = home
         .path()
         .join("sandboxes")
