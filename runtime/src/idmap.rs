@@ -63,6 +63,13 @@ pub fn validate(map: &IdMap) -> Result<(), String> {
     Ok(())
 }
 
+/// The map recorded in the home at `root` (`idmap.json`), if there is a valid one; never
+/// writes (for a warm supervisor preparing ahead of time).
+pub fn read(root: &Path) -> Option<IdMap> {
+    let map: IdMap = serde_json::from_slice(&std::fs::read(root.join("idmap.json")).ok()?).ok()?;
+    validate(&map).ok().map(|()| map)
+}
+
 /// The home's range: read from `idmap.json`, or chosen and written there (whole, then renamed
 /// into place) on first use. A file that does not parse or fails [`validate`] is an error
 /// naming it.

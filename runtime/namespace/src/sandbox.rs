@@ -137,7 +137,15 @@ impl Sandbox {
                 own_upper(upper, map)?;
             }
         }
-        let userns = id_map.as_ref().map(userns::create).transpose()?;
+        let mut warm = warm;
+        let prepared_userns = match (&mut warm, &id_map) {
+            (Some(warm), Some(map)) => warm.take_userns(map),
+            _ => None,
+        };
+        let userns = match prepared_userns {
+            Some(fd) => Some(fd),
+            None => id_map.as_ref().map(userns::create).transpose()?,
+        };
         let cleanup = |cgroups: &CgroupPaths| {
             let _ = cgroups::remove(cgroups, Duration::from_secs(2));
             let _ = remove_layout(&layout);

@@ -62,6 +62,9 @@ pub struct WarmLauncher {
     cgroups: CgroupPaths,
     channel: Option<UnixStream>,
     report: Option<OwnedFd>,
+    /// A user namespace made ahead of time for the id map the sandbox is expected to use
+    /// (the home's); taken by a start whose map is the same, else a new one is made then.
+    userns: Option<(crate::IdMap, OwnedFd)>,
 }
 
 impl WarmLauncher {
@@ -70,6 +73,34 @@ impl WarmLauncher {
     /// filter first, so the launcher inherits it. Sets `PR_SET_CHILD_SUBREAPER` like
     /// [`crate::Sandbox::start`].
     pub fn prepare(name: &str) -> Result<WarmLauncher, NamespaceError> {
+        Self::prepare_with(name, None)
+    }
+
+    /// [`WarmLauncher::prepare`], also making the user namespace for `id_map` (the home's), a
+    /// fork that a start would otherwise pay for. Only for a root caller; a failure here is
+    /// left to the start, which makes its own.
+    pub fn prepare_with(
+        name: &str,
+        id_map: Option<&crate::IdMap>,
+    ) -> Result<WarmLauncher, NamespaceError> {
+        let mut launcher = Self::prepare_launcher(name)?;
+        if nix::unistd::geteuid().is_root() {
+            if let Some(map) = id_map {
+                launcher.userns = crate::userns::create(map).ok().map(|fd| (*map, fd));
+            }
+        }
+        Ok(launcher)
+    }
+
+    /// Takes the namespace made ahead of time if it is `map`'s.
+    pub(crate) fn take_userns(&mut self, map: &crate::IdMap) -> Option<OwnedFd> {
+        match self.userns.take() {
+            Some((prepared, fd)) if prepared == *map => Some(fd),
+            _ => None,
+        }
+    }
+
+    fn prepare_launcher(name: &str) -> Result<WarmLauncher, NamespaceError> {
         let id = format!("{WARM_PREFIX}{name}");
         seccomp::program().map_err(|message| NamespaceError::Start {
             id: id.clone(),
@@ -89,6 +120,7 @@ impl WarmLauncher {
             cgroups: placeholder,
             channel: Some(channel),
             report: Some(report),
+            userns: None,
         })
     }
 

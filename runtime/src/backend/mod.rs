@@ -55,9 +55,11 @@ impl Prepared {
         Prepared::default()
     }
 
-    /// Prepares what can be (a failure is logged and leaves a cold start).
-    pub fn new() -> Prepared {
-        match msb_namespace::WarmLauncher::prepare(&std::process::id().to_string()) {
+    /// Prepares what can be (a failure is logged and leaves a cold start), with the user
+    /// namespace for `id_map` when one is given.
+    pub fn new(id_map: Option<crate::idmap::IdMap>) -> Prepared {
+        let name = std::process::id().to_string();
+        match msb_namespace::WarmLauncher::prepare_with(&name, id_map.as_ref()) {
             Ok(launcher) => Prepared {
                 launcher: Some(launcher),
             },

@@ -47,7 +47,13 @@ fn main() {
         _ => None,
     };
     let prepared = if warm {
-        msb_runtime::backend::Prepared::new()
+        // The socket is `$MSB_HOME/warm/N.sock`: the home's id map is the one its sandboxes
+        // will ask for, so its user namespace is made now too.
+        let id_map = flag("--socket").and_then(|socket| {
+            let home = std::path::Path::new(&socket).parent()?.parent()?;
+            msb_runtime::idmap::read(home)
+        });
+        msb_runtime::backend::Prepared::new(id_map)
     } else {
         msb_runtime::backend::Prepared::none()
     };
