@@ -39,9 +39,15 @@ fn writing_past_the_quota_fails_with_enospc_at_the_limit() {
         "failed after {written} bytes, expected 16 MiB ± 4 KiB"
     );
     drop(file);
-    assert_eq!(std::fs::metadata(m.served.join("big")).unwrap().len(), written);
+    assert_eq!(
+        std::fs::metadata(m.served.join("big")).unwrap().len(),
+        written
+    );
     let counters = m.session().fs().counters();
-    assert_eq!(counters.written_bytes, written, "counters vs what the workload saw");
+    assert_eq!(
+        counters.written_bytes, written,
+        "counters vs what the workload saw"
+    );
     assert!(counters.enospc_rejections >= 1);
     assert_eq!(counters.quota.limit_bytes, Some(QUOTA));
     assert_eq!(counters.quota.baseline_bytes, Some(0));
@@ -68,7 +74,11 @@ fn pre_existing_files_are_not_charged_and_rewrites_are_free() {
     }
     drop(old);
     let state = m.session().fs().quota_state();
-    assert_eq!(state.baseline_bytes, Some(20 * MIB), "baseline: the 20 MiB already there");
+    assert_eq!(
+        state.baseline_bytes,
+        Some(20 * MIB),
+        "baseline: the 20 MiB already there"
+    );
     assert_eq!(state.used_bytes, 0, "an in-place rewrite was charged");
 
     // New data: the whole budget is still there.
@@ -94,7 +104,11 @@ fn statvfs_shows_the_budget() {
     let st = nix::sys::statvfs::statvfs(&m.mnt).expect("statvfs");
     assert_eq!(st.fragment_size(), 4096);
     assert_eq!(st.blocks() * 4096, QUOTA + MIB, "total = baseline + limit");
-    assert_eq!(st.blocks_available() * 4096, QUOTA, "available = limit − used");
+    assert_eq!(
+        st.blocks_available() * 4096,
+        QUOTA,
+        "available = limit − used"
+    );
     assert_eq!(st.blocks_free() * 4096, QUOTA);
 
     std::fs::write(m.mnt.join("new"), vec![1u8; 3 * MIB as usize]).unwrap();

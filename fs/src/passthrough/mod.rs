@@ -290,14 +290,21 @@ impl PassthroughFs {
             return Err(bad());
         }
         let c_root = CString::new(root.as_os_str().as_encoded_bytes()).map_err(|_| bad())?;
-        let fd = sys::open_root(&c_root).map_err(|source| match source.raw_os_error() {
-            Some(libc::ELOOP) => FsError::Symlink {
-                path: root.to_path_buf(),
-            },
-            _ => FsError::Open {
-                path: root.to_path_buf(),
-                source,
-            },
+        let fd = sys::open_root(&c_root).map_err(|source| {
+            // A symlink as the last component fails O_DIRECTORY|O_NOFOLLOW with ENOTDIR.
+            let last_is_link = std::fs::symlink_metadata(root).is_ok_and(|m| m.is_symlink());
+            match source.raw_os_error() {
+                Some(libc::ELOOP) => FsError::Symlink {
+                    path: root.to_path_buf(),
+                },
+                Some(libc::ENOTDIR) if last_is_link => FsError::Symlink {
+                    path: root.to_path_buf(),
+                },
+                _ => FsError::Open {
+                    path: root.to_path_buf(),
+                    source,
+                },
+            }
         })?;
         let open_err = |source| FsError::Open {
             path: root.to_path_buf(),

@@ -1,4 +1,5 @@
 //! A served directory mounted through /dev/fuse on a temporary mountpoint, unmounted on drop.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +31,6 @@ impl Drop for Mounted {
 
 /// Why this host cannot run the FUSE tests, if it cannot.
 pub fn skip_reason() -> Option<String> {
-    // SAFETY-free check of the effective uid through nix.
     if !nix::unistd::geteuid().is_root() {
         return Some("needs root to mount FUSE".into());
     }
