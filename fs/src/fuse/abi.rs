@@ -82,6 +82,9 @@ pub mod fattr {
     pub const MTIME_NOW: u32 = 1 << 8;
 }
 
+/// `FOPEN_DIRECT_IO`: bypass the page cache for this open file.
+pub const FOPEN_DIRECT_IO: u32 = 1 << 0;
+
 /// `FUSE_FSYNC_FDATASYNC`.
 pub const FSYNC_FDATASYNC: u32 = 1;
 

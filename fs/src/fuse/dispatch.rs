@@ -155,12 +155,12 @@ fn handle(
         }
         opcode::OPEN | opcode::OPENDIR => {
             let flags = body.u32()? as i32;
-            let handle = if header.opcode == opcode::OPEN {
-                fs.open(&ctx, node, flags)?
+            let (handle, open_flags) = if header.opcode == opcode::OPEN {
+                (fs.open(&ctx, node, flags)?, open_flags_for(flags))
             } else {
-                fs.opendir(&ctx, node, flags)?
+                (fs.opendir(&ctx, node, flags)?, 0)
             };
-            abi::put_open_out(out, handle, 0);
+            abi::put_open_out(out, handle, open_flags);
         }
         opcode::CREATE => {
             let flags = body.u32()? as i32;
@@ -170,7 +170,7 @@ fn handle(
             let name: &CStr = body.cstr()?;
             let (entry, handle) = fs.create(&ctx, node, name, mode, flags)?;
             abi::put_entry_out(out, &entry);
-            abi::put_open_out(out, handle, 0);
+            abi::put_open_out(out, handle, open_flags_for(flags));
         }
         opcode::READ => {
             let handle = body.u64()?;
@@ -242,6 +242,18 @@ fn handle(
         _ => return Err(fs.unsupported()),
     }
     Ok(Outcome::Reply)
+}
+
+/// `FOPEN_*` answer to an open with `flags`. A file opened write-only gets direct I/O: its
+/// writes go from the writer's pages straight to the server (one copy fewer than through the
+/// guest page cache), each `write(2)` still answered synchronously, so that a quota refusal
+/// reaches the writer as `ENOSPC`. Files opened for reading keep the page cache.
+fn open_flags_for(flags: i32) -> u32 {
+    if flags & libc::O_ACCMODE == libc::O_WRONLY {
+        abi::FOPEN_DIRECT_IO
+    } else {
+        0
+    }
 }
 
 fn setattr_in(body: &mut Reader<'_>) -> io::Result<SetAttr> {
