@@ -285,3 +285,44 @@ pub(crate) fn private_zero_umask() -> io::Result<()> {
 pub(crate) fn fd_name(fd: RawFd) -> std::ffi::CString {
     std::ffi::CString::new(fd.to_string()).unwrap_or_default()
 }
+
+/// A pipe (read end, write end), close-on-exec, grown to at least `bytes` of capacity.
+pub(crate) fn pipe_with_capacity(bytes: usize) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded: both descriptors are new and ours.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: plain integer arguments on a live descriptor.
+    check(unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, bytes as libc::c_int) })?;
+    Ok((read, write))
+}
+
+/// `splice(from, NULL, to, offset, len, 0)`: moves up to `len` bytes; with `to_offset` the
+/// destination is a file written at that position (the file offset is left alone).
+pub(crate) fn splice(
+    from: BorrowedFd<'_>,
+    to: BorrowedFd<'_>,
+    to_offset: Option<u64>,
+    len: usize,
+) -> io::Result<usize> {
+    let mut offset = to_offset.map(|o| o as libc::loff_t);
+    let offset_ptr = offset
+        .as_mut()
+        .map_or(std::ptr::null_mut(), |o| o as *mut libc::loff_t);
+    // SAFETY: `offset_ptr` is null or points at a live loff_t; the descriptors are live.
+    let ret = unsafe {
+        libc::splice(
+            from.as_raw_fd(),
+            std::ptr::null_mut(),
+            to.as_raw_fd(),
+            offset_ptr,
+            len,
+            0,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ret as usize)
+}

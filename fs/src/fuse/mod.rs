@@ -18,6 +18,7 @@
 
 mod abi;
 mod dispatch;
+mod splice;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Read, Write};
@@ -232,10 +233,23 @@ impl Drop for Session {
 /// One worker: read a request, dispatch, reply, until the device says the mount is gone.
 fn work(device: &File, fs: &PassthroughFs) {
     let mut request = vec![0u8; MAX_WRITE_BYTES as usize + 4096];
+    let mut scratch = vec![0u8; MAX_WRITE_BYTES as usize];
     let mut bufs = Buffers::new();
+    // Two pages of pipe per page of the largest request: room for an unaligned 1 MiB write.
+    let mut pipe = match splice::Pipe::new(2 * MAX_WRITE_BYTES as usize + 64 * 1024) {
+        Ok(pipe) => Some(pipe),
+        Err(e) => {
+            tracing::debug!("msb-fs: no splice pipe ({e}), requests are read into memory");
+            None
+        }
+    };
     loop {
-        let len = match (&*device).read(&mut request) {
-            Ok(len) => len,
+        let received = match pipe.as_mut() {
+            Some(pipe) => pipe.receive(device, &mut request),
+            None => (&*device).read(&mut request).map(|len| (len, 0)),
+        };
+        let (len, in_pipe) = match received {
+            Ok(lengths) => lengths,
             Err(e) => match e.raw_os_error() {
                 // The request was interrupted before we read it, or a signal woke us.
                 Some(libc::ENOENT | libc::EINTR | libc::EAGAIN) => continue,
@@ -249,13 +263,18 @@ fn work(device: &File, fs: &PassthroughFs) {
         };
         let mut reader = Reader::new(&request[..len]);
         let header = match abi::in_header(&mut reader) {
-            Ok(header) if header.len as usize == len => header,
+            Ok(header) if header.len as usize == len + in_pipe => header,
             _ => {
                 tracing::warn!("msb-fs: dropped a malformed {len}-byte request");
                 continue;
             }
         };
-        let outcome = dispatch::dispatch(fs, &header, &mut reader, &mut bufs);
+        let outcome = match pipe.as_mut() {
+            Some(pipe) if splice::is_spliced_write(&header, in_pipe) => {
+                pipe.write(fs, &mut reader, in_pipe, &mut scratch, &mut bufs)
+            }
+            _ => dispatch::dispatch(fs, &header, &mut reader, &mut bufs),
+        };
         let (error, payload): (i32, &[u8]) = match outcome {
             Outcome::NoReply => continue,
             Outcome::Reply => (0, &bufs.out),

@@ -128,14 +128,39 @@ impl PassthroughFs {
     /// charged to the quota; when only part of it fits the write is short, when none does it
     /// fails with `ENOSPC`.
     pub fn write(&self, handle: u64, offset: u64, data: &[u8]) -> io::Result<usize> {
+        self.write_from(handle, offset, data.len(), &mut |file, offset, len| loop {
+            match file.write_at(&data[..len], offset) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        })
+    }
+
+    /// [`write`](Self::write) for a transport that holds the bytes elsewhere (a pipe spliced
+    /// from `/dev/fuse`, guest memory): after the quota decided how many of the `len` bytes
+    /// may go, `copy(file, offset, n)` writes `n` bytes into the host file and returns how many
+    /// it wrote. Bytes it was not asked to write are the transport's to discard.
+    pub fn write_from(
+        &self,
+        handle: u64,
+        offset: u64,
+        len: usize,
+        copy: &mut dyn FnMut(&std::fs::File, u64, usize) -> io::Result<usize>,
+    ) -> io::Result<usize> {
         let timer = self.counters.start(Op::Write);
-        let result = self.do_write(handle, offset, data);
+        let result = self.do_write(handle, offset, len, copy);
         timer.done(result)
     }
 
-    fn do_write(&self, handle: u64, offset: u64, data: &[u8]) -> io::Result<usize> {
+    fn do_write(
+        &self,
+        handle: u64,
+        offset: u64,
+        len: usize,
+        copy: &mut dyn FnMut(&std::fs::File, u64, usize) -> io::Result<usize>,
+    ) -> io::Result<usize> {
         let handle = self.handle(handle)?;
-        let mut len = data.len() as u64;
+        let mut len = len as u64;
         if self.quota.is_limited() && len > 0 {
             let size = handle.file.metadata()?.len();
             let start = if handle.append { size } else { offset };
@@ -153,13 +178,7 @@ impl PassthroughFs {
                 len = allowed_end - start;
             }
         }
-        let data = &data[..len as usize];
-        let written = loop {
-            match handle.file.write_at(data, offset) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other?,
-            }
-        };
+        let written = copy(&handle.file, offset, len as usize)?;
         self.counters.add_written(written as u64);
         Ok(written)
     }
