@@ -92,10 +92,12 @@ for round in $(seq 1 "$ROUNDS"); do
         order=(); for (( i=${#targets[@]}-1; i>=0; i-- )); do order+=("${targets[$i]}"); done
     fi
     for t in "${order[@]}"; do
-        seq[$t]+="$(seq_write "$(dir_of "$t")") "
-        small[$t]+="$(small_files "$(dir_of "$t")") "
+        s=$(seq_write "$(dir_of "$t")")
+        f=$(small_files "$(dir_of "$t")")
+        seq[$t]+="$s "
+        small[$t]+="$f "
+        echo "round $round/$ROUNDS $t: seq write $s MB/s, small files $f files/s" >&2
     done
-    echo "round $round/$ROUNDS done (${order[*]})" >&2
 done
 
 kill -TERM "$mount_pid"; wait "$mount_pid" || true; mount_pid=

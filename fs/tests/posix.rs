@@ -151,15 +151,28 @@ fn counters_match_the_workload() {
     let Some(m) = mount(None, |_, _| {}) else {
         return;
     };
-    let data: Vec<u8> = (0..3 * 1024 * 1024 + 123).map(|i| (i % 251) as u8).collect();
+    let data: Vec<u8> = (0..3 * 1024 * 1024 + 123)
+        .map(|i| (i % 251) as u8)
+        .collect();
     std::fs::write(m.mnt.join("f"), &data).unwrap();
-    assert!(std::fs::read(m.served.join("f")).unwrap() == data, "content differs on the host");
-    assert!(std::fs::read(m.mnt.join("f")).unwrap() == data, "content differs read back");
+    assert!(
+        std::fs::read(m.served.join("f")).unwrap() == data,
+        "content differs on the host"
+    );
+    assert!(
+        std::fs::read(m.mnt.join("f")).unwrap() == data,
+        "content differs read back"
+    );
     // Appends (O_APPEND takes the in-memory path of the splice receiver).
-    let mut log = std::fs::OpenOptions::new().append(true).open(m.mnt.join("f")).unwrap();
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(m.mnt.join("f"))
+        .unwrap();
     std::io::Write::write_all(&mut log, b"tail").unwrap();
     drop(log);
-    assert!(std::fs::read(m.served.join("f")).unwrap().ends_with(b"tail"));
+    assert!(std::fs::read(m.served.join("f"))
+        .unwrap()
+        .ends_with(b"tail"));
     let counters = m.session().fs().counters();
     assert_eq!(counters.written_bytes, data.len() as u64 + 4);
     assert!(counters.read_bytes >= data.len() as u64);

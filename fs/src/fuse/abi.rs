@@ -14,8 +14,6 @@ use crate::passthrough::{Entry, StatFs};
 pub const KERNEL_VERSION: u32 = 7;
 pub const KERNEL_MINOR_VERSION: u32 = 31;
 
-/// Size of `struct fuse_in_header`.
-pub const IN_HEADER_BYTES: usize = 40;
 /// Size of `struct fuse_out_header`.
 pub const OUT_HEADER_BYTES: usize = 16;
 

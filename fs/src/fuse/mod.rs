@@ -18,7 +18,6 @@
 
 mod abi;
 mod dispatch;
-mod splice;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Read, Write};
@@ -31,6 +30,9 @@ use std::thread::JoinHandle;
 use nix::mount::{MntFlags, MsFlags};
 
 pub use dispatch::MAX_WRITE_BYTES;
+
+/// How long [`Session::unmount`] waits for the workers to stop.
+pub const UNMOUNT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 use crate::passthrough::{FsConfig, FsError, PassthroughFs};
 use abi::Reader;
@@ -174,6 +176,11 @@ impl Server {
         &self.fs
     }
 
+    /// Whether every worker has stopped.
+    pub fn is_finished(&self) -> bool {
+        self.workers.iter().all(|w| w.is_finished())
+    }
+
     /// Waits for every worker to stop (the mount is gone or the connection was aborted).
     pub fn join(self) {
         for worker in self.workers {
@@ -204,7 +211,11 @@ impl Session {
         &self.mountpoint
     }
 
-    /// Unmounts (lazily) and waits for the workers to stop.
+    /// Unmounts (lazily) and waits up to [`UNMOUNT_GRACE`] for the workers to stop. They stop
+    /// when the kernel ends the connection, which it does only once no mount namespace holds
+    /// the mount any more: a namespace created while it was mounted (another sandbox, an
+    /// `unshare -m`) keeps a copy alive. The workers are then left running; the connection
+    /// ends when this process closes `/dev/fuse` (at its exit).
     pub fn unmount(mut self) -> Result<(), MountError> {
         let result =
             nix::mount::umount2(&self.mountpoint, MntFlags::MNT_DETACH).map_err(|source| {
@@ -215,7 +226,19 @@ impl Session {
             });
         if let Some(server) = self.server.take() {
             if result.is_ok() {
-                server.join();
+                let deadline = std::time::Instant::now() + UNMOUNT_GRACE;
+                while !server.is_finished() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                if server.is_finished() {
+                    server.join();
+                } else {
+                    tracing::warn!(
+                        mountpoint = %self.mountpoint.display(),
+                        "msb-fs: unmounted here but the connection lives on (another mount \
+                         namespace holds a copy of the mount); workers left running"
+                    );
+                }
             }
         }
         result
@@ -233,23 +256,10 @@ impl Drop for Session {
 /// One worker: read a request, dispatch, reply, until the device says the mount is gone.
 fn work(device: &File, fs: &PassthroughFs) {
     let mut request = vec![0u8; MAX_WRITE_BYTES as usize + 4096];
-    let mut scratch = vec![0u8; MAX_WRITE_BYTES as usize];
     let mut bufs = Buffers::new();
-    // Two pages of pipe per page of the largest request: room for an unaligned 1 MiB write.
-    let mut pipe = match splice::Pipe::new(2 * MAX_WRITE_BYTES as usize + 64 * 1024) {
-        Ok(pipe) => Some(pipe),
-        Err(e) => {
-            tracing::debug!("msb-fs: no splice pipe ({e}), requests are read into memory");
-            None
-        }
-    };
     loop {
-        let received = match pipe.as_mut() {
-            Some(pipe) => pipe.receive(device, &mut request),
-            None => (&*device).read(&mut request).map(|len| (len, 0)),
-        };
-        let (len, in_pipe) = match received {
-            Ok(lengths) => lengths,
+        let len = match (&*device).read(&mut request) {
+            Ok(len) => len,
             Err(e) => match e.raw_os_error() {
                 // The request was interrupted before we read it, or a signal woke us.
                 Some(libc::ENOENT | libc::EINTR | libc::EAGAIN) => continue,
@@ -263,18 +273,13 @@ fn work(device: &File, fs: &PassthroughFs) {
         };
         let mut reader = Reader::new(&request[..len]);
         let header = match abi::in_header(&mut reader) {
-            Ok(header) if header.len as usize == len + in_pipe => header,
+            Ok(header) if header.len as usize == len => header,
             _ => {
                 tracing::warn!("msb-fs: dropped a malformed {len}-byte request");
                 continue;
             }
         };
-        let outcome = match pipe.as_mut() {
-            Some(pipe) if splice::is_spliced_write(&header, in_pipe) => {
-                pipe.write(fs, &mut reader, in_pipe, &mut scratch, &mut bufs)
-            }
-            _ => dispatch::dispatch(fs, &header, &mut reader, &mut bufs),
-        };
+        let outcome = dispatch::dispatch(fs, &header, &mut reader, &mut bufs);
         let (error, payload): (i32, &[u8]) = match outcome {
             Outcome::NoReply => continue,
             Outcome::Reply => (0, &bufs.out),
