@@ -147,8 +147,9 @@ pub fn mount(dir: &Path, mountpoint: &Path, options: &MountOptions) -> Result<Se
     })
 }
 
-/// Serves `fs` on an already-mounted `/dev/fuse` descriptor with `threads` workers (at least
-/// one). Returns at once; the workers stop when the mount goes away.
+/// Serves `fs` on a `/dev/fuse` descriptor with `threads` workers (at least one), mounted
+/// already or by another process within [`MOUNT_WAIT`] (until then the workers retry). Returns
+/// at once; the workers stop when the mount goes away.
 pub fn serve(fuse_fd: OwnedFd, fs: Arc<PassthroughFs>, threads: usize) -> io::Result<Server> {
     let device = Arc::new(File::from(fuse_fd));
     let mut workers = Vec::new();
@@ -253,16 +254,31 @@ impl Drop for Session {
     }
 }
 
+/// How long a worker of [`serve`] waits for its connection to be mounted (by another process,
+/// maybe after this call) before it gives up.
+const MOUNT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// One worker: read a request, dispatch, reply, until the device says the mount is gone.
 fn work(device: &File, fs: &PassthroughFs) {
     let mut request = vec![0u8; MAX_WRITE_BYTES as usize + 4096];
     let mut bufs = Buffers::new();
+    let started = std::time::Instant::now();
+    let mut connected = false;
     loop {
         let len = match (&*device).read(&mut request) {
-            Ok(len) => len,
+            Ok(len) => {
+                connected = true;
+                len
+            }
             Err(e) => match e.raw_os_error() {
                 // The request was interrupted before we read it, or a signal woke us.
                 Some(libc::ENOENT | libc::EINTR | libc::EAGAIN) => continue,
+                // Not mounted yet: [`serve`] may start before the mount (a sandbox's PID 1
+                // mounts the connection and uses it at once, so it must be served by then).
+                Some(libc::EPERM) if !connected && started.elapsed() < MOUNT_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                    continue;
+                }
                 // Unmounted or aborted: the normal end.
                 Some(libc::ENODEV) => return,
                 _ => {

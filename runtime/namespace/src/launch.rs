@@ -52,6 +52,8 @@ pub(crate) struct LaunchFds {
     pub stderr: OwnedFd,
     /// The sandbox's user namespace (`userns::create`), for PID 1 to join.
     pub userns: Option<OwnedFd>,
+    /// The `/dev/fuse` connection PID 1 mounts at `/.msb`.
+    pub runtime_fuse: Option<OwnedFd>,
 }
 
 impl LaunchFds {
@@ -62,6 +64,7 @@ impl LaunchFds {
     pub(crate) fn open(
         stdio_log: Option<&Path>,
         userns: Option<OwnedFd>,
+        runtime_fuse: Option<OwnedFd>,
     ) -> Result<LaunchFds, NamespaceError> {
         let null = Path::new("/dev/null");
         let stdin = File::open(null).map_err(|e| NamespaceError::io("open", null, e))?;
@@ -95,6 +98,7 @@ impl LaunchFds {
             stdout,
             stderr,
             userns,
+            runtime_fuse,
         })
     }
 }
@@ -243,6 +247,7 @@ fn launcher(
     let stdio = Stdio::above(
         [&fds.stdin, &fds.stdout, &fds.stderr, agent_fd],
         fds.userns.as_ref(),
+        fds.runtime_fuse.as_ref(),
     )?;
     drop(fds);
     let report = sys::dup_cloexec_above(report, 64).map_err(|e| format!("dup report: {e}"))?;

@@ -135,8 +135,12 @@ pub struct SandboxSpec {
     pub id: String,
     pub hostname: String,
     pub root: Root,
-    /// Host directory bind-mounted read-write at `/.msb`.
+    /// Host directory bind-mounted read-write at `/.msb` (when `runtime_fuse` is `None`).
     pub runtime_dir: PathBuf,
+    /// A `/dev/fuse` descriptor whose file server (the caller's) serves the runtime directory:
+    /// PID 1 mounts it at `/.msb` instead of the bind, as host root, so requests carry host
+    /// ids (the sandbox's mapped ones).
+    pub runtime_fuse: Option<OwnedFd>,
     /// Host file bind-mounted read-only at `/.msb/bin/msb-agentd`; PID 1 executes it.
     pub agent_binary: PathBuf,
     /// PID 1's argv, `argv[0]` included; `None` means `["/.msb/bin/msb-agentd"]`. The program

@@ -106,6 +106,8 @@ impl Sandbox {
         // The agent binary is the caller's own (trusted) path: its links are resolved here, as
         // bind sources are opened without following any at the start.
         let mut spec = spec;
+        let runtime_fuse = spec.runtime_fuse.take();
+        let fuse_planned = runtime_fuse.is_some();
         spec.agent_binary = std::fs::canonicalize(&spec.agent_binary).map_err(|e| {
             NamespaceError::io("resolve the agent binary", spec.agent_binary.clone(), e)
         })?;
@@ -123,6 +125,7 @@ impl Sandbox {
             env: spec::agent_env(),
             capabilities: spec::capability_mask(),
             late_cgroup_joins: Vec::new(),
+            runtime_fuse: fuse_planned,
         };
         // A root caller's PID 1 joins the memory cgroup after its mounts; an unprivileged one's
         // cannot write the host's cgroup files from its user namespace, so it is born inside.
@@ -158,7 +161,7 @@ impl Sandbox {
             }
         });
         let fds = cgroups::create(&cgroups, &spec.limits)
-            .and_then(|()| LaunchFds::open(spec.stdio_log.as_deref(), userns));
+            .and_then(|()| LaunchFds::open(spec.stdio_log.as_deref(), userns, runtime_fuse));
         let fds = match fds {
             Ok(fds) => fds,
             Err(e) => {

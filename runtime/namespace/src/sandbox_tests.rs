@@ -10,6 +10,7 @@ fn spec(root: Root) -> SandboxSpec {
         hostname: "h".into(),
         root,
         runtime_dir: PathBuf::from("/run/x"),
+        runtime_fuse: None,
         agent_binary: PathBuf::from("/bin/agent"),
         agent_argv: None,
         agent_fd: agent.into(),

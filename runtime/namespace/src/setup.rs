@@ -70,6 +70,10 @@ pub(crate) struct Plan {
     /// privileges (`crate::cgroups::join_files_split`); opened before the pivot.
     #[serde(default)]
     pub late_cgroup_joins: Vec<PathBuf>,
+    /// `/.msb` is a FUSE mount of the connection in [`Stdio::runtime_fuse`] instead of a bind
+    /// of `runtime_dir`.
+    #[serde(default)]
+    pub runtime_fuse: bool,
 }
 
 /// The fds PID 1 arranges at 0, 1, 2 and 3 (held above 64 until then).
@@ -80,12 +84,18 @@ pub(crate) struct Stdio {
     pub agent: OwnedFd,
     /// The user namespace PID 1 joins last, when the plan has an id map.
     pub userns: Option<OwnedFd>,
+    /// The `/dev/fuse` connection to mount at `/.msb` (`Plan::runtime_fuse`).
+    pub runtime_fuse: Option<OwnedFd>,
 }
 
 impl Stdio {
     /// Close-on-exec copies above 64 of stdin, stdout, stderr, the agent fd and the user
     /// namespace, out of the way of the `dup2`s to 0-3.
-    pub(crate) fn above(fds: [&OwnedFd; 4], userns: Option<&OwnedFd>) -> Result<Stdio, String> {
+    pub(crate) fn above(
+        fds: [&OwnedFd; 4],
+        userns: Option<&OwnedFd>,
+        runtime_fuse: Option<&OwnedFd>,
+    ) -> Result<Stdio, String> {
         let dup = |fd: &OwnedFd| {
             sys::dup_cloexec_above(fd, 64).map_err(|e| format!("dup fd {}: {e}", fd.as_raw_fd()))
         };
@@ -96,6 +106,7 @@ impl Stdio {
             stderr: stderr?,
             agent: agent?,
             userns: userns.map(dup).transpose()?,
+            runtime_fuse: runtime_fuse.map(dup).transpose()?,
         })
     }
 }
@@ -144,12 +155,26 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
         .mount_point
         .join(RUNTIME_GUEST_DIR.trim_start_matches('/'));
     ensure_real_dir(&runtime_target)?;
-    bind(
-        &plan.runtime_dir,
-        &runtime_target,
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-    )?;
+    match (&stdio.runtime_fuse, plan.runtime_fuse) {
+        (Some(fuse), true) => mount_fuse(fuse, &runtime_target)?,
+        (None, true) => return Err("the plan mounts /.msb by FUSE but no connection came".into()),
+        (_, false) => bind(
+            &plan.runtime_dir,
+            &runtime_target,
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        )?,
+    }
     let old_root = plan.mount_point.join(OLD_ROOT.trim_start_matches('/'));
+    // `/.msb` is the sandbox's to write: whatever it left under msb's reserved name (a link
+    // into the host, a file) is removed, never followed, and a directory made in its place.
+    if std::fs::symlink_metadata(&old_root).is_ok_and(|m| !m.is_dir()) {
+        std::fs::remove_file(&old_root).map_err(|e| {
+            format!(
+                "remove what the sandbox left at {}: {e}",
+                old_root.display()
+            )
+        })?;
+    }
     ensure_real_dir(&old_root)?;
 
     // Bind sources are resolved on the host, before the pivot, without following a symbolic
@@ -261,6 +286,24 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
         Ok(never) => match never {},
     };
     Err(format!("execve {AGENT_GUEST_PATH}: {error}"))
+}
+
+/// Mounts the FUSE connection `fuse` (served by the caller) at `target`, as host root in the
+/// host's user namespace: the kernel then sends the host ids of whoever asks (the sandbox's
+/// mapped ids), and `allow_other` lets the sandbox's processes, in their own user namespace, in.
+fn mount_fuse(fuse: &OwnedFd, target: &Path) -> Result<(), String> {
+    let data = format!(
+        "fd={},rootmode=40000,user_id=0,group_id=0,allow_other",
+        fuse.as_raw_fd()
+    );
+    mount(
+        Some("msb-fs"),
+        target,
+        Some("fuse.msb-fs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(data.as_str()),
+    )
+    .map_err(|e| format!("mount the runtime file server at {}: {e}", target.display()))
 }
 
 /// Joins the sandbox's user namespace and becomes its root (the first mapped host ids), with

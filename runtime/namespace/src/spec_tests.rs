@@ -10,6 +10,7 @@ fn sandbox_spec() -> SandboxSpec {
         hostname: "web".into(),
         root: Root::Bind(PathBuf::from("/srv/root")),
         runtime_dir: PathBuf::from("/run/msb/web-1"),
+        runtime_fuse: None,
         agent_binary: PathBuf::from("/usr/lib/msb/msb-agentd"),
         agent_argv: None,
         agent_fd: agent.into(),

@@ -193,6 +193,7 @@ impl WarmLauncher {
         .map_err(|e| NamespaceError::sys("serialize the launch plan", std::io::Error::other(e)))?;
         let mut sent_fds = vec![&fds.stdin, &fds.stdout, &fds.stderr, agent_fd];
         sent_fds.extend(fds.userns.as_ref());
+        sent_fds.extend(fds.runtime_fuse.as_ref());
         let sent = send(&channel, &order, &sent_fds);
         drop(fds);
         drop(channel);
@@ -284,8 +285,16 @@ fn waiting_main(
             Some(_) => Some(next()?),
             None => None,
         };
-        let stdio = Stdio::above([&stdin, &stdout, &stderr, &agent], userns.as_ref())?;
-        drop((stdin, stdout, stderr, agent, userns));
+        let fuse = match order.setup.runtime_fuse {
+            true => Some(next()?),
+            false => None,
+        };
+        let stdio = Stdio::above(
+            [&stdin, &stdout, &stderr, &agent],
+            userns.as_ref(),
+            fuse.as_ref(),
+        )?;
+        drop((stdin, stdout, stderr, agent, userns, fuse));
         let report = sys::dup_cloexec_above(&report, 64).map_err(|e| format!("dup report: {e}"))?;
         launch::fork_pid1(&order.setup, &stdio, report).map(Some)
     })();
@@ -318,7 +327,7 @@ type Received = (Vec<u8>, Vec<OwnedFd>);
 /// The order and its fds; `None` when the socket closed without one.
 fn receive(channel: &UnixStream) -> Result<Option<Received>, String> {
     let mut first = vec![0u8; 64 * 1024];
-    let mut space = nix::cmsg_space!([RawFd; 5]);
+    let mut space = nix::cmsg_space!([RawFd; 6]);
     let (received, raw) = {
         let mut iov = [IoSliceMut::new(&mut first)];
         let message = recvmsg::<()>(
@@ -343,9 +352,9 @@ fn receive(channel: &UnixStream) -> Result<Option<Received>, String> {
     if received == 0 && owned.is_empty() {
         return Ok(None);
     }
-    if !(4..=5).contains(&owned.len()) {
+    if !(4..=6).contains(&owned.len()) {
         return Err(format!(
-            "expected 4 or 5 fds with the plan, got {}",
+            "expected 4 to 6 fds with the plan, got {}",
             owned.len()
         ));
     }

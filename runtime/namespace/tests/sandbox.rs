@@ -279,6 +279,7 @@ fn failed_start_leaves_nothing_behind() {
         hostname: "box".into(),
         root: msb_namespace::Root::Bind(dir.path().join("no-such-root")),
         runtime_dir: dir.path().to_path_buf(),
+        runtime_fuse: None,
         agent_binary: support::BUSYBOX.into(),
         agent_argv: None,
         agent_fd: agent.into(),

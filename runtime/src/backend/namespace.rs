@@ -1,6 +1,8 @@
 //! The namespace backend: Linux namespaces, cgroups and seccomp through `msb-namespace`.
 
 use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
 
 use msb_namespace::{BindMount, Limits, Root, Sandbox, SandboxSpec, WarmLauncher};
 
@@ -10,6 +12,42 @@ use crate::paths::SandboxDir;
 
 /// Tasks a sandbox may hold at once unless configured otherwise.
 pub const DEFAULT_PIDS_MAX: u64 = 4096;
+
+/// The budget of `/.msb`, the sandbox's runtime directory: fixed, as microsandbox's (its issue
+/// 1007: a guest wrote 60 GB there). Only growth is charged, so rewriting a file in place (a
+/// heartbeat) never drains it.
+pub const RUNTIME_QUOTA_BYTES: u64 = 16 << 20;
+
+/// Worker threads of the runtime directory's file server (it carries little traffic).
+const RUNTIME_SERVER_THREADS: usize = 2;
+
+/// Serves `dir` (the runtime directory) over a new FUSE connection with the runtime quota;
+/// returns the server and the descriptor PID 1 mounts. With an id map, `dir` is given to the
+/// sandbox's root first: requests arrive with the mapped ids, and the server acts with them.
+fn runtime_file_server(
+    dir: &Path,
+    id_map: Option<&msb_namespace::IdMap>,
+) -> Result<(msb_fs::Server, OwnedFd), String> {
+    if let Some(map) = id_map {
+        std::os::unix::fs::lchown(dir, Some(map.host_uid), Some(map.host_gid))
+            .map_err(|e| format!("giving {} to the sandbox's root: {e}", dir.display()))?;
+    }
+    let fs = msb_fs::PassthroughFs::new(
+        dir,
+        msb_fs::FsConfig {
+            quota_bytes: Some(RUNTIME_QUOTA_BYTES),
+            ..msb_fs::FsConfig::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let device = msb_fs::open_device().map_err(|e| format!("opening /dev/fuse: {e}"))?;
+    let for_pid1 = device
+        .try_clone()
+        .map_err(|e| format!("duplicating the /dev/fuse descriptor: {e}"))?;
+    let server = msb_fs::serve(device, Arc::new(fs), RUNTIME_SERVER_THREADS)
+        .map_err(|e| format!("starting the file server: {e}"))?;
+    Ok((server, for_pid1))
+}
 
 pub fn start(
     config: &SupervisorConfig,
@@ -28,11 +66,21 @@ pub fn start(
     for path in [dir.runtime(), dir.upper(), dir.work(), dir.backend_state()] {
         std::fs::create_dir_all(&path).map_err(|source| BackendError::Prepare { path, source })?;
     }
+    // `/.msb` through the quota'd file server; without /dev/fuse, the plain bind (unbounded).
+    let (runtime_server, runtime_fuse) =
+        match runtime_file_server(&dir.runtime(), config.id_map.as_ref()) {
+            Ok((server, fd)) => (Some(server), Some(fd)),
+            Err(e) => {
+                tracing::warn!("/.msb without its 16 MiB quota (a plain bind): {e}");
+                (None, None)
+            }
+        };
     let spec = SandboxSpec {
         id: config.sandbox_id.clone(),
         hostname: config.config.name.chars().take(63).collect(),
         root,
         runtime_dir: dir.runtime(),
+        runtime_fuse,
         agent_binary: config.agent_binary.clone(),
         agent_argv: None,
         agent_fd,
@@ -59,11 +107,17 @@ pub fn start(
         Some(launcher) => Sandbox::start_warm(spec, launcher)?,
         None => Sandbox::start(spec)?,
     };
-    Ok(NamespaceBackend { sandbox })
+    Ok(NamespaceBackend {
+        sandbox,
+        _runtime_server: runtime_server,
+    })
 }
 
 pub struct NamespaceBackend {
     sandbox: Sandbox,
+    /// Serves `/.msb` until the sandbox's mount namespace goes (its workers then end); held,
+    /// not read yet (its counters are for the filesystem metrics to come).
+    _runtime_server: Option<msb_fs::Server>,
 }
 
 impl Backend for NamespaceBackend {

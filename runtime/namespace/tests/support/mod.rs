@@ -132,6 +132,7 @@ impl TestSandbox {
             hostname: "box".into(),
             root,
             runtime_dir: base.join("runtime"),
+            runtime_fuse: None,
             agent_binary: PathBuf::from(BUSYBOX),
             agent_argv: Some(vec![
                 "busybox".into(),
