@@ -228,4 +228,44 @@ declare_sample! {
     open_fds: Option<u64> => base("microsandbox.file_descriptors", Gauge, "{file_descriptor}", "Open file descriptors of the sandbox's processes (/proc/PID/fd)");
     /// Threads in the sandbox (cgroup `pids.current`, which counts tasks).
     threads: Option<u64> => base("microsandbox.threads", Gauge, "{thread}", "Threads in the sandbox (pids.current of its pids cgroup)");
+    /// Bytes of growth charged to `/.msb`'s budget (its file server's quota ledger).
+    runtime_fs_used_bytes: Option<u64> => needs(attrs(QUOTA_USED, RUNTIME_MOUNT), RUNTIME_FS);
+    /// `/.msb`'s budget (16 MiB).
+    runtime_fs_limit_bytes: Option<u64> => needs(attrs(QUOTA_LIMIT, RUNTIME_MOUNT), RUNTIME_FS);
+    /// What `/.msb` held before its first write (never charged); null until measured.
+    runtime_fs_baseline_bytes: Option<u64> => needs(attrs(QUOTA_BASELINE, RUNTIME_MOUNT), RUNTIME_FS);
+    /// Writes into `/.msb` refused with ENOSPC by its budget.
+    runtime_fs_quota_rejections: Option<u64> => needs(attrs(QUOTA_REJECTIONS, RUNTIME_MOUNT), RUNTIME_FS);
+    /// Bytes the workload read from `/.msb` through its file server.
+    runtime_fs_read_bytes: Option<u64> => needs(attrs(FS_IO, &[("msb.mount", "/.msb"), ("disk.io.direction", "read")]), RUNTIME_FS);
+    /// Bytes the workload wrote into `/.msb` through its file server.
+    runtime_fs_written_bytes: Option<u64> => needs(attrs(FS_IO, &[("msb.mount", "/.msb"), ("disk.io.direction", "write")]), RUNTIME_FS);
 }
+
+const RUNTIME_FS: &str = "/.msb served by msb's file server (/dev/fuse)";
+const RUNTIME_MOUNT: &[(&str, &str)] = &[("msb.mount", "/.msb")];
+const QUOTA_USED: Instrument = base("microsandbox.filesystem.quota.used", Gauge, "By", "Bytes of growth charged to a mount's write quota (only growth is charged; content there before the first write is not)");
+const QUOTA_LIMIT: Instrument = base(
+    "microsandbox.filesystem.quota.limit",
+    Gauge,
+    "By",
+    "A mount's write quota",
+);
+const QUOTA_BASELINE: Instrument = base(
+    "microsandbox.filesystem.quota.baseline",
+    Gauge,
+    "By",
+    "What a quota'd mount held before its first write (never charged)",
+);
+const QUOTA_REJECTIONS: Instrument = base(
+    "microsandbox.filesystem.quota.rejections",
+    Counter,
+    "{write}",
+    "Writes a mount's quota refused with ENOSPC",
+);
+const FS_IO: Instrument = base(
+    "microsandbox.filesystem.io",
+    Counter,
+    "By",
+    "Bytes read and written through msb's file server, per mount",
+);

@@ -50,6 +50,23 @@ fn the_runtime_directory_has_a_16_mib_budget() {
         written.abs_diff(16 * MIB) <= 4096,
         "stopped after {written} bytes"
     );
+    // The run's final sample agrees with what the workload saw.
+    let m = home.metrics("quota");
+    assert_eq!(m["runtime_fs_limit_bytes"], 16 * MIB, "{m}");
+    let used = m["runtime_fs_used_bytes"].as_u64().unwrap();
+    assert!(
+        used.abs_diff(written) <= 4096,
+        "charged {used}, on disk {written}"
+    );
+    assert!(
+        m["runtime_fs_quota_rejections"].as_u64().unwrap() >= 1,
+        "{m}"
+    );
+    let through = m["runtime_fs_written_bytes"].as_u64().unwrap();
+    assert!(
+        through >= written,
+        "{through} bytes through the server, {written} on disk"
+    );
 }
 
 /// What was there before the first write is not charged, and rewriting a file in place costs

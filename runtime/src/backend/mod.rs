@@ -29,6 +29,10 @@ pub trait Backend: Send + Sync {
     fn cgroups(&self) -> Option<CgroupPaths> {
         None
     }
+    /// The file server of `/.msb`, whose counters and quota the sampler reports.
+    fn runtime_fs(&self) -> Option<std::sync::Arc<msb_fs::PassthroughFs>> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -109,15 +109,14 @@ pub fn start(
     };
     Ok(NamespaceBackend {
         sandbox,
-        _runtime_server: runtime_server,
+        runtime_server,
     })
 }
 
 pub struct NamespaceBackend {
     sandbox: Sandbox,
-    /// Serves `/.msb` until the sandbox's mount namespace goes (its workers then end); held,
-    /// not read yet (its counters are for the filesystem metrics to come).
-    _runtime_server: Option<msb_fs::Server>,
+    /// Serves `/.msb` until the sandbox's mount namespace goes (its workers then end).
+    runtime_server: Option<msb_fs::Server>,
 }
 
 impl Backend for NamespaceBackend {
@@ -139,6 +138,12 @@ impl Backend for NamespaceBackend {
 
     fn destroy(&self) -> Result<(), String> {
         self.sandbox.destroy().map_err(|e| e.to_string())
+    }
+
+    fn runtime_fs(&self) -> Option<Arc<msb_fs::PassthroughFs>> {
+        self.runtime_server
+            .as_ref()
+            .map(|server| server.fs().clone())
     }
 
     fn cgroups(&self) -> Option<super::CgroupPaths> {

@@ -248,7 +248,8 @@ pub(super) async fn supervise(
                 sandbox.cgroups().as_ref(),
                 shared.config.config.cpus,
                 &shared.config.config.name,
-            );
+            )
+            .with_runtime_fs(sandbox.runtime_fs());
             let started = std::time::Instant::now()
                 - Duration::from_millis(
                     now_ms().saturating_sub(shared.record.lock().unwrap().started_at_ms),

@@ -88,6 +88,8 @@ pub struct Sampler {
     ticks: u64,
     stat_cache: MemoryStat,
     limit_cache: Option<u64>,
+    /// `/.msb`'s file server, when it has one.
+    runtime_fs: Option<std::sync::Arc<msb_fs::PassthroughFs>>,
 }
 
 /// What msb takes from memory.stat.
@@ -321,6 +323,7 @@ impl Sampler {
             ticks: 0,
             stat_cache: MemoryStat::default(),
             limit_cache: None,
+            runtime_fs: None,
         }
     }
 
@@ -409,6 +412,7 @@ impl Sampler {
         }
         self.read_breakdown(sample);
         sample.threads = self.pids.as_mut().and_then(Source::number);
+        self.read_runtime_fs(sample);
         let procs = self
             .procs
             .as_ref()
@@ -437,6 +441,31 @@ impl Sampler {
             "the writable root is a host directory without its own filesystem",
         );
         self.ticks += 1;
+    }
+}
+
+impl Sampler {
+    /// Reports `/.msb` through the file server that serves it.
+    pub fn with_runtime_fs(mut self, fs: Option<std::sync::Arc<msb_fs::PassthroughFs>>) -> Self {
+        self.runtime_fs = fs;
+        self
+    }
+
+    fn read_runtime_fs(&mut self, sample: &mut Sample) {
+        let Some(fs) = &self.runtime_fs else {
+            self.missing(
+                "runtime_fs_used_bytes",
+                "/.msb is a plain bind (no /dev/fuse for its file server)",
+            );
+            return;
+        };
+        let counters = fs.counters();
+        sample.runtime_fs_used_bytes = Some(counters.quota.used_bytes);
+        sample.runtime_fs_limit_bytes = counters.quota.limit_bytes;
+        sample.runtime_fs_baseline_bytes = counters.quota.baseline_bytes;
+        sample.runtime_fs_quota_rejections = Some(counters.enospc_rejections);
+        sample.runtime_fs_read_bytes = Some(counters.read_bytes);
+        sample.runtime_fs_written_bytes = Some(counters.written_bytes);
     }
 }
 
