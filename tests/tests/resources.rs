@@ -234,11 +234,17 @@ fn processes_threads_and_descriptors_match_the_hosts_proc() {
             .sum();
         (pids.len() as u64, threads as u64, fds as u64)
     };
-    // Nothing in the sandbox changes after start, so a sample and a reading agree exactly.
+    // Nothing in the sandbox changes after start, so a sample and a reading agree exactly. The
+    // kernel flushes a memory cgroup's `memory.stat` lazily (up to about 2 s behind since 6.x),
+    // so its breakdown is awaited too rather than read from the first sample.
     home.eventually(Duration::from_secs(20), "the sample to match /proc", || {
         let m = home.metrics("fds");
         let (processes, threads, fds) = truth();
-        m["processes"] == processes && m["threads"] == threads && m["open_fds"] == fds
+        m["processes"] == processes
+            && m["threads"] == threads
+            && m["open_fds"] == fds
+            && m["memory_anon_bytes"].as_u64() > Some(0)
+            && m["page_faults_minor"].as_u64() > Some(0)
     });
     let m = home.metrics("fds");
     assert!(
