@@ -35,7 +35,14 @@ pub const ABSOLUTE_PATH_PATTERN: &str = "^/[^\\u0000]*$";
 /// sandbox's root, read-only, left no place for the other mount points).
 pub const GUEST_PATH_PATTERN: &str = "^/[^\\u0000]*[^/\\u0000][^\\u0000]*$";
 
-/// A host path mounted into the sandbox.
+/// The write quota of a directory bind mount unless its `quota_mib` says otherwise.
+pub const DEFAULT_BIND_QUOTA_MIB: u64 = 4 << 10;
+/// The largest `quota_mib` a request may carry (1 PiB; the host's disk bounds it further).
+pub const MAX_QUOTA_MIB: u64 = 1 << 30;
+
+/// A host path mounted into the sandbox. A directory is served by msb's file server with a
+/// write quota (only growth is charged; `df` inside shows the budget); a single file is bound
+/// as it is.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeMount {
@@ -44,6 +51,18 @@ pub struct VolumeMount {
     #[schema(value_type = String)]
     pub guest: PathBuf,
     pub readonly: bool,
+    /// Write quota in MiB of a directory mount (default 4096, at most the size of the
+    /// filesystem holding `host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1073741824)]
+    pub quota_mib: Option<u64>,
+}
+
+impl VolumeMount {
+    /// The write quota in bytes this mount gets when it is a directory.
+    pub fn quota_bytes(&self) -> u64 {
+        self.quota_mib.unwrap_or(DEFAULT_BIND_QUOTA_MIB) << 20
+    }
 }
 
 /// The sandbox's root filesystem.
@@ -116,6 +135,16 @@ pub enum ConfigError {
     RelativeHostPath { field: &'static str, path: PathBuf },
     #[error("volumes: guest path {path} must be absolute and not /")]
     RelativeGuestPath { path: PathBuf },
+    #[error("volumes: quota_mib of {path} must be 1 to {MAX_QUOTA_MIB} MiB, got {quota_mib}")]
+    Quota { path: PathBuf, quota_mib: u64 },
+    #[error("volumes: a quota of {quota_mib} MiB for {path} exceeds the {disk_mib} MiB filesystem holding it")]
+    QuotaBeyondDisk {
+        path: PathBuf,
+        quota_mib: u64,
+        disk_mib: u64,
+    },
+    #[error("volumes: {path} is a file; a quota applies to directory mounts only")]
+    QuotaOnFile { path: PathBuf },
     #[error("env: environment variable name {0:?} is invalid")]
     EnvName(String),
     #[error("{field}: must not contain a NUL character")]
@@ -142,7 +171,10 @@ impl ConfigError {
     pub fn is_host_dependent(&self) -> bool {
         matches!(
             self,
-            ConfigError::MissingRootfs { .. } | ConfigError::MissingVolume { .. }
+            ConfigError::MissingRootfs { .. }
+                | ConfigError::MissingVolume { .. }
+                | ConfigError::QuotaBeyondDisk { .. }
+                | ConfigError::QuotaOnFile { .. }
         )
     }
 }
@@ -192,6 +224,15 @@ impl SandboxConfig {
                     path: volume.guest.clone(),
                 });
             }
+            if let Some(quota_mib) = volume
+                .quota_mib
+                .filter(|q| !(1..=MAX_QUOTA_MIB).contains(q))
+            {
+                return Err(ConfigError::Quota {
+                    path: volume.host.clone(),
+                    quota_mib,
+                });
+            }
         }
         for (key, value) in &self.env {
             if key.is_empty() || key.contains('=') || key.contains('\0') {
@@ -236,9 +277,24 @@ impl SandboxConfig {
             }
         }
         for volume in &self.volumes {
-            if !volume.host.exists() {
+            let Ok(meta) = std::fs::metadata(&volume.host) else {
                 return Err(ConfigError::MissingVolume {
                     path: volume.host.clone(),
+                });
+            };
+            let Some(quota_mib) = volume.quota_mib else {
+                continue;
+            };
+            if !meta.is_dir() {
+                return Err(ConfigError::QuotaOnFile {
+                    path: volume.host.clone(),
+                });
+            }
+            if let Some(disk_mib) = filesystem_mib(&volume.host).filter(|d| quota_mib > *d) {
+                return Err(ConfigError::QuotaBeyondDisk {
+                    path: volume.host.clone(),
+                    quota_mib,
+                    disk_mib,
                 });
             }
         }
@@ -290,6 +346,12 @@ pub fn validate_name(name: &str) -> Result<(), ConfigError> {
         });
     }
     Ok(())
+}
+
+/// The size in MiB of the filesystem holding `path`, when `statvfs` answers.
+fn filesystem_mib(path: &std::path::Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(path).ok()?;
+    Some((st.blocks() as u64).saturating_mul(st.fragment_size() as u64) >> 20)
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ mod sys;
 pub use counters::{CountersSnapshot, Op};
 pub use fuse::{mount, mount_data, open_device, serve, MountError, MountOptions, Server, Session};
 pub use passthrough::{
-    Context, DirEntry, Entry, FsConfig, FsError, PassthroughFs, SetAttr, SetTime, StatFs,
-    ROOT_INODE,
+    Context, DirEntry, Entry, FsConfig, FsError, IdShift, PassthroughFs, SetAttr, SetTime, StatFs,
+    OVERFLOW_ID, ROOT_INODE,
 };
 pub use quota::QuotaState;

@@ -102,6 +102,29 @@ pub(crate) fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat64> {
     statat(fd, c"", libc::AT_EMPTY_PATH)
 }
 
+/// The id of the mount an (`O_PATH` or real) descriptor's object is on; `None` where `statx`
+/// does not report one (kernels before 5.8).
+pub(crate) fn mount_id(fd: BorrowedFd<'_>) -> io::Result<Option<u64>> {
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: a valid fd, a NUL-terminated empty path with AT_EMPTY_PATH, and a buffer the
+    // size of `struct statx` the kernel writes into.
+    let rc = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_MNT_ID,
+            stx.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statx succeeded (and the buffer started zeroed).
+    let stx = unsafe { stx.assume_init() };
+    Ok((stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id))
+}
+
 pub(crate) fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
     // SAFETY: `name` is NUL-terminated.
     check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) })

@@ -230,17 +230,31 @@ declare_sample! {
     threads: Option<u64> => base("microsandbox.threads", Gauge, "{thread}", "Threads in the sandbox (pids.current of its pids cgroup)");
     /// Bytes of growth charged to `/.msb`'s budget (its file server's quota ledger).
     runtime_fs_used_bytes: Option<u64> => needs(attrs(QUOTA_USED, RUNTIME_MOUNT), RUNTIME_FS);
+    /// Bytes of growth charged to the quotas of the sandbox's directory volumes (`-v` binds
+    /// and named directory volumes, together; `msb df` has each one).
+    volumes_fs_used_bytes: Option<u64> => needs(attrs(QUOTA_USED, VOLUMES_MOUNT), VOLUMES_FS);
     /// `/.msb`'s budget (16 MiB).
     runtime_fs_limit_bytes: Option<u64> => needs(attrs(QUOTA_LIMIT, RUNTIME_MOUNT), RUNTIME_FS);
+    /// The sum of the directory volumes' quotas (read-only volumes have none).
+    volumes_fs_limit_bytes: Option<u64> => needs(attrs(QUOTA_LIMIT, VOLUMES_MOUNT), VOLUMES_FS);
     /// What `/.msb` held before its first write (never charged); null until measured.
     runtime_fs_baseline_bytes: Option<u64> => needs(attrs(QUOTA_BASELINE, RUNTIME_MOUNT), RUNTIME_FS);
     /// Writes into `/.msb` refused with ENOSPC by its budget.
     runtime_fs_quota_rejections: Option<u64> => needs(attrs(QUOTA_REJECTIONS, RUNTIME_MOUNT), RUNTIME_FS);
+    /// Writes into the directory volumes refused with ENOSPC by their quotas.
+    volumes_fs_quota_rejections: Option<u64> => needs(attrs(QUOTA_REJECTIONS, VOLUMES_MOUNT), VOLUMES_FS);
     /// Bytes the workload read from `/.msb` through its file server.
     runtime_fs_read_bytes: Option<u64> => needs(attrs(FS_IO, &[("msb.mount", "/.msb"), ("disk.io.direction", "read")]), RUNTIME_FS);
     /// Bytes the workload wrote into `/.msb` through its file server.
     runtime_fs_written_bytes: Option<u64> => needs(attrs(FS_IO, &[("msb.mount", "/.msb"), ("disk.io.direction", "write")]), RUNTIME_FS);
+    /// Bytes the workload read from its directory volumes through their file servers.
+    volumes_fs_read_bytes: Option<u64> => needs(attrs(FS_IO, &[("msb.mount", "volumes"), ("disk.io.direction", "read")]), VOLUMES_FS);
+    /// Bytes the workload wrote into its directory volumes through their file servers.
+    volumes_fs_written_bytes: Option<u64> => needs(attrs(FS_IO, &[("msb.mount", "volumes"), ("disk.io.direction", "write")]), VOLUMES_FS);
 }
+
+const VOLUMES_FS: &str = "a directory volume (-v HOST_DIR:GUEST) served by msb's file server";
+const VOLUMES_MOUNT: &[(&str, &str)] = &[("msb.mount", "volumes")];
 
 const RUNTIME_FS: &str = "/.msb served by msb's file server (/dev/fuse)";
 const RUNTIME_MOUNT: &[(&str, &str)] = &[("msb.mount", "/.msb")];

@@ -301,7 +301,9 @@ fn a_mount_point_planted_as_a_symbolic_link_is_refused() {
     ]);
     assert!(root.path().join("data").is_symlink());
     let source = tempfile::tempdir().unwrap();
-    let bind = format!("{}:/data/x", source.path().display());
+    // A name of this run's own, so that nothing already on the host can pass for the escape.
+    let point = format!("msb-escape-point-{}", std::process::id());
+    let bind = format!("{}:/data/{point}", source.path().display());
     let marker = format!("msb-escape-{}", std::process::id());
     let run = home.msb(&[
         "run",
@@ -311,48 +313,61 @@ fn a_mount_point_planted_as_a_symbolic_link_is_refused() {
         &bind,
         "--",
         "touch",
-        &format!("/data/x/{marker}"),
+        &format!("/data/{point}/{marker}"),
     ]);
     assert_ne!(run.code, 0, "{run:?}");
     assert!(run.stderr.contains("symbolic link"), "{run:?}");
     assert!(
-        !Path::new("/tmp/x").exists(),
+        !Path::new("/tmp").join(&point).exists(),
         "a mount point was made on the host"
     );
-    assert!(!Path::new(&format!("/tmp/x/{marker}")).exists());
 }
 
+/// `-v /:/host:ro` is read-only, and the filesystems mounted below the host's root (its
+/// `/dev`, `/proc`, `/sys`, `/run`) are out of reach: the file server does not cross mounts, so
+/// neither a device nor a kernel knob is reachable through it. A writable `-v /:/host` cannot
+/// reach them either.
 #[test]
-fn a_read_only_bind_of_the_host_root_is_read_only_and_device_free_all_the_way_down() {
+fn a_bind_of_the_host_root_reaches_no_device_and_no_kernel_knob() {
     if !require_root() {
         return;
     }
     let home = TestHome::new();
-    let marker = format!("/tmp/msb-escape-ro-{}", std::process::id());
-    let out = home.ok(&[
+    let marker = format!("/msb-escape-ro-{}", std::process::id());
+    let probe = "echo x > /host/dev/null 2>/dev/null && echo DEV-WRITABLE; \
+         head -c1 /host/dev/zero >/dev/null 2>&1 && echo DEV-READABLE; \
+         ls /host/dev/ >/dev/null 2>&1 && echo DEV-LISTED; \
+         echo 1 > /host/proc/sys/kernel/domainname 2>/dev/null && echo SYS-WRITABLE; \
+         cat /host/proc/self/status >/dev/null 2>&1 && echo PROC-READABLE; \
+         ls /host/etc/hostname >/dev/null && echo ETC-SEEN; \
+         grep -c ' /host' /proc/self/mountinfo; true";
+    let ro = home.ok(&[
         "run",
         "-v",
         "/:/host:ro",
         "--",
         "sh",
         "-c",
-        &format!(
-            "echo x > /host/dev/null 2>/dev/null && echo DEV-WRITABLE; \
-             head -c1 /host/dev/zero >/dev/null 2>&1 && echo DEV-READABLE; \
-             touch /host{marker} 2>/dev/null && echo TMP-WRITABLE; \
-             echo 1 > /host/proc/sys/kernel/domainname 2>/dev/null && echo SYS-WRITABLE; \
-             grep -c ' /host' /proc/self/mountinfo"
-        ),
+        &format!("{probe}; touch /host{marker} 2>/dev/null && echo ROOT-WRITABLE; true"),
     ]);
-    for leak in [
-        "DEV-WRITABLE",
-        "DEV-READABLE",
-        "TMP-WRITABLE",
-        "SYS-WRITABLE",
-    ] {
-        assert!(!out.contains(leak), "{leak}: {out}");
+    let rw = home.ok(&["run", "-v", "/:/host", "--", "sh", "-c", probe]);
+    for out in [&ro, &rw] {
+        for leak in [
+            "DEV-WRITABLE",
+            "DEV-READABLE",
+            "DEV-LISTED",
+            "SYS-WRITABLE",
+            "PROC-READABLE",
+            "ROOT-WRITABLE",
+        ] {
+            assert!(!out.contains(leak), "{leak}: {out}");
+        }
+        assert!(
+            out.contains("ETC-SEEN"),
+            "the root's own files are there: {out}"
+        );
+        let mounts: u32 = out.lines().last().unwrap().trim().parse().unwrap();
+        assert_eq!(mounts, 1, "one mount, nothing below it: {out}");
     }
-    let submounts: u32 = out.lines().last().unwrap().trim().parse().unwrap();
-    assert!(submounts > 1, "the bind is recursive: {out}");
     assert!(!Path::new(&marker).exists());
 }

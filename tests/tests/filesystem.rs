@@ -128,3 +128,161 @@ fn a_link_left_in_the_runtime_directory_is_not_followed_at_the_next_start() {
         "nothing was mounted or made in the link's target"
     );
 }
+
+/// A directory bind with `quota=16`: 17 MiB stops with ENOSPC after 16 MiB (± 4 KiB); 20 MiB
+/// already in the host directory are not charged; `df` inside shows the budget; the host
+/// directory holds exactly what the workload wrote; the final sample's volume figures agree.
+#[test]
+fn a_bind_mount_has_its_quota_and_shows_it() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(
+        host.path().join("preexisting"),
+        vec![7u8; (20 * MIB) as usize],
+    )
+    .unwrap();
+    let volume = format!("{}:/data,quota=16", host.path().display());
+    let run = home.msb(&[
+        "run",
+        "-n",
+        "bindquota",
+        "-v",
+        &volume,
+        "--",
+        "sh",
+        "-c",
+        "cat /data/preexisting | wc -c; df -k /data | tail -1; \
+         dd if=/dev/zero of=/data/fill bs=64k count=272 2>/tmp/dd; \
+         echo dd=$?; cat /tmp/dd; df -k /data | tail -1",
+    ]);
+    let out = run.stdout.clone();
+    assert!(out.contains("No space left on device"), "{run:?}");
+    assert!(out.contains("dd=1"), "{run:?}");
+    assert!(
+        out.contains(&(20 * MIB).to_string()),
+        "the old file reads whole: {run:?}"
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    let fields =
+        |line: &str| -> Vec<String> { line.split_whitespace().map(str::to_owned).collect() };
+    // What was there before counts as used, outside the budget: 20 MiB used, 16 MiB free.
+    assert_eq!(fields(lines[1])[2], "20480", "{out}");
+    assert_eq!(fields(lines[1])[3], "16384", "{out}");
+    assert_eq!(fields(lines.last().unwrap())[3], "0", "{out}");
+    let written = std::fs::metadata(host.path().join("fill")).unwrap().len();
+    assert!(
+        written.abs_diff(16 * MIB) <= 4096,
+        "stopped after {written} bytes"
+    );
+    let m = home.metrics("bindquota");
+    assert_eq!(m["volumes_fs_limit_bytes"], 16 * MIB, "{m}");
+    let used = m["volumes_fs_used_bytes"].as_u64().unwrap();
+    assert!(
+        used.abs_diff(written) <= 4096,
+        "charged {used}, on disk {written}"
+    );
+    assert!(
+        m["volumes_fs_quota_rejections"].as_u64().unwrap() >= 1,
+        "{m}"
+    );
+    assert!(
+        m["volumes_fs_written_bytes"].as_u64().unwrap() >= written,
+        "{m}"
+    );
+    assert!(
+        m["volumes_fs_read_bytes"].as_u64().unwrap() >= 20 * MIB,
+        "{m}"
+    );
+}
+
+/// Through the file server the sandbox's ids are the same ids on disk, as an idmapped bind
+/// would have them: root's 0600 file is its root's to read and write, what its uid 1000 makes
+/// is 1000's on the host, and a host owner outside the map shows as nobody. A read-only bind
+/// refuses writes.
+#[test]
+fn a_bind_mount_keeps_host_owners_and_read_only_holds() {
+    if !require_root() {
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let home = TestHome::new();
+    let host = tempfile::tempdir().unwrap();
+    let secret = host.path().join("roots");
+    std::fs::write(&secret, b"root only\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let far = host.path().join("far");
+    std::fs::write(&far, b"x").unwrap();
+    std::os::unix::fs::chown(&far, Some(4_000_000), Some(4_000_000)).unwrap();
+    let rw = format!("{}:/data", host.path().display());
+    let ro = format!("{}:/ro:ro", host.path().display());
+    let out = home.ok(&[
+        "run",
+        "-v",
+        &rw,
+        "-v",
+        &ro,
+        "--",
+        "sh",
+        "-c",
+        "cat /data/roots && echo more >> /data/roots && stat -c %U:%u /data/roots /data/far && \
+         echo u:x:1000:1000::/:/bin/sh >> /etc/passwd && echo u:x:1000: >> /etc/group && \
+         su u -s /bin/sh -c 'cat /data/roots' 2>&1; \
+         su u -s /bin/sh -c 'echo hi > /data/users' && \
+         stat -c %u /data/users && (echo no > /ro/new) 2>&1; echo end",
+    ]);
+    assert!(out.contains("root only"), "{out}");
+    assert!(
+        out.contains("root:0"),
+        "root's file is the sandbox root's: {out}"
+    );
+    assert!(
+        out.contains("nobody:65534") || out.contains(":65534"),
+        "{out}"
+    );
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(
+        out.contains("Permission denied"),
+        "uid 1000 may not read root's 0600 file: {out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        "root only\nmore\n"
+    );
+    let users = std::fs::metadata(host.path().join("users")).unwrap();
+    assert_eq!((users.uid(), users.gid()), (1000, 1000), "{out}");
+    assert!(!host.path().join("new").exists());
+}
+
+/// Bad volume input is refused with an error naming what was wrong, and nothing is created.
+#[test]
+fn bad_volume_quotas_and_paths_are_refused_and_nothing_is_created() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let d = dir.path().display();
+    let cases = [
+        (format!("{d}:/data,quota=0"), "quota=0"),
+        (format!("{d}:/data,quota=12x"), "quota=\"12x\""),
+        (format!("{d}:/data,size=1"), "unknown volume option"),
+        (format!("{d}/missing:/data"), "missing"),
+        (format!("{d}:/data,quota=1073741824"), "exceeds the"),
+        (
+            format!("{}:/f,quota=5", file.display()),
+            "directory mounts only",
+        ),
+    ];
+    for (volume, expected) in &cases {
+        let run = home.msb(&["run", "-n", "bad", "-v", volume, "--", "true"]);
+        assert_ne!(run.code, 0, "{volume}: {run:?}");
+        assert!(run.stderr.contains(expected), "{volume}: {run:?}");
+    }
+    assert!(home.names().is_empty(), "nothing was created");
+}

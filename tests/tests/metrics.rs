@@ -305,14 +305,29 @@ fn every_declared_instrument_is_produced_by_a_running_sandbox() {
         return;
     }
     let home = TestHome::new();
-    // A write into /.msb measures its baseline.
-    home.detached("all", "echo data > /tmp/x; echo y > /.msb/y; sleep 1000");
+    // A write into /.msb measures its baseline; a directory volume has its own figures.
+    let volume = tempfile::tempdir().unwrap();
+    let bind = format!("{}:/data", volume.path().display());
+    home.ok(&[
+        "run",
+        "-n",
+        "all",
+        "-d",
+        "-v",
+        &bind,
+        "--",
+        "sh",
+        "-c",
+        "echo data > /tmp/x; echo y > /.msb/y; echo z > /data/z; sleep 1000",
+    ]);
     home.first_sample("all");
     // What exists on this host for a namespace sandbox with the default root.
     let fuse = std::path::Path::new("/dev/fuse").exists();
     let available_here = |requires: Option<&str>| match requires {
         None | Some("default (overlay) root") => true,
-        Some(what) => what.starts_with("/.msb served") && fuse,
+        Some(what) => {
+            (what.starts_with("/.msb served") || what.starts_with("a directory volume")) && fuse
+        }
     };
     home.eventually(
         Duration::from_secs(20),

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use msb_api::config::{VolumeMount, MAX_MEMORY_MIB, MIN_MEMORY_MIB};
+use msb_api::config::{VolumeMount, MAX_MEMORY_MIB, MAX_QUOTA_MIB, MIN_MEMORY_MIB};
 
 /// `512M`, `1G`, `1.5G`, `256MiB`, or a bare number of MiB.
 pub fn memory_mib(value: &str) -> Result<u64, String> {
@@ -107,17 +107,43 @@ pub fn key_value(value: &str) -> Result<(String, String), String> {
     }
 }
 
-/// `HOST:GUEST[:ro|:rw]`.
+/// `HOST:GUEST[:ro|:rw][,quota=MiB]` (the quota also as `HOST:GUEST,quota=MiB`).
 pub fn volume(value: &str) -> Result<VolumeMount, String> {
-    let parts: Vec<&str> = value.split(':').collect();
+    const FORM: &str = "HOST:GUEST[:ro][,quota=MiB]";
+    let (mount, options) = match value.split_once(',') {
+        Some((mount, options)) => (mount, Some(options)),
+        None => (value, None),
+    };
+    let mut quota_mib = None;
+    for option in options.into_iter().flat_map(|o| o.split(',')) {
+        match option.split_once('=') {
+            Some(("quota", mib)) => {
+                let mib: u64 = mib.parse().map_err(|_| {
+                    format!("quota={mib:?} in {value:?}: expected a whole number of MiB")
+                })?;
+                if !(1..=MAX_QUOTA_MIB).contains(&mib) {
+                    return Err(format!(
+                        "quota={mib} in {value:?}: must be 1 to {MAX_QUOTA_MIB} MiB"
+                    ));
+                }
+                quota_mib = Some(mib);
+            }
+            _ => {
+                return Err(format!(
+                    "unknown volume option {option:?} in {value:?} (expected {FORM})"
+                ))
+            }
+        }
+    }
+    let parts: Vec<&str> = mount.split(':').collect();
     let (host, guest, readonly) = match parts.as_slice() {
         [host, guest] => (host, guest, false),
         [host, guest, "ro"] => (host, guest, true),
         [host, guest, "rw"] => (host, guest, false),
-        _ => return Err(format!("expected HOST:GUEST[:ro], got {value:?}")),
+        _ => return Err(format!("expected {FORM}, got {value:?}")),
     };
     if host.is_empty() || guest.is_empty() {
-        return Err(format!("expected HOST:GUEST[:ro], got {value:?}"));
+        return Err(format!("expected {FORM}, got {value:?}"));
     }
     let host =
         std::fs::canonicalize(host).map_err(|e| format!("volume host path {host:?}: {e}"))?;
@@ -128,6 +154,7 @@ pub fn volume(value: &str) -> Result<VolumeMount, String> {
         host,
         guest: PathBuf::from(guest),
         readonly,
+        quota_mib,
     })
 }
 
@@ -198,5 +225,17 @@ mod tests {
         assert!(volume("/tmp:relative").is_err());
         assert!(volume("/nonexistent-msb:/x").is_err());
         assert!(volume("/tmp:/x:rx").is_err());
+        assert_eq!(volume("/tmp:/x:ro,quota=64").unwrap().quota_mib, Some(64));
+        assert_eq!(volume("/tmp:/x,quota=1").unwrap().quota_mib, Some(1));
+        assert_eq!(volume("/tmp:/x").unwrap().quota_mib, None);
+        for bad in [
+            "/tmp:/x,quota=0",
+            "/tmp:/x,quota=-1",
+            "/tmp:/x,quota=1G",
+            "/tmp:/x,size=3",
+        ] {
+            let e = volume(bad).unwrap_err();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
     }
 }

@@ -39,7 +39,7 @@ pub struct SandboxFlags {
     #[arg(short, long)]
     pub workdir: Option<String>,
     /// Bind mount HOST:GUEST[:ro] (repeatable).
-    #[arg(short, long = "volume", value_name = "HOST:GUEST[:ro]", value_parser = parse::volume)]
+    #[arg(short, long = "volume", value_name = "HOST:GUEST[:ro][,quota=MiB]", value_parser = parse::volume)]
     pub volumes: Vec<VolumeMount>,
     /// Use a host directory as the root filesystem (read-write).
     #[arg(long, value_name = "DIR")]

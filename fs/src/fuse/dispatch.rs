@@ -72,11 +72,7 @@ fn handle(
     body: &mut Reader<'_>,
     bufs: &mut Buffers,
 ) -> io::Result<Outcome> {
-    let ctx = Context {
-        uid: header.uid,
-        gid: header.gid,
-        pid: header.pid,
-    };
+    let ctx = fs.caller(header.uid, header.gid, header.pid);
     let node = header.nodeid;
     let out = &mut bufs.out;
     match header.opcode {

@@ -57,6 +57,60 @@ pub struct FsConfig {
     pub entry_timeout: Duration,
     /// How long the guest kernel may cache attributes.
     pub attr_timeout: Duration,
+    /// Callers whose ids are a user namespace's mapped host ids (a sandbox's, with the mount
+    /// made in the host's namespace): the server acts with the ids the caller has inside, as
+    /// an idmapped bind mount would, and shows on-disk owners as their mapped ids.
+    pub ids: Option<IdShift>,
+}
+
+/// A user namespace's id map as the server applies it: ids `0..count` inside are host uids
+/// `uid_base..uid_base + count` and host gids `gid_base..gid_base + count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdShift {
+    pub uid_base: u32,
+    pub gid_base: u32,
+    pub count: u32,
+}
+
+/// The overflow id (`nobody`): what an id outside the map becomes, both ways.
+pub const OVERFLOW_ID: u32 = 65534;
+
+impl IdShift {
+    /// A caller's host id (the kernel reports the mapped one) as the id it has inside, which
+    /// is what the server acts with on disk; an id outside the map acts as `nobody`.
+    fn to_disk(self, host: u32, base: u32) -> u32 {
+        match host.checked_sub(base) {
+            Some(inside) if inside < self.count => inside,
+            _ => OVERFLOW_ID,
+        }
+    }
+
+    /// An on-disk owner as the host id the kernel maps back into the sandbox; an owner the
+    /// map does not cover shows as `nobody` (an unmapped host id, which the kernel reports
+    /// as its overflow id).
+    fn to_host(self, disk: u32, base: u32) -> u32 {
+        if disk < self.count {
+            disk + base
+        } else {
+            OVERFLOW_ID
+        }
+    }
+
+    pub fn uid_to_disk(&self, host: u32) -> u32 {
+        self.to_disk(host, self.uid_base)
+    }
+
+    pub fn gid_to_disk(&self, host: u32) -> u32 {
+        self.to_disk(host, self.gid_base)
+    }
+
+    pub fn uid_to_host(&self, disk: u32) -> u32 {
+        self.to_host(disk, self.uid_base)
+    }
+
+    pub fn gid_to_host(&self, disk: u32) -> u32 {
+        self.to_host(disk, self.gid_base)
+    }
 }
 
 impl Default for FsConfig {
@@ -65,6 +119,7 @@ impl Default for FsConfig {
             quota_bytes: None,
             entry_timeout: Duration::from_secs(1),
             attr_timeout: Duration::from_secs(1),
+            ids: None,
         }
     }
 }
@@ -196,6 +251,9 @@ pub struct PassthroughFs {
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     next_handle: AtomicU64,
     config: FsConfig,
+    /// The mount the served directory is on: the server never crosses into another one (a
+    /// filesystem mounted below the directory is out of reach, as `find -xdev` would have it).
+    root_mount: Option<u64>,
     pub(crate) quota: DirQuota,
     pub(crate) counters: Counters,
 }
@@ -318,6 +376,7 @@ impl PassthroughFs {
                 source,
             })?;
         let key = (st.st_dev, st.st_ino);
+        let root_mount = sys::mount_id(fd.as_fd()).map_err(open_err)?;
         let root_data = Arc::new(InodeData {
             fd,
             key,
@@ -335,6 +394,7 @@ impl PassthroughFs {
             next_inode: AtomicU64::new(ROOT_INODE + 1),
             handles: RwLock::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
+            root_mount,
             quota: DirQuota::new(config.quota_bytes),
             counters: Counters::default(),
             config,
@@ -420,8 +480,14 @@ impl PassthroughFs {
     }
 
     /// Registers (or finds) the host object `fd` with one more lookup and returns its entry.
+    /// An object on another mount than the served directory (a mount point below it) is
+    /// refused with `EACCES`: the server would otherwise act there with its own privileges
+    /// (the host's `/proc` under `-v /:/host`, for one).
     pub(crate) fn register(&self, fd: OwnedFd) -> io::Result<Entry> {
         let st = sys::fstat(fd.as_fd())?;
+        if self.root_mount.is_some() && sys::mount_id(fd.as_fd())? != self.root_mount {
+            return Err(errno(libc::EACCES));
+        }
         let key = (st.st_dev, st.st_ino);
         let mut table = self.inodes.write().unwrap_or_else(|p| p.into_inner());
         if let Some(id) = table.by_key.get(&key).copied() {
@@ -444,11 +510,33 @@ impl PassthroughFs {
         Ok(self.entry(id, st))
     }
 
+    /// The caller as the server acts for it: its ids inside the sandbox when the server has an
+    /// [`IdShift`], else as reported.
+    pub fn caller(&self, uid: u32, gid: u32, pid: u32) -> Context {
+        match self.config.ids {
+            Some(ids) => Context {
+                uid: ids.uid_to_disk(uid),
+                gid: ids.gid_to_disk(gid),
+                pid,
+            },
+            None => Context { uid, gid, pid },
+        }
+    }
+
+    /// Host attributes as the caller's kernel is to see them (owners through the id shift).
+    pub(crate) fn shown(&self, mut st: libc::stat64) -> libc::stat64 {
+        if let Some(ids) = self.config.ids {
+            st.st_uid = ids.uid_to_host(st.st_uid);
+            st.st_gid = ids.gid_to_host(st.st_gid);
+        }
+        st
+    }
+
     pub(crate) fn entry(&self, inode: u64, attr: libc::stat64) -> Entry {
         Entry {
             inode,
             generation: 0,
-            attr,
+            attr: self.shown(attr),
             entry_timeout: self.config.entry_timeout,
             attr_timeout: self.config.attr_timeout,
         }
@@ -527,7 +615,10 @@ impl PassthroughFs {
         let timer = self.counters.start(Op::Getattr);
         let result = (|| {
             let data = self.inode(inode)?;
-            Ok((sys::fstat(data.fd.as_fd())?, self.config.attr_timeout))
+            Ok((
+                self.shown(sys::fstat(data.fd.as_fd())?),
+                self.config.attr_timeout,
+            ))
         })();
         timer.done(result)
     }
@@ -560,10 +651,17 @@ impl PassthroughFs {
             sys::chmodat(self.proc_dir(), &name, mode & 0o7777)?;
         }
         if changes.uid.is_some() || changes.gid.is_some() {
+            let (uid, gid) = match self.config.ids {
+                None => (changes.uid, changes.gid),
+                Some(ids) => (
+                    changes.uid.map(|id| ids.uid_to_disk(id)),
+                    changes.gid.map(|id| ids.gid_to_disk(id)),
+                ),
+            };
             sys::chown(
                 data.fd.as_fd(),
-                changes.uid.unwrap_or(u32::MAX),
-                changes.gid.unwrap_or(u32::MAX),
+                uid.unwrap_or(u32::MAX),
+                gid.unwrap_or(u32::MAX),
             )?;
         }
         if let Some(size) = changes.size {
@@ -612,7 +710,10 @@ impl PassthroughFs {
             };
             sys::utimens(data.fd.as_fd(), &[time(changes.atime), time(changes.mtime)])?;
         }
-        Ok((sys::fstat(data.fd.as_fd())?, self.config.attr_timeout))
+        Ok((
+            self.shown(sys::fstat(data.fd.as_fd())?),
+            self.config.attr_timeout,
+        ))
     }
 
     /// Checks `mask` (`R_OK`/`W_OK`/`X_OK`/`F_OK`) against `inode` as the caller, host rules.

@@ -132,3 +132,105 @@ fn names_must_be_one_component() {
     check_name(c"...").unwrap();
     check_name(c"a b").unwrap();
 }
+
+/// With an id shift, a caller reported with a mapped host id acts with its id inside (as an
+/// idmapped bind would), owners show mapped, and an id outside the map is `nobody`.
+#[test]
+fn an_id_shift_acts_with_the_ids_inside_and_shows_owners_mapped() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (acts with other uids)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("roots"), b"x").unwrap();
+    std::os::unix::fs::chown(dir.path().join("roots"), Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("roots"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let ids = IdShift {
+        uid_base: 300_000,
+        gid_base: 300_000,
+        count: 65_536,
+    };
+    let fs = PassthroughFs::new(
+        dir.path(),
+        FsConfig {
+            ids: Some(ids),
+            ..FsConfig::default()
+        },
+    )
+    .expect("serve");
+    // The sandbox's root (host 300000) sees root's file as its own and may open it.
+    let root = fs.caller(300_000, 300_000, 1);
+    assert_eq!((root.uid, root.gid), (0, 0));
+    let entry = fs.lookup(&root, ROOT_INODE, c"roots").unwrap();
+    assert_eq!((entry.attr.st_uid, entry.attr.st_gid), (300_000, 300_000));
+    let handle = fs.open(&root, entry.inode, libc::O_RDONLY).unwrap();
+    fs.release(handle).unwrap();
+    // Its uid 1000 creates a file owned by 1000 on disk, shown as 301000.
+    let user = fs.caller(301_000, 301_000, 1);
+    assert_eq!(user.uid, 1000);
+    let err = fs.open(&user, entry.inode, libc::O_RDONLY).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let (made, handle) = fs
+        .create(&user, ROOT_INODE, c"mine", 0o644, libc::O_WRONLY)
+        .unwrap();
+    fs.release(handle).unwrap();
+    assert_eq!(made.attr.st_uid, 301_000);
+    let on_disk = std::fs::metadata(dir.path().join("mine")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&on_disk), 1000);
+    // An id the map does not cover acts as nobody and shows as nobody.
+    let stranger = fs.caller(5, 5, 1);
+    assert_eq!((stranger.uid, stranger.gid), (OVERFLOW_ID, OVERFLOW_ID));
+    std::os::unix::fs::chown(dir.path().join("mine"), Some(200_000), None).unwrap();
+    let (st, _) = fs.getattr(&root, made.inode).unwrap();
+    assert_eq!(st.st_uid, OVERFLOW_ID);
+    // chown inside to 7 is 7 on disk.
+    fs.setattr(
+        &root,
+        made.inode,
+        SetAttr {
+            uid: Some(300_007),
+            ..SetAttr::default()
+        },
+    )
+    .unwrap();
+    let on_disk = std::fs::metadata(dir.path().join("mine")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&on_disk), 7);
+}
+
+/// A filesystem mounted below the served directory is out of reach: the server would act
+/// there with its own privileges otherwise.
+#[test]
+fn mounts_below_the_served_directory_are_not_crossed() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (mounts a tmpfs)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let below = dir.path().join("below");
+    std::fs::create_dir(&below).unwrap();
+    std::fs::create_dir(dir.path().join("plain")).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &below,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    std::fs::write(below.join("secret"), b"x").unwrap();
+    let fs = PassthroughFs::new(dir.path(), FsConfig::default()).expect("serve");
+    let ctx = me();
+    let err = fs.lookup(&ctx, ROOT_INODE, c"below").unwrap_err();
+    nix::mount::umount(&below).unwrap();
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+    assert!(fs.lookup(&ctx, ROOT_INODE, c"plain").is_ok());
+}

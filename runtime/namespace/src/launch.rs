@@ -54,6 +54,8 @@ pub(crate) struct LaunchFds {
     pub userns: Option<OwnedFd>,
     /// The `/dev/fuse` connection PID 1 mounts at `/.msb`.
     pub runtime_fuse: Option<OwnedFd>,
+    /// The connections of the served mounts, in the plan's order.
+    pub served: Vec<OwnedFd>,
 }
 
 impl LaunchFds {
@@ -65,6 +67,7 @@ impl LaunchFds {
         stdio_log: Option<&Path>,
         userns: Option<OwnedFd>,
         runtime_fuse: Option<OwnedFd>,
+        served: Vec<OwnedFd>,
     ) -> Result<LaunchFds, NamespaceError> {
         let null = Path::new("/dev/null");
         let stdin = File::open(null).map_err(|e| NamespaceError::io("open", null, e))?;
@@ -99,6 +102,7 @@ impl LaunchFds {
             stderr,
             userns,
             runtime_fuse,
+            served,
         })
     }
 }
@@ -248,6 +252,7 @@ fn launcher(
         [&fds.stdin, &fds.stdout, &fds.stderr, agent_fd],
         fds.userns.as_ref(),
         fds.runtime_fuse.as_ref(),
+        &fds.served,
     )?;
     drop(fds);
     let report = sys::dup_cloexec_above(report, 64).map_err(|e| format!("dup report: {e}"))?;

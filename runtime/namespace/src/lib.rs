@@ -88,6 +88,20 @@ pub struct BindMount {
     pub readonly: bool,
 }
 
+/// Most served mounts one sandbox may have.
+pub const MAX_SERVED_MOUNTS: usize = 32;
+
+/// A directory served into the sandbox by the caller's file server (a `/dev/fuse` connection
+/// PID 1 mounts at `guest`, after the binds, as host root; `nosuid,nodev`, read-only on
+/// request). The server decides what the sandbox may do there (a write quota, the host-side
+/// rules); the caller keeps serving the connection for the sandbox's life.
+#[derive(Debug)]
+pub struct ServedMount {
+    pub guest: PathBuf,
+    pub readonly: bool,
+    pub fuse: OwnedFd,
+}
+
 /// The host ids that a sandbox's ids `0..count` are (its user namespace's map, and the idmap of
 /// its root and bind mounts). Used when the caller is root; a non-root caller can only map its
 /// own ids and ignores it.
@@ -150,6 +164,8 @@ pub struct SandboxSpec {
     /// Arrives in PID 1 as fd 3 (`MSB_AGENT_FD=3`).
     pub agent_fd: OwnedFd,
     pub mounts: Vec<BindMount>,
+    /// Directories served by the caller's file servers, mounted after `mounts`.
+    pub served: Vec<ServedMount>,
     pub limits: Limits,
     /// Existing per-sandbox host directory; holds the overlay root's mount point.
     pub state_dir: PathBuf,

@@ -107,6 +107,7 @@ impl Sandbox {
         // bind sources are opened without following any at the start.
         let mut spec = spec;
         let runtime_fuse = spec.runtime_fuse.take();
+
         let fuse_planned = runtime_fuse.is_some();
         spec.agent_binary = std::fs::canonicalize(&spec.agent_binary).map_err(|e| {
             NamespaceError::io("resolve the agent binary", spec.agent_binary.clone(), e)
@@ -127,6 +128,11 @@ impl Sandbox {
             late_cgroup_joins: Vec::new(),
             runtime_fuse: fuse_planned,
         };
+        // The plan names the served mounts' targets; their connections travel as fds.
+        let served: Vec<OwnedFd> = std::mem::take(&mut spec.served)
+            .into_iter()
+            .map(|m| m.fuse)
+            .collect();
         // A root caller's PID 1 joins the memory cgroup after its mounts; an unprivileged one's
         // cannot write the host's cgroup files from its user namespace, so it is born inside.
         let (early_joins, late_joins) = cgroups::join_files_split(&cgroups, !unprivileged);
@@ -160,8 +166,9 @@ impl Sandbox {
                 None
             }
         });
-        let fds = cgroups::create(&cgroups, &spec.limits)
-            .and_then(|()| LaunchFds::open(spec.stdio_log.as_deref(), userns, runtime_fuse));
+        let fds = cgroups::create(&cgroups, &spec.limits).and_then(|()| {
+            LaunchFds::open(spec.stdio_log.as_deref(), userns, runtime_fuse, served)
+        });
         let fds = match fds {
             Ok(fds) => fds,
             Err(e) => {
@@ -359,6 +366,14 @@ pub(crate) fn validate(spec: &SandboxSpec, unprivileged: bool) -> Result<(), Str
         paths.push(&mount.host);
         paths.push(&mount.guest);
     }
+    if spec.served.len() > crate::MAX_SERVED_MOUNTS {
+        return Err(format!(
+            "{} served mounts; at most {} are supported",
+            spec.served.len(),
+            crate::MAX_SERVED_MOUNTS
+        ));
+    }
+    paths.extend(spec.served.iter().map(|m| m.guest.as_path()));
     if let Some(path) = paths.iter().find(|p| !p.is_absolute()) {
         return Err(format!("{} is not an absolute path", path.display()));
     }

@@ -76,6 +76,16 @@ pub(crate) struct Plan {
     pub runtime_fuse: bool,
 }
 
+impl Plan {
+    /// How many served mounts (and so file server connections) the plan has.
+    pub(crate) fn served_count(&self) -> usize {
+        self.mounts
+            .iter()
+            .filter(|m| matches!(m, GuestMount::Served { .. }))
+            .count()
+    }
+}
+
 /// The fds PID 1 arranges at 0, 1, 2 and 3 (held above 64 until then).
 pub(crate) struct Stdio {
     pub stdin: OwnedFd,
@@ -86,6 +96,8 @@ pub(crate) struct Stdio {
     pub userns: Option<OwnedFd>,
     /// The `/dev/fuse` connection to mount at `/.msb` (`Plan::runtime_fuse`).
     pub runtime_fuse: Option<OwnedFd>,
+    /// The connections of the plan's `GuestMount::Served` mounts, in order.
+    pub served: Vec<OwnedFd>,
 }
 
 impl Stdio {
@@ -95,6 +107,7 @@ impl Stdio {
         fds: [&OwnedFd; 4],
         userns: Option<&OwnedFd>,
         runtime_fuse: Option<&OwnedFd>,
+        served: &[OwnedFd],
     ) -> Result<Stdio, String> {
         let dup = |fd: &OwnedFd| {
             sys::dup_cloexec_above(fd, 64).map_err(|e| format!("dup fd {}: {e}", fd.as_raw_fd()))
@@ -107,6 +120,7 @@ impl Stdio {
             agent: agent?,
             userns: userns.map(dup).transpose()?,
             runtime_fuse: runtime_fuse.map(dup).transpose()?,
+            served: served.iter().map(dup).collect::<Result<_, _>>()?,
         })
     }
 }
@@ -156,7 +170,8 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
         .join(RUNTIME_GUEST_DIR.trim_start_matches('/'));
     ensure_real_dir(&runtime_target)?;
     match (&stdio.runtime_fuse, plan.runtime_fuse) {
-        (Some(fuse), true) => mount_fuse(fuse, &runtime_target)?,
+        (Some(fuse), true) => mount_fuse(fuse, &runtime_target, MsFlags::empty())
+            .map_err(|e| format!("mount the runtime file server: {e}"))?,
         (None, true) => return Err("the plan mounts /.msb by FUSE but no connection came".into()),
         (_, false) => bind(
             &plan.runtime_dir,
@@ -234,6 +249,23 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
                     format!("bind {} at {}: {e}", source.display(), target.display())
                 })?;
             }
+            GuestMount::Served {
+                target,
+                readonly,
+                connection,
+            } => {
+                let fuse = stdio
+                    .served
+                    .get(*connection)
+                    .ok_or_else(|| format!("no file server connection for {}", target.display()))?;
+                let point = mount_point(&root, target, true)?;
+                let mut flags = MsFlags::empty();
+                if *readonly {
+                    flags |= MsFlags::MS_RDONLY;
+                }
+                mount_fuse(fuse, Path::new(&through_fd(&point)), flags)
+                    .map_err(|e| format!("serve {}: {e}", target.display()))?;
+            }
         }
     }
     for path in MASKED_PATHS {
@@ -288,10 +320,11 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
     Err(format!("execve {AGENT_GUEST_PATH}: {error}"))
 }
 
-/// Mounts the FUSE connection `fuse` (served by the caller) at `target`, as host root in the
-/// host's user namespace: the kernel then sends the host ids of whoever asks (the sandbox's
-/// mapped ids), and `allow_other` lets the sandbox's processes, in their own user namespace, in.
-fn mount_fuse(fuse: &OwnedFd, target: &Path) -> Result<(), String> {
+/// Mounts the FUSE connection `fuse` (served by the caller) at `target`, `nosuid,nodev` plus
+/// `flags`, as host root in the host's user namespace: the kernel then sends the host ids of
+/// whoever asks (the sandbox's mapped ids), and `allow_other` lets the sandbox's processes, in
+/// their own user namespace, in.
+fn mount_fuse(fuse: &OwnedFd, target: &Path, flags: MsFlags) -> Result<(), String> {
     let data = format!(
         "fd={},rootmode=40000,user_id=0,group_id=0,allow_other",
         fuse.as_raw_fd()
@@ -300,10 +333,10 @@ fn mount_fuse(fuse: &OwnedFd, target: &Path) -> Result<(), String> {
         Some("msb-fs"),
         target,
         Some("fuse.msb-fs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | flags,
         Some(data.as_str()),
     )
-    .map_err(|e| format!("mount the runtime file server at {}: {e}", target.display()))
+    .map_err(|e| format!("mount fuse at {}: {e}", target.display()))
 }
 
 /// Joins the sandbox's user namespace and becomes its root (the first mapped host ids), with

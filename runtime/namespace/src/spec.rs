@@ -109,6 +109,13 @@ pub(crate) enum GuestMount {
         target: PathBuf,
         readonly: bool,
     },
+    /// The `connection`-th served directory ([`crate::ServedMount`]): a FUSE mount of the
+    /// caller's connection at `target` (a directory), `nosuid,nodev`, read-only on request.
+    Served {
+        target: PathBuf,
+        readonly: bool,
+        connection: usize,
+    },
 }
 
 /// The mounts of a sandbox, after its root and `/.msb` (pure). The runtime directory is bound
@@ -183,6 +190,16 @@ pub(crate) fn guest_mounts(
         target: m.guest.clone(),
         readonly: m.readonly,
     }));
+    mounts.extend(
+        spec.served
+            .iter()
+            .enumerate()
+            .map(|(connection, m)| GuestMount::Served {
+                target: m.guest.clone(),
+                readonly: m.readonly,
+                connection,
+            }),
+    );
     mounts
 }
 

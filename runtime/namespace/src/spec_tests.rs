@@ -11,6 +11,7 @@ fn sandbox_spec() -> SandboxSpec {
         root: Root::Bind(PathBuf::from("/srv/root")),
         runtime_dir: PathBuf::from("/run/msb/web-1"),
         runtime_fuse: None,
+        served: Vec::new(),
         agent_binary: PathBuf::from("/usr/lib/msb/msb-agentd"),
         agent_argv: None,
         agent_fd: agent.into(),

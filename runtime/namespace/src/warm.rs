@@ -194,6 +194,7 @@ impl WarmLauncher {
         let mut sent_fds = vec![&fds.stdin, &fds.stdout, &fds.stderr, agent_fd];
         sent_fds.extend(fds.userns.as_ref());
         sent_fds.extend(fds.runtime_fuse.as_ref());
+        sent_fds.extend(fds.served.iter());
         let sent = send(&channel, &order, &sent_fds);
         drop(fds);
         drop(channel);
@@ -289,12 +290,16 @@ fn waiting_main(
             true => Some(next()?),
             false => None,
         };
+        let served = (0..order.setup.served_count())
+            .map(|_| next())
+            .collect::<Result<Vec<_>, _>>()?;
         let stdio = Stdio::above(
             [&stdin, &stdout, &stderr, &agent],
             userns.as_ref(),
             fuse.as_ref(),
+            &served,
         )?;
-        drop((stdin, stdout, stderr, agent, userns, fuse));
+        drop((stdin, stdout, stderr, agent, userns, fuse, served));
         let report = sys::dup_cloexec_above(&report, 64).map_err(|e| format!("dup report: {e}"))?;
         launch::fork_pid1(&order.setup, &stdio, report).map(Some)
     })();
@@ -325,9 +330,13 @@ fn send(channel: &UnixStream, bytes: &[u8], fds: &[&OwnedFd]) -> std::io::Result
 type Received = (Vec<u8>, Vec<OwnedFd>);
 
 /// The order and its fds; `None` when the socket closed without one.
+/// Most fds one launch plan carries: stdio, the agent, the user namespace, `/.msb`'s file
+/// server and one connection per served mount ([`crate::MAX_SERVED_MOUNTS`]).
+const MAX_LAUNCH_FDS: usize = 6 + crate::MAX_SERVED_MOUNTS;
+
 fn receive(channel: &UnixStream) -> Result<Option<Received>, String> {
     let mut first = vec![0u8; 64 * 1024];
-    let mut space = nix::cmsg_space!([RawFd; 6]);
+    let mut space = nix::cmsg_space!([RawFd; MAX_LAUNCH_FDS]);
     let (received, raw) = {
         let mut iov = [IoSliceMut::new(&mut first)];
         let message = recvmsg::<()>(
@@ -352,9 +361,9 @@ fn receive(channel: &UnixStream) -> Result<Option<Received>, String> {
     if received == 0 && owned.is_empty() {
         return Ok(None);
     }
-    if !(4..=6).contains(&owned.len()) {
+    if !(4..=MAX_LAUNCH_FDS).contains(&owned.len()) {
         return Err(format!(
-            "expected 4 to 6 fds with the plan, got {}",
+            "expected 4 to {MAX_LAUNCH_FDS} fds with the plan, got {}",
             owned.len()
         ));
     }

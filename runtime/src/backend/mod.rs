@@ -33,12 +33,19 @@ pub trait Backend: Send + Sync {
     fn runtime_fs(&self) -> Option<std::sync::Arc<msb_fs::PassthroughFs>> {
         None
     }
+    /// The file servers of the directory mounts (guest path, server), whose quotas and
+    /// counters the sampler reports.
+    fn mount_fs(&self) -> Vec<(std::path::PathBuf, std::sync::Arc<msb_fs::PassthroughFs>)> {
+        Vec::new()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error(transparent)]
     Namespace(#[from] msb_namespace::NamespaceError),
+    #[error("{0}")]
+    Serve(String),
     #[error("preparing {path}: {source}")]
     Prepare {
         path: std::path::PathBuf,

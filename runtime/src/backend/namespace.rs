@@ -4,7 +4,7 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 
-use msb_namespace::{BindMount, Limits, Root, Sandbox, SandboxSpec, WarmLauncher};
+use msb_namespace::{BindMount, Limits, Root, Sandbox, SandboxSpec, ServedMount, WarmLauncher};
 
 use super::{Backend, BackendError};
 use crate::config::{RootfsSource, SupervisorConfig};
@@ -20,6 +20,8 @@ pub const RUNTIME_QUOTA_BYTES: u64 = 16 << 20;
 
 /// Worker threads of the runtime directory's file server (it carries little traffic).
 const RUNTIME_SERVER_THREADS: usize = 2;
+/// Worker threads of each directory mount's file server.
+const MOUNT_SERVER_THREADS: usize = 2;
 
 /// Serves `dir` (the runtime directory) over a new FUSE connection with the runtime quota;
 /// returns the server and the descriptor PID 1 mounts. With an id map, `dir` is given to the
@@ -32,21 +34,55 @@ fn runtime_file_server(
         std::os::unix::fs::lchown(dir, Some(map.host_uid), Some(map.host_gid))
             .map_err(|e| format!("giving {} to the sandbox's root: {e}", dir.display()))?;
     }
-    let fs = msb_fs::PassthroughFs::new(
+    file_server(
         dir,
         msb_fs::FsConfig {
             quota_bytes: Some(RUNTIME_QUOTA_BYTES),
             ..msb_fs::FsConfig::default()
         },
+        RUNTIME_SERVER_THREADS,
     )
-    .map_err(|e| e.to_string())?;
+}
+
+/// Serves `dir` with `config` over a new FUSE connection; returns the server and the
+/// descriptor PID 1 mounts.
+fn file_server(
+    dir: &Path,
+    config: msb_fs::FsConfig,
+    threads: usize,
+) -> Result<(msb_fs::Server, OwnedFd), String> {
+    let fs = msb_fs::PassthroughFs::new(dir, config).map_err(|e| e.to_string())?;
     let device = msb_fs::open_device().map_err(|e| format!("opening /dev/fuse: {e}"))?;
     let for_pid1 = device
         .try_clone()
         .map_err(|e| format!("duplicating the /dev/fuse descriptor: {e}"))?;
-    let server = msb_fs::serve(device, Arc::new(fs), RUNTIME_SERVER_THREADS)
+    let server = msb_fs::serve(device, Arc::new(fs), threads)
         .map_err(|e| format!("starting the file server: {e}"))?;
     Ok((server, for_pid1))
+}
+
+/// A directory mount's file server: the host directory as it is (owners unchanged), with the
+/// mount's quota; with an id map, the sandbox's ids act as the same ids on disk, as an
+/// idmapped bind would (its root is root there, its uid 1000 is 1000).
+fn mount_file_server(
+    volume: &crate::config::VolumeMount,
+    id_map: Option<&msb_namespace::IdMap>,
+) -> Result<(msb_fs::Server, OwnedFd), String> {
+    let ids = id_map.map(|map| msb_fs::IdShift {
+        uid_base: map.host_uid,
+        gid_base: map.host_gid,
+        count: map.count,
+    });
+    file_server(
+        &volume.host,
+        msb_fs::FsConfig {
+            quota_bytes: (!volume.readonly).then(|| volume.quota_bytes()),
+            ids,
+            ..msb_fs::FsConfig::default()
+        },
+        MOUNT_SERVER_THREADS,
+    )
+    .map_err(|e| format!("serving {}: {e}", volume.host.display()))
 }
 
 pub fn start(
@@ -75,6 +111,32 @@ pub fn start(
                 (None, None)
             }
         };
+    // Directories through quota'd file servers (when msbd is root: the server maps the
+    // sandbox's ids); files, and every mount of an unprivileged msbd, as kernel binds.
+    let mut mounts = Vec::new();
+    let mut served = Vec::new();
+    let mut mount_servers = Vec::new();
+    for volume in &config.config.volumes {
+        if config.id_map.is_some() && volume.host.is_dir() {
+            let (server, fuse) =
+                mount_file_server(volume, config.id_map.as_ref()).map_err(BackendError::Serve)?;
+            served.push(ServedMount {
+                guest: volume.guest.clone(),
+                readonly: volume.readonly,
+                fuse,
+            });
+            mount_servers.push(MountServer {
+                guest: volume.guest.clone(),
+                server,
+            });
+        } else {
+            mounts.push(BindMount {
+                host: volume.host.clone(),
+                guest: volume.guest.clone(),
+                readonly: volume.readonly,
+            });
+        }
+    }
     let spec = SandboxSpec {
         id: config.sandbox_id.clone(),
         hostname: config.config.name.chars().take(63).collect(),
@@ -84,16 +146,8 @@ pub fn start(
         agent_binary: config.agent_binary.clone(),
         agent_argv: None,
         agent_fd,
-        mounts: config
-            .config
-            .volumes
-            .iter()
-            .map(|v| BindMount {
-                host: v.host.clone(),
-                guest: v.guest.clone(),
-                readonly: v.readonly,
-            })
-            .collect(),
+        mounts,
+        served,
         limits: Limits {
             cpus: config.config.cpus,
             memory_bytes: Some(config.config.memory_limit_mib() << 20),
@@ -110,13 +164,22 @@ pub fn start(
     Ok(NamespaceBackend {
         sandbox,
         runtime_server,
+        mount_servers,
     })
+}
+
+/// The file server of one directory mount.
+pub struct MountServer {
+    pub guest: std::path::PathBuf,
+    pub server: msb_fs::Server,
 }
 
 pub struct NamespaceBackend {
     sandbox: Sandbox,
     /// Serves `/.msb` until the sandbox's mount namespace goes (its workers then end).
     runtime_server: Option<msb_fs::Server>,
+    /// Serve the directory mounts, likewise.
+    mount_servers: Vec<MountServer>,
 }
 
 impl Backend for NamespaceBackend {
@@ -144,6 +207,13 @@ impl Backend for NamespaceBackend {
         self.runtime_server
             .as_ref()
             .map(|server| server.fs().clone())
+    }
+
+    fn mount_fs(&self) -> Vec<(std::path::PathBuf, Arc<msb_fs::PassthroughFs>)> {
+        self.mount_servers
+            .iter()
+            .map(|m| (m.guest.clone(), m.server.fs().clone()))
+            .collect()
     }
 
     fn cgroups(&self) -> Option<super::CgroupPaths> {

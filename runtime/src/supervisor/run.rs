@@ -249,7 +249,8 @@ pub(super) async fn supervise(
                 shared.config.config.cpus,
                 &shared.config.config.name,
             )
-            .with_runtime_fs(sandbox.runtime_fs());
+            .with_runtime_fs(sandbox.runtime_fs())
+            .with_mount_fs(sandbox.mount_fs());
             let started = std::time::Instant::now()
                 - Duration::from_millis(
                     now_ms().saturating_sub(shared.record.lock().unwrap().started_at_ms),

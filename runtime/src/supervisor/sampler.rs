@@ -90,6 +90,8 @@ pub struct Sampler {
     limit_cache: Option<u64>,
     /// `/.msb`'s file server, when it has one.
     runtime_fs: Option<std::sync::Arc<msb_fs::PassthroughFs>>,
+    /// The directory volumes' file servers (guest path, server).
+    mount_fs: Vec<(std::path::PathBuf, std::sync::Arc<msb_fs::PassthroughFs>)>,
 }
 
 /// What msb takes from memory.stat.
@@ -324,6 +326,7 @@ impl Sampler {
             stat_cache: MemoryStat::default(),
             limit_cache: None,
             runtime_fs: None,
+            mount_fs: Vec::new(),
         }
     }
 
@@ -413,6 +416,7 @@ impl Sampler {
         self.read_breakdown(sample);
         sample.threads = self.pids.as_mut().and_then(Source::number);
         self.read_runtime_fs(sample);
+        self.read_mount_fs(sample);
         let procs = self
             .procs
             .as_ref()
@@ -449,6 +453,39 @@ impl Sampler {
     pub fn with_runtime_fs(mut self, fs: Option<std::sync::Arc<msb_fs::PassthroughFs>>) -> Self {
         self.runtime_fs = fs;
         self
+    }
+
+    /// Reports the directory volumes through their file servers.
+    pub fn with_mount_fs(
+        mut self,
+        servers: Vec<(std::path::PathBuf, std::sync::Arc<msb_fs::PassthroughFs>)>,
+    ) -> Self {
+        self.mount_fs = servers;
+        self
+    }
+
+    fn read_mount_fs(&mut self, sample: &mut Sample) {
+        if self.mount_fs.is_empty() {
+            self.missing(
+                "volumes_fs_used_bytes",
+                "the sandbox has no directory volume served by msb's file server",
+            );
+            return;
+        }
+        let (mut used, mut limit, mut rejections, mut read, mut written) = (0, 0, 0, 0, 0);
+        for (_, fs) in &self.mount_fs {
+            let counters = fs.counters();
+            used += counters.quota.used_bytes;
+            limit += counters.quota.limit_bytes.unwrap_or(0);
+            rejections += counters.enospc_rejections;
+            read += counters.read_bytes;
+            written += counters.written_bytes;
+        }
+        sample.volumes_fs_used_bytes = Some(used);
+        sample.volumes_fs_limit_bytes = Some(limit);
+        sample.volumes_fs_quota_rejections = Some(rejections);
+        sample.volumes_fs_read_bytes = Some(read);
+        sample.volumes_fs_written_bytes = Some(written);
     }
 
     fn read_runtime_fs(&mut self, sample: &mut Sample) {

@@ -133,6 +133,7 @@ impl TestSandbox {
             root,
             runtime_dir: base.join("runtime"),
             runtime_fuse: None,
+            served: Vec::new(),
             agent_binary: PathBuf::from(BUSYBOX),
             agent_argv: Some(vec![
                 "busybox".into(),
