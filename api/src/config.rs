@@ -46,8 +46,18 @@ pub const MAX_QUOTA_MIB: u64 = 1 << 30;
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeMount {
+    /// The host path (absolute); empty when `volume` names a volume instead.
+    #[serde(default, skip_serializing_if = "host_is_unset")]
     #[schema(value_type = String)]
     pub host: PathBuf,
+    /// A named volume (`msb volume create`) instead of a host path; msbd fills `host` with the
+    /// volume's place when it records the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
+    /// The named volume's kind (msbd fills it in; a `disk` volume is an ext4 image attached as a
+    /// block device at each start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<crate::volumes::VolumeKind>,
     #[schema(value_type = String)]
     pub guest: PathBuf,
     pub readonly: bool,
@@ -58,10 +68,20 @@ pub struct VolumeMount {
     pub quota_mib: Option<u64>,
 }
 
+fn host_is_unset(host: &std::path::Path) -> bool {
+    host.as_os_str().is_empty()
+}
+
 impl VolumeMount {
-    /// The write quota in bytes this mount gets when it is a directory.
-    pub fn quota_bytes(&self) -> u64 {
-        self.quota_mib.unwrap_or(DEFAULT_BIND_QUOTA_MIB) << 20
+    /// The write quota in bytes this mount gets when it is a directory: its own, else a host
+    /// directory's default (4 GiB) or a named volume's (unbounded unless the volume has one,
+    /// which msbd copies into `quota_mib`).
+    pub fn quota_bytes(&self) -> Option<u64> {
+        match (&self.volume, self.quota_mib) {
+            (_, Some(mib)) => Some(mib << 20),
+            (Some(_), None) => None,
+            (None, None) => Some(DEFAULT_BIND_QUOTA_MIB << 20),
+        }
     }
 }
 
@@ -145,6 +165,10 @@ pub enum ConfigError {
     },
     #[error("volumes: {path} is a file; a quota applies to directory mounts only")]
     QuotaOnFile { path: PathBuf },
+    #[error("volumes: {0:?} is not a valid volume name (letters, digits, '.', '_', '-'; no '/')")]
+    VolumeName(String),
+    #[error("volumes: no volume named {0:?} (create it with `msb volume create {0}`)")]
+    UnresolvedVolume(String),
     #[error("env: environment variable name {0:?} is invalid")]
     EnvName(String),
     #[error("{field}: must not contain a NUL character")]
@@ -175,6 +199,7 @@ impl ConfigError {
                 | ConfigError::MissingVolume { .. }
                 | ConfigError::QuotaBeyondDisk { .. }
                 | ConfigError::QuotaOnFile { .. }
+                | ConfigError::UnresolvedVolume(_)
         )
     }
 }
@@ -212,6 +237,12 @@ impl SandboxConfig {
             }
         }
         for volume in &self.volumes {
+            if let Some(name) = &volume.volume {
+                validate_name(name).map_err(|_| ConfigError::VolumeName(name.clone()))?;
+                if volume.host.as_os_str().is_empty() {
+                    return Err(ConfigError::UnresolvedVolume(name.clone()));
+                }
+            }
             if !absolute_path(&volume.host.to_string_lossy()) {
                 return Err(ConfigError::RelativeHostPath {
                     field: "volumes",

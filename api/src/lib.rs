@@ -18,6 +18,7 @@ pub mod lifecycle;
 mod metrics;
 pub mod operations;
 pub mod requests;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 
@@ -30,6 +31,7 @@ use lifecycle::{SandboxStatus, TerminationReason};
 pub use history::{ExportRequest, ExportResponse, HistoryResponse, SqlRequest, SqlResponse};
 pub use metrics::{CapacityReport, MetricsReport, SandboxHeadroom};
 pub use operations::{openapi_json, ApiDoc};
+pub use volumes::{CreateVolumeRequest, VolumeInfo, VolumeKind};
 
 /// One chunk of output.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]

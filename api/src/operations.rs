@@ -166,6 +166,34 @@ pub mod session {
     pub fn session() {}
 }
 
+/// Operations served by `routes/volumes.rs`.
+pub mod volumes {
+    #[allow(unused_imports)]
+    use super::*;
+    use crate::{CreateVolumeRequest, VolumeInfo};
+
+    #[utoipa::path(get, operation_id = "list_volumes", path = "/v1/volumes", responses((status = 200, body = Vec<VolumeInfo>)))]
+    pub fn list() {}
+
+    #[utoipa::path(post, operation_id = "create_volume", path = "/v1/volumes", request_body = CreateVolumeRequest,
+        responses((status = 201, body = VolumeInfo, links(
+                ("inspect" = (operation_id = "inspect_volume", parameters(("name" = "$response.body#/name")))),
+                ("remove" = (operation_id = "remove_volume", parameters(("name" = "$response.body#/name")))),
+            )),
+            (status = 400, description = "The request breaks a constraint of this document (`kind`: `invalid`; the message names the field)", body = ErrorBody),
+            (status = 409, description = "A volume of this name exists", body = ErrorBody), (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+            (status = 422, description = "The disk image does not fit on msbd's host, or mkfs.ext4 failed", body = ErrorBody), (status = 500, description = "msbd failed (the store, the host's disk)", body = ErrorBody)))]
+    pub fn create() {}
+
+    #[utoipa::path(get, operation_id = "inspect_volume", path = "/v1/volumes/{name}", params(("name" = String, Path)),
+        responses((status = 200, body = VolumeInfo), (status = 404, description = "No volume has this name", body = ErrorBody)))]
+    pub fn inspect() {}
+
+    #[utoipa::path(delete, operation_id = "remove_volume", path = "/v1/volumes/{name}", params(("name" = String, Path)),
+        responses((status = 204, description = "Removed with its content"), (status = 404, description = "No volume has this name", body = ErrorBody), (status = 409, description = "A sandbox mounts the volume", body = ErrorBody), (status = 500, description = "msbd failed (the store, the host's disk)", body = ErrorBody)))]
+    pub fn remove() {}
+}
+
 /// Operations served by `routes/metrics.rs`.
 pub mod metrics {
     #[allow(unused_imports)]
@@ -237,6 +265,10 @@ pub mod history {
         history::fleet,
         history::sql,
         history::export,
+        volumes::list,
+        volumes::create,
+        volumes::inspect,
+        volumes::remove,
     ),
     components(schemas(
         crate::LogEntry,

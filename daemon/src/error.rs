@@ -17,6 +17,9 @@ use crate::service::CatalogError;
 pub enum ApiError {
     #[error("no sandbox named {0:?}")]
     NotFound(String),
+    /// A 404 with its own message (another kind of resource than a sandbox).
+    #[error("{0}")]
+    Missing(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -119,6 +122,19 @@ impl From<CreateError> for ApiError {
     }
 }
 
+impl From<crate::service::volumes::VolumesError> for ApiError {
+    fn from(e: crate::service::volumes::VolumesError) -> Self {
+        use crate::service::volumes::VolumesError as E;
+        match e {
+            E::Invalid(_) => ApiError::Invalid(e.to_string()),
+            E::NotFound(_) => ApiError::Missing(e.to_string()),
+            E::Exists(_) | E::InUse { .. } => ApiError::Conflict(e.to_string()),
+            E::TooLarge { .. } | E::Mkfs { .. } => ApiError::Unprocessable(e.to_string()),
+            E::Io { .. } => ApiError::Internal(error_chain(&e)),
+        }
+    }
+}
+
 impl From<msb_api::requests::RequestError> for ApiError {
     fn from(e: msb_api::requests::RequestError) -> Self {
         if e.is_host_dependent() {
@@ -138,7 +154,7 @@ impl From<msb_runtime::lifecycle::InvalidTransition> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, kind) = match &self {
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::NotFound(_) | ApiError::Missing(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),

@@ -44,6 +44,9 @@ pub struct Daemon {
     /// after the removal (`msb run` asks while the run is still going, but a short run can
     /// end first). Kept for [`ENDING_KEPT`].
     endings: Mutex<HashMap<String, (Instant, msb_api::WaitResponse)>>,
+    /// Held while a volume is removed or a sandbox naming volumes is recorded, so that no
+    /// sandbox is recorded with a volume on its way out.
+    pub volume_lock: tokio::sync::Mutex<()>,
 }
 
 /// How long [`Daemon::ending`] remembers a removed ephemeral sandbox.
@@ -77,6 +80,7 @@ impl Daemon {
         ));
         Arc::new(Daemon {
             warm,
+            volume_lock: tokio::sync::Mutex::new(()),
             home,
             store: Mutex::new(store),
             op_locks: Mutex::new(HashMap::new()),

@@ -62,6 +62,11 @@ impl MsbHome {
     }
     /// Where removed sandboxes' directories go to be deleted in the background (same
     /// filesystem as `sandboxes`, so moving one there is a rename).
+    /// Named volumes: `volumes/<name>/data/` (a dir volume) or `volumes/<name>/disk.ext4`.
+    pub fn volumes(&self) -> PathBuf {
+        self.root.join("volumes")
+    }
+
     pub fn trash(&self) -> PathBuf {
         self.root.join("trash")
     }

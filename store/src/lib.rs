@@ -11,7 +11,7 @@ pub mod series;
 
 use std::path::{Path, PathBuf};
 
-pub use catalog::{EventRecord, RunRow, SandboxRow};
+pub use catalog::{EventRecord, RunRow, SandboxRow, VolumeRow};
 pub use series::{
     default_step_ms, FleetPoint, HistoryPoint, RetentionConfig, SeriesError, SeriesWriter,
     WriterOptions, DEFAULT_POINTS_MAX, SQL_MEMORY_LIMIT, SQL_TEMP_DIRECTORY_LIMIT, SQL_THREADS,
@@ -70,6 +70,8 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("sandbox name {0:?} is already taken")]
     NameTaken(String),
+    #[error("a volume named {0:?} already exists")]
+    VolumeExists(String),
     #[error(transparent)]
     Db(#[from] duckdb::Error),
     #[error("persisting the catalog failed: {0}")]

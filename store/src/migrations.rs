@@ -156,6 +156,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ALTER TABLE runs ADD COLUMN end_cause VARCHAR;
     "#,
     ),
+    (
+        5,
+        "disk volumes",
+        r#"
+    -- The image size of a disk volume (NULL for a directory volume).
+    ALTER TABLE volumes ADD COLUMN size_bytes UBIGINT;
+    "#,
+    ),
 ];
 
 /// The highest version this build knows.

@@ -196,6 +196,31 @@ fn a_bind_mount_has_its_quota_and_shows_it() {
         m["volumes_fs_read_bytes"].as_u64().unwrap() >= 20 * MIB,
         "{m}"
     );
+    // Each refusal is an event in the store too, with the mount's figures.
+    let id = home.inspect("bindquota")["id"].as_str().unwrap().to_owned();
+    let events: serde_json::Value = serde_json::from_str(&home.ok(&[
+        "metrics",
+        "--sql",
+        &format!(
+            "SELECT detail_json FROM events WHERE sandbox_id = '{id}' AND kind = 'quota_rejected'"
+        ),
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    let events = events.as_array().unwrap();
+    assert!(!events.is_empty(), "no quota_rejected event");
+    let total: u64 = events
+        .iter()
+        .map(|e| {
+            let d: serde_json::Value =
+                serde_json::from_str(e["detail_json"].as_str().unwrap()).unwrap();
+            assert_eq!(d["mount"], "volumes", "{d}");
+            assert_eq!(d["limit_bytes"], 16 * MIB, "{d}");
+            d["rejections"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(total, m["volumes_fs_quota_rejections"].as_u64().unwrap());
 }
 
 /// Through the file server the sandbox's ids are the same ids on disk, as an idmapped bind

@@ -12,6 +12,7 @@ mod metrics;
 pub mod parse;
 mod run;
 mod server;
+mod volume;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -63,6 +64,8 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Control the msbd daemon.
     Server(server::ServerArgs),
+    /// Named volumes (`msb volume create|ls|inspect|rm`), mounted with `-v NAME:/path`.
+    Volume(volume::VolumeArgs),
 }
 
 /// Output format of listing and inspecting commands.
@@ -91,6 +94,7 @@ pub async fn dispatch(cli: Cli, client: Client) -> Result<i32> {
         Command::Metrics(args) => metrics::metrics(&client, args).await,
         Command::Capacity(args) => capacity(&client, args).await,
         Command::Server(args) => server::server(&client, args).await,
+        Command::Volume(args) => volume::volume(&client, args).await,
     }
 }
 

@@ -7,22 +7,8 @@ use msb_api::config::{VolumeMount, MAX_MEMORY_MIB, MAX_QUOTA_MIB, MIN_MEMORY_MIB
 
 /// `512M`, `1G`, `1.5G`, `256MiB`, or a bare number of MiB.
 pub fn memory_mib(value: &str) -> Result<u64, String> {
-    let v = value.trim();
-    let split = v
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(v.len());
-    let (number, unit) = v.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid memory size {value:?} (try 512M, 1G or a number of MiB)"))?;
-    let factor = match unit.to_ascii_lowercase().as_str() {
-        "" | "m" | "mb" | "mi" | "mib" => 1.0,
-        "g" | "gb" | "gi" | "gib" => 1024.0,
-        "k" | "kb" | "ki" | "kib" => 1.0 / 1024.0,
-        _ => return Err(format!("invalid memory unit in {value:?} (use K, M or G)")),
-    };
-    let mib = (number * factor).round();
-    if !mib.is_finite() || mib > MAX_MEMORY_MIB as f64 {
+    let mib = mib_of(value, "memory size")?;
+    if mib > MAX_MEMORY_MIB as f64 {
         return Err(format!(
             "memory size {value:?} is too large (at most {MAX_MEMORY_MIB} MiB)"
         ));
@@ -33,6 +19,43 @@ pub fn memory_mib(value: &str) -> Result<u64, String> {
         ));
     }
     Ok(mib as u64)
+}
+
+/// A disk size: `512M`, `10G`, `1T`, or a bare number of MiB (its bounds are the API's).
+pub fn size_mib(value: &str) -> Result<u64, String> {
+    let mib = mib_of(value, "size")?;
+    if mib > (u64::MAX >> 20) as f64 {
+        return Err(format!("size {value:?} is too large"));
+    }
+    Ok(mib as u64)
+}
+
+/// A number with an optional K/M/G/T unit (binary), as MiB rounded; finite and not negative.
+fn mib_of(value: &str, what: &str) -> Result<f64, String> {
+    let v = value.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid {what} {value:?} (try 512M, 1G or a number of MiB)"))?;
+    let factor = match unit.to_ascii_lowercase().as_str() {
+        "" | "m" | "mb" | "mi" | "mib" => 1.0,
+        "g" | "gb" | "gi" | "gib" => 1024.0,
+        "t" | "tb" | "ti" | "tib" => 1024.0 * 1024.0,
+        "k" | "kb" | "ki" | "kib" => 1.0 / 1024.0,
+        _ => {
+            return Err(format!(
+                "invalid unit in {what} {value:?} (use K, M, G or T)"
+            ))
+        }
+    };
+    let mib = (number * factor).round();
+    if !mib.is_finite() {
+        return Err(format!("{what} {value:?} is too large"));
+    }
+    Ok(mib)
 }
 
 /// `500ms`, `2s`, `1m`, `1h30m`, or bare seconds.
@@ -145,6 +168,22 @@ pub fn volume(value: &str) -> Result<VolumeMount, String> {
     if host.is_empty() || guest.is_empty() {
         return Err(format!("expected {FORM}, got {value:?}"));
     }
+    if !guest.starts_with('/') {
+        return Err(format!("volume guest path {guest:?} must be absolute"));
+    }
+    // A bare name (no `/`, not `.` or `..`) is a named volume; anything else is a host path.
+    if !host.contains('/') && *host != "." && *host != ".." {
+        msb_api::config::validate_name(host)
+            .map_err(|_| format!("{host:?} is not a volume name (letters, digits, '.', '_', '-') nor a path (give ./{host} for a directory here)"))?;
+        return Ok(VolumeMount {
+            host: PathBuf::new(),
+            volume: Some((*host).to_owned()),
+            kind: None,
+            guest: PathBuf::from(guest),
+            readonly,
+            quota_mib,
+        });
+    }
     let host =
         std::fs::canonicalize(host).map_err(|e| format!("volume host path {host:?}: {e}"))?;
     if !guest.starts_with('/') {
@@ -152,6 +191,8 @@ pub fn volume(value: &str) -> Result<VolumeMount, String> {
     }
     Ok(VolumeMount {
         host,
+        volume: None,
+        kind: None,
         guest: PathBuf::from(guest),
         readonly,
         quota_mib,

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod sandboxes;
 pub mod server;
 pub mod session;
+pub mod volumes;
 
 use std::sync::Arc;
 
@@ -63,6 +64,10 @@ pub const ROUTES: &[(&str, &str, Handler)] = &[
     ("GET", "/v1/sandboxes/{name}/session", || {
         get(session::session)
     }),
+    ("GET", "/v1/volumes", || get(volumes::list)),
+    ("POST", "/v1/volumes", || post(volumes::create)),
+    ("GET", "/v1/volumes/{name}", || get(volumes::inspect)),
+    ("DELETE", "/v1/volumes/{name}", || delete(volumes::remove)),
 ];
 
 pub fn router(daemon: Arc<Daemon>) -> Router {

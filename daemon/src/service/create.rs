@@ -97,6 +97,13 @@ pub async fn create_sandbox(
         request.config.name = msb_runtime::ids::ephemeral_name();
         request.config.ephemeral = true;
     }
+    // Named volumes become host paths first (what validation and the supervisor read); the
+    // lock keeps a volume from being removed between this and the sandbox's record.
+    let volume_guard = match request.config.volumes.is_empty() {
+        true => None,
+        false => Some(daemon.volume_lock.lock().await),
+    };
+    super::volumes::resolve_mounts(daemon, &mut request.config);
     request.validate()?;
     let mut config = request.config;
     resolve_host_paths(&mut config)?;
@@ -122,6 +129,7 @@ pub async fn create_sandbox(
         labels: config.labels.clone(),
     };
     daemon.store().insert_sandbox(&row)?;
+    drop(volume_guard);
     tracing::info!(sandbox = %row.name, id = %row.id, "created");
     if request.start {
         let lock = daemon.op_lock(&row.id);

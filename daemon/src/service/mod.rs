@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod monitor;
 pub mod record;
 pub mod removal;
+pub mod volumes;
 
 #[cfg(test)]
 mod tests;

@@ -146,6 +146,7 @@ fn take_in(
         daemon
             .telemetry
             .count_samples(previous.as_ref().map(|l| &l.sample), &fresh);
+        record_quota_rejections(daemon, previous.as_ref().map(|l| &l.sample), &fresh);
         daemon.live.record(&fresh, interval_ms);
     }
     match &daemon.series {
@@ -177,5 +178,55 @@ fn stored_ms(daemon: &Daemon, first: &Sample) -> Option<u64> {
             tracing::warn!(sandbox = %first.sandbox_id, "looking up stored samples: {e}");
             None
         }
+    }
+}
+
+/// One `quota_rejected` event per sample in which a mount's write quota refused writes (its
+/// rejection counter grew since the sample before, of the same run), with how many and the
+/// mount's figures then.
+fn record_quota_rejections(
+    daemon: &Daemon,
+    previous: Option<&msb_metrics::Sample>,
+    fresh: &[msb_metrics::Sample],
+) {
+    let mut before = previous.cloned();
+    for sample in fresh {
+        let same_run = before.as_ref().filter(|b| b.run_id == sample.run_id);
+        let mounts = [
+            (
+                "/.msb",
+                sample.runtime_fs_quota_rejections,
+                same_run.and_then(|b| b.runtime_fs_quota_rejections),
+                sample.runtime_fs_used_bytes,
+                sample.runtime_fs_limit_bytes,
+            ),
+            (
+                "volumes",
+                sample.volumes_fs_quota_rejections,
+                same_run.and_then(|b| b.volumes_fs_quota_rejections),
+                sample.volumes_fs_used_bytes,
+                sample.volumes_fs_limit_bytes,
+            ),
+        ];
+        for (mount, now, then, used, limit) in mounts {
+            let grown = now.unwrap_or(0).saturating_sub(then.unwrap_or(0));
+            if grown == 0 {
+                continue;
+            }
+            let event = msb_store::EventRecord {
+                ts_ms: sample.timestamp_ms as i64,
+                sandbox_id: Some(sample.sandbox_id.clone()),
+                kind: "quota_rejected".to_owned(),
+                detail_json: serde_json::json!({
+                    "run_id": sample.run_id, "mount": mount, "rejections": grown,
+                    "total_rejections": now, "used_bytes": used, "limit_bytes": limit,
+                })
+                .to_string(),
+            };
+            if let Err(e) = daemon.store().append_event(&event) {
+                tracing::warn!("recording a quota rejection: {e}");
+            }
+        }
+        before = Some(sample.clone());
     }
 }

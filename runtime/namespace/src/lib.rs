@@ -88,6 +88,16 @@ pub struct BindMount {
     pub readonly: bool,
 }
 
+/// An ext4 image mounted into the sandbox: attached to a loop device (autoclear) at the start
+/// and mounted by PID 1 (`nosuid,nodev`, idmapped like the root), so the image's size is the
+/// budget. Root callers only (attaching a loop device needs it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskMount {
+    pub image: PathBuf,
+    pub guest: PathBuf,
+    pub readonly: bool,
+}
+
 /// Most served mounts one sandbox may have.
 pub const MAX_SERVED_MOUNTS: usize = 32;
 
@@ -166,6 +176,8 @@ pub struct SandboxSpec {
     pub mounts: Vec<BindMount>,
     /// Directories served by the caller's file servers, mounted after `mounts`.
     pub served: Vec<ServedMount>,
+    /// Disk images, mounted after `served`.
+    pub disks: Vec<DiskMount>,
     pub limits: Limits,
     /// Existing per-sandbox host directory; holds the overlay root's mount point.
     pub state_dir: PathBuf,

@@ -114,11 +114,31 @@ impl Sandbox {
         })?;
         // A root caller's sandbox gets its user namespace from here (see `userns`).
         let id_map = spec.id_map.filter(|_| !unprivileged);
+        // Disk images on loop devices held open until PID 1 has mounted them (autoclear then
+        // detaches each with its last mount).
+        let mut disk_devices = Vec::new();
+        let mut disk_mounts = Vec::new();
+        for disk in &spec.disks {
+            let (device, path) = attach_disk(disk).map_err(|e| NamespaceError::Start {
+                id: spec.id.clone(),
+                message: e,
+            })?;
+            disk_devices.push(device);
+            disk_mounts.push(crate::spec::GuestMount::Disk {
+                device: path,
+                target: disk.guest.clone(),
+                readonly: disk.readonly,
+            });
+        }
         let setup = setup::Plan {
             root: spec.root.clone(),
             mount_point,
             runtime_dir: spec.runtime_dir.clone(),
-            mounts: spec::guest_mounts(&spec, unprivileged, id_map.as_ref()),
+            mounts: {
+                let mut mounts = spec::guest_mounts(&spec, unprivileged, id_map.as_ref());
+                mounts.extend(disk_mounts);
+                mounts
+            },
             id_map,
             hostname: spec.hostname.clone(),
             unprivileged,
@@ -192,6 +212,7 @@ impl Sandbox {
                 sys::pidfd_open(pid).map_err(|e| NamespaceError::sys("pidfd_open", e))?,
             ))
         });
+        drop(disk_devices);
         match started {
             Ok((pid, pidfd)) => {
                 tracing::debug!(id = %spec.id, pid, "namespace sandbox started");
@@ -333,6 +354,19 @@ fn shift_ids(path: &Path, old: (u32, u32), map: &IdMap) -> Result<(), NamespaceE
 }
 
 /// Checks the spec (pure but for `unprivileged`).
+/// Opens the image of `disk` (no symbolic link followed) and attaches it to a loop device.
+fn attach_disk(disk: &crate::DiskMount) -> Result<(std::os::fd::OwnedFd, String), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let image = std::fs::OpenOptions::new()
+        .read(true)
+        .write(!disk.readonly)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&disk.image)
+        .map_err(|e| format!("open the disk image {}: {e}", disk.image.display()))?;
+    crate::sys::attach_loop(&image, disk.readonly)
+        .map_err(|e| format!("attach {} to a loop device: {e}", disk.image.display()))
+}
+
 pub(crate) fn validate(spec: &SandboxSpec, unprivileged: bool) -> Result<(), String> {
     let id_ok = !spec.id.is_empty()
         && spec.id.len() <= 64
@@ -374,6 +408,13 @@ pub(crate) fn validate(spec: &SandboxSpec, unprivileged: bool) -> Result<(), Str
         ));
     }
     paths.extend(spec.served.iter().map(|m| m.guest.as_path()));
+    if unprivileged && !spec.disks.is_empty() {
+        return Err("disk mounts need root (a loop device)".into());
+    }
+    for disk in &spec.disks {
+        paths.push(&disk.image);
+        paths.push(&disk.guest);
+    }
     if let Some(path) = paths.iter().find(|p| !p.is_absolute()) {
         return Err(format!("{} is not an absolute path", path.display()));
     }

@@ -12,6 +12,7 @@ fn spec(root: Root) -> SandboxSpec {
         runtime_dir: PathBuf::from("/run/x"),
         runtime_fuse: None,
         served: Vec::new(),
+        disks: Vec::new(),
         agent_binary: PathBuf::from("/bin/agent"),
         agent_argv: None,
         agent_fd: agent.into(),

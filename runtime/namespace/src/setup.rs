@@ -196,12 +196,16 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
     // link anywhere in their path, and copied as detached mount trees with their flags (and
     // idmap) already set.
     let mut trees = Vec::new();
+    let mut disk_trees = Vec::new();
     for guest in &plan.mounts {
-        if let GuestMount::Bind {
-            source, readonly, ..
-        } = guest
-        {
-            trees.push(bind_tree(source, *readonly, userns)?);
+        match guest {
+            GuestMount::Bind {
+                source, readonly, ..
+            } => trees.push(bind_tree(source, *readonly, userns)?),
+            GuestMount::Disk {
+                device, readonly, ..
+            } => disk_trees.push(disk_tree(device, *readonly, userns)?),
+            _ => {}
         }
     }
     let mut device_sources = Vec::new();
@@ -220,6 +224,7 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
     let root = open_path(Path::new("/"))?;
 
     let mut trees = trees.into_iter();
+    let mut disk_trees = disk_trees.into_iter();
     for guest in &plan.mounts {
         match guest {
             GuestMount::Fs {
@@ -265,6 +270,12 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
                 }
                 mount_fuse(fuse, Path::new(&through_fd(&point)), flags)
                     .map_err(|e| format!("serve {}: {e}", target.display()))?;
+            }
+            GuestMount::Disk { device, target, .. } => {
+                let tree = disk_trees.next().expect("one tree per disk");
+                let point = mount_point(&root, target, true)?;
+                sys::move_mount(&tree, &point)
+                    .map_err(|e| format!("mount {device} at {}: {e}", target.display()))?;
             }
         }
     }
@@ -438,6 +449,19 @@ fn bind_tree(
         idmap(&tree, source, userns)?;
     }
     Ok((tree, is_dir))
+}
+
+/// A detached ext4 mount of `device` (`nosuid,nodev`, read-only when asked), idmapped with
+/// `userns` when given, so that the image's root (made owned by 0) is the sandbox root's.
+fn disk_tree(device: &str, readonly: bool, userns: Option<&OwnedFd>) -> Result<OwnedFd, String> {
+    let path = CString::new(device).map_err(|_| format!("NUL byte in {device}"))?;
+    let tree = sys::mount_block_ext4(&path, readonly)
+        .map_err(|e| format!("mount the ext4 image on {device}: {e}"))?;
+    if let Some(userns) = userns {
+        sys::mount_setattr(&tree, false, sys::MOUNT_ATTR_IDMAP, Some(userns))
+            .map_err(|e| format!("idmap the ext4 mount of {device}: {e}"))?;
+    }
+    Ok(tree)
 }
 
 /// Idmaps the detached `tree` with `userns`: every mount of it where the filesystems allow,

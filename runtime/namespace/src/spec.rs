@@ -116,6 +116,13 @@ pub(crate) enum GuestMount {
         readonly: bool,
         connection: usize,
     },
+    /// An ext4 filesystem on the block device `device` (a loop device the caller attached),
+    /// mounted at `target` (a directory) `nosuid,nodev`, read-only on request.
+    Disk {
+        device: String,
+        target: PathBuf,
+        readonly: bool,
+    },
 }
 
 /// The mounts of a sandbox, after its root and `/.msb` (pure). The runtime directory is bound

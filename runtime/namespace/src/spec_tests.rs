@@ -12,6 +12,7 @@ fn sandbox_spec() -> SandboxSpec {
         runtime_dir: PathBuf::from("/run/msb/web-1"),
         runtime_fuse: None,
         served: Vec::new(),
+        disks: Vec::new(),
         agent_binary: PathBuf::from("/usr/lib/msb/msb-agentd"),
         agent_argv: None,
         agent_fd: agent.into(),

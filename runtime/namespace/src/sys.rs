@@ -3,6 +3,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 
 /// `fork(2)` through glibc, so its atfork handlers leave malloc usable in the child even when
 /// the parent has other threads.
@@ -380,4 +381,141 @@ pub(crate) fn openat2(
         )
     };
     fd_result(ret)
+}
+
+/// A new, detached ext4 mount of the block device `device` (`fsopen`/`fsconfig`/`fsmount`),
+/// `nosuid,nodev,noexec`-free but `nosuid,nodev` always and read-only when asked. Close-on-exec.
+pub(crate) fn mount_block_ext4(device: &std::ffi::CStr, readonly: bool) -> io::Result<OwnedFd> {
+    const FSOPEN_CLOEXEC: u32 = 0x1;
+    const FSCONFIG_SET_FLAG: u32 = 0;
+    const FSCONFIG_SET_STRING: u32 = 1;
+    const FSCONFIG_CMD_CREATE: u32 = 6;
+    const FSMOUNT_CLOEXEC: u32 = 0x1;
+    // SAFETY: a static NUL-terminated name; the kernel returns a new fd or -1.
+    let fs =
+        fd_result(unsafe { libc::syscall(libc::SYS_fsopen, c"ext4".as_ptr(), FSOPEN_CLOEXEC) })?;
+    let config = |cmd: u32, key: Option<&std::ffi::CStr>, value: Option<&std::ffi::CStr>| {
+        // SAFETY: `fs` is a valid fs context fd; key and value are NUL-terminated or null.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                cmd,
+                key.map_or(std::ptr::null(), |k| k.as_ptr()),
+                value.map_or(std::ptr::null(), |v| v.as_ptr()),
+                0,
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    config(FSCONFIG_SET_STRING, Some(c"source"), Some(device))?;
+    if readonly {
+        config(FSCONFIG_SET_FLAG, Some(c"ro"), None)?;
+    }
+    config(FSCONFIG_CMD_CREATE, None, None)?;
+    let mut attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    if readonly {
+        attrs |= MOUNT_ATTR_RDONLY;
+    }
+    // SAFETY: `fs` is a created fs context; flags and attributes are plain integers.
+    fd_result(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })
+}
+
+/// `struct loop_info64`.
+#[repr(C)]
+struct LoopInfo64 {
+    device: u64,
+    inode: u64,
+    rdevice: u64,
+    offset: u64,
+    sizelimit: u64,
+    number: u32,
+    encrypt_type: u32,
+    encrypt_key_size: u32,
+    flags: u32,
+    file_name: [u8; 64],
+    crypt_name: [u8; 64],
+    encrypt_key: [u8; 32],
+    init: [u64; 2],
+}
+
+/// `struct loop_config`.
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+/// Attaches the image `file` to a free loop device with autoclear (the device goes when its
+/// last user does: the returned fd, then the mounts made from it) and direct I/O off. Returns
+/// the open device and its path.
+pub(crate) fn attach_loop(file: &std::fs::File, readonly: bool) -> io::Result<(OwnedFd, String)> {
+    const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+    const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+    const LO_FLAGS_READ_ONLY: u32 = 1;
+    const LO_FLAGS_AUTOCLEAR: u32 = 4;
+    let control = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")?;
+    let mut last = io::Error::from_raw_os_error(libc::EBUSY);
+    // Another process may take the free device between the two calls: try again.
+    for _ in 0..16 {
+        // SAFETY: an ioctl without argument on the loop control device.
+        let number = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) };
+        if number < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let path = format!("/dev/loop{number}");
+        let device = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!readonly)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)?;
+        let mut flags = LO_FLAGS_AUTOCLEAR;
+        if readonly {
+            flags |= LO_FLAGS_READ_ONLY;
+        }
+        let config = LoopConfig {
+            fd: file.as_raw_fd() as u32,
+            block_size: 0,
+            info: LoopInfo64 {
+                device: 0,
+                inode: 0,
+                rdevice: 0,
+                offset: 0,
+                sizelimit: 0,
+                number: 0,
+                encrypt_type: 0,
+                encrypt_key_size: 0,
+                flags,
+                file_name: [0; 64],
+                crypt_name: [0; 64],
+                encrypt_key: [0; 32],
+                init: [0; 2],
+            },
+            reserved: [0; 8],
+        };
+        // SAFETY: `config` is a live `struct loop_config` the kernel only reads.
+        let ret = unsafe {
+            libc::ioctl(
+                device.as_raw_fd(),
+                LOOP_CONFIGURE,
+                &config as *const LoopConfig,
+            )
+        };
+        if ret == 0 {
+            return Ok((device.into(), path));
+        }
+        last = io::Error::last_os_error();
+        if last.raw_os_error() != Some(libc::EBUSY) {
+            return Err(last);
+        }
+    }
+    Err(last)
 }

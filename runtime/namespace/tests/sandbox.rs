@@ -281,6 +281,7 @@ fn failed_start_leaves_nothing_behind() {
         runtime_dir: dir.path().to_path_buf(),
         runtime_fuse: None,
         served: Vec::new(),
+        disks: Vec::new(),
         agent_binary: support::BUSYBOX.into(),
         agent_argv: None,
         agent_fd: agent.into(),

@@ -4,7 +4,9 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 
-use msb_namespace::{BindMount, Limits, Root, Sandbox, SandboxSpec, ServedMount, WarmLauncher};
+use msb_namespace::{
+    BindMount, DiskMount, Limits, Root, Sandbox, SandboxSpec, ServedMount, WarmLauncher,
+};
 
 use super::{Backend, BackendError};
 use crate::config::{RootfsSource, SupervisorConfig};
@@ -76,7 +78,7 @@ fn mount_file_server(
     file_server(
         &volume.host,
         msb_fs::FsConfig {
-            quota_bytes: (!volume.readonly).then(|| volume.quota_bytes()),
+            quota_bytes: (!volume.readonly).then(|| volume.quota_bytes()).flatten(),
             ids,
             ..msb_fs::FsConfig::default()
         },
@@ -115,9 +117,16 @@ pub fn start(
     // sandbox's ids); files, and every mount of an unprivileged msbd, as kernel binds.
     let mut mounts = Vec::new();
     let mut served = Vec::new();
+    let mut disks = Vec::new();
     let mut mount_servers = Vec::new();
     for volume in &config.config.volumes {
-        if config.id_map.is_some() && volume.host.is_dir() {
+        if volume.kind == Some(msb_api::VolumeKind::Disk) {
+            disks.push(DiskMount {
+                image: volume.host.clone(),
+                guest: volume.guest.clone(),
+                readonly: volume.readonly,
+            });
+        } else if config.id_map.is_some() && volume.host.is_dir() {
             let (server, fuse) =
                 mount_file_server(volume, config.id_map.as_ref()).map_err(BackendError::Serve)?;
             served.push(ServedMount {
@@ -148,6 +157,7 @@ pub fn start(
         agent_fd,
         mounts,
         served,
+        disks,
         limits: Limits {
             cpus: config.config.cpus,
             memory_bytes: Some(config.config.memory_limit_mib() << 20),

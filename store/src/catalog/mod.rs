@@ -59,6 +59,17 @@ pub struct RunRow {
     pub end_cause: Option<String>,
 }
 
+/// A named volume: a directory (`kind` `dir`, with an optional quota) or an ext4 image
+/// (`kind` `disk`, of `size_bytes`), under `$MSB_HOME/volumes/<name>/`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VolumeRow {
+    pub name: String,
+    pub kind: String,
+    pub quota_mib: Option<u64>,
+    pub size_bytes: Option<u64>,
+    pub created_at_ms: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EventRecord {
     pub ts_ms: i64,
@@ -69,6 +80,7 @@ pub struct EventRecord {
 
 pub(crate) const SANDBOX_COLUMNS: &str =
     "id, name, status, config_json, ephemeral, created_at_ms, updated_at_ms";
+pub(crate) const VOLUME_COLUMNS: &str = "name, kind, quota_mib, size_bytes, created_at_ms";
 pub(crate) const RUN_COLUMNS: &str =
     "id, sandbox_id, run_number, supervisor_pid, supervisor_start_ticks, init_pid, \
      workload_pid, started_at_ms, ended_at_ms, exit_code, signal, termination_reason, error, \
@@ -122,6 +134,34 @@ impl Store {
         }
         self.persist(Mutation::InsertSandbox(sandbox.clone()));
         Ok(())
+    }
+
+    /// Adds a volume; fails with `VolumeExists` and writes nothing if the name is in use (two
+    /// concurrent creates of one name: one wins, the other gets this error).
+    pub fn insert_volume(&self, volume: &VolumeRow) -> Result<(), StoreError> {
+        {
+            let mut mirror = self.mirror();
+            if mirror.volumes.contains_key(&volume.name) {
+                return Err(StoreError::VolumeExists(volume.name.clone()));
+            }
+            mirror.volumes.insert(volume.name.clone(), volume.clone());
+        }
+        self.persist(Mutation::InsertVolume(volume.clone()));
+        Ok(())
+    }
+
+    pub fn volume(&self, name: &str) -> Option<VolumeRow> {
+        self.mirror().volumes.get(name).cloned()
+    }
+
+    /// Every volume, ordered by name.
+    pub fn list_volumes(&self) -> Vec<VolumeRow> {
+        self.mirror().volumes.values().cloned().collect()
+    }
+
+    pub fn delete_volume(&self, name: &str) {
+        self.mirror().volumes.remove(name);
+        self.persist(Mutation::DeleteVolume(name.to_owned()));
     }
 
     pub fn sandbox_by_name(&self, name: &str) -> Result<Option<SandboxRow>, StoreError> {
@@ -267,6 +307,8 @@ pub(crate) struct Mirror {
     pub by_name: BTreeMap<String, String>,
     /// sandbox id -> its runs by run number.
     pub runs: HashMap<String, Vec<RunRow>>,
+    /// Named volumes by name.
+    pub volumes: BTreeMap<String, VolumeRow>,
 }
 
 impl Mirror {
@@ -302,6 +344,19 @@ impl Mirror {
                 .entry(run.sandbox_id.clone())
                 .or_default()
                 .push(run);
+        }
+        let mut statement = conn.prepare(&format!("SELECT {VOLUME_COLUMNS} FROM volumes"))?;
+        for volume in statement.query_map([], |r| {
+            Ok(VolumeRow {
+                name: r.get(0)?,
+                kind: r.get(1)?,
+                quota_mib: r.get(2)?,
+                size_bytes: r.get(3)?,
+                created_at_ms: r.get(4)?,
+            })
+        })? {
+            let volume = volume?;
+            mirror.volumes.insert(volume.name.clone(), volume);
         }
         Ok(mirror)
     }

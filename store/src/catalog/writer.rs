@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use duckdb::params;
 
-use super::{EventRecord, RunRow, SandboxRow, RUN_COLUMNS, SANDBOX_COLUMNS};
+use super::{
+    EventRecord, RunRow, SandboxRow, VolumeRow, RUN_COLUMNS, SANDBOX_COLUMNS, VOLUME_COLUMNS,
+};
 use crate::StoreError;
 
 /// One change to persist, in the order it was made.
@@ -20,6 +22,8 @@ pub(crate) enum Mutation {
     InsertRun(RunRow),
     UpdateRun(RunRow),
     AppendEvent(EventRecord),
+    InsertVolume(VolumeRow),
+    DeleteVolume(String),
     /// Answered once everything before it is committed.
     #[serde(skip)]
     Flush(std::sync::mpsc::SyncSender<Result<(), String>>),
@@ -313,7 +317,10 @@ pub(crate) fn coalesce(work: Vec<Mutation>) -> Vec<Mutation> {
                 !born_and_gone.contains(&run.sandbox_id)
                     && last_update.get(run.id.as_str()) == Some(&index)
             }
-            Mutation::AppendEvent(_) | Mutation::Flush(_) => true,
+            Mutation::AppendEvent(_)
+            | Mutation::Flush(_)
+            | Mutation::InsertVolume(_)
+            | Mutation::DeleteVolume(_) => true,
         })
         .collect();
     work.into_iter()
@@ -348,6 +355,22 @@ fn apply(conn: &duckdb::Connection, work: &[Mutation], last_seq: u64) -> Result<
 
 fn apply_one(conn: &duckdb::Connection, mutation: &Mutation) -> Result<(), duckdb::Error> {
     match mutation {
+        Mutation::InsertVolume(volume) => {
+            conn.prepare_cached(&format!(
+                "INSERT INTO volumes ({VOLUME_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+            ))?
+            .execute(params![
+                volume.name,
+                volume.kind,
+                volume.quota_mib,
+                volume.size_bytes,
+                volume.created_at_ms,
+            ])?;
+        }
+        Mutation::DeleteVolume(name) => {
+            conn.prepare_cached("DELETE FROM volumes WHERE name = ?")?
+                .execute([name])?;
+        }
         Mutation::InsertSandbox(sandbox) => {
             conn.prepare_cached(&format!(
                 "INSERT INTO sandboxes ({SANDBOX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"

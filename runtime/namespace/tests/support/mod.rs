@@ -134,6 +134,7 @@ impl TestSandbox {
             runtime_dir: base.join("runtime"),
             runtime_fuse: None,
             served: Vec::new(),
+            disks: Vec::new(),
             agent_binary: PathBuf::from(BUSYBOX),
             agent_argv: Some(vec![
                 "busybox".into(),
