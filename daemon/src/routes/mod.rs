@@ -1,5 +1,6 @@
 //! The API router: one file per group of endpoints.
 
+pub mod exec;
 pub mod history;
 pub mod lifecycle;
 pub mod logs;
@@ -7,6 +8,7 @@ pub mod metrics;
 pub mod sandboxes;
 pub mod server;
 pub mod session;
+pub mod session_json;
 
 use std::sync::Arc;
 
@@ -63,6 +65,8 @@ pub const ROUTES: &[(&str, &str, Handler)] = &[
     ("GET", "/v1/sandboxes/{name}/session", || {
         get(session::session)
     }),
+    ("POST", "/v1/sandboxes/{name}/exec", || post(exec::exec)),
+    ("POST", "/v1/sandboxes/{name}/drain", || post(exec::drain)),
 ];
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
