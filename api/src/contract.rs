@@ -16,6 +16,9 @@ use crate::config::{
     MAX_MEMORY_MIB, MAX_METRICS_INTERVAL_MS, MAX_NAME_BYTES, MIN_CPUS_EXCLUSIVE, MIN_DURATION_SECS,
     MIN_MEMORY_MIB, MIN_METRICS_INTERVAL_MS, NAME_PATTERN, NO_NUL_PATTERN,
 };
+use crate::exec::{
+    BASE64_PATTERN, MAX_DRAIN_TIMEOUT_SECS, MAX_EXEC_STDIN_BASE64_CHARS, MAX_EXEC_TIMEOUT_MS,
+};
 use crate::lifecycle::END_CAUSES;
 use crate::operations::ApiDoc;
 use crate::requests::{
@@ -26,7 +29,7 @@ use crate::ERROR_KINDS;
 
 /// The request bodies (and the schemas inside them) whose unknown fields msbd refuses
 /// (`#[serde(deny_unknown_fields)]` on each type).
-pub const CLOSED_SCHEMAS: [&str; 8] = [
+pub const CLOSED_SCHEMAS: [&str; 11] = [
     "CreateSandboxRequest",
     "SandboxConfig",
     "VolumeMount",
@@ -35,6 +38,9 @@ pub const CLOSED_SCHEMAS: [&str; 8] = [
     "StopRequest",
     "KillRequest",
     "SqlRequest",
+    "ExecRequest",
+    "DrainRequest",
+    "SessionExec",
 ];
 
 /// A sandbox name as a path or query parameter.
@@ -44,6 +50,20 @@ pub fn name_schema() -> Value {
         "minLength": 1,
         "maxLength": MAX_NAME_BYTES,
         "pattern": NAME_PATTERN,
+    })
+}
+
+/// An environment variable as a `[name, value]` pair.
+fn config_env_pair() -> Value {
+    json!({
+        "type": "array",
+        "prefixItems": [
+            {"type": "string", "pattern": ENV_NAME_PATTERN},
+            {"type": "string", "pattern": NO_NUL_PATTERN},
+        ],
+        "items": false,
+        "minItems": 2,
+        "maxItems": 2,
     })
 }
 
@@ -118,16 +138,7 @@ fn constrain_schemas(schemas: &mut Value) {
         &mut config["command"]["items"],
         json!({"pattern": NO_NUL_PATTERN}),
     );
-    config["env"]["items"] = json!({
-        "type": "array",
-        "prefixItems": [
-            {"type": "string", "pattern": ENV_NAME_PATTERN},
-            {"type": "string", "pattern": NO_NUL_PATTERN},
-        ],
-        "items": false,
-        "minItems": 2,
-        "maxItems": 2,
-    });
+    config["env"]["items"] = config_env_pair();
     merge(
         &mut config["workdir"],
         json!({"pattern": ABSOLUTE_PATH_PATTERN}),
@@ -190,6 +201,43 @@ fn constrain_schemas(schemas: &mut Value) {
     merge(
         &mut schemas["KillRequest"]["properties"]["signal"],
         json!({"minimum": MIN_SIGNAL, "maximum": MAX_SIGNAL}),
+    );
+    for name in ["ExecRequest", "SessionExec"] {
+        let command = &mut schemas[name]["properties"];
+        merge(&mut command["argv"], json!({"minItems": 1}));
+        merge(
+            &mut command["argv"]["items"],
+            json!({"pattern": NO_NUL_PATTERN}),
+        );
+        command["env"]["items"] = config_env_pair();
+        merge(
+            &mut command["workdir"],
+            json!({"pattern": ABSOLUTE_PATH_PATTERN}),
+        );
+    }
+    for field in ["rows", "cols"] {
+        merge(
+            &mut schemas["TerminalSize"]["properties"][field],
+            json!({"maximum": u16::MAX}),
+        );
+    }
+    let exec = &mut schemas["ExecRequest"]["properties"];
+    merge(
+        &mut exec["stdin"],
+        json!({"pattern": BASE64_PATTERN, "maxLength": MAX_EXEC_STDIN_BASE64_CHARS}),
+    );
+    merge(
+        &mut exec["timeout_ms"],
+        json!({"minimum": 1, "maximum": MAX_EXEC_TIMEOUT_MS}),
+    );
+    let drain = &mut schemas["DrainRequest"]["properties"];
+    merge(
+        &mut drain["timeout_secs"],
+        json!({"minimum": 0, "maximum": MAX_DRAIN_TIMEOUT_SECS}),
+    );
+    merge(
+        &mut drain["stop_timeout_secs"],
+        json!({"minimum": 0, "maximum": MAX_STOP_TIMEOUT_SECS}),
     );
     let export = &mut schemas["ExportRequest"]["properties"];
     export["since_ms"] = instant_schema(false);

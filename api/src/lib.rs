@@ -13,6 +13,7 @@
 pub mod config;
 pub mod contract;
 pub mod doctor;
+pub mod exec;
 mod history;
 pub mod lifecycle;
 mod metrics;
@@ -28,6 +29,9 @@ use utoipa::ToSchema;
 use config::SandboxConfig;
 use lifecycle::{SandboxStatus, TerminationReason};
 
+pub use exec::{
+    DrainRequest, ExecRequest, ExecResponse, SessionEvent, SessionExec, SessionRequest,
+};
 pub use history::{ExportRequest, ExportResponse, HistoryResponse, SqlRequest, SqlResponse};
 pub use metrics::{CapacityReport, MetricsReport, SandboxHeadroom};
 pub use operations::{openapi_json, ApiDoc};

@@ -9,9 +9,9 @@ use utoipa::OpenApi;
 
 #[allow(unused_imports)]
 use crate::{
-    CapacityReport, CreateSandboxRequest, ErrorBody, ExportRequest, ExportResponse,
-    HistoryResponse, KillRequest, LogEntry, MetricsReport, SandboxInfo, ServerStatus, SqlRequest,
-    SqlResponse, StopRequest, StoreHealth, WaitResponse,
+    CapacityReport, CreateSandboxRequest, DrainRequest, ErrorBody, ExecRequest, ExecResponse,
+    ExportRequest, ExportResponse, HistoryResponse, KillRequest, LogEntry, MetricsReport,
+    SandboxInfo, ServerStatus, SqlRequest, SqlResponse, StopRequest, StoreHealth, WaitResponse,
 };
 
 #[derive(Deserialize, Debug, utoipa::IntoParams)]
@@ -161,8 +161,24 @@ pub mod session {
     #[allow(unused_imports)]
     use super::*;
 
+    /// An exec or attach session on this connection, in one of two framings, chosen by the
+    /// `Upgrade` header:
+    ///
+    /// - `msb-session-json` (for SDKs): newline-delimited JSON both ways, bytes in standard
+    ///   base64. The client's first line opens the session: `{"exec": SessionExec}` runs a new
+    ///   process, `{"attach": {}}` follows the main workload; then `{"stdin": "<b64>"}`,
+    ///   `{"stdin_eof": true}`, `{"resize": {"rows": R, "cols": C}}`, `{"signal": N}`
+    ///   (schema `SessionRequest`). msbd answers with `SessionEvent` lines: an exec's first is
+    ///   `{"started": {"pid": P}}` or `{"exec_failed": {"kind", "message"}}`; then
+    ///   `{"output": {"stream": "stdout"|"stderr", "data": "<b64>"}}` as the process writes, and
+    ///   last `{"exited": {"code", "signal"}}`; `{"error": "..."}` ends a failed session. A
+    ///   client that closes the connection before the process ends kills it (SIGKILL).
+    /// - `msb-session` (the CLI): the supervisor's framed protocol (`msb_protocol::session`,
+    ///   length-prefixed postcard), relayed as is.
+    ///
+    /// A draining sandbox accepts no new sessions (409).
     #[utoipa::path(get, operation_id = "sandbox_session", path = "/v1/sandboxes/{name}/session", params(("name" = String, Path)),
-        responses((status = 101, description = "Switching to msb-session framing"), (status = 400, description = "The request lacks `Upgrade: msb-session`", body = ErrorBody), (status = 404, description = "No sandbox has this name", body = ErrorBody), (status = 409, description = "The sandbox is not running", body = ErrorBody)))]
+        responses((status = 101, description = "Switching to the framing the `Upgrade` header asked for (`msb-session-json`: SessionRequest lines in, SessionEvent lines out)"), (status = 400, description = "The request lacks `Upgrade: msb-session-json` or `Upgrade: msb-session`", body = ErrorBody), (status = 404, description = "No sandbox has this name", body = ErrorBody), (status = 409, description = "The sandbox is not running, or is draining", body = ErrorBody)))]
     pub fn session() {}
 }
 
@@ -192,6 +208,26 @@ pub mod volumes {
     #[utoipa::path(delete, operation_id = "remove_volume", path = "/v1/volumes/{name}", params(("name" = String, Path)),
         responses((status = 204, description = "Removed with its content"), (status = 404, description = "No volume has this name", body = ErrorBody), (status = 409, description = "A sandbox mounts the volume", body = ErrorBody), (status = 500, description = "msbd failed (the store, the host's disk)", body = ErrorBody)))]
     pub fn remove() {}
+}
+
+/// Operations served by `routes/exec.rs`.
+pub mod exec {
+    #[allow(unused_imports)]
+    use super::*;
+
+    /// Runs a process in the sandbox and answers once it has ended, with its exit status and
+    /// both outputs (base64; each cut at 16 MiB, flagged `stdout_truncated`/`stderr_truncated`).
+    #[utoipa::path(post, operation_id = "exec", path = "/v1/sandboxes/{name}/exec", params(("name" = String, Path)), request_body = ExecRequest,
+        responses((status = 200, body = ExecResponse), (status = 400, description = "The request breaks a constraint of this document (`kind`: `invalid`; the message names the field)", body = ErrorBody), (status = 404, description = "No sandbox has this name", body = ErrorBody), (status = 409, description = "The sandbox is not running, or is draining", body = ErrorBody), (status = 415, description = "The body is not `application/json`", body = ErrorBody), (status = 422, description = "The command could not start (`start_failed`, with `exit_code`: 127 not found, 126 not executable)", body = ErrorBody), (status = 500, description = "msbd failed (the store, a supervisor)", body = ErrorBody)))]
+    pub fn exec() {}
+
+    /// Refuses new exec sessions at once (409 for `exec` and `session`; the sandbox is
+    /// `Draining`), waits for the running ones to end (at most `timeout_secs`), then stops the
+    /// sandbox as `stop` does (SIGTERM, SIGKILL after `stop_timeout_secs`). The run ends with
+    /// `termination_reason` `DrainRequested`. Answers once the sandbox is down.
+    #[utoipa::path(post, operation_id = "drain_sandbox", path = "/v1/sandboxes/{name}/drain", params(("name" = String, Path)), request_body = DrainRequest,
+        responses((status = 200, body = SandboxInfo), (status = 400, description = "The request breaks a constraint of this document (`kind`: `invalid`; the message names the field)", body = ErrorBody), (status = 404, description = "No sandbox has this name", body = ErrorBody), (status = 409, description = "The sandbox is not running", body = ErrorBody), (status = 415, description = "The body is not `application/json`", body = ErrorBody), (status = 500, description = "msbd failed (the store, a supervisor)", body = ErrorBody)))]
+    pub fn drain() {}
 }
 
 /// Operations served by `routes/metrics.rs`.
@@ -257,6 +293,8 @@ pub mod history {
         lifecycle::wait,
         logs::logs,
         session::session,
+        exec::exec,
+        exec::drain,
         metrics::list,
         metrics::one,
         metrics::stream,
@@ -274,6 +312,8 @@ pub mod history {
         crate::LogEntry,
         crate::config::VolumeMount,
         crate::config::RootfsSource,
+        crate::exec::SessionRequest,
+        crate::exec::SessionEvent,
     ))
 )]
 pub struct ApiDoc;

@@ -3,6 +3,7 @@
 //! bounds it uses, which the OpenAPI document states (`crate::contract`).
 
 use crate::config::{validate_name, ConfigError};
+use crate::exec::{MAX_DRAIN_TIMEOUT_SECS, MAX_EXEC_STDIN_BYTES, MAX_EXEC_TIMEOUT_MS};
 use crate::operations::{LogsQuery, StreamQuery, WindowQuery};
 use crate::{CreateSandboxRequest, ExportRequest, KillRequest, StopRequest};
 
@@ -49,6 +50,16 @@ pub enum RequestError {
     ExportPath(String),
     #[error("name: {0}")]
     Name(ConfigError),
+    #[error("argv: must name a command")]
+    EmptyArgv,
+    #[error("{0}: must be standard base64 with padding")]
+    Base64(&'static str),
+    #[error("stdin: more than {MAX_EXEC_STDIN_BYTES} bytes")]
+    StdinTooLarge,
+    #[error("timeout_ms: must be 1 to {MAX_EXEC_TIMEOUT_MS} ms, got {0}")]
+    ExecTimeout(u64),
+    #[error("timeout_secs: {0} is more than {MAX_DRAIN_TIMEOUT_SECS}")]
+    DrainTimeout(u64),
     #[error("attach: attaching requires start")]
     AttachWithoutStart,
     #[error(transparent)]

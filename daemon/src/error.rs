@@ -9,6 +9,8 @@ use msb_api::ErrorBody;
 
 pub use crate::display::error_chain;
 use crate::service::create::CreateError;
+use crate::service::drain::DrainError;
+use crate::service::exec::ExecError;
 use crate::service::lifecycle::LifecycleError;
 use crate::service::removal::RemovalError;
 use crate::service::CatalogError;
@@ -94,6 +96,35 @@ impl From<LifecycleError> for ApiError {
             | LifecycleError::StillActive { .. }
             | LifecycleError::Unreachable(_)
             | LifecycleError::Io { .. }) => ApiError::Internal(error_chain(&other)),
+        }
+    }
+}
+
+impl From<ExecError> for ApiError {
+    fn from(e: ExecError) -> Self {
+        match e {
+            ExecError::Catalog(e) => e.into(),
+            ExecError::Draining { .. }
+            | ExecError::NotRunning { .. }
+            | ExecError::Refused { .. } => ApiError::Conflict(e.to_string()),
+            ExecError::StartFailed { message, exit_code } => {
+                ApiError::StartFailed { message, exit_code }
+            }
+            other @ (ExecError::Ended { .. } | ExecError::Frame(_)) => {
+                ApiError::Internal(error_chain(&other))
+            }
+        }
+    }
+}
+
+impl From<DrainError> for ApiError {
+    fn from(e: DrainError) -> Self {
+        match e {
+            DrainError::Catalog(e) => e.into(),
+            DrainError::Lifecycle(e) => e.into(),
+            DrainError::NotRunning { .. } | DrainError::Refused(_) => {
+                ApiError::Conflict(e.to_string())
+            }
         }
     }
 }

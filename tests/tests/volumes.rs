@@ -33,6 +33,11 @@ fn a_dir_volume_keeps_its_quota_and_data_and_cannot_go_while_used() {
          df -k /cache | tail -1",
     ]);
     assert!(run.stdout.contains("No space left on device"), "{run:?}");
+    let listed = home.ok(&["volume", "ls"]);
+    assert!(
+        listed.contains("cache") && listed.contains("8 MiB"),
+        "{listed}"
+    );
     let info = volume_json(&home, "cache");
     assert_eq!(info["kind"], "dir");
     assert_eq!(info["quota_mib"], 8);

@@ -23,10 +23,12 @@ pub enum TerminationReason {
     Signal,
     /// The runtime failed: the supervisor died or hit an error.
     InternalError,
+    /// `msb drain`: exec sessions were let finish (or timed out), then the sandbox stopped.
+    DrainRequested,
 }
 
 impl TerminationReason {
-    pub const ALL: [TerminationReason; 8] = [
+    pub const ALL: [TerminationReason; 9] = [
         TerminationReason::Completed,
         TerminationReason::Failed,
         TerminationReason::MaxDurationExceeded,
@@ -35,6 +37,7 @@ impl TerminationReason {
         TerminationReason::ShutdownRequested,
         TerminationReason::Signal,
         TerminationReason::InternalError,
+        TerminationReason::DrainRequested,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -47,6 +50,7 @@ impl TerminationReason {
             TerminationReason::ShutdownRequested => "ShutdownRequested",
             TerminationReason::Signal => "Signal",
             TerminationReason::InternalError => "InternalError",
+            TerminationReason::DrainRequested => "DrainRequested",
         }
     }
 }
@@ -89,7 +93,7 @@ pub fn end_cause(
         Some(TerminationReason::Signal) => "signal",
         Some(TerminationReason::MaxDurationExceeded) => "max_duration",
         Some(TerminationReason::IdleTimeout) => "idle",
-        Some(TerminationReason::ShutdownRequested) => "stop",
+        Some(TerminationReason::ShutdownRequested | TerminationReason::DrainRequested) => "stop",
         Some(TerminationReason::AgentUnresponsive) => "agent_unresponsive",
         Some(TerminationReason::InternalError) | None => "error",
     }

@@ -1,11 +1,11 @@
-//! `msb start|stop|kill|wait|rm`.
+//! `msb start|stop|drain|kill|wait|rm`.
 
 use anyhow::Result;
 use clap::Args;
 use hyper::Method;
 
 use super::parse;
-use crate::api::{KillRequest, SandboxInfo, StopRequest, WaitResponse};
+use crate::api::{DrainRequest, KillRequest, SandboxInfo, StopRequest, WaitResponse};
 use crate::client::{segment, Client};
 
 #[derive(Args, Debug)]
@@ -28,6 +28,22 @@ pub struct StopArgs {
     /// SIGKILL at once.
     #[arg(short, long)]
     pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DrainArgs {
+    pub name: String,
+    /// Stop anyway after this many seconds of waiting for exec sessions (default: wait).
+    #[arg(long = "timeout", value_name = "SECS")]
+    pub timeout_secs: Option<u64>,
+    /// Seconds between SIGTERM and SIGKILL for the workload once the sessions are done.
+    #[arg(
+        short = 't',
+        long = "stop-timeout",
+        value_name = "SECS",
+        default_value_t = 10
+    )]
+    pub stop_timeout_secs: u64,
 }
 
 #[derive(Args, Debug)]
@@ -65,6 +81,18 @@ pub async fn stop(client: &Client, args: StopArgs) -> Result<i32> {
     };
     let info: SandboxInfo = client
         .call(Method::POST, &path(&args.name, "stop"), Some(&request))
+        .await?;
+    println!("{}", info.name);
+    Ok(0)
+}
+
+pub async fn drain(client: &Client, args: DrainArgs) -> Result<i32> {
+    let request = DrainRequest {
+        timeout_secs: args.timeout_secs,
+        stop_timeout_secs: Some(args.stop_timeout_secs),
+    };
+    let info: SandboxInfo = client
+        .call(Method::POST, &path(&args.name, "drain"), Some(&request))
         .await?;
     println!("{}", info.name);
     Ok(0)

@@ -40,6 +40,8 @@ pub enum Command {
     Start(lifecycle::NameArg),
     /// Stop a sandbox: SIGTERM to its workload, SIGKILL after the timeout.
     Stop(lifecycle::StopArgs),
+    /// Refuse new exec sessions, wait for the running ones to end, then stop the sandbox.
+    Drain(lifecycle::DrainArgs),
     /// Send a signal to a sandbox's workload (SIGKILL takes the whole sandbox down).
     Kill(lifecycle::KillArgs),
     /// Block until a sandbox's run ends; print and return its exit code.
@@ -83,6 +85,7 @@ pub async fn dispatch(cli: Cli, client: Client) -> Result<i32> {
         Command::Create(args) => run::create(&client, args).await,
         Command::Start(args) => lifecycle::start(&client, args).await,
         Command::Stop(args) => lifecycle::stop(&client, args).await,
+        Command::Drain(args) => lifecycle::drain(&client, args).await,
         Command::Kill(args) => lifecycle::kill(&client, args).await,
         Command::Wait(args) => lifecycle::wait(&client, args).await,
         Command::Rm(args) => lifecycle::remove(&client, args).await,

@@ -1,5 +1,6 @@
 //! The API router: one file per group of endpoints.
 
+pub mod exec;
 pub mod history;
 pub mod lifecycle;
 pub mod logs;
@@ -7,6 +8,7 @@ pub mod metrics;
 pub mod sandboxes;
 pub mod server;
 pub mod session;
+pub mod session_json;
 pub mod volumes;
 
 use std::sync::Arc;
@@ -68,6 +70,8 @@ pub const ROUTES: &[(&str, &str, Handler)] = &[
     ("POST", "/v1/volumes", || post(volumes::create)),
     ("GET", "/v1/volumes/{name}", || get(volumes::inspect)),
     ("DELETE", "/v1/volumes/{name}", || delete(volumes::remove)),
+    ("POST", "/v1/sandboxes/{name}/exec", || post(exec::exec)),
+    ("POST", "/v1/sandboxes/{name}/drain", || post(exec::drain)),
 ];
 
 pub fn router(daemon: Arc<Daemon>) -> Router {

@@ -1,4 +1,5 @@
 //! `GET /v1/sandboxes/{name}/session` with `Upgrade: msb-session`: an exec or attach session.
+//! (With `Upgrade: msb-session-json`, the same session in JSON lines: `session_json.rs`.)
 //!
 //! After the 101 response the connection carries `msb_protocol::session` frames. msbd checks
 //! that the client's first frame opens an `Attach` or `Exec` session (lifecycle control goes
@@ -14,13 +15,13 @@ use axum::response::Response;
 use hyper_util::rt::TokioIo;
 use msb_protocol::session::{ClientEvent, ClientRequest};
 use msb_runtime::framing::{read_frame, write_frame};
-use msb_runtime::lifecycle::SandboxStatus;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::state::Daemon;
+use msb_api::exec::SESSION_JSON_UPGRADE;
 use msb_api::SESSION_UPGRADE;
 
 pub async fn session(
@@ -28,26 +29,20 @@ pub async fn session(
     Path(name): Path<String>,
     mut request: Request,
 ) -> Result<Response, ApiError> {
-    if !wants_session(request.headers()) {
+    let json = super::session_json::wants_json_session(request.headers());
+    if !json && !wants_session(request.headers()) {
         return Err(ApiError::Invalid(format!(
-            "this endpoint needs `Upgrade: {SESSION_UPGRADE}`"
+            "this endpoint needs `Upgrade: {SESSION_JSON_UPGRADE}` or `Upgrade: {SESSION_UPGRADE}`"
         )));
     }
-    let row = daemon.sandbox(&name)?;
-    let status: SandboxStatus = row
-        .status
-        .parse()
-        .map_err(|e| ApiError::internal("catalog", e))?;
-    if !matches!(status, SandboxStatus::Starting | SandboxStatus::Running) {
-        return Err(ApiError::Conflict(format!(
-            "sandbox {name:?} is {status}, not running"
-        )));
-    }
-    let socket = daemon.home.sandbox(&row.id).socket();
-    let supervisor = UnixStream::connect(&socket).await.map_err(|e| {
-        ApiError::Conflict(format!("sandbox {name:?} is not accepting sessions: {e}"))
-    })?;
+    let supervisor = crate::service::exec::open_session(&daemon, &name).await?;
     let upgrade = hyper::upgrade::on(&mut request);
+    if json {
+        super::session_json::spawn_relay(daemon, &name, upgrade, supervisor);
+        return Ok(super::session_json::switching_protocols()
+            .body(Body::empty())
+            .expect("static response parts"));
+    }
     spawn_relay(daemon, &name, upgrade, supervisor);
     Ok(switching_protocols()
         .body(Body::empty())

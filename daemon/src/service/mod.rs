@@ -8,10 +8,12 @@
 //! work (`reconcile.rs`) calls the same functions. Nothing here depends on `routes/` or
 //! `reconcile.rs`, and the modules import one another without a loop: `lifecycle` uses
 //! `monitor`, `record`, `removal` and `info`; `monitor` uses `record` and `removal`; `removal`
-//! uses `info`.
+//! uses `info`; `drain` uses `lifecycle`, `record` and `info`; `exec` only the catalog.
 
 pub mod capacity;
 pub mod create;
+pub mod drain;
+pub mod exec;
 pub mod info;
 pub mod lifecycle;
 pub mod monitor;

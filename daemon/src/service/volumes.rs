@@ -236,12 +236,9 @@ fn info_of(daemon: &Daemon, row: &VolumeRow) -> VolumeInfo {
 }
 
 pub fn list(daemon: &Daemon) -> Vec<VolumeInfo> {
-    daemon
-        .store()
-        .list_volumes()
-        .iter()
-        .map(|row| info_of(daemon, row))
-        .collect()
+    // The rows first: `info_of` takes the store's lock again.
+    let rows = daemon.store().list_volumes();
+    rows.iter().map(|row| info_of(daemon, row)).collect()
 }
 
 pub fn inspect(daemon: &Daemon, name: &str) -> Result<VolumeInfo, VolumesError> {

@@ -46,6 +46,13 @@ pub enum Control {
     Kill { signal: i32 },
     /// A liveness probe; answered with `Done`.
     Ping,
+    /// Refuse new exec sessions, wait for the running ones to end (at most `timeout_ms`, when
+    /// set), then stop as `Stop` does with `grace_ms`; the run ends as `DrainRequested`.
+    /// Answered once the sandbox is down.
+    Drain {
+        timeout_ms: Option<u64>,
+        grace_ms: u64,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]

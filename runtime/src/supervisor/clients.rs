@@ -52,6 +52,16 @@ async fn serve(shared: Arc<Shared>, stream: UnixStream) {
             MAIN_SESSION
         }
         ClientRequest::Exec(spec) => {
+            if shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = write_frame(
+                    &mut writer,
+                    &ClientEvent::Error(
+                        "sandbox is draining: it accepts no new exec sessions".into(),
+                    ),
+                )
+                .await;
+                return;
+            }
             if shared.phase() != RunPhase::Running {
                 let _ = write_frame(
                     &mut writer,
@@ -177,8 +187,12 @@ async fn read_acknowledgements(shared: Arc<Shared>, mut reader: OwnedReadHalf) {
     }
 }
 
-/// Exec sessions see the sandbox's environment (`-e` at creation), overridden by their own.
+/// Exec sessions see the sandbox's environment (`-e` at creation), overridden by their own,
+/// and start in the sandbox's working directory unless they name one.
 fn with_sandbox_env(shared: &Shared, mut spec: ExecSpec) -> ExecSpec {
+    if spec.workdir.is_none() {
+        spec.workdir.clone_from(&shared.config.config.workdir);
+    }
     let own: Vec<(String, String)> = std::mem::take(&mut spec.env);
     let mut env: Vec<(String, String)> = shared
         .config
@@ -222,6 +236,13 @@ async fn control_request(shared: &Shared, control: Control) -> ClientEvent {
             });
             ClientEvent::Done
         }
+        Control::Drain {
+            timeout_ms,
+            grace_ms,
+        } => {
+            drain(shared, timeout_ms, grace_ms).await;
+            ClientEvent::Done
+        }
         Control::Kill { signal } => {
             if shared.main_outcome.borrow().is_some() {
                 return ClientEvent::Error("the workload has already exited".into());
@@ -235,4 +256,38 @@ async fn control_request(shared: &Shared, control: Control) -> ClientEvent {
             }
         }
     }
+}
+
+/// Refuses new exec sessions (the run record says `Draining`, so msbd refuses them too), waits
+/// for the running ones to end or `timeout_ms`, then stops the sandbox with `grace_ms`.
+async fn drain(shared: &Shared, timeout_ms: Option<u64>, grace_ms: u64) {
+    use std::time::{Duration, Instant};
+    shared
+        .draining
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    if shared.phase() == RunPhase::Running {
+        shared.update_record(|r| r.phase = RunPhase::Draining);
+    }
+    let deadline = timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+    let mut stop = shared.stop.subscribe();
+    let mut finished = shared.finished.subscribe();
+    loop {
+        let idle = shared.sessions.lock().unwrap().is_empty();
+        let late = deadline.is_some_and(|d| Instant::now() >= d);
+        // Another stop, or the workload's own end, came first.
+        let ending = stop.borrow().is_some() || *finished.borrow();
+        if idle || late || ending {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = stop.changed() => {}
+            _ = finished.changed() => {}
+        }
+    }
+    shared.request_stop(StopRequest {
+        reason: TerminationReason::DrainRequested,
+        grace_ms,
+    });
+    let _ = finished.wait_for(|done| *done).await;
 }

@@ -47,6 +47,8 @@ pub struct Shared {
     /// Attached followers of the main workload (bounded: [`CLIENT_QUEUE_FRAMES`]).
     pub main_followers: Mutex<Vec<mpsc::Sender<ClientEvent>>>,
     next_session: AtomicU32,
+    /// Set by a drain: new exec sessions are refused.
+    pub draining: std::sync::atomic::AtomicBool,
     /// Attach, exec and control connections still being served (watchers not counted).
     pub open_connections: AtomicU32,
     /// Opened by the first attach when the workload waits for one.
@@ -93,6 +95,7 @@ impl Shared {
             sessions: Mutex::new(HashMap::new()),
             main_followers: Mutex::new(Vec::new()),
             next_session: AtomicU32::new(1),
+            draining: Default::default(),
             open_connections: AtomicU32::new(0),
             first_attach: Notify::new(),
             agent_ready: Notify::new(),

@@ -1,0 +1,3 @@
+module github.com/msb-sandbox/msb-go
+
+go 1.19
