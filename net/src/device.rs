@@ -1,0 +1,199 @@
+//! Both ends of the rings: the device pump (a thread moving frames between the guest's frame
+//! descriptor and the rings) and the smoltcp [`Device`] the stack thread drives.
+//!
+//! The frame descriptor is anything that carries one Ethernet frame per `read`/`write`: a TAP
+//! opened with `IFF_TAP | IFF_NO_PI`, or one end of a `SOCK_DGRAM`/`SOCK_SEQPACKET` socketpair
+//! (what a microVM's virtio-net backend will hand over).
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+
+use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+
+use crate::counters::NetCounters;
+use crate::ring::{Frame, Rings};
+use crate::sys::{self, Notifier};
+
+/// Frames read from the device per batch before the stack is woken.
+const READ_BATCH: usize = 64;
+
+/// What the device pump and the stack share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) rings: Rings,
+    pub(crate) counters: Arc<NetCounters>,
+    /// Wakes the stack thread (frames queued, ring space freed, host-side progress).
+    pub(crate) stack: Notifier,
+    /// Wakes the device pump (frames for the guest queued).
+    pub(crate) device: Notifier,
+    pub(crate) stop: AtomicBool,
+}
+
+/// The device pump: runs until `shared.stop` is set.
+pub(crate) fn run_pump(fd: OwnedFd, shared: Arc<Shared>) {
+    let raw = fd.as_raw_fd();
+    let rings = &shared.rings;
+    let counters = &*shared.counters;
+    let mut unwritten: Option<Frame> = None;
+    let mut read_failures = 0u32;
+    while !shared.stop.load(Relaxed) {
+        // Guest -> transmit ring, in batches.
+        let mut queued = false;
+        for _ in 0..READ_BATCH {
+            let mut frame = rings.pool.get();
+            match sys::read_frame(raw, frame.buffer_mut()) {
+                Ok(0) => {
+                    rings.pool.put(frame);
+                    break;
+                }
+                Ok(n) => {
+                    frame.set_len(n);
+                    queued |= rings.push_from_guest(frame, counters);
+                }
+                Err(e) => {
+                    rings.pool.put(frame);
+                    if e.kind() != io::ErrorKind::WouldBlock
+                        && e.kind() != io::ErrorKind::Interrupted
+                    {
+                        read_failures += 1;
+                        if read_failures == 1 {
+                            tracing::warn!(error = %e, "reading the guest's frame device failed");
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    break;
+                }
+            }
+        }
+        if queued {
+            shared.stack.notify();
+        }
+        // Receive ring -> guest.
+        let mut freed = false;
+        while let Some(frame) = unwritten.take().or_else(|| rings.rx.pop()) {
+            match sys::write_frame(raw, frame.as_slice()) {
+                Ok(_) => {
+                    NetCounters::add(&counters.rx_bytes, frame.as_slice().len() as u64);
+                    NetCounters::inc(&counters.rx_packets);
+                    rings.pool.put(frame);
+                    freed = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    unwritten = Some(frame);
+                    break;
+                }
+                Err(e) => {
+                    // The guest's side is gone or down; the frame cannot be delivered.
+                    tracing::debug!(error = %e, "writing a frame to the guest failed");
+                    rings.pool.put(frame);
+                    freed = true;
+                }
+            }
+        }
+        if freed {
+            shared.stack.notify();
+        }
+        rings.publish_occupancy(counters);
+        shared.device.arm();
+        if shared.stop.load(Relaxed)
+            || shared.device.take_pending()
+            || (unwritten.is_none() && !rings.rx.is_empty())
+        {
+            shared.device.disarm();
+            continue;
+        }
+        let events = libc::POLLIN
+            | if unwritten.is_some() {
+                libc::POLLOUT
+            } else {
+                0
+            };
+        shared.device.wait(Some((raw, events)), 1000);
+    }
+}
+
+/// The smoltcp side of the rings. Frames the stack decided to hand to smoltcp wait in `inbox`;
+/// transmitting goes straight into the receive ring and is refused while it is full.
+pub(crate) struct RingDevice {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) inbox: VecDeque<Frame>,
+    pub(crate) mtu: usize,
+    /// Set when smoltcp wanted to transmit and the receive ring was full.
+    pub(crate) blocked: bool,
+}
+
+pub(crate) struct RxToken<'a> {
+    frame: Frame,
+    shared: &'a Shared,
+}
+
+pub(crate) struct TxToken<'a> {
+    shared: &'a Shared,
+}
+
+impl phy::RxToken for RxToken<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        let result = f(self.frame.as_slice());
+        self.shared.rings.pool.put(self.frame);
+        result
+    }
+}
+
+impl phy::TxToken for TxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let rings = &self.shared.rings;
+        let mut frame = rings.pool.get();
+        let result = f(frame.prepare(len));
+        // The stack thread is the receive ring's only producer and checked for room.
+        rings.push_to_guest(frame, &self.shared.counters);
+        self.shared.device.notify();
+        result
+    }
+}
+
+impl phy::Device for RingDevice {
+    type RxToken<'a> = RxToken<'a>;
+    type TxToken<'a> = TxToken<'a>;
+
+    fn receive(&mut self, _now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+        let frame = self.inbox.pop_front()?;
+        Some((
+            RxToken {
+                frame,
+                shared: &self.shared,
+            },
+            TxToken {
+                shared: &self.shared,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
+        if self.shared.rings.rx.is_full() {
+            self.blocked = true;
+            return None;
+        }
+        Some(TxToken {
+            shared: &self.shared,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = self.mtu + 14;
+        caps.max_burst_size = None;
+        // The guest's kernel computed its checksums; only outgoing ones are filled in.
+        let mut checksum = ChecksumCapabilities::default();
+        checksum.ipv4 = Checksum::Tx;
+        checksum.tcp = Checksum::Tx;
+        checksum.udp = Checksum::Tx;
+        checksum.icmpv4 = Checksum::Tx;
+        caps.checksum = checksum;
+        caps
+    }
+}
