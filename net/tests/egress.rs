@@ -46,3 +46,126 @@ fn host_alias_reaches_the_host_only_when_allowed() {
         "{events:?}"
     );
 }
+
+#[test]
+fn a_denied_private_address_is_refused_and_counted() {
+    if !can_run("a_denied_private_address_is_refused_and_counted") {
+        return;
+    }
+    let mut sb = Sandbox::start(config(&[]));
+    // Denied by the defaults: the guest gets a reset at once, nothing leaves the host.
+    let out = sb.sh("curl -sS --max-time 5 http://10.255.255.1:80/");
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    let out = sb.sh("curl -sS --max-time 5 http://169.254.169.254/latest/meta-data/");
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    let c = sb.wait_counters("two denials", |c| c.drops_policy_denied == 2);
+    assert_eq!((c.tcp_total, c.tcp_open), (0, 0));
+    let events = sb.drain_events();
+    for ip in ["10.255.255.1", "169.254.169.254"] {
+        let want = NetEvent::Denied {
+            transport: Transport::Tcp,
+            destination: Destination::Ip(ip.parse().unwrap()),
+            port: 80,
+            rule: None,
+        };
+        assert!(events.contains(&want), "{ip}: {events:?}");
+    }
+    // An explicit rule that denies a public address wins over the defaults, and says which.
+    let mut sb = Sandbox::start(config(&[
+        "deny@198.51.100.0/24",
+        "deny@203.0.113.7:tcp:443",
+    ]));
+    assert_eq!(
+        sb.sh("curl -sS --max-time 5 https://203.0.113.7/")
+            .status
+            .code(),
+        Some(7)
+    );
+    sb.wait_counters("rule denial", |c| c.drops_policy_denied == 1);
+    assert!(matches!(
+        sb.drain_events()[..],
+        [NetEvent::Denied {
+            rule: Some(1),
+            port: 443,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn byte_counters_match_the_traffic() {
+    if !can_run("byte_counters_match_the_traffic") {
+        return;
+    }
+    const DOWN: u64 = 4 << 20;
+    const UP: u64 = 2 << 20;
+    let port = http_server(vec![b'x'; DOWN as usize]);
+    let sb = Sandbox::start(config(&["allow@host"]));
+    // Payload plus headers: with 64 KiB segments the overhead is far below 5 %, plus a few
+    // KiB of handshakes, ACKs and the other direction's request or response.
+    let slack = |n: u64| n + n / 20 + 64 * 1024;
+    let before = sb.counters();
+    let size = sb.ok(&format!(
+        "curl -sS --max-time 20 -o /dev/null -w '%{{size_download}}' http://172.30.0.254:{port}/"
+    ));
+    assert_eq!(size, DOWN.to_string());
+    let c = sb.wait_counters("download closed", |c| c.tcp_open == 0);
+    let rx = c.rx_bytes - before.rx_bytes;
+    assert!(
+        rx >= DOWN && rx <= slack(DOWN),
+        "rx {rx} for {DOWN} downloaded"
+    );
+    let before = c;
+    let headers = sb.ok(&format!(
+        "head -c {UP} /dev/zero | curl -sS --max-time 20 -D - -o /dev/null --data-binary @- http://172.30.0.254:{port}/"
+    ));
+    assert!(headers.contains(&format!("X-Received: {UP}")), "{headers}");
+    let c = sb.wait_counters("upload closed", |c| c.tcp_open == 0);
+    // The response to the upload is the same DOWN bytes; only the transmit side is checked.
+    let tx = c.tx_bytes - before.tx_bytes;
+    assert!(tx >= UP && tx <= slack(UP), "tx {tx} for {UP} uploaded");
+    assert!(c.rx_packets > 0 && c.tx_packets > 0);
+    assert_eq!(c.tcp_total, 2);
+}
+
+#[test]
+fn tcp_and_udp_limits_refuse_and_count() {
+    if !can_run("tcp_and_udp_limits_refuse_and_count") {
+        return;
+    }
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    // Holds each connection until the guest closes it.
+    std::thread::spawn(move || {
+        for stream in held.incoming().flatten() {
+            std::thread::spawn(move || std::io::copy(&mut &stream, &mut std::io::sink()));
+        }
+    });
+    let udp = common::udp_echo_server();
+    let sb = Sandbox::start(NetConfig {
+        max_tcp_connections: 2,
+        max_udp_flows: 1,
+        ..config(&["allow@host"])
+    });
+    // Two held connections fill the limit; the third is reset at once.
+    let script = format!(
+        "for i in 1 2; do timeout 4 nc 172.30.0.254 {port} </dev/null >/dev/null 2>&1 & done; \
+         sleep 1; curl -sS --max-time 3 http://172.30.0.254:{port}/; echo exit=$?"
+    );
+    let out = sb.ok(&script);
+    assert!(out.contains("exit=7"), "{out}");
+    let c = sb.wait_counters("tcp refusal", |c| c.tcp_limit_refused == 1);
+    assert_eq!(c.tcp_open, 2);
+    // One UDP flow echoes; a second one (another source port) is refused.
+    let echoed = sb.ok(&format!(
+        "echo ping-udp | nc -u -w1 -p 40000 172.30.0.254 {udp}"
+    ));
+    assert_eq!(echoed.trim(), "ping-udp");
+    let refused = sb.ok(&format!(
+        "echo again | nc -u -w1 -p 40001 172.30.0.254 {udp}; true"
+    ));
+    assert_eq!(refused, "");
+    let c = sb.wait_counters("udp refusal", |c| c.udp_limit_refused == 1);
+    assert_eq!((c.udp_open, c.udp_total), (1, 1));
+    sb.wait_counters("held connections closed", |c| c.tcp_open == 0);
+}

@@ -129,7 +129,7 @@ impl Sandbox {
         what: &str,
         check: impl Fn(&NetCountersSnapshot) -> bool,
     ) -> NetCountersSnapshot {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let c = self.counters();
             if check(&c) {
