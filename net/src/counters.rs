@@ -76,8 +76,10 @@ counters! {
     udp_total,
     /// DNS queries the gateway received.
     dns_queries,
-    /// ICMP echo requests answered.
+    /// ICMP echo replies delivered to the guest (relayed or answered by the stack).
     icmp_echo_replies,
+    /// ICMP echo requests relayed through a host ICMP socket.
+    icmp_echo_relayed,
     /// Events lost because the event channel was full.
     events_dropped,
 }

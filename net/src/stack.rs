@@ -32,6 +32,8 @@ use crate::udp::{self, DnsForward, StackLink, StackMsg, ToGuest};
 const GATEWAY_MAC: EthernetAddress = EthernetAddress([0x02, 0x6d, 0x73, 0x62, 0x00, 0x01]);
 /// Frames taken off the transmit ring per loop turn.
 const FRAME_BATCH: usize = 256;
+/// Echo requests relayed at once; more are dropped (as a lossy link would).
+const ECHO_IN_FLIGHT: usize = 64;
 /// First local port for connections the stack opens to the guest (published ports).
 const EPHEMERAL_FIRST: u16 = 49152;
 
@@ -69,6 +71,9 @@ pub(crate) struct Stack {
     events: EventSink,
     drops: DropReporter,
     dns: Option<Arc<DnsForward>>,
+    echo_in_flight: Arc<AtomicUsize>,
+    /// Whether the host lets us open ICMP echo sockets (learnt at the first attempt).
+    echo_sockets: Option<bool>,
 }
 
 fn now() -> Instant {
@@ -136,6 +141,8 @@ impl Stack {
             events,
             drops: DropReporter::default(),
             dns,
+            echo_in_flight: Arc::new(AtomicUsize::new(0)),
+            echo_sockets: None,
             config,
         }
     }
@@ -326,6 +333,14 @@ impl Stack {
                 }
                 self.send_frame(|frame, link| frames::udp(frame, link, src, dst, &payload));
             }
+            ToGuest::EchoReply {
+                guest,
+                remote,
+                message,
+            } => {
+                NetCounters::inc(&self.shared.counters.icmp_echo_replies);
+                self.send_frame(|f, link| frames::echo_reply(f, link, guest, remote, &message));
+            }
             ToGuest::Published {
                 listener,
                 guest_port,
@@ -415,13 +430,9 @@ impl Stack {
                 self.on_udp(src, dst, payload);
             }
             GuestPacket::Echo { src, dst, message } => {
-                let reply = self.echo_allowed(dst);
-                if reply {
-                    let message = message.to_vec();
-                    NetCounters::inc(&self.shared.counters.icmp_echo_replies);
-                    self.send_frame(|f, link| frames::echo_reply(f, link, src, dst, &message));
-                }
+                let message = message.to_vec();
                 self.shared.rings.pool.put(frame);
+                self.on_echo(src, dst, message);
             }
             GuestPacket::Unsupported => self.shared.rings.pool.put(frame),
         }
@@ -518,11 +529,68 @@ impl Stack {
         });
     }
 
-    fn echo_allowed(&self, dst: Ipv4Addr) -> bool {
-        // The gateway always answers; the alias when the policy lets ICMP reach it. Other
-        // destinations are not relayed yet (see README, "Status").
-        dst == self.config.gateway_ipv4
-            || (dst == self.config.host_alias_ipv4 && self.judge(dst, Transport::Icmp, 0))
+    /// Echo requests: the gateway answers itself; the host alias is relayed to the host's
+    /// loopback and other allowed destinations to themselves, through an unprivileged ICMP
+    /// socket. Where the host refuses those sockets (`net.ipv4.ping_group_range`), the stack
+    /// answers for the host alias itself and other destinations go unanswered.
+    fn on_echo(&mut self, src: Ipv4Addr, dst: Ipv4Addr, message: Vec<u8>) {
+        if dst == self.config.gateway_ipv4 {
+            NetCounters::inc(&self.shared.counters.icmp_echo_replies);
+            self.send_frame(|f, link| frames::echo_reply(f, link, src, dst, &message));
+            return;
+        }
+        if matches!(
+            crate::policy::classify(IpAddr::V4(dst)),
+            AddressClass::Special
+        ) && dst != self.config.host_alias_ipv4
+        {
+            return;
+        }
+        if !self.judge(dst, Transport::Icmp, 0) {
+            return;
+        }
+        let socket = if self.echo_sockets == Some(false) {
+            None
+        } else {
+            match crate::sys::ping_socket() {
+                Ok(socket) => {
+                    self.echo_sockets = Some(true);
+                    Some(socket)
+                }
+                Err(error) => {
+                    if self.echo_sockets.is_none() {
+                        tracing::info!(%error, "no ICMP echo sockets on this host; echo requests are not relayed");
+                    }
+                    self.echo_sockets = Some(false);
+                    None
+                }
+            }
+        };
+        let target = if dst == self.config.host_alias_ipv4 {
+            Ipv4Addr::LOCALHOST
+        } else {
+            dst
+        };
+        match socket {
+            Some(socket) if self.echo_in_flight.load(Relaxed) < ECHO_IN_FLIGHT => {
+                self.echo_in_flight.fetch_add(1, Relaxed);
+                self.runtime.spawn(udp::relay_echo(
+                    socket,
+                    message,
+                    src,
+                    dst,
+                    target,
+                    self.link.clone(),
+                    self.echo_in_flight.clone(),
+                ));
+            }
+            Some(_) => {}
+            None if dst == self.config.host_alias_ipv4 => {
+                NetCounters::inc(&self.shared.counters.icmp_echo_replies);
+                self.send_frame(|f, link| frames::echo_reply(f, link, src, dst, &message));
+            }
+            None => {}
+        }
     }
 
     fn on_udp(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: Vec<u8>) {

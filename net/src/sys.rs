@@ -123,3 +123,23 @@ pub(crate) fn write_frame(fd: RawFd, frame: &[u8]) -> io::Result<usize> {
     }
     Ok(n as usize)
 }
+
+/// An unprivileged ICMP echo socket (`SOCK_DGRAM`, `IPPROTO_ICMP`), non-blocking. Fails with
+/// `EACCES` unless the caller's group is in `net.ipv4.ping_group_range`.
+pub(crate) fn ping_socket() -> io::Result<std::net::UdpSocket> {
+    // SAFETY: socket takes no pointers; a non-negative result is a new descriptor we own.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_ICMP,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just created and is owned by nobody else.
+    Ok(std::net::UdpSocket::from(unsafe {
+        OwnedFd::from_raw_fd(fd)
+    }))
+}

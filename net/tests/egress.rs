@@ -169,3 +169,36 @@ fn tcp_and_udp_limits_refuse_and_count() {
     assert_eq!((c.udp_open, c.udp_total), (1, 1));
     sb.wait_counters("held connections closed", |c| c.tcp_open == 0);
 }
+
+#[test]
+fn echo_requests_are_answered_where_allowed() {
+    if !can_run("echo_requests_are_answered_where_allowed") {
+        return;
+    }
+    let mut sb = Sandbox::start(config(&["allow@host"]));
+    sb.ok("ping -c 2 -i 0.2 -W 2 172.30.0.1");
+    // The host alias: relayed to the host's 127.0.0.1 when ICMP sockets are allowed here
+    // (net.ipv4.ping_group_range), answered by the stack otherwise.
+    sb.ok("ping -c 2 -i 0.2 -W 2 172.30.0.254");
+    let c = sb.wait_counters("four replies", |c| c.icmp_echo_replies == 4);
+    let groups = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap();
+    let mut range = groups.split_whitespace().map(|g| g.parse::<i64>().unwrap());
+    let (low, high) = (range.next().unwrap(), range.next().unwrap());
+    assert_eq!(
+        c.icmp_echo_relayed,
+        if low <= 0 && 0 <= high { 2 } else { 0 }
+    );
+    // Denied: the default policy keeps the alias (and private ranges) closed to ICMP too.
+    let _ = sb.drain_events();
+    let mut sb = Sandbox::start(config(&[]));
+    let out = sb.sh("ping -c 1 -W 1 172.30.0.254; ping -c 1 -W 1 10.1.2.3");
+    assert!(!out.status.success());
+    sb.wait_counters("two denials", |c| c.drops_policy_denied == 2);
+    assert!(sb.drain_events().iter().all(|e| matches!(
+        e,
+        NetEvent::Denied {
+            transport: Transport::Icmp,
+            ..
+        }
+    )));
+}
