@@ -573,13 +573,16 @@ impl Stack {
         };
         match socket {
             Some(socket) if self.echo_in_flight.load(Relaxed) < ECHO_IN_FLIGHT => {
+                // Sent from here, saving a hop; the reply is awaited on the runtime.
+                if socket.send_to(&message, (target, 0)).is_err() {
+                    return;
+                }
                 self.echo_in_flight.fetch_add(1, Relaxed);
                 self.runtime.spawn(udp::relay_echo(
                     socket,
                     message,
                     src,
                     dst,
-                    target,
                     self.link.clone(),
                     self.echo_in_flight.clone(),
                 ));

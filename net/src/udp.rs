@@ -259,21 +259,19 @@ pub(crate) async fn published_tcp_listener(
     }
 }
 
-/// Relays one echo request (`request`, the ICMP message) to `target` through an unprivileged
-/// ICMP socket and hands the reply to the stack, with the guest's identifier restored. Gives up
-/// silently after `timeout`, as a lost ping would.
+/// Awaits the reply to one echo request (`request`, the ICMP message) already sent on `socket`,
+/// an unprivileged ICMP socket, and hands it to the stack with the guest's identifier restored.
+/// Gives up silently after 5 s, as a lost ping would.
 pub(crate) async fn relay_echo(
     socket: std::net::UdpSocket,
     request: Vec<u8>,
     guest: Ipv4Addr,
     remote: Ipv4Addr,
-    target: Ipv4Addr,
     link: StackLink,
     in_flight: Arc<AtomicUsize>,
 ) {
     let exchange = async {
         let socket = UdpSocket::from_std(socket).ok()?;
-        socket.send_to(&request, (target, 0)).await.ok()?;
         let mut buf = vec![0; 65536];
         loop {
             let n = socket.recv(&mut buf).await.ok()?;
