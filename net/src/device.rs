@@ -112,7 +112,7 @@ pub(crate) fn run_pump(fd: OwnedFd, shared: Arc<Shared>) {
             } else {
                 0
             };
-        shared.device.wait(Some((raw, events)), 1000);
+        shared.device.wait(&[(raw, events)], 1000);
     }
 }
 

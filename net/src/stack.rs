@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -41,6 +42,15 @@ struct UdpFlow {
     to_host: mpsc::Sender<Vec<u8>>,
 }
 
+/// An echo request relayed through a host ICMP socket, awaiting its reply.
+struct PendingEcho {
+    socket: std::net::UdpSocket,
+    request: Vec<u8>,
+    guest: Ipv4Addr,
+    remote: Ipv4Addr,
+    deadline: std::time::Instant,
+}
+
 struct PublishedPeer {
     listener: usize,
     peer: SocketAddr,
@@ -71,7 +81,7 @@ pub(crate) struct Stack {
     events: EventSink,
     drops: DropReporter,
     dns: Option<Arc<DnsForward>>,
-    echo_in_flight: Arc<AtomicUsize>,
+    echoes: Vec<PendingEcho>,
     /// Whether the host lets us open ICMP echo sockets (learnt at the first attempt).
     echo_sockets: Option<bool>,
 }
@@ -141,7 +151,7 @@ impl Stack {
             events,
             drops: DropReporter::default(),
             dns,
-            echo_in_flight: Arc::new(AtomicUsize::new(0)),
+            echoes: Vec::new(),
             echo_sockets: None,
             config,
         }
@@ -197,6 +207,9 @@ impl Stack {
             self.device.blocked = false;
             self.iface.poll(now(), &mut self.device, &mut self.sockets);
             self.service_connections();
+            if !self.echoes.is_empty() {
+                self.poll_echoes();
+            }
             self.iface.poll(now(), &mut self.device, &mut self.sockets);
             self.shared.rings.publish_occupancy(self.counters());
             if last_report.elapsed() >= Duration::from_secs(1) {
@@ -218,7 +231,12 @@ impl Stack {
                 None => 1000,
             };
             if timeout_ms > 0 {
-                self.shared.stack.wait(None, timeout_ms);
+                let echoes: Vec<_> = self
+                    .echoes
+                    .iter()
+                    .map(|e| (e.socket.as_raw_fd(), libc::POLLIN))
+                    .collect();
+                self.shared.stack.wait(&echoes, timeout_ms);
             } else {
                 self.shared.stack.disarm();
             }
@@ -332,14 +350,6 @@ impl Stack {
                     return; // larger than the link carries; the guest would need fragments
                 }
                 self.send_frame(|frame, link| frames::udp(frame, link, src, dst, &payload));
-            }
-            ToGuest::EchoReply {
-                guest,
-                remote,
-                message,
-            } => {
-                NetCounters::inc(&self.shared.counters.icmp_echo_replies);
-                self.send_frame(|f, link| frames::echo_reply(f, link, guest, remote, &message));
             }
             ToGuest::Published {
                 listener,
@@ -572,20 +582,19 @@ impl Stack {
             dst
         };
         match socket {
-            Some(socket) if self.echo_in_flight.load(Relaxed) < ECHO_IN_FLIGHT => {
-                // Sent from here, saving a hop; the reply is awaited on the runtime.
+            Some(socket) if self.echoes.len() < ECHO_IN_FLIGHT => {
                 if socket.send_to(&message, (target, 0)).is_err() {
                     return;
                 }
-                self.echo_in_flight.fetch_add(1, Relaxed);
-                self.runtime.spawn(udp::relay_echo(
+                self.echoes.push(PendingEcho {
                     socket,
-                    message,
-                    src,
-                    dst,
-                    self.link.clone(),
-                    self.echo_in_flight.clone(),
-                ));
+                    request: message,
+                    guest: src,
+                    remote: dst,
+                    deadline: std::time::Instant::now() + Duration::from_secs(5),
+                });
+                // A reply from the host's loopback is usually there already.
+                self.poll_echoes();
             }
             Some(_) => {}
             None if dst == self.config.host_alias_ipv4 => {
@@ -593,6 +602,37 @@ impl Stack {
                 self.send_frame(|f, link| frames::echo_reply(f, link, src, dst, &message));
             }
             None => {}
+        }
+    }
+
+    /// Delivers the echo replies that arrived and forgets requests past their deadline.
+    fn poll_echoes(&mut self) {
+        let mut buf = [0u8; 65536];
+        let mut index = 0;
+        while index < self.echoes.len() {
+            let echo = &self.echoes[index];
+            let mut reply = None;
+            while let Ok(n) = echo.socket.recv(&mut buf) {
+                // An echo reply (type 0) with the request's sequence number.
+                if n >= 8 && buf[0] == 0 && buf[6..8] == echo.request[6..8] {
+                    buf[4..6].copy_from_slice(&echo.request[4..6]);
+                    reply = Some(n);
+                    break;
+                }
+            }
+            if let Some(n) = reply {
+                let echo = self.echoes.swap_remove(index);
+                NetCounters::inc(&self.shared.counters.icmp_echo_relayed);
+                NetCounters::inc(&self.shared.counters.icmp_echo_replies);
+                let message = &buf[..n];
+                self.send_frame(|f, link| {
+                    frames::echo_reply(f, link, echo.guest, echo.remote, message)
+                });
+            } else if echo.deadline < std::time::Instant::now() {
+                self.echoes.swap_remove(index);
+            } else {
+                index += 1;
+            }
         }
     }
 

@@ -63,30 +63,28 @@ impl Notifier {
         self.armed.store(false, SeqCst);
     }
 
-    /// Sleeps until notified, `extra` (a descriptor and poll events) is ready, or `timeout_ms`
-    /// passes (-1: no timeout). Returns the ready events of `extra`.
-    pub(crate) fn wait(&self, extra: Option<(RawFd, i16)>, timeout_ms: i32) -> i16 {
-        let mut fds = [
-            libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: extra.map_or(-1, |e| e.0),
-                events: extra.map_or(0, |e| e.1),
-                revents: 0,
-            },
-        ];
-        // SAFETY: fds is a live array of two pollfd; a negative fd is ignored by poll.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+    /// Sleeps until notified, one of `extra` (descriptors and poll events) is ready, or
+    /// `timeout_ms` passes (-1: no timeout).
+    pub(crate) fn wait(&self, extra: &[(RawFd, i16)], timeout_ms: i32) {
+        let mut fds = Vec::with_capacity(1 + extra.len());
+        fds.push(libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        fds.extend(extra.iter().map(|&(fd, events)| libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        }));
+        // SAFETY: fds is a live vector of fds.len() pollfd structures.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         self.armed.store(false, SeqCst);
         if n > 0 && fds[0].revents & libc::POLLIN != 0 {
             let mut count = [0u8; 8];
             // SAFETY: reads 8 bytes into a live stack buffer from our non-blocking eventfd.
             unsafe { libc::read(self.fd.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
         }
-        fds[1].revents
     }
 }
 

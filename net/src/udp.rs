@@ -30,12 +30,6 @@ pub(crate) enum ToGuest {
         dst: SocketAddrV4,
         payload: Vec<u8>,
     },
-    /// An echo reply (the ICMP message) from `remote` for the guest at `guest`.
-    EchoReply {
-        guest: Ipv4Addr,
-        remote: Ipv4Addr,
-        message: Vec<u8>,
-    },
     /// A datagram that arrived on published UDP listener `listener` from `peer`.
     Published {
         listener: usize,
@@ -257,39 +251,4 @@ pub(crate) async fn published_tcp_listener(
         }
         link.control(StackMsg::Inbound { guest_port, stream });
     }
-}
-
-/// Awaits the reply to one echo request (`request`, the ICMP message) already sent on `socket`,
-/// an unprivileged ICMP socket, and hands it to the stack with the guest's identifier restored.
-/// Gives up silently after 5 s, as a lost ping would.
-pub(crate) async fn relay_echo(
-    socket: std::net::UdpSocket,
-    request: Vec<u8>,
-    guest: Ipv4Addr,
-    remote: Ipv4Addr,
-    link: StackLink,
-    in_flight: Arc<AtomicUsize>,
-) {
-    let exchange = async {
-        let socket = UdpSocket::from_std(socket).ok()?;
-        let mut buf = vec![0; 65536];
-        loop {
-            let n = socket.recv(&mut buf).await.ok()?;
-            // An echo reply (type 0) with the request's sequence number.
-            if n >= 8 && buf[0] == 0 && buf[6..8] == request[6..8] {
-                buf.truncate(n);
-                buf[4..6].copy_from_slice(&request[4..6]);
-                return Some(buf);
-            }
-        }
-    };
-    if let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(5), exchange).await {
-        NetCounters::inc(&link.shared.counters.icmp_echo_relayed);
-        link.send_to_guest(ToGuest::EchoReply {
-            guest,
-            remote,
-            message,
-        });
-    }
-    in_flight.fetch_sub(1, Relaxed);
 }
