@@ -33,34 +33,45 @@ pub(crate) struct Shared {
     pub(crate) stop: AtomicBool,
 }
 
-/// The device pump: runs until `shared.stop` is set.
-pub(crate) fn run_pump(fd: OwnedFd, shared: Arc<Shared>) {
-    let raw = fd.as_raw_fd();
-    let rings = &shared.rings;
-    let counters = &*shared.counters;
-    let mut unwritten: Option<Frame> = None;
-    let mut read_failures = 0u32;
-    while !shared.stop.load(Relaxed) {
-        // Guest -> transmit ring, in batches.
+/// The guest's frame descriptor and the frame that did not fit into it yet.
+pub(crate) struct FdDevice {
+    fd: OwnedFd,
+    unwritten: Option<Frame>,
+    read_failures: u32,
+}
+
+impl FdDevice {
+    pub(crate) fn new(fd: OwnedFd) -> Self {
+        FdDevice {
+            fd,
+            unwritten: None,
+            read_failures: 0,
+        }
+    }
+
+    /// Moves up to a batch of frames from the descriptor onto the transmit ring (dropping and
+    /// counting what does not fit). Returns whether any frame was queued.
+    pub(crate) fn read_batch(&mut self, shared: &Shared) -> bool {
+        let rings = &shared.rings;
         let mut queued = false;
         for _ in 0..READ_BATCH {
             let mut frame = rings.pool.get();
-            match sys::read_frame(raw, frame.buffer_mut()) {
+            match sys::read_frame(self.fd.as_raw_fd(), frame.buffer_mut()) {
                 Ok(0) => {
                     rings.pool.put(frame);
                     break;
                 }
                 Ok(n) => {
                     frame.set_len(n);
-                    queued |= rings.push_from_guest(frame, counters);
+                    queued |= rings.push_from_guest(frame, &shared.counters);
                 }
                 Err(e) => {
                     rings.pool.put(frame);
                     if e.kind() != io::ErrorKind::WouldBlock
                         && e.kind() != io::ErrorKind::Interrupted
                     {
-                        read_failures += 1;
-                        if read_failures == 1 {
+                        self.read_failures += 1;
+                        if self.read_failures == 1 {
                             tracing::warn!(error = %e, "reading the guest's frame device failed");
                         }
                         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -69,13 +80,17 @@ pub(crate) fn run_pump(fd: OwnedFd, shared: Arc<Shared>) {
                 }
             }
         }
-        if queued {
-            shared.stack.notify();
-        }
-        // Receive ring -> guest.
+        queued
+    }
+
+    /// Writes the receive ring to the descriptor until it is empty or the descriptor is full.
+    /// Returns whether any frame left the ring.
+    pub(crate) fn flush(&mut self, shared: &Shared) -> bool {
+        let rings = &shared.rings;
+        let counters = &*shared.counters;
         let mut freed = false;
-        while let Some(frame) = unwritten.take().or_else(|| rings.rx.pop()) {
-            match sys::write_frame(raw, frame.as_slice()) {
+        while let Some(frame) = self.unwritten.take().or_else(|| rings.rx.pop()) {
+            match sys::write_frame(self.fd.as_raw_fd(), frame.as_slice()) {
                 Ok(_) => {
                     NetCounters::add(&counters.rx_bytes, frame.as_slice().len() as u64);
                     NetCounters::inc(&counters.rx_packets);
@@ -83,7 +98,7 @@ pub(crate) fn run_pump(fd: OwnedFd, shared: Arc<Shared>) {
                     freed = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    unwritten = Some(frame);
+                    self.unwritten = Some(frame);
                     break;
                 }
                 Err(e) => {
@@ -94,25 +109,45 @@ pub(crate) fn run_pump(fd: OwnedFd, shared: Arc<Shared>) {
                 }
             }
         }
-        if freed {
+        freed
+    }
+
+    /// Whether frames wait for the descriptor to become writable.
+    pub(crate) fn blocked(&self) -> bool {
+        self.unwritten.is_some()
+    }
+
+    /// The descriptor and the events to wait for.
+    pub(crate) fn poll_events(&self) -> (std::os::fd::RawFd, i16) {
+        let out = if self.unwritten.is_some() {
+            libc::POLLOUT
+        } else {
+            0
+        };
+        (self.fd.as_raw_fd(), libc::POLLIN | out)
+    }
+}
+
+/// The device pump on its own thread: runs until `shared.stop` is set.
+pub(crate) fn run_pump(mut device: FdDevice, shared: Arc<Shared>) {
+    let rings = &shared.rings;
+    while !shared.stop.load(Relaxed) {
+        if device.read_batch(&shared) {
             shared.stack.notify();
         }
-        rings.publish_occupancy(counters);
+        if device.flush(&shared) {
+            shared.stack.notify();
+        }
+        rings.publish_occupancy(&shared.counters);
         shared.device.arm();
         if shared.stop.load(Relaxed)
             || shared.device.take_pending()
-            || (unwritten.is_none() && !rings.rx.is_empty())
+            || (!device.blocked() && !rings.rx.is_empty())
         {
             shared.device.disarm();
             continue;
         }
-        let events = libc::POLLIN
-            | if unwritten.is_some() {
-                libc::POLLOUT
-            } else {
-                0
-            };
-        shared.device.wait(&[(raw, events)], 1000);
+        shared.device.wait(&[device.poll_events()], 1000);
     }
 }
 

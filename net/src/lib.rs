@@ -225,6 +225,7 @@ impl Network {
             self.events,
             udp_senders,
         );
+        let device = device::FdDevice::new(device);
         let pump_shared = shared.clone();
         let pump = std::thread::Builder::new()
             .name("msb-net-device".into())

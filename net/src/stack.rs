@@ -231,12 +231,12 @@ impl Stack {
                 None => 1000,
             };
             if timeout_ms > 0 {
-                let echoes: Vec<_> = self
+                let fds: Vec<_> = self
                     .echoes
                     .iter()
                     .map(|e| (e.socket.as_raw_fd(), libc::POLLIN))
                     .collect();
-                self.shared.stack.wait(&echoes, timeout_ms);
+                self.shared.stack.wait(&fds, timeout_ms);
             } else {
                 self.shared.stack.disarm();
             }
