@@ -41,12 +41,13 @@ iperf3 -s -B 127.0.0.1 -p "$iperf_port" >"$work/iperf-lo.log" 2>&1 &
 pids+=($!)
 
 targets=()
-declare -A addr port
+declare -A addr port pid
 # msb-net: the host alias 172.30.0.254 leads to the host's loopback when allowed.
 ip netns add "${tag}m"
 mkfifo "$work/msb.stdin"
 "$NET_BIN" "${tag}m" --rule allow@host <"$work/msb.stdin" >"$work/msb.out" 2>"$work/msb.err" &
 pids+=($!)
+pid[msb-net]=$!
 exec 9>"$work/msb.stdin"
 for _ in $(seq 1 100); do grep -q ready "$work/msb.out" && break; sleep 0.05; done
 ip -n "${tag}m" link set lo up
@@ -59,6 +60,7 @@ if command -v slirp4netns >/dev/null; then
     ip netns add "${tag}s"
     slirp4netns --configure --mtu=65520 --netns-type=path "/run/netns/${tag}s" tap0 >"$work/slirp.log" 2>&1 &
     pids+=($!)
+    pid[slirp4netns]=$!
     for _ in $(seq 1 100); do ip -n "${tag}s" -br addr show tap0 2>/dev/null | grep -q 10.0.2.100 && break; sleep 0.05; done
     targets+=(slirp4netns) addr[slirp4netns]=10.0.2.2 port[slirp4netns]=$iperf_port
 else
@@ -71,6 +73,7 @@ if command -v pasta >/dev/null && [ -n "$gateway" ]; then
     # The host's gateway address inside the namespace is mapped to the host's loopback.
     if pasta --config-net -4 --runas 0 --netns "${tag}p" -P "$work/pasta.pid" >"$work/pasta.log" 2>&1; then
         pids+=("$(cat "$work/pasta.pid")")
+        pid[pasta]=$(cat "$work/pasta.pid")
         targets+=(pasta) addr[pasta]=$gateway port[pasta]=$iperf_port
     else
         echo "pasta did not start (see $work/pasta.log); its row is skipped" >&2
@@ -92,6 +95,11 @@ pids+=($!)
 targets+=(veth) addr[veth]=10.213.0.1 port[veth]=$((iperf_port + 1))
 sleep 0.5
 
+# CPU time (clock ticks, all threads) a stack's process has used; 0 for the kernel's veth.
+cpu_ticks() {
+    if [ -n "${pid[$1]:-}" ]; then awk '{print $14 + $15}' "/proc/${pid[$1]}/stat"; else echo 0; fi
+}
+
 ns_of() {
     case "$1" in
         msb-net) echo "${tag}m" ;; slirp4netns) echo "${tag}s" ;; pasta) echo "${tag}p" ;; veth) echo "${tag}v" ;;
@@ -106,26 +114,40 @@ for round in $(seq 1 "$ROUNDS"); do
     fi
     for t in "${order[@]}"; do
         ns=$(ns_of "$t")
+        cpu_before=$(cpu_ticks "$t")
         gbps=$(ip netns exec "$ns" timeout $((DURATION + 20)) iperf3 -c "${addr[$t]}" -p "${port[$t]}" -t "$DURATION" -J 2>/dev/null \
             | python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9)' 2>/dev/null || echo nan)
-        rtt=$(ip netns exec "$ns" ping -c "$PINGS" -i 0.02 -W 1 -q "${addr[$t]}" 2>/dev/null | awk -F/ '/^rtt/ {print $5 * 1000}' || true)
-        echo "$gbps" >>"$work/$t.gbps"
-        echo "${rtt:-nan}" >>"$work/$t.rtt"
-        echo "round $round $t: ${gbps} Gbit/s, ping ${rtt:-n/a} us" >&2
+        cpu_after=$(cpu_ticks "$t")
+        echo "$gbps $((cpu_after - cpu_before))" >>"$work/$t.gbps"
+        ip netns exec "$ns" ping -c "$PINGS" -i 0.02 -W 1 "${addr[$t]}" 2>/dev/null \
+            | grep -o 'time=[0-9.]*' | cut -d= -f2 >"$work/$t.round" || true
+        cat "$work/$t.round" >>"$work/$t.rtt"
+        rtt=$(sort -n "$work/$t.round" | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)] * 1000; else print "n/a"}')
+        echo "round $round $t: ${gbps} Gbit/s, ping median ${rtt} us" >&2
     done
 done
 exec 9>&-
 
-python3 - "$work" "${targets[@]}" <<'EOF'
+python3 - "$work" "$(getconf CLK_TCK)" "$DURATION" "${targets[@]}" <<'EOF'
 import math, statistics, sys
-work, targets = sys.argv[1], sys.argv[2:]
-def median(name, kind):
-    values = [float(v) for v in open(f"{work}/{name}.{kind}").read().split()]
+work, hz, duration, targets = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
+def median(values):
     values = [v for v in values if not math.isnan(v)]
     return statistics.median(values) if values else float("nan")
-rows = {t: (median(t, "gbps"), median(t, "rtt")) for t in targets}
-base_gbps, base_rtt = rows["msb-net"]
-print(f"{'stack':<12} {'TCP Gbit/s':>10} {'msb-net/x':>10} {'ping us':>9} {'x/msb-net':>10}")
-for t, (gbps, rtt) in rows.items():
-    print(f"{t:<12} {gbps:>10.2f} {base_gbps / gbps:>10.2f} {rtt:>9.0f} {rtt / base_rtt:>10.2f}")
+rows = {}
+for t in targets:
+    runs = [line.split() for line in open(f"{work}/{t}.gbps")]
+    gbps = median([float(r[0]) for r in runs])
+    # CPU seconds the stack's process spent per GB moved (the kernel's share is not counted).
+    cpu = median([int(r[1]) / hz / (float(r[0]) * duration / 8) for r in runs if float(r[0]) > 0])
+    try:
+        rtt = median([float(v) * 1000 for v in open(f"{work}/{t}.rtt").read().split()])
+    except FileNotFoundError:
+        rtt = float("nan")
+    rows[t] = (gbps, cpu, rtt)
+base_gbps, _, base_rtt = rows["msb-net"]
+print(f"{'stack':<12} {'TCP Gbit/s':>10} {'msb-net/x':>10} {'CPU s/GB':>9} {'ping us':>8} {'x/msb-net':>10}")
+for t, (gbps, cpu, rtt) in rows.items():
+    cpu_text = f"{cpu:>9.2f}" if t != "veth" else f"{'kernel':>9}"
+    print(f"{t:<12} {gbps:>10.2f} {base_gbps / gbps:>10.2f} {cpu_text} {rtt:>8.0f} {rtt / base_rtt:>10.2f}")
 EOF
