@@ -9,6 +9,8 @@
 //! `any` (every IP address) or `host`: the host alias (`host.msb.internal`, reached through the
 //! gateway and relayed to the host's loopback). The alias is matched *only* by `host` rules, never
 //! by a CIDR or `any`, and is denied by default, so `allow@host:tcp:8080` is the one way to open it.
+//! Loopback and "this host" addresses (127.0.0.0/8, ::1, 0.0.0.0/8, ::) are denied whatever the
+//! rules say: the host's loopback is reached only through the alias.
 //! A rule with a protocol never matches ICMP; a rule without one matches every protocol.
 
 use std::fmt;
@@ -167,6 +169,14 @@ pub struct EgressPolicy {
     pub rules: Vec<Rule>,
 }
 
+/// 0.0.0.0/8 and `::`: connecting there reaches the local host.
+fn is_this_host(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(v4) => v4.octets()[0] == 0,
+        IpAddr::V6(v6) => v6.is_unspecified(),
+    }
+}
+
 /// Classifies `ip` against the default ranges.
 pub fn classify(ip: IpAddr) -> AddressClass {
     match canonical(ip) {
@@ -252,6 +262,17 @@ impl EgressPolicy {
             Destination::Ip(ip) => classify(ip),
             Destination::HostAlias => AddressClass::HostAlias,
         };
+        if let Destination::Ip(ip) = dst {
+            // The host's loopback is reachable only through the host alias, whatever the rules:
+            // a crafted frame to 127.0.0.1 or 0.0.0.0 must not reach it via `allow@any`.
+            if class == AddressClass::Loopback || is_this_host(ip) {
+                return Verdict {
+                    allowed: false,
+                    rule: None,
+                    class,
+                };
+            }
+        }
         for (index, rule) in self.rules.iter().enumerate() {
             if rule.matches(dst, transport, port) {
                 return Verdict {
@@ -439,12 +460,22 @@ mod tests {
             check(Destination::HostAlias, Transport::Tcp, 8081),
             (false, None)
         );
-        // `any` never opens the host alias.
-        let p = policy(&["allow@any"]);
+        // `any` never opens the host alias, nor the loopback and "this host" addresses.
+        let p = policy(&["allow@any", "allow@127.0.0.0/8", "allow@0.0.0.0/0"]);
         assert!(
             !p.evaluate(Destination::HostAlias, Transport::Tcp, 1)
                 .allowed
         );
+        for addr in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "::1",
+            "::",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!p.evaluate(ip(addr), Transport::Tcp, 80).allowed, "{addr}");
+        }
         assert!(p.evaluate(ip("10.0.0.1"), Transport::Icmp, 0).allowed);
     }
 
