@@ -162,8 +162,8 @@ impl Network {
 
     /// Starts the network on `device`: a TAP file descriptor (`IFF_TAP | IFF_NO_PI`, see
     /// [`tap`]) or one end of a `SOCK_DGRAM`/`SOCK_SEQPACKET` socketpair carrying one Ethernet
-    /// frame per message. Spawns the device thread, the stack thread and a one-worker tokio
-    /// runtime for the host sockets.
+    /// frame per message. Spawns the stack thread (which also serves the descriptor) and a
+    /// one-worker tokio runtime for the host sockets.
     pub fn start(self, device: OwnedFd) -> Result<RunningNetwork, NetError> {
         let start_error = |what| move |source| NetError::Start { what, source };
         sys::set_nonblocking(device.as_raw_fd()).map_err(start_error("device"))?;
@@ -181,7 +181,6 @@ impl Network {
             ),
             counters: self.counters.clone(),
             stack: Notifier::new().map_err(start_error("wake-up"))?,
-            device: Notifier::new().map_err(start_error("wake-up"))?,
             stop: AtomicBool::new(false),
         });
         let (control_tx, control_rx) = std::sync::mpsc::channel();
@@ -224,20 +223,15 @@ impl Network {
             to_guest_rx,
             self.events,
             udp_senders,
+            device::FdDevice::new(device),
         );
-        let device = device::FdDevice::new(device);
-        let pump_shared = shared.clone();
-        let pump = std::thread::Builder::new()
-            .name("msb-net-device".into())
-            .spawn(move || device::run_pump(device, pump_shared))
-            .map_err(start_error("device thread"))?;
         let poll = std::thread::Builder::new()
             .name("msb-net-stack".into())
             .spawn(move || stack.run())
             .map_err(start_error("stack thread"))?;
         Ok(RunningNetwork {
             shared,
-            threads: vec![pump, poll],
+            thread: Some(poll),
             runtime: Some(runtime),
         })
     }
@@ -246,7 +240,7 @@ impl Network {
 /// A started network. Dropping it stops it (as [`RunningNetwork::stop`]).
 pub struct RunningNetwork {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    thread: Option<JoinHandle<()>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -256,7 +250,7 @@ impl RunningNetwork {
         &self.shared.counters
     }
 
-    /// Stops both threads and every host socket task, and closes the frame device.
+    /// Stops the stack thread and every host socket task, and closes the frame device.
     pub fn stop(mut self) {
         self.shutdown();
     }
@@ -264,8 +258,7 @@ impl RunningNetwork {
     fn shutdown(&mut self) {
         self.shared.stop.store(true, Relaxed);
         self.shared.stack.signal();
-        self.shared.device.signal();
-        for thread in self.threads.drain(..) {
+        if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
         if let Some(runtime) = self.runtime.take() {

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::config::NetConfig;
 use crate::counters::{DropReporter, EventSink, NetCounters, NetEvent};
-use crate::device::{RingDevice, Shared};
+use crate::device::{FdDevice, RingDevice, Shared};
 use crate::dns;
 use crate::frames::{self, GuestPacket, Link};
 use crate::policy::{AddressClass, Destination, EgressPolicy, Transport};
@@ -82,6 +82,8 @@ pub(crate) struct Stack {
     drops: DropReporter,
     dns: Option<Arc<DnsForward>>,
     echoes: Vec<PendingEcho>,
+    /// The guest's frame descriptor.
+    fd_device: FdDevice,
     /// Whether the host lets us open ICMP echo sockets (learnt at the first attempt).
     echo_sockets: Option<bool>,
 }
@@ -101,6 +103,7 @@ impl Stack {
         to_guest: Receiver<ToGuest>,
         events: EventSink,
         udp_listeners: Vec<std::net::UdpSocket>,
+        fd_device: FdDevice,
     ) -> Stack {
         let mut device = RingDevice {
             shared: shared.clone(),
@@ -152,6 +155,7 @@ impl Stack {
             drops: DropReporter::default(),
             dns,
             echoes: Vec::new(),
+            fd_device,
             echo_sockets: None,
             config,
         }
@@ -175,13 +179,9 @@ impl Stack {
         };
         let mut frame = self.shared.rings.pool.get();
         build(&mut frame, link);
-        if self
-            .shared
+        self.shared
             .rings
-            .push_to_guest(frame, &self.shared.counters)
-        {
-            self.shared.device.notify();
-        }
+            .push_to_guest(frame, &self.shared.counters);
     }
 
     /// Runs until the network is stopped.
@@ -189,6 +189,7 @@ impl Stack {
         let mut last_report = std::time::Instant::now();
         while !self.shared.stop.load(Relaxed) {
             self.shared.stack.take_pending();
+            self.fd_device.read_batch(&self.shared);
             while let Ok(msg) = self.control.try_recv() {
                 self.on_control(msg);
             }
@@ -211,6 +212,7 @@ impl Stack {
                 self.poll_echoes();
             }
             self.iface.poll(now(), &mut self.device, &mut self.sockets);
+            self.fd_device.flush(&self.shared);
             self.shared.rings.publish_occupancy(self.counters());
             if last_report.elapsed() >= Duration::from_secs(1) {
                 last_report = std::time::Instant::now();
@@ -219,7 +221,9 @@ impl Stack {
             }
             // Sleep until woken or smoltcp has a timer due.
             self.shared.stack.arm();
+            let device_ready = !self.fd_device.blocked() && !self.shared.rings.rx.is_empty();
             if self.shared.stack.take_pending()
+                || device_ready
                 || !self.shared.rings.tx.is_empty()
                 || self.shared.stop.load(Relaxed)
             {
@@ -231,10 +235,12 @@ impl Stack {
                 None => 1000,
             };
             if timeout_ms > 0 {
-                let fds: Vec<_> = self
-                    .echoes
-                    .iter()
-                    .map(|e| (e.socket.as_raw_fd(), libc::POLLIN))
+                let fds: Vec<_> = std::iter::once(self.fd_device.poll_events())
+                    .chain(
+                        self.echoes
+                            .iter()
+                            .map(|e| (e.socket.as_raw_fd(), libc::POLLIN)),
+                    )
                     .collect();
                 self.shared.stack.wait(&fds, timeout_ms);
             } else {
