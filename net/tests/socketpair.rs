@@ -122,9 +122,17 @@ fn arp_echo_and_a_refused_syn() {
     assert_eq!(rst[26..30], dst);
     assert_eq!(rst[47] & 0x14, 0x14, "RST and ACK");
     assert_eq!(rst[42..46], [0, 0, 0, 42]);
-    let c = running.counters().snapshot();
+    // The counters move just after the frames do; give them a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let c = loop {
+        let c = running.counters().snapshot();
+        if c.rx_packets >= 3 || std::time::Instant::now() > deadline {
+            break c;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
     assert_eq!((c.drops_policy_denied, c.icmp_echo_replies), (1, 1));
-    assert!(c.rx_packets >= 3 && c.tx_packets == 3);
+    assert!(c.rx_packets >= 3 && c.tx_packets == 3, "{c:?}");
     running.stop();
 }
 
