@@ -134,8 +134,6 @@ pub(crate) struct RingDevice {
     pub(crate) shared: Arc<Shared>,
     pub(crate) inbox: VecDeque<Frame>,
     pub(crate) mtu: usize,
-    /// Set when smoltcp wanted to transmit and the receive ring was full.
-    pub(crate) blocked: bool,
 }
 
 pub(crate) struct RxToken<'a> {
@@ -185,7 +183,6 @@ impl phy::Device for RingDevice {
 
     fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
         if self.shared.rings.rx.is_full() {
-            self.blocked = true;
             return None;
         }
         Some(TxToken {

@@ -272,3 +272,44 @@ impl Drop for RunningNetwork {
         self.shutdown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_move_between_threads() {
+        fn send<T: Send>() {}
+        fn sync<T: Sync>() {}
+        send::<Network>();
+        send::<RunningNetwork>();
+        sync::<NetCounters>();
+        send::<NetEvent>();
+    }
+
+    #[test]
+    fn bad_configurations_are_refused() {
+        let err = |config| Network::new(config).err().map(|e| e.to_string());
+        assert_eq!(
+            err(NetConfig {
+                mtu: 100,
+                ..NetConfig::default()
+            }),
+            Some("invalid network configuration: mtu must be within 576..=65521".into())
+        );
+        assert!(err(NetConfig {
+            prefix_len: 31,
+            ..NetConfig::default()
+        })
+        .is_some());
+        let network = Network::new(NetConfig {
+            dns_upstream: Some("127.0.0.1:53".parse().unwrap()),
+            ..NetConfig::default()
+        })
+        .unwrap();
+        assert!(network.published_addresses().is_empty());
+        let setup = network.config().guest_setup();
+        assert_eq!(setup.resolv_conf, "nameserver 172.30.0.1\n");
+        assert_eq!(setup.hosts_line, "172.30.0.254 host.msb.internal\n");
+    }
+}

@@ -109,7 +109,6 @@ impl Stack {
             shared: shared.clone(),
             inbox: VecDeque::new(),
             mtu: config.mtu,
-            blocked: false,
         };
         let mut iface = Interface::new(
             Config::new(HardwareAddress::Ethernet(GATEWAY_MAC)),
@@ -205,7 +204,6 @@ impl Stack {
                 };
                 self.on_guest_frame(frame);
             }
-            self.device.blocked = false;
             self.iface.poll(now(), &mut self.device, &mut self.sockets);
             self.service_connections();
             if !self.echoes.is_empty() {

@@ -16,11 +16,22 @@ pub fn can_run(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     #[allow(unsafe_code)]
     let root = unsafe { libc::geteuid() } == 0;
-    let tools = ["ip", "curl", "nc", "dig"].iter().all(|t| which(t));
-    if !root || !tools {
-        eprintln!("skipping {test}: needs root and ip, curl, nc, dig (root={root})");
+    let tools = ["ip", "curl", "nc", "dig", "ping", "md5sum"]
+        .iter()
+        .all(|t| which(t));
+    // The tests use OpenBSD netcat's -N, -W and -q.
+    let openbsd_nc = tools
+        && Command::new("nc")
+            .arg("-h")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("-N"));
+    if !root || !tools || !openbsd_nc {
+        eprintln!(
+            "skipping {test}: needs root and ip, curl, OpenBSD nc, dig, ping \
+             (apt-get install iproute2 curl netcat-openbsd dnsutils iputils-ping); root={root}"
+        );
     }
-    root && tools
+    root && tools && openbsd_nc
 }
 
 fn which(tool: &str) -> bool {
