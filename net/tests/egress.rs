@@ -202,3 +202,25 @@ fn echo_requests_are_answered_where_allowed() {
         }
     )));
 }
+
+#[test]
+fn many_concurrent_connections_to_one_endpoint() {
+    if !can_run("many_concurrent_connections_to_one_endpoint") {
+        return;
+    }
+    let port = http_server(vec![b'y'; 100_000]);
+    let sb = Sandbox::start(config(&["allow@host:tcp"]));
+    // 200 requests, 40 at a time, all to the same host alias endpoint: each SYN gets its own
+    // listening socket on that endpoint.
+    let sizes = sb.ok(&format!(
+        "seq 1 200 | xargs -P 40 -I{{}} curl -sS --max-time 10 -o /dev/null -w '%{{size_download}}\\n' http://172.30.0.254:{port}/"
+    ));
+    let sizes: Vec<&str> = sizes.lines().collect();
+    assert_eq!(sizes.len(), 200);
+    assert!(sizes.iter().all(|s| *s == "100000"), "{sizes:?}");
+    let c = sb.wait_counters("all closed", |c| c.tcp_open == 0);
+    assert_eq!(
+        (c.tcp_total, c.tcp_limit_refused, c.tcp_connect_failed),
+        (200, 0, 0)
+    );
+}
