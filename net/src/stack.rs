@@ -24,7 +24,7 @@ use crate::counters::{DropReporter, EventSink, NetCounters, NetEvent};
 use crate::device::{FdDevice, RingDevice, Shared};
 use crate::dns;
 use crate::frames::{self, GuestPacket, Link};
-use crate::policy::{AddressClass, Destination, EgressPolicy, Transport};
+use crate::policy::{Destination, EgressPolicy, Transport};
 use crate::ring::Frame;
 use crate::tcp::{self, FlowKey, TcpConn};
 use crate::udp::{self, DnsForward, StackLink, StackMsg, ToGuest};
@@ -452,6 +452,16 @@ impl Stack {
         }
     }
 
+    /// Broadcast and multicast traffic stays on the guest's link: dropped without a word.
+    fn stays_on_link(&self, ip: Ipv4Addr) -> bool {
+        let host_bits = u32::MAX
+            .checked_shr(u32::from(self.config.prefix_len))
+            .unwrap_or(0);
+        ip.is_multicast()
+            || ip.is_broadcast()
+            || u32::from(ip) == u32::from(self.config.gateway_ipv4) | host_bits
+    }
+
     /// Where a guest destination leads: the alias, or the address itself.
     fn destination(&self, ip: Ipv4Addr) -> Destination {
         if ip == self.config.host_alias_ipv4 {
@@ -546,18 +556,15 @@ impl Stack {
     /// Echo requests: the gateway answers itself; the host alias is relayed to the host's
     /// loopback and other allowed destinations to themselves, through an unprivileged ICMP
     /// socket. Where the host refuses those sockets (`net.ipv4.ping_group_range`), the stack
-    /// answers for the host alias itself and other destinations go unanswered.
+    /// answers for every allowed destination itself (a reply then says "allowed", not
+    /// "reachable").
     fn on_echo(&mut self, src: Ipv4Addr, dst: Ipv4Addr, message: Vec<u8>) {
         if dst == self.config.gateway_ipv4 {
             NetCounters::inc(&self.shared.counters.icmp_echo_replies);
             self.send_frame(|f, link| frames::echo_reply(f, link, src, dst, &message));
             return;
         }
-        if matches!(
-            crate::policy::classify(IpAddr::V4(dst)),
-            AddressClass::Special
-        ) && dst != self.config.host_alias_ipv4
-        {
+        if self.stays_on_link(dst) {
             return;
         }
         if !self.judge(dst, Transport::Icmp, 0) {
@@ -573,7 +580,7 @@ impl Stack {
                 }
                 Err(error) => {
                     if self.echo_sockets.is_none() {
-                        tracing::info!(%error, "no ICMP echo sockets on this host; echo requests are not relayed");
+                        tracing::info!(%error, "no ICMP echo sockets on this host; the stack answers echo requests itself");
                     }
                     self.echo_sockets = Some(false);
                     None
@@ -601,11 +608,10 @@ impl Stack {
                 self.poll_echoes();
             }
             Some(_) => {}
-            None if dst == self.config.host_alias_ipv4 => {
+            None => {
                 NetCounters::inc(&self.shared.counters.icmp_echo_replies);
                 self.send_frame(|f, link| frames::echo_reply(f, link, src, dst, &message));
             }
-            None => {}
         }
     }
 
@@ -651,12 +657,8 @@ impl Stack {
             }
             return;
         }
-        if matches!(
-            crate::policy::classify(IpAddr::V4(*dst.ip())),
-            AddressClass::Special
-        ) && *dst.ip() != self.config.host_alias_ipv4
-        {
-            return; // broadcast and multicast stay on the link
+        if self.stays_on_link(*dst.ip()) {
+            return;
         }
         let key = FlowKey {
             guest: src,
