@@ -49,11 +49,8 @@ mkfifo "$work/msb.stdin"
 pids+=($!)
 pid[msb-net]=$!
 exec 9>"$work/msb.stdin"
+# The example creates and configures eth0 (172.30.0.2/24, MTU 65520, default route) itself.
 for _ in $(seq 1 100); do grep -q ready "$work/msb.out" && break; sleep 0.05; done
-ip -n "${tag}m" link set lo up
-ip -n "${tag}m" addr add 172.30.0.2/24 dev eth0
-ip -n "${tag}m" link set eth0 mtu 65520 up
-ip -n "${tag}m" route add default via 172.30.0.1
 targets+=(msb-net) addr[msb-net]=172.30.0.254 port[msb-net]=$iperf_port
 
 if command -v slirp4netns >/dev/null; then

@@ -1,6 +1,6 @@
-//! Runs msb-net for an existing network namespace: opens TAP `eth0` in `/run/netns/NAME`,
-//! configures nothing inside (the caller does, with `ip`), serves until stdin closes, then
-//! prints the counters. Used by `benches/net.sh` and for manual testing:
+//! Runs msb-net for an existing network namespace: opens and configures TAP `eth0` in
+//! `/run/netns/NAME` (172.30.0.2/24, gateway 172.30.0.1, MTU 65520), prints `ready`, serves
+//! until stdin closes, then prints the counters. Used by `benches/net.sh` and for manual testing:
 //!
 //! ```text
 //! net-netns NAME [--rule RULE]... [--publish SPEC]... [--dns ADDR] [--tx-ring N] [--rx-ring N]
@@ -33,8 +33,10 @@ fn main() -> anyhow::Result<()> {
         }
     }
     config.policy = EgressPolicy::from_rules(&rules)?;
+    let setup = config.guest_setup();
     let network = Network::new(config)?;
-    let tap = msb_net::tap::open_in_netns(Path::new(&format!("/run/netns/{name}")), "eth0")?;
+    let netns = format!("/run/netns/{name}");
+    let tap = msb_net::tap::open_in_netns(Path::new(&netns), "eth0", Some(&setup))?;
     let running = network.start(tap)?;
     println!("ready");
     let _ = std::io::stdin().read_to_end(&mut Vec::new());

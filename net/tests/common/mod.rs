@@ -75,25 +75,11 @@ impl Sandbox {
             .status
             .success());
         let config = network.config().clone();
-        let tap = msb_net::tap::open_in_netns(Path::new(&format!("/run/netns/{name}")), "eth0")
-            .expect("tap");
+        // The TAP is opened and configured by msb-net itself (no `ip` inside).
         let setup = config.guest_setup();
-        let addr = format!("{}/{}", setup.address, setup.prefix_len);
-        let mtu = setup.mtu.to_string();
-        let gw = setup.gateway.to_string();
-        for args in [
-            vec!["link", "set", "lo", "up"],
-            vec!["addr", "add", &addr, "dev", "eth0"],
-            vec!["link", "set", "eth0", "mtu", &mtu, "up"],
-            vec!["route", "add", "default", "via", &gw],
-        ] {
-            let out = run(Command::new("ip").arg("-n").arg(&name).args(&args));
-            assert!(
-                out.status.success(),
-                "ip {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        let netns = format!("/run/netns/{name}");
+        let tap =
+            msb_net::tap::open_in_netns(Path::new(&netns), "eth0", Some(&setup)).expect("tap");
         let net = network.start(tap).expect("start");
         Sandbox {
             name,
