@@ -192,10 +192,15 @@ impl Stack {
             while let Ok(msg) = self.control.try_recv() {
                 self.on_control(msg);
             }
+            // Datagrams for the guest, a batch per turn; a full batch means more may wait.
+            let mut backlog = true;
             for _ in 0..FRAME_BATCH {
                 match self.to_guest.try_recv() {
                     Ok(item) => self.on_to_guest(item),
-                    Err(_) => break,
+                    Err(_) => {
+                        backlog = false;
+                        break;
+                    }
                 }
             }
             for _ in 0..FRAME_BATCH {
@@ -221,6 +226,7 @@ impl Stack {
             self.shared.stack.arm();
             let device_ready = !self.fd_device.blocked() && !self.shared.rings.rx.is_empty();
             if self.shared.stack.take_pending()
+                || backlog
                 || device_ready
                 || !self.shared.rings.tx.is_empty()
                 || self.shared.stop.load(Relaxed)
@@ -228,8 +234,9 @@ impl Stack {
                 self.shared.stack.disarm();
                 continue;
             }
+            // Rounded up, so a timer due in under a millisecond is slept for, not spun on.
             let timeout_ms = match self.iface.poll_delay(now(), &self.sockets) {
-                Some(d) => d.total_millis().min(1000) as i32,
+                Some(d) => d.total_micros().div_ceil(1000).min(1000) as i32,
                 None => 1000,
             };
             if timeout_ms > 0 {
