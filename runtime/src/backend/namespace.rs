@@ -146,6 +146,23 @@ pub fn start(
             });
         }
     }
+    // Ports bound before anything starts: one in use fails the start here.
+    let network = super::network::configure(&config.config)?;
+    if let Some(network) = &network {
+        let owner = config.id_map.map(|map| (map.host_uid, map.host_gid));
+        let (root_dir, lower) = match &config.config.rootfs {
+            RootfsSource::Default => (dir.upper(), Some(config.default_rootfs.as_path())),
+            RootfsSource::Bind { path } => (path.clone(), None),
+        };
+        if let Err(e) = super::network::write_guest_files(
+            &root_dir,
+            lower,
+            &network.config().guest_setup(),
+            owner,
+        ) {
+            tracing::warn!("writing the guest's resolv.conf and hosts: {e}");
+        }
+    }
     let spec = SandboxSpec {
         id: config.sandbox_id.clone(),
         hostname: config.config.name.chars().take(63).collect(),
@@ -171,8 +188,21 @@ pub fn start(
         Some(launcher) => Sandbox::start_warm(spec, launcher)?,
         None => Sandbox::start(spec)?,
     };
+    let network = match network {
+        Some(network) => match super::network::start(network, sandbox.pid()) {
+            Ok(running) => Some(running),
+            Err(e) => {
+                let _ = sandbox.kill();
+                let _ = sandbox.wait();
+                let _ = sandbox.destroy();
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     Ok(NamespaceBackend {
         sandbox,
+        network,
         runtime_server,
         mount_servers,
     })
@@ -186,6 +216,8 @@ pub struct MountServer {
 
 pub struct NamespaceBackend {
     sandbox: Sandbox,
+    /// The sandbox's network stack (stopped on drop); `None` under `--no-network`.
+    network: Option<msb_net::RunningNetwork>,
     /// Serves `/.msb` until the sandbox's mount namespace goes (its workers then end).
     runtime_server: Option<msb_fs::Server>,
     /// Serve the directory mounts, likewise.
@@ -224,6 +256,12 @@ impl Backend for NamespaceBackend {
             .iter()
             .map(|m| (m.guest.clone(), m.server.fs().clone()))
             .collect()
+    }
+
+    fn net_counters(&self) -> Option<Arc<msb_net::NetCounters>> {
+        self.network
+            .as_ref()
+            .map(|running| running.counters().clone())
     }
 
     fn cgroups(&self) -> Option<super::CgroupPaths> {

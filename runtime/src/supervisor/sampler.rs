@@ -92,6 +92,8 @@ pub struct Sampler {
     runtime_fs: Option<std::sync::Arc<msb_fs::PassthroughFs>>,
     /// The directory volumes' file servers (guest path, server).
     mount_fs: Vec<(std::path::PathBuf, std::sync::Arc<msb_fs::PassthroughFs>)>,
+    /// The network's counters; `None` under `--no-network`.
+    net: Option<std::sync::Arc<msb_net::NetCounters>>,
 }
 
 /// What msb takes from memory.stat.
@@ -327,6 +329,7 @@ impl Sampler {
             limit_cache: None,
             runtime_fs: None,
             mount_fs: Vec::new(),
+            net: None,
         }
     }
 
@@ -417,6 +420,7 @@ impl Sampler {
         sample.threads = self.pids.as_mut().and_then(Source::number);
         self.read_runtime_fs(sample);
         self.read_mount_fs(sample);
+        self.read_net(sample);
         let procs = self
             .procs
             .as_ref()
@@ -456,6 +460,23 @@ impl Sampler {
     }
 
     /// Reports the directory volumes through their file servers.
+    pub fn with_net(mut self, counters: Option<std::sync::Arc<msb_net::NetCounters>>) -> Self {
+        self.net = counters;
+        self
+    }
+
+    fn read_net(&mut self, sample: &mut Sample) {
+        let Some(counters) = &self.net else {
+            self.missing("net_rx_bytes", "the sandbox has no network (--no-network)");
+            return;
+        };
+        let net = counters.snapshot();
+        sample.net_rx_bytes = Some(net.rx_bytes);
+        sample.net_tx_bytes = Some(net.tx_bytes);
+        sample.net_rx_packets = Some(net.rx_packets);
+        sample.net_tx_packets = Some(net.tx_packets);
+    }
+
     pub fn with_mount_fs(
         mut self,
         servers: Vec<(std::path::PathBuf, std::sync::Arc<msb_fs::PassthroughFs>)>,

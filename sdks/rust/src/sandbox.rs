@@ -47,6 +47,9 @@ impl SandboxBuilder {
                 idle_timeout_secs: None,
                 ephemeral: false,
                 metrics_interval_ms: None,
+                published_ports: Vec::new(),
+                net_rules: Vec::new(),
+                no_network: false,
             },
             ephemeral: None,
         }
