@@ -33,7 +33,10 @@ pub fn configure(config: &SandboxConfig) -> Result<Option<msb_net::Network>, Bac
         .collect::<Result<Vec<_>, _>>()?;
     msb_net::Network::new(net)
         .map(Some)
-        .map_err(|e| BackendError::Network(format!("publishing ports: {e}")))
+        .map_err(|e| match std::error::Error::source(&e) {
+            Some(source) => BackendError::Network(format!("publishing ports: {e}: {source}")),
+            None => BackendError::Network(format!("publishing ports: {e}")),
+        })
 }
 
 /// Creates `eth0` in PID 1's network namespace and starts the stack on it.

@@ -475,6 +475,17 @@ impl Sampler {
         sample.net_tx_bytes = Some(net.tx_bytes);
         sample.net_rx_packets = Some(net.rx_packets);
         sample.net_tx_packets = Some(net.tx_packets);
+        sample.net_drops_tx_ring_full = Some(net.drops_tx_ring_full);
+        sample.net_drops_rx_ring_full = Some(net.drops_rx_ring_full);
+        sample.net_drops_policy_denied = Some(net.drops_policy_denied);
+        sample.net_drops_dns_failed = Some(net.drops_dns_failed);
+        sample.net_tx_ring_frames = Some(net.tx_ring_frames);
+        sample.net_rx_ring_frames = Some(net.rx_ring_frames);
+        sample.net_tcp_open = Some(net.tcp_open);
+        sample.net_udp_open = Some(net.udp_open);
+        sample.net_tcp_limit_refused = Some(net.tcp_limit_refused);
+        sample.net_udp_limit_refused = Some(net.udp_limit_refused);
+        sample.net_dns_queries = Some(net.dns_queries);
     }
 
     pub fn with_mount_fs(
