@@ -19,10 +19,9 @@ pub fn configure(config: &SandboxConfig) -> Result<Option<msb_net::Network>, Bac
     if config.no_network {
         return Ok(None);
     }
-    let mut net = msb_net::NetConfig::default();
-    net.policy = msb_net::EgressPolicy::from_rules(&config.net_rules)
+    let policy = msb_net::EgressPolicy::from_rules(&config.net_rules)
         .map_err(|e| BackendError::Network(format!("network rules: {e}")))?;
-    net.published = config
+    let published = config
         .published_ports
         .iter()
         .map(|value| {
@@ -31,6 +30,11 @@ pub fn configure(config: &SandboxConfig) -> Result<Option<msb_net::Network>, Bac
                 .map_err(|e| BackendError::Network(format!("published port {value:?}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let net = msb_net::NetConfig {
+        policy,
+        published,
+        ..msb_net::NetConfig::default()
+    };
     msb_net::Network::new(net)
         .map(Some)
         .map_err(|e| match std::error::Error::source(&e) {
