@@ -33,7 +33,7 @@ OBJECTS = [
     "ExecResponse", "CreateSandboxRequest", "AttachMode", "StopRequest", "KillRequest",
     "DrainRequest", "ExecRequest", "SessionExec", "TerminalSize",
 ]
-ENUMS = ["SandboxStatus", "TerminationReason", "ExecFailureKind", "OutputStream"]
+ENUMS = ["SandboxStatus", "TerminationReason", "ExecFailureKind", "OutputStream", "VolumeKind"]
 # Fixtures: the response bodies an SDK parses.
 FIXTURES = [
     "SandboxInfo", "WaitResponse", "MetricsReport", "CapacityReport", "HistoryResponse",
