@@ -33,7 +33,7 @@ OBJECTS = [
     "ExecResponse", "CreateSandboxRequest", "AttachMode", "StopRequest", "KillRequest",
     "DrainRequest", "ExecRequest", "SessionExec", "TerminalSize",
 ]
-ENUMS = ["SandboxStatus", "TerminationReason", "ExecFailureKind", "OutputStream"]
+ENUMS = ["SandboxStatus", "TerminationReason", "ExecFailureKind", "OutputStream", "VolumeKind"]
 # Fixtures: the response bodies an SDK parses.
 FIXTURES = [
     "SandboxInfo", "WaitResponse", "MetricsReport", "CapacityReport", "HistoryResponse",
@@ -384,7 +384,9 @@ def example(doc: Dict[str, Any], schema: Dict[str, Any], nulls: bool, depth: int
         values = [v for v in schema["enum"] if v is not None]
         return None if nulls and None in schema["enum"] else values[(depth * 7) % len(values)]
     for union in ("oneOf", "anyOf"):
-        if union in schema:
+        # An object's own `anyOf` constrains its properties (which must be present); it is
+        # not a union of kinds.
+        if union in schema and "properties" not in schema:
             options = [o for o in schema[union] if o.get("type") != "null"]
             if nulls and len(options) < len(schema[union]):
                 return None

@@ -52,18 +52,18 @@ pub struct VolumeMount {
     pub host: PathBuf,
     /// A named volume (`msb volume create`) instead of a host path; msbd fills `host` with the
     /// volume's place when it records the sandbox.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub volume: Option<String>,
     /// The named volume's kind (msbd fills it in; a `disk` volume is an ext4 image attached as a
     /// block device at each start).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub kind: Option<crate::volumes::VolumeKind>,
     #[schema(value_type = String)]
     pub guest: PathBuf,
     pub readonly: bool,
     /// Write quota in MiB of a directory mount (default 4096, at most the size of the
     /// filesystem holding `host`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schema(minimum = 1, maximum = 1073741824)]
     pub quota_mib: Option<u64>,
 }

@@ -29,7 +29,7 @@ use crate::ERROR_KINDS;
 
 /// The request bodies (and the schemas inside them) whose unknown fields msbd refuses
 /// (`#[serde(deny_unknown_fields)]` on each type).
-pub const CLOSED_SCHEMAS: [&str; 11] = [
+pub const CLOSED_SCHEMAS: [&str; 12] = [
     "CreateSandboxRequest",
     "SandboxConfig",
     "VolumeMount",
@@ -41,6 +41,7 @@ pub const CLOSED_SCHEMAS: [&str; 11] = [
     "ExecRequest",
     "DrainRequest",
     "SessionExec",
+    "CreateVolumeRequest",
 ];
 
 /// A sandbox name as a path or query parameter.
@@ -182,6 +183,18 @@ fn constrain_schemas(schemas: &mut Value) {
         json!({"pattern": ABSOLUTE_PATH_PATTERN}),
     );
     merge(&mut volume["guest"], json!({"pattern": GUEST_PATH_PATTERN}));
+    merge(
+        &mut volume["volume"],
+        json!({"maxLength": MAX_NAME_BYTES, "pattern": NAME_PATTERN}),
+    );
+    // A host path or a named volume (when both are given, the volume's place wins).
+    merge(
+        &mut schemas["VolumeMount"],
+        json!({"anyOf": [
+            {"required": ["host"]},
+            {"required": ["volume"], "properties": {"volume": {"type": "string"}}},
+        ]}),
+    );
     for variant in variants(&mut schemas["RootfsSource"]) {
         if let Some(path) = variant["properties"].get_mut("path") {
             merge(path, json!({"pattern": ABSOLUTE_PATH_PATTERN}));
@@ -221,6 +234,19 @@ fn constrain_schemas(schemas: &mut Value) {
             json!({"maximum": u16::MAX}),
         );
     }
+    merge(
+        &mut schemas["CreateVolumeRequest"]["properties"]["name"],
+        json!({"minLength": 1, "maxLength": MAX_NAME_BYTES, "pattern": NAME_PATTERN}),
+    );
+    // A dir volume's budget is a quota, a disk volume's its size: never the other.
+    merge(
+        &mut schemas["CreateVolumeRequest"],
+        json!({
+            "if": {"required": ["kind"], "properties": {"kind": {"const": "disk"}}},
+            "then": {"properties": {"quota_mib": {"type": "null"}}},
+            "else": {"properties": {"size_mib": {"type": "null"}}},
+        }),
+    );
     let exec = &mut schemas["ExecRequest"]["properties"];
     merge(
         &mut exec["stdin"],

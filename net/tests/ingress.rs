@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
-use common::{can_run, free_port, Sandbox};
+use common::{can_run, start_on_free_port};
 use msb_net::{NetConfig, NetError, Network};
 
 #[test]
@@ -14,8 +14,7 @@ fn published_ports_answer_from_the_host() {
     if !can_run("published_ports_answer_from_the_host") {
         return;
     }
-    let tcp = free_port();
-    let sb = Sandbox::start(NetConfig {
+    let (sb, tcp) = start_on_free_port(|tcp| NetConfig {
         published: vec![format!("{tcp}:8080").parse().unwrap()],
         dns_upstream: Some("127.0.0.1:9".parse().unwrap()),
         ..NetConfig::default()
@@ -54,8 +53,7 @@ fn published_udp_round_trips() {
     if !can_run("published_udp_round_trips") {
         return;
     }
-    let udp = free_port();
-    let sb = Sandbox::start(NetConfig {
+    let (sb, udp) = start_on_free_port(|udp| NetConfig {
         published: vec![format!("{udp}:5353/udp").parse().unwrap()],
         dns_upstream: Some("127.0.0.1:9".parse().unwrap()),
         ..NetConfig::default()

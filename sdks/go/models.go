@@ -48,6 +48,14 @@ const (
 	OutputStreamStderr OutputStream = "stderr"
 )
 
+// VolumeKind is one of the document's values for it.
+type VolumeKind string
+
+const (
+	VolumeKindDir  VolumeKind = "dir"
+	VolumeKindDisk VolumeKind = "disk"
+)
+
 // SandboxInfo: SandboxInfo
 type SandboxInfo struct {
 	Config    SandboxConfig     `json:"config"`

@@ -21,7 +21,7 @@ pub async fn exec(
     request.validate()?;
     let stdin = request
         .stdin
-        .map(|text| base64::engine::general_purpose::STANDARD.decode(text))
+        .map(|text| super::session_json::BASE64.decode(text))
         .transpose()
         .map_err(|e| ApiError::Invalid(format!("stdin: {e}")))?;
     let response = exec::run_buffered(

@@ -29,7 +29,14 @@ const MAX_LINE_BYTES: usize = 8 << 20;
 /// the supervisor and the process) rather than memory here.
 const QUEUE_EVENTS: usize = 64;
 
-const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+/// Standard base64, padded when encoding; decoding takes what the document's pattern takes
+/// (unused trailing bits set, padding or not), as other decoders do.
+pub(crate) const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
 
 /// Whether a request asks for `Upgrade: msb-session-json`.
 pub(crate) fn wants_json_session(headers: &axum::http::HeaderMap) -> bool {

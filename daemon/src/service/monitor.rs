@@ -19,13 +19,24 @@ use crate::supervisors;
 
 /// Follows one sandbox's supervisor until it exits, then settles the catalog (and removes
 /// the sandbox if it was ephemeral).
+///
+/// One monitor per run, not per sandbox: the monitor of a run that just ended may still be
+/// settling (its supervisor exiting) when the next run starts, and that run needs its own.
 pub fn spawn_monitor(daemon: Arc<Daemon>, sandbox_id: String) {
-    if !daemon.monitored.lock().unwrap().insert(sandbox_id.clone()) {
+    let run_id = daemon
+        .store()
+        .latest_run(&sandbox_id)
+        .ok()
+        .flatten()
+        .map(|run| run.id)
+        .unwrap_or_default();
+    let key = format!("{sandbox_id}/{run_id}");
+    if !daemon.monitored.lock().unwrap().insert(key.clone()) {
         return;
     }
     tokio::spawn(async move {
         monitor(&daemon, &sandbox_id).await;
-        daemon.monitored.lock().unwrap().remove(&sandbox_id);
+        daemon.monitored.lock().unwrap().remove(&key);
     });
 }
 
@@ -103,6 +114,11 @@ async fn monitor(daemon: &Arc<Daemon>, sandbox_id: &str) {
     }
     // The connection ended: the supervisor is exiting. If it recorded the end of the run, that
     // is all we need; otherwise let it finish dying before judging.
+    // A later run has started meanwhile: its own monitor settles it.
+    let current = daemon.store().latest_run(sandbox_id).ok().flatten();
+    if run.is_some() && current.map(|r| r.id) != run.as_ref().map(|r| r.id.clone()) {
+        return;
+    }
     let run_record = daemon.home.sandbox(sandbox_id).run_record();
     let recorded_end = || RunRecord::read(&run_record).is_ok_and(|r| r.phase == RunPhase::Exited);
     for _ in 0..2000 {

@@ -219,3 +219,22 @@ pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
+
+/// Starts a sandbox whose configuration publishes a port picked here. A port found free can be
+/// taken (as an ephemeral port of another test's connection) before the network binds it, so a
+/// bind that finds it in use tries another.
+pub fn start_on_free_port(config: impl Fn(u16) -> NetConfig) -> (Sandbox, u16) {
+    for _ in 0..20 {
+        let port = free_port();
+        match Network::new(config(port)) {
+            Ok(mut network) => {
+                let events = network.take_events().unwrap();
+                return (Sandbox::start_network(events, network), port);
+            }
+            Err(msb_net::NetError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse => {}
+            Err(e) => panic!("network: {e:?}"),
+        }
+    }
+    panic!("no free port in 20 tries")
+}

@@ -93,8 +93,42 @@ impl SandboxBuilder {
     ) -> Self {
         self.config.volumes.push(VolumeMount {
             host: host.into(),
+            volume: None,
+            kind: None,
             guest: guest.into(),
             readonly,
+            quota_mib: None,
+        });
+        self
+    }
+    /// Mounts the host directory `host` at `guest` with a write quota of `quota_mib` MiB
+    /// (a host directory's default is 4096).
+    pub fn mount_with_quota(
+        mut self,
+        host: impl Into<std::path::PathBuf>,
+        guest: impl Into<std::path::PathBuf>,
+        quota_mib: u64,
+    ) -> Self {
+        self = self.mount(host, guest, false);
+        if let Some(last) = self.config.volumes.last_mut() {
+            last.quota_mib = Some(quota_mib);
+        }
+        self
+    }
+    /// Mounts the named volume `name` (`msb volume create`) at `guest`.
+    pub fn volume(
+        mut self,
+        name: impl Into<String>,
+        guest: impl Into<std::path::PathBuf>,
+        readonly: bool,
+    ) -> Self {
+        self.config.volumes.push(VolumeMount {
+            host: std::path::PathBuf::new(),
+            volume: Some(name.into()),
+            kind: None,
+            guest: guest.into(),
+            readonly,
+            quota_mib: None,
         });
         self
     }

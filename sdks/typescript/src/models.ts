@@ -8,6 +8,8 @@ export type ExecFailureKind = "not_found" | "permission_denied" | "invalid_reque
 
 export type OutputStream = "stdout" | "stderr";
 
+export type VolumeKind = "dir" | "disk";
+
 /** SandboxInfo */
 export interface SandboxInfo {
   config: SandboxConfig;

@@ -14,6 +14,8 @@ ExecFailureKind = Literal["not_found", "permission_denied", "invalid_request", "
 
 OutputStream = Literal["stdout", "stderr"]
 
+VolumeKind = Literal["dir", "disk"]
+
 
 @dataclass
 class SandboxInfo:
@@ -195,7 +197,7 @@ class VolumeMount:
         return cls(
             guest=data['guest'],
             host=data.get("host", ""),
-            kind=(lambda x: VolumeKind.from_json(x) if x is not None else None)(data.get("kind")),
+            kind=data.get("kind"),
             quota_mib=(lambda x: int(x) if x is not None else None)(data.get("quota_mib")),
             readonly=data['readonly'],
             volume=data.get("volume"),
@@ -205,7 +207,7 @@ class VolumeMount:
         out: Dict[str, Any] = {}
         out["guest"] = self.guest
         out["host"] = self.host
-        out["kind"] = None if self.kind is None else self.kind.to_json()
+        out["kind"] = None if self.kind is None else self.kind
         out["quota_mib"] = None if self.quota_mib is None else self.quota_mib
         out["readonly"] = self.readonly
         out["volume"] = None if self.volume is None else self.volume
