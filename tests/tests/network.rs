@@ -107,6 +107,25 @@ fn a_published_port_answers_from_the_host() {
             answer.contains("published-hello")
         },
     );
+    // Once `stop` returns the port is the host's again, and a new run publishes it at once.
+    home.ok(&["stop", "web"]);
+    drop(TcpListener::bind(("127.0.0.1", port)).expect("the stopped sandbox's port is free"));
+    home.ok(&["start", "web"]);
+    home.eventually(
+        Duration::from_secs(20),
+        "the restarted sandbox's port to answer",
+        || {
+            let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+                return false;
+            };
+            stream
+                .set_read_timeout(Some(Duration::from_secs(3)))
+                .unwrap();
+            answer.clear();
+            let _ = stream.read_to_string(&mut answer);
+            answer.contains("published-hello")
+        },
+    );
     home.ok(&["rm", "-f", "web"]);
 }
 

@@ -202,7 +202,8 @@ pub fn start(
     };
     Ok(NamespaceBackend {
         sandbox,
-        network,
+        net_counters: network.as_ref().map(|running| running.counters().clone()),
+        network: std::sync::Mutex::new(network),
         runtime_server,
         mount_servers,
     })
@@ -216,8 +217,11 @@ pub struct MountServer {
 
 pub struct NamespaceBackend {
     sandbox: Sandbox,
-    /// The sandbox's network stack (stopped on drop); `None` under `--no-network`.
-    network: Option<msb_net::RunningNetwork>,
+    /// The sandbox's network stack, stopped as soon as init exits (so its published ports are
+    /// free for the next run at once); `None` under `--no-network`.
+    network: std::sync::Mutex<Option<msb_net::RunningNetwork>>,
+    /// Its counters, which outlive the stack for the last sample.
+    net_counters: Option<Arc<msb_net::NetCounters>>,
     /// Serves `/.msb` until the sandbox's mount namespace goes (its workers then end).
     runtime_server: Option<msb_fs::Server>,
     /// Serve the directory mounts, likewise.
@@ -232,6 +236,15 @@ impl Backend for NamespaceBackend {
     fn wait_exit(&self) {
         if let Err(e) = self.sandbox.wait() {
             tracing::warn!("waiting for the sandbox's init: {e}");
+        }
+        // Nothing is left to talk to: release the host's ports and sockets now.
+        let network = self
+            .network
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(network) = network {
+            network.stop();
         }
     }
 
@@ -259,9 +272,7 @@ impl Backend for NamespaceBackend {
     }
 
     fn net_counters(&self) -> Option<Arc<msb_net::NetCounters>> {
-        self.network
-            .as_ref()
-            .map(|running| running.counters().clone())
+        self.net_counters.clone()
     }
 
     fn cgroups(&self) -> Option<super::CgroupPaths> {
