@@ -6,17 +6,18 @@
 //! ICMP echo are handled on the frames directly. See `README.md` for the design.
 //!
 //! ```no_run
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let mut config = msb_net::NetConfig::default();
-//! config.published.push("8080:80".parse()?);
-//! config.policy = msb_net::EgressPolicy::from_rules(&["allow@host:tcp:5432"])?;
-//! let mut network = msb_net::Network::new(config)?; // binds the published ports now
-//! let events = network.take_events();
-//! # let tap_fd: std::os::fd::OwnedFd = unimplemented!();
-//! let running = network.start(tap_fd)?; // the TAP inside the sandbox's namespace
-//! println!("{:?}", running.counters().snapshot());
-//! running.stop();
-//! # Ok(()) }
+//! /// Runs a network for the sandbox whose TAP device is `tap_fd`.
+//! fn serve(tap_fd: std::os::fd::OwnedFd) -> Result<(), Box<dyn std::error::Error>> {
+//!     let mut config = msb_net::NetConfig::default();
+//!     config.published.push("8080:80".parse()?);
+//!     config.policy = msb_net::EgressPolicy::from_rules(&["allow@host:tcp:5432"])?;
+//!     let mut network = msb_net::Network::new(config)?; // binds the published ports now
+//!     let events = network.take_events();
+//!     let running = network.start(tap_fd)?; // the TAP inside the sandbox's namespace
+//!     println!("{:?}", running.counters().snapshot());
+//!     running.stop();
+//!     Ok(())
+//! }
 //! ```
 
 #[cfg(feature = "engine")]

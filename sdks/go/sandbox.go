@@ -49,7 +49,20 @@ func (b *SandboxBuilder) Workdir(dir string) *SandboxBuilder { b.config.Workdir 
 
 // Mount puts a host directory at guest in the sandbox. (Volumes, quotas and ports: later.)
 func (b *SandboxBuilder) Mount(host, guest string, readonly bool) *SandboxBuilder {
-	b.config.Volumes = append(b.config.Volumes, VolumeMount{Host: host, Guest: guest, Readonly: readonly})
+	b.config.Volumes = append(b.config.Volumes, VolumeMount{Host: &host, Guest: guest, Readonly: readonly})
+	return b
+}
+
+// MountWithQuota mounts the host directory host at guest, writable, its writes counted against
+// quotaMiB by msb's file server.
+func (b *SandboxBuilder) MountWithQuota(host, guest string, quotaMiB int64) *SandboxBuilder {
+	b.config.Volumes = append(b.config.Volumes, VolumeMount{Host: &host, Guest: guest, QuotaMib: &quotaMiB})
+	return b
+}
+
+// Volume mounts the named volume name (msb volume create) at guest.
+func (b *SandboxBuilder) Volume(name, guest string, readonly bool) *SandboxBuilder {
+	b.config.Volumes = append(b.config.Volumes, VolumeMount{Volume: &name, Guest: guest, Readonly: readonly})
 	return b
 }
 func (b *SandboxBuilder) Label(key, value string) *SandboxBuilder {

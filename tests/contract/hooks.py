@@ -8,9 +8,11 @@
 - Memory: whether the host has the memory a create request asks for is not something a schema
   can state either (msbd refuses more than the host's `MemTotal` with 422); a valid
   `memory_mib` above it is lowered to 64 MiB, so valid requests still start sandboxes.
-- Stop's grace: `stop` answers once its grace (`timeout_secs`, up to an hour as documented)
-  has run out, longer than a fuzzer waits for an answer; a valid grace is shortened to 2 s
-  (an invalid one is left as it is).
+- Waits: `stop` answers once its grace (`timeout_secs`, up to an hour as documented) has run
+  out, and `drain` once its sessions' wait (`timeout_secs`, up to a day) and then its stop's
+  grace (`stop_timeout_secs`) have: longer than a fuzzer waits for an answer. A valid wait is
+  shortened to 2 s (an invalid one is left as it is). A drain without `timeout_secs` waits for
+  exec sessions only, and the fuzzer's exec requests have ended by the time it sends another.
 - A tally of every generated case's mode and answer is appended to $MSB_FUZZ_TALLY, from which
   fuzz.sh reports how many valid inputs each operation refused.
 """
@@ -23,6 +25,14 @@ import schemathesis
 SCRATCH = os.environ["MSB_FUZZ_SCRATCH"]
 TALLY = os.environ["MSB_FUZZ_TALLY"]
 HOST_MIB = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20)
+
+
+def _shorten(body, key):
+    """A valid wait of more than 2 s (up to a day, as documented) becomes 2 s."""
+    value = body.get(key)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and value == int(value) and 2 < value <= 86400:
+        body[key] = 2
 
 
 def _scratch_paths(case):
@@ -46,10 +56,10 @@ def _scratch_paths(case):
                 if isinstance(volume, dict) and isinstance(volume.get("host"), str):
                     volume["host"] = SCRATCH
     elif op.method.upper() == "POST" and op.path.endswith("/stop"):
-        grace = body.get("timeout_secs")
-        number = isinstance(grace, (int, float)) and not isinstance(grace, bool)
-        if number and grace == int(grace) and 2 < grace <= 3600:
-            body["timeout_secs"] = 2
+        _shorten(body, "timeout_secs")
+    elif op.method.upper() == "POST" and op.path.endswith("/drain"):
+        _shorten(body, "timeout_secs")
+        _shorten(body, "stop_timeout_secs")
     elif op.method.upper() == "POST" and op.path.endswith("/export"):
         path = body.get("path")
         if isinstance(path, str) and path.startswith("/") and path.endswith(".parquet"):

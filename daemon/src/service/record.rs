@@ -62,7 +62,7 @@ pub fn apply_record(daemon: &Daemon, sandbox_id: &str) -> Result<SandboxStatus, 
             .to_string(),
         );
         run.error.get_or_insert_with(|| {
-            "the supervisor exited without recording the end of the run".to_owned()
+            crash_message(&daemon.home.sandbox(sandbox_id).supervisor_log())
         });
         // The supervisor cannot clean up any more: its sandbox's processes and cgroups remain.
         // Released before the status says the run is over (a `stop` that returns Crashed has
@@ -133,6 +133,39 @@ pub fn apply_record(daemon: &Daemon, sandbox_id: &str) -> Result<SandboxStatus, 
 }
 
 /// The run's supervisor (pid and start time, so a reused pid does not count) is alive.
+/// Why a run ended unrecorded, as far as msbd can tell: the supervisor's last log line (a panic,
+/// a failed system call) says more than the bare fact.
+fn crash_message(log: &std::path::Path) -> String {
+    const BARE: &str = "the supervisor exited without recording the end of the run";
+    match last_log_line(log) {
+        Some(line) => format!("{BARE}; its log ends: {line}"),
+        None => BARE.to_owned(),
+    }
+}
+
+/// The last non-empty line of a log from its last 4 KiB, with the one before it (a panic's
+/// message follows the line naming where), skipping Rust's `note:` hints; at most 400
+/// characters.
+fn last_log_line(path: &std::path::Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
+    let mut tail = Vec::new();
+    file.take(4096).read_to_end(&mut tail).ok()?;
+    let text = String::from_utf8_lossy(&tail);
+    let mut lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: "))
+        .rev()
+        .take(2)
+        .collect();
+    lines.reverse();
+    let joined = lines.join(" ");
+    (!joined.is_empty()).then(|| joined.chars().take(400).collect())
+}
+
 pub fn supervisor_of_run_alive(run: &RunRow) -> bool {
     run.supervisor_pid
         .is_some_and(|pid| is_alive(pid, run.supervisor_start_ticks))
@@ -149,4 +182,31 @@ fn copy_record(run: &mut RunRow, record: &RunRecord) {
     run.termination_reason = record.reason.map(|r| r.to_string());
     run.error = record.error.clone();
     run.oom_kills = record.oom_kills;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crash_names_the_last_line_of_the_supervisor_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("supervisor.log");
+        assert_eq!(
+            crash_message(&log),
+            "the supervisor exited without recording the end of the run"
+        );
+        let mut text = "x".repeat(10_000);
+        text.push_str(
+            "\nthread 'main' panicked at run.rs:1:2:\nboom\nnote: run with `RUST_BACKTRACE=1`\n\n",
+        );
+        std::fs::write(&log, text).unwrap();
+        assert_eq!(
+            crash_message(&log),
+            "the supervisor exited without recording the end of the run; its log ends: \
+             thread 'main' panicked at run.rs:1:2: boom"
+        );
+        std::fs::write(&log, "y".repeat(1000)).unwrap();
+        assert_eq!(last_log_line(&log).unwrap().len(), 400);
+    }
 }

@@ -211,16 +211,21 @@ func TestAgainstARealDaemon(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("builder options land in inspect", func(t *testing.T) {
-		data := t.TempDir()
+		data, scratch := t.TempDir(), t.TempDir()
 		sandbox := must[*msb.Sandbox](t)(client.Sandbox("go-options").CPUs(0.5).MemoryMiB(256).
-			Env("GREETING", "hi").Workdir("/tmp").Mount(data, "/data", true).Label("team", "sdk").
+			Env("GREETING", "hi").Workdir("/tmp").Mount(data, "/data", true).
+			MountWithQuota(scratch, "/scratch", 64).Label("team", "sdk").
 			IdleTimeout(10 * time.Minute).MaxDuration(15 * time.Minute).MetricsInterval(500 * time.Millisecond).Start(ctx))
 		info := must[*msb.SandboxInfo](t)(sandbox.Inspect(ctx))
 		c := info.Config
+		quota := int64(64)
 		if *c.CPUs != 0.5 || *c.MemoryMib != 256 || *c.Workdir != "/tmp" || *c.IdleTimeoutSecs != 600 ||
 			*c.MaxDurationSecs != 900 || *c.MetricsIntervalMs != 500 || c.Labels["team"] != "sdk" ||
 			!reflect.DeepEqual(c.Env, [][2]string{{"GREETING", "hi"}}) || c.Ephemeral ||
-			!reflect.DeepEqual(c.Volumes, []msb.VolumeMount{{Host: data, Guest: "/data", Readonly: true}}) {
+			!reflect.DeepEqual(c.Volumes, []msb.VolumeMount{
+				{Host: &data, Guest: "/data", Readonly: true},
+				{Host: &scratch, Guest: "/scratch", QuotaMib: &quota},
+			}) {
 			t.Fatalf("config: %+v", c)
 		}
 		result := must[*msb.ExecResult](t)(sandbox.Exec(ctx, []string{"sh", "-c", "echo $GREETING; pwd"}, nil))

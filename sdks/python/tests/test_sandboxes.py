@@ -27,8 +27,10 @@ def eventually(check, what, limit=20.0):
 
 def test_builder_options_land_in_inspect(client, tmp_path):
     (tmp_path / "data").mkdir()
+    (tmp_path / "scratch").mkdir()
     sandbox = (client.sandbox("py-options").cpus(0.5).memory_mib(256).env(GREETING="hi")
                .workdir("/tmp").mount(tmp_path / "data", "/data", readonly=True)
+               .mount(tmp_path / "scratch", "/scratch", quota_mib=64)
                .label("team", "sdk").idle_timeout(600).max_duration(900).metrics_interval(0.5)
                .start())
     config = sandbox.inspect().config
@@ -37,8 +39,9 @@ def test_builder_options_land_in_inspect(client, tmp_path):
     assert config.labels == {"team": "sdk"}
     assert (config.idle_timeout_secs, config.max_duration_secs) == (600, 900)
     assert config.metrics_interval_ms == 500
-    assert [(v.host, v.guest, v.readonly) for v in config.volumes] == [
-        (str(tmp_path / "data"), "/data", True)]
+    assert [(v.host, v.guest, v.readonly, v.quota_mib, v.volume) for v in config.volumes] == [
+        (str(tmp_path / "data"), "/data", True, None, None),
+        (str(tmp_path / "scratch"), "/scratch", False, 64, None)]
     assert config.ephemeral is False
     assert sandbox.exec(["sh", "-c", "echo $GREETING; pwd"]).text == "hi\n/tmp\n"
     sandbox.remove(force=True)

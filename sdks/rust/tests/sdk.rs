@@ -51,7 +51,23 @@ impl Drop for Home {
             .args(["server", "stop"])
             .env("MSB_HOME", &self.path)
             .output();
-        let _ = std::fs::remove_dir_all(&self.path);
+        if std::thread::panicking() {
+            // Kept for the failure's diagnosis, and the supervisors' logs shown.
+            eprintln!("kept {}", self.path.display());
+            let sandboxes = std::fs::read_dir(self.path.join("sandboxes"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path().join("supervisor.log"));
+            for log in sandboxes.chain([self.path.join("warm-supervisors.log")]) {
+                if let Ok(bytes) = std::fs::read(&log) {
+                    let tail = &bytes[bytes.len().saturating_sub(3000)..];
+                    eprintln!("--- {}:\n{}", log.display(), String::from_utf8_lossy(tail));
+                }
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }
 

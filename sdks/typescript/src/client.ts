@@ -167,9 +167,19 @@ export class SandboxBuilder {
     this.settings.workdir = dir;
     return this;
   }
-  /** A host directory at `guest` in the sandbox. (Volumes, quotas and ports: later.) */
-  mount(host: string, guest: string, options: { readonly?: boolean } = {}): this {
-    this.settings.volumes.push({ host, guest, readonly: options.readonly ?? false });
+  /**
+   * A host path at `guest` in the sandbox. A directory is served by msb's file server, whose
+   * writes count against `quotaMib` (msbd's default when absent).
+   */
+  mount(host: string, guest: string, options: { readonly?: boolean; quotaMib?: number } = {}): this {
+    this.settings.volumes.push({
+      host, guest, readonly: options.readonly ?? false, quota_mib: options.quotaMib ?? null,
+    });
+    return this;
+  }
+  /** The named volume `name` (`msb volume create`) at `guest`. */
+  volume(name: string, guest: string, options: { readonly?: boolean } = {}): this {
+    this.settings.volumes.push({ volume: name, guest, readonly: options.readonly ?? false });
     return this;
   }
   label(key: string, value: string): this {

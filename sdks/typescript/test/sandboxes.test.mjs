@@ -51,9 +51,10 @@ async function eventually(check, what, limitMs = 20_000) {
 
 test("builder options land in inspect", { skip }, async () => {
   const data = fs.mkdtempSync(path.join(os.tmpdir(), "msb-ts-data-"));
+  const scratch = fs.mkdtempSync(path.join(os.tmpdir(), "msb-ts-scratch-"));
   const sandbox = await client
     .sandbox("ts-options").cpus(0.5).memoryMib(256).env({ GREETING: "hi" }).workdir("/tmp")
-    .mount(data, "/data", { readonly: true }).label("team", "sdk").idleTimeout(600).maxDuration(900)
+    .mount(data, "/data", { readonly: true }).mount(scratch, "/scratch", { quotaMib: 64 }).label("team", "sdk").idleTimeout(600).maxDuration(900)
     .metricsIntervalMs(500).start();
   const { config } = await sandbox.inspect();
   assert.equal(config.cpus, 0.5);
@@ -64,7 +65,10 @@ test("builder options land in inspect", { skip }, async () => {
   assert.equal(config.idle_timeout_secs, 600);
   assert.equal(config.max_duration_secs, 900);
   assert.equal(config.metrics_interval_ms, 500);
-  assert.deepEqual(config.volumes, [{ host: data, guest: "/data", readonly: true }]);
+  assert.deepEqual(
+    config.volumes.map((v) => [v.host, v.guest, v.readonly, v.quota_mib ?? null, v.volume ?? null]),
+    [[data, "/data", true, null, null], [scratch, "/scratch", false, 64, null]],
+  );
   assert.equal(config.ephemeral, false);
   const result = await sandbox.exec(["sh", "-c", "echo $GREETING; pwd"]);
   assert.equal(result.stdout.toString(), "hi\n/tmp\n");

@@ -166,9 +166,17 @@ class SandboxBuilder:
         self._config.workdir = path
         return self
 
-    def mount(self, host: Union[str, Path], guest: str, readonly: bool = False) -> "SandboxBuilder":
-        """A host directory at ``guest`` in the sandbox. (Volumes, quotas and ports: later.)"""
-        self._config.volumes.append(VolumeMount(host=str(host), guest=guest, readonly=readonly))
+    def mount(self, host: Union[str, Path], guest: str, readonly: bool = False,
+              quota_mib: Optional[int] = None) -> "SandboxBuilder":
+        """A host path at ``guest`` in the sandbox. A directory is served by msb's file server,
+        whose writes count against ``quota_mib`` (msbd's default when ``None``)."""
+        self._config.volumes.append(VolumeMount(host=str(host), guest=guest, readonly=readonly,
+                                                quota_mib=quota_mib))
+        return self
+
+    def volume(self, name: str, guest: str, readonly: bool = False) -> "SandboxBuilder":
+        """The named volume ``name`` (``msb volume create``) at ``guest``."""
+        self._config.volumes.append(VolumeMount(volume=name, guest=guest, readonly=readonly))
         return self
 
     def label(self, key: str, value: str) -> "SandboxBuilder":
