@@ -132,6 +132,23 @@ impl SandboxBuilder {
         });
         self
     }
+    /// Publishes a port: `[BIND_ADDR:]HOST_PORT[-END]:GUEST_PORT[-END][/udp|/tcp]`, as `msb run -p`
+    /// takes it (the bind address defaults to 127.0.0.1).
+    pub fn publish(mut self, spec: impl Into<String>) -> Self {
+        self.config.published_ports.push(spec.into());
+        self
+    }
+    /// Appends an egress rule, `allow|deny@CIDR[:tcp|udp[:PORTS]]` (first match wins), as
+    /// `msb run --net-rule` takes it.
+    pub fn net_rule(mut self, rule: impl Into<String>) -> Self {
+        self.config.net_rules.push(rule.into());
+        self
+    }
+    /// No network: the sandbox keeps only its loopback interface.
+    pub fn no_network(mut self) -> Self {
+        self.config.no_network = true;
+        self
+    }
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.config.labels.insert(key.into(), value.into());
         self
