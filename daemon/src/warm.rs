@@ -41,7 +41,10 @@ pub struct WarmPool {
     exe: PathBuf,
     log_level: String,
     log_path: PathBuf,
-    /// Where idle supervisors bind their sockets (`$MSB_HOME/warm/<n>.sock`).
+    /// Where idle supervisors bind their sockets (`$MSB_HOME/warm/<msbd pid>-<n>.sock`). The
+    /// pid keeps them apart from an earlier msbd's: one of its supervisors still on its way
+    /// when it exited can bind its socket after this msbd started, and removes it when it
+    /// exits; with a shared name this msbd took that socket for its own supervisor's.
     socket_dir: PathBuf,
     next_socket: AtomicUsize,
     /// How many idle supervisors to keep.
@@ -172,7 +175,8 @@ impl WarmPool {
             .open(&self.log_path)?;
         std::fs::create_dir_all(&self.socket_dir)?;
         let socket = self.socket_dir.join(format!(
-            "{}.sock",
+            "{}-{}.sock",
+            std::process::id(),
             self.next_socket.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_file(&socket);

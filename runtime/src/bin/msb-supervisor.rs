@@ -47,7 +47,7 @@ fn main() {
         _ => None,
     };
     let prepared = if warm {
-        // The socket is `$MSB_HOME/warm/N.sock`: the home's id map is the one its sandboxes
+        // The socket is `$MSB_HOME/warm/<msbd pid>-<n>.sock`: the home's id map is the one its sandboxes
         // will ask for, so its user namespace is made now too.
         let id_map = flag("--socket").and_then(|socket| {
             let home = std::path::Path::new(&socket).parent()?.parent()?;
