@@ -125,6 +125,17 @@ pub struct SandboxConfig {
     /// Sampling interval in ms: absent = 1000, 0 = metrics disabled, else 100 to 3600000.
     #[serde(default)]
     pub metrics_interval_ms: Option<u64>,
+    /// Published ports, each `[BIND_ADDR:]HOST_PORT[-END]:GUEST_PORT[-END][/udp|/tcp]` (`-p`);
+    /// the host side binds `127.0.0.1` unless an address is given.
+    #[serde(default)]
+    pub published_ports: Vec<String>,
+    /// Egress rules, each `allow|deny@TARGET[:tcp|udp[:PORTS]]` (`--net-rule`), first match wins;
+    /// without a match public addresses are allowed and private, loopback and metadata ones denied.
+    #[serde(default)]
+    pub net_rules: Vec<String>,
+    /// No network: the sandbox's namespace keeps only `lo` (`--no-network`).
+    #[serde(default)]
+    pub no_network: bool,
 }
 
 /// The sampling interval when none is configured.
@@ -187,6 +198,12 @@ pub enum ConfigError {
         "metrics_interval_ms: --metrics-interval must be 0 (off) or {MIN_METRICS_INTERVAL_MS} to {MAX_METRICS_INTERVAL_MS} ms, got {0} ms"
     )]
     MetricsInterval(u64),
+    #[error("published_ports: invalid published port {value:?}: {reason}")]
+    PublishedPort { value: String, reason: String },
+    #[error("net_rules: invalid network rule {value:?}: {reason}")]
+    NetRule { value: String, reason: String },
+    #[error("no_network: --no-network cannot be combined with published ports or network rules")]
+    NoNetworkWithNetworkOptions,
 }
 
 impl ConfigError {
@@ -200,6 +217,9 @@ impl ConfigError {
                 | ConfigError::QuotaBeyondDisk { .. }
                 | ConfigError::QuotaOnFile { .. }
                 | ConfigError::UnresolvedVolume(_)
+                // The `-p` and `--net-rule` grammars are msb-net's parsers, not schema patterns.
+                | ConfigError::PublishedPort { .. }
+                | ConfigError::NetRule { .. }
         )
     }
 }
@@ -209,6 +229,31 @@ impl SandboxConfig {
     /// (a configuration stored before msbd wrote the default in has none).
     pub fn memory_limit_mib(&self) -> u64 {
         self.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB)
+    }
+
+    /// Parses the published ports and egress rules with msb-net's parsers (the supervisor parses
+    /// them again to build the network).
+    fn validate_network(&self) -> Result<(), ConfigError> {
+        if self.no_network && !(self.published_ports.is_empty() && self.net_rules.is_empty()) {
+            return Err(ConfigError::NoNetworkWithNetworkOptions);
+        }
+        for value in &self.published_ports {
+            if let Err(e) = value.parse::<msb_net::PortSpec>() {
+                return Err(ConfigError::PublishedPort {
+                    value: value.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        for value in &self.net_rules {
+            if let Err(e) = value.parse::<msb_net::Rule>() {
+                return Err(ConfigError::NetRule {
+                    value: value.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Checks everything that can be checked on the host before a sandbox exists. Every check
@@ -301,6 +346,7 @@ impl SandboxConfig {
         }) {
             return Err(ConfigError::MetricsInterval(ms));
         }
+        self.validate_network()?;
         // Last, the checks that depend on the host rather than on the request.
         if let RootfsSource::Bind { path } = &self.rootfs {
             if !path.is_dir() {
@@ -404,6 +450,9 @@ mod tests {
             idle_timeout_secs: None,
             ephemeral: false,
             metrics_interval_ms: None,
+            published_ports: Vec::new(),
+            net_rules: Vec::new(),
+            no_network: false,
         }
     }
 

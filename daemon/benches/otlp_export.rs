@@ -43,6 +43,9 @@ fn daemon_with(count: usize, dir: &std::path::Path) -> std::sync::Arc<Daemon> {
             idle_timeout_secs: None,
             ephemeral: false,
             metrics_interval_ms: None,
+            published_ports: Vec::new(),
+            net_rules: Vec::new(),
+            no_network: false,
         };
         store
             .insert_sandbox(&SandboxRow {

@@ -146,6 +146,7 @@ impl From<CreateError> for ApiError {
             CreateError::Start(e) => e.into(),
             root @ CreateError::DefaultRoot(_) => ApiError::Internal(root.to_string()),
             path @ CreateError::HostPath { .. } => ApiError::Unprocessable(error_chain(&path)),
+            port @ CreateError::PortInUse { .. } => ApiError::Conflict(error_chain(&port)),
             memory @ CreateError::MemoryAboveHost { .. } => {
                 ApiError::Unprocessable(memory.to_string())
             }

@@ -251,7 +251,55 @@ declare_sample! {
     volumes_fs_read_bytes: Option<u64> => needs(attrs(FS_IO, &[("msb.mount", "volumes"), ("disk.io.direction", "read")]), VOLUMES_FS);
     /// Bytes the workload wrote into its directory volumes through their file servers.
     volumes_fs_written_bytes: Option<u64> => needs(attrs(FS_IO, &[("msb.mount", "volumes"), ("disk.io.direction", "write")]), VOLUMES_FS);
+    /// Guest frames dropped because the transmit ring (guest -> stack) was full.
+    net_drops_tx_ring_full: Option<u64> => needs(attrs(NET_DROPPED, &[("network.drop.reason", "tx_ring_full")]), NET);
+    /// Datagrams for the guest dropped because the receive ring was full.
+    net_drops_rx_ring_full: Option<u64> => needs(attrs(NET_DROPPED, &[("network.drop.reason", "rx_ring_full")]), NET);
+    /// Flows and packets the egress policy refused.
+    net_drops_policy_denied: Option<u64> => needs(attrs(NET_DROPPED, &[("network.drop.reason", "policy_denied")]), NET);
+    /// DNS queries that got no answer or were refused.
+    net_drops_dns_failed: Option<u64> => needs(attrs(NET_DROPPED, &[("network.drop.reason", "dns_failed")]), NET);
+    /// Frames waiting in the transmit ring now.
+    net_tx_ring_frames: Option<u64> => needs(attrs(NET_RING, &[("network.io.direction", "transmit")]), NET);
+    /// Frames waiting in the receive ring now.
+    net_rx_ring_frames: Option<u64> => needs(attrs(NET_RING, &[("network.io.direction", "receive")]), NET);
+    /// TCP connections open now (outbound and published).
+    net_tcp_open: Option<u64> => needs(attrs(NET_OPEN, &[("network.transport", "tcp")]), NET);
+    /// UDP flows open now (outbound and published).
+    net_udp_open: Option<u64> => needs(attrs(NET_OPEN, &[("network.transport", "udp")]), NET);
+    /// TCP connections refused at the connection limit.
+    net_tcp_limit_refused: Option<u64> => needs(attrs(NET_REFUSED, &[("network.transport", "tcp")]), NET);
+    /// UDP flows refused at the flow limit.
+    net_udp_limit_refused: Option<u64> => needs(attrs(NET_REFUSED, &[("network.transport", "udp")]), NET);
+    /// DNS queries the gateway received.
+    net_dns_queries: Option<u64> => needs(base("microsandbox.network.dns.queries", Counter, "{query}", "DNS queries the sandbox's gateway received"), NET);
 }
+
+const NET: &str = "userspace network stack";
+const NET_DROPPED: Instrument = base(
+    "microsandbox.network.dropped",
+    Counter,
+    "{packet}",
+    "Frames, datagrams and flows the sandbox's network dropped, by reason",
+);
+const NET_RING: Instrument = base(
+    "microsandbox.network.ring.frames",
+    Gauge,
+    "{frame}",
+    "Frames waiting in the sandbox's network rings (transmit: guest to stack)",
+);
+const NET_OPEN: Instrument = base(
+    "microsandbox.network.connections",
+    Gauge,
+    "{connection}",
+    "TCP connections and UDP flows open in the sandbox's network",
+);
+const NET_REFUSED: Instrument = base(
+    "microsandbox.network.connections.refused",
+    Counter,
+    "{connection}",
+    "New TCP connections and UDP flows refused at the sandbox's connection limits",
+);
 
 const VOLUMES_FS: &str = "a directory volume (-v HOST_DIR:GUEST) served by msb's file server";
 const VOLUMES_MOUNT: &[(&str, &str)] = &[("msb.mount", "volumes")];

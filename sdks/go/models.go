@@ -97,6 +97,9 @@ type SandboxConfig struct {
 	MemoryMib         *int64            `json:"memory_mib"`
 	MetricsIntervalMs *int64            `json:"metrics_interval_ms"`
 	Name              string            `json:"name"`
+	NetRules          []string          `json:"net_rules,omitempty"`
+	NoNetwork         *bool             `json:"no_network,omitempty"`
+	PublishedPorts    []string          `json:"published_ports,omitempty"`
 	Rootfs            RootfsSource      `json:"rootfs"`
 	Volumes           []VolumeMount     `json:"volumes"`
 	Workdir           *string           `json:"workdir"`
@@ -155,10 +158,21 @@ type MetricsReport struct {
 	MemoryPressureSomeUs     *int64   `json:"memory_pressure_some_us"`
 	MemoryWorkingSetBytes    *int64   `json:"memory_working_set_bytes"`
 	Name                     string   `json:"name"`
+	NetDnsQueries            *int64   `json:"net_dns_queries"`
+	NetDropsDnsFailed        *int64   `json:"net_drops_dns_failed"`
+	NetDropsPolicyDenied     *int64   `json:"net_drops_policy_denied"`
+	NetDropsRxRingFull       *int64   `json:"net_drops_rx_ring_full"`
+	NetDropsTxRingFull       *int64   `json:"net_drops_tx_ring_full"`
 	NetRxBytes               *int64   `json:"net_rx_bytes"`
 	NetRxPackets             *int64   `json:"net_rx_packets"`
+	NetRxRingFrames          *int64   `json:"net_rx_ring_frames"`
+	NetTcpLimitRefused       *int64   `json:"net_tcp_limit_refused"`
+	NetTcpOpen               *int64   `json:"net_tcp_open"`
 	NetTxBytes               *int64   `json:"net_tx_bytes"`
 	NetTxPackets             *int64   `json:"net_tx_packets"`
+	NetTxRingFrames          *int64   `json:"net_tx_ring_frames"`
+	NetUdpLimitRefused       *int64   `json:"net_udp_limit_refused"`
+	NetUdpOpen               *int64   `json:"net_udp_open"`
 	OpenFds                  *int64   `json:"open_fds"`
 	PageFaultsMajor          *int64   `json:"page_faults_major"`
 	PageFaultsMinor          *int64   `json:"page_faults_minor"`
@@ -296,11 +310,11 @@ type TerminalSize struct {
 var Fields = map[string][]string{
 	"SandboxInfo":          {"config", "created_at", "ephemeral", "id", "labels", "name", "runs", "status"},
 	"RunInfo":              {"end_cause", "ended_at", "error", "exit_code", "id", "init_pid", "oom_kills", "run_number", "signal", "started_at", "supervisor_pid", "termination_reason", "workload_pid"},
-	"SandboxConfig":        {"command", "cpus", "env", "ephemeral", "idle_timeout_secs", "labels", "max_duration_secs", "memory_mib", "metrics_interval_ms", "name", "rootfs", "volumes", "workdir"},
+	"SandboxConfig":        {"command", "cpus", "env", "ephemeral", "idle_timeout_secs", "labels", "max_duration_secs", "memory_mib", "metrics_interval_ms", "name", "net_rules", "no_network", "published_ports", "rootfs", "volumes", "workdir"},
 	"VolumeMount":          {"guest", "host", "kind", "quota_mib", "readonly", "volume"},
 	"RootfsSource":         {"kind", "path"},
 	"WaitResponse":         {"error", "exit_code", "name", "status", "termination_reason"},
-	"MetricsReport":        {"active_sessions", "cpu_percent", "cpu_periods", "cpu_pressure_full_us", "cpu_pressure_some_us", "cpu_throttled_periods", "cpu_throttled_time_ns", "cpus", "disk_read_bytes", "disk_write_bytes", "heartbeat_age_ms", "heartbeat_seq", "io_pressure_full_us", "io_pressure_some_us", "memory_anon_bytes", "memory_available_bytes", "memory_bytes", "memory_file_bytes", "memory_host_resident_bytes", "memory_limit_bytes", "memory_limit_hits", "memory_oom_kills", "memory_pressure_full_us", "memory_pressure_some_us", "memory_working_set_bytes", "name", "net_rx_bytes", "net_rx_packets", "net_tx_bytes", "net_tx_packets", "open_fds", "page_faults_major", "page_faults_minor", "processes", "run_id", "runtime_fs_baseline_bytes", "runtime_fs_limit_bytes", "runtime_fs_quota_rejections", "runtime_fs_read_bytes", "runtime_fs_used_bytes", "runtime_fs_written_bytes", "sandbox_id", "state", "threads", "timestamp", "upper_free_bytes", "upper_host_allocated_bytes", "upper_used_bytes", "uptime_secs", "vcpu_time_ns", "volumes_fs_limit_bytes", "volumes_fs_quota_rejections", "volumes_fs_read_bytes", "volumes_fs_used_bytes", "volumes_fs_written_bytes"},
+	"MetricsReport":        {"active_sessions", "cpu_percent", "cpu_periods", "cpu_pressure_full_us", "cpu_pressure_some_us", "cpu_throttled_periods", "cpu_throttled_time_ns", "cpus", "disk_read_bytes", "disk_write_bytes", "heartbeat_age_ms", "heartbeat_seq", "io_pressure_full_us", "io_pressure_some_us", "memory_anon_bytes", "memory_available_bytes", "memory_bytes", "memory_file_bytes", "memory_host_resident_bytes", "memory_limit_bytes", "memory_limit_hits", "memory_oom_kills", "memory_pressure_full_us", "memory_pressure_some_us", "memory_working_set_bytes", "name", "net_dns_queries", "net_drops_dns_failed", "net_drops_policy_denied", "net_drops_rx_ring_full", "net_drops_tx_ring_full", "net_rx_bytes", "net_rx_packets", "net_rx_ring_frames", "net_tcp_limit_refused", "net_tcp_open", "net_tx_bytes", "net_tx_packets", "net_tx_ring_frames", "net_udp_limit_refused", "net_udp_open", "open_fds", "page_faults_major", "page_faults_minor", "processes", "run_id", "runtime_fs_baseline_bytes", "runtime_fs_limit_bytes", "runtime_fs_quota_rejections", "runtime_fs_read_bytes", "runtime_fs_used_bytes", "runtime_fs_written_bytes", "sandbox_id", "state", "threads", "timestamp", "upper_free_bytes", "upper_host_allocated_bytes", "upper_used_bytes", "uptime_secs", "vcpu_time_ns", "volumes_fs_limit_bytes", "volumes_fs_quota_rejections", "volumes_fs_read_bytes", "volumes_fs_used_bytes", "volumes_fs_written_bytes"},
 	"CapacityReport":       {"cpu_percent_used", "cpus_committed", "host_cpus", "host_memory_available_bytes", "host_memory_bytes", "memory_committed_bytes", "memory_used_bytes", "msb_home_free_bytes", "sandboxes", "sandboxes_without_cpu_limit"},
 	"SandboxHeadroom":      {"cpu_percent", "cpus", "memory_headroom_bytes", "memory_limit_bytes", "name", "upper_free_bytes"},
 	"HistoryResponse":      {"name", "points", "since_ms", "step_ms", "until_ms"},

@@ -65,6 +65,27 @@ func (b *SandboxBuilder) Volume(name, guest string, readonly bool) *SandboxBuild
 	b.config.Volumes = append(b.config.Volumes, VolumeMount{Volume: &name, Guest: guest, Readonly: readonly})
 	return b
 }
+
+// Publish publishes a port, "[BIND_ADDR:]HOST_PORT[-END]:GUEST_PORT[-END][/udp|/tcp]" as
+// msb run -p takes it (the bind address defaults to 127.0.0.1).
+func (b *SandboxBuilder) Publish(spec string) *SandboxBuilder {
+	b.config.PublishedPorts = append(b.config.PublishedPorts, spec)
+	return b
+}
+
+// NetRule appends an egress rule, "allow|deny@CIDR[:tcp|udp[:PORTS]]" (first match wins).
+func (b *SandboxBuilder) NetRule(rule string) *SandboxBuilder {
+	b.config.NetRules = append(b.config.NetRules, rule)
+	return b
+}
+
+// NoNetwork leaves the sandbox only its loopback interface.
+func (b *SandboxBuilder) NoNetwork() *SandboxBuilder {
+	yes := true
+	b.config.NoNetwork = &yes
+	return b
+}
+
 func (b *SandboxBuilder) Label(key, value string) *SandboxBuilder {
 	b.config.Labels[key] = value
 	return b

@@ -131,6 +131,21 @@ pub fn key_value(value: &str) -> Result<(String, String), String> {
 }
 
 /// `HOST:GUEST[:ro|:rw][,quota=MiB]` (the quota also as `HOST:GUEST,quota=MiB`).
+/// A `-p` value, checked with msb-net's parser (the daemon parses it again).
+pub fn published_port(value: &str) -> Result<msb_net::PortSpec, String> {
+    value
+        .parse()
+        .map_err(|e| format!("invalid published port {value:?}: {e}"))
+}
+
+/// A `--net-rule` value, checked with msb-net's parser and kept as written.
+pub fn net_rule(value: &str) -> Result<String, String> {
+    value
+        .parse::<msb_net::Rule>()
+        .map(|_| value.to_owned())
+        .map_err(|e| format!("invalid network rule {value:?}: {e}"))
+}
+
 pub fn volume(value: &str) -> Result<VolumeMount, String> {
     const FORM: &str = "HOST:GUEST[:ro][,quota=MiB]";
     let (mount, options) = match value.split_once(',') {

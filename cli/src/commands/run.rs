@@ -56,6 +56,16 @@ pub struct SandboxFlags {
     /// Metrics sampling interval (e.g. 500ms, 2s; at least 100ms; 0 disables metrics).
     #[arg(long, value_parser = parse::metrics_interval_ms)]
     pub metrics_interval: Option<u64>,
+    /// Publish a guest port on the host (repeatable): `[BIND_ADDR:]HOST_PORT:GUEST_PORT[/udp]`,
+    /// ranges as `8000-8009:80-89`; binds 127.0.0.1 unless an address is given.
+    #[arg(short = 'p', long = "publish", value_name = "[ADDR:]HOST:GUEST[/udp]", value_parser = parse::published_port)]
+    pub publish: Vec<msb_net::PortSpec>,
+    /// Egress rule (repeatable, first match wins): `allow|deny@CIDR|any|host[:tcp|udp[:PORTS]]`.
+    #[arg(long = "net-rule", value_name = "allow|deny@TARGET[:PROTO[:PORTS]]", value_parser = parse::net_rule)]
+    pub net_rules: Vec<String>,
+    /// No network: only `lo` in the sandbox.
+    #[arg(long, conflicts_with_all = ["publish", "net_rules"])]
+    pub no_network: bool,
     /// The command and its arguments (default: /bin/sh).
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -63,6 +73,12 @@ pub struct SandboxFlags {
 
 impl SandboxFlags {
     fn into_config(self) -> Result<SandboxConfig> {
+        for spec in self.publish.iter().filter(|spec| spec.is_exposed()) {
+            eprintln!(
+                "warning: -p {spec} listens on {}, reachable beyond this host",
+                spec.bind
+            );
+        }
         let rootfs = match self.rootfs {
             Some(path) => {
                 let canonical = std::fs::canonicalize(&path)
@@ -85,6 +101,9 @@ impl SandboxFlags {
             max_duration_secs: self.max_duration,
             idle_timeout_secs: self.idle_timeout,
             metrics_interval_ms: self.metrics_interval,
+            published_ports: self.publish.iter().map(ToString::to_string).collect(),
+            net_rules: self.net_rules,
+            no_network: self.no_network,
         })
     }
 }

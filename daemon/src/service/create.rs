@@ -33,6 +33,15 @@ pub enum CreateError {
     /// leave the host's OOM killer, not the sandbox's, to end it).
     #[error("memory_mib: {asked_mib} MiB is more than this host's memory ({host_mib} MiB)")]
     MemoryAboveHost { asked_mib: u64, host_mib: u64 },
+    /// A published port is taken on the host (checked before the record, so a create-with-start
+    /// leaves nothing; the supervisor's bind at start is the real check).
+    #[error("published port {address}/{protocol} is in use on the host")]
+    PortInUse {
+        address: std::net::SocketAddr,
+        protocol: msb_net::Protocol,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     /// Created, but its start failed (and it was removed again).
@@ -44,6 +53,29 @@ impl From<msb_store::StoreError> for CreateError {
     fn from(e: msb_store::StoreError) -> Self {
         CreateError::Catalog(CatalogError::Store(e))
     }
+}
+
+/// Binds and releases every published port, so one in use refuses the create with a clear
+/// error before a record exists.
+fn check_published_ports(config: &msb_runtime::config::SandboxConfig) -> Result<(), CreateError> {
+    for value in &config.published_ports {
+        let Ok(spec) = value.parse::<msb_net::PortSpec>() else {
+            continue; // validation already refused it
+        };
+        for (host, _) in spec.pairs() {
+            let address = std::net::SocketAddr::new(spec.bind, host);
+            let bound = match spec.protocol {
+                msb_net::Protocol::Tcp => std::net::TcpListener::bind(address).map(drop),
+                msb_net::Protocol::Udp => std::net::UdpSocket::bind(address).map(drop),
+            };
+            bound.map_err(|source| CreateError::PortInUse {
+                address,
+                protocol: spec.protocol,
+                source,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Resolves the symbolic links of the root's and the volumes' host paths once, now, as the
@@ -107,6 +139,9 @@ pub async fn create_sandbox(
     request.validate()?;
     let mut config = request.config;
     resolve_host_paths(&mut config)?;
+    if request.start {
+        check_published_ports(&config)?;
+    }
     config.memory_mib = Some(memory_limit_mib(config.memory_mib, host_memory_mib())?);
     if config.rootfs == RootfsSource::Default
         && !msb_runtime::rootfs::default_rootfs_ready(&daemon.home.default_rootfs())

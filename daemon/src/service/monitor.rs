@@ -163,6 +163,7 @@ fn take_in(
             .telemetry
             .count_samples(previous.as_ref().map(|l| &l.sample), &fresh);
         record_quota_rejections(daemon, previous.as_ref().map(|l| &l.sample), &fresh);
+        record_network_drops(daemon, previous.as_ref().map(|l| &l.sample), &fresh);
         daemon.live.record(&fresh, interval_ms);
     }
     match &daemon.series {
@@ -194,6 +195,53 @@ fn stored_ms(daemon: &Daemon, first: &Sample) -> Option<u64> {
             tracing::warn!(sandbox = %first.sandbox_id, "looking up stored samples: {e}");
             None
         }
+    }
+}
+
+/// One `network_dropped` event per sample and reason for which the sandbox's network dropped
+/// or refused something (its counter grew since the sample before, of the same run): the
+/// reasons of `microsandbox.network.dropped` (`tx_ring_full`, `rx_ring_full`, `policy_denied`,
+/// `dns_failed`) and the connection limits (`tcp_limit`, `udp_limit`). The events and the
+/// counters cannot disagree: the events are the counters' growth.
+fn record_network_drops(
+    daemon: &Daemon,
+    previous: Option<&msb_metrics::Sample>,
+    fresh: &[msb_metrics::Sample],
+) {
+    let mut before = previous.cloned();
+    for sample in fresh {
+        let same_run = before.as_ref().filter(|b| b.run_id == sample.run_id);
+        let counters = |s: &msb_metrics::Sample| {
+            [
+                ("tx_ring_full", s.net_drops_tx_ring_full),
+                ("rx_ring_full", s.net_drops_rx_ring_full),
+                ("policy_denied", s.net_drops_policy_denied),
+                ("dns_failed", s.net_drops_dns_failed),
+                ("tcp_limit", s.net_tcp_limit_refused),
+                ("udp_limit", s.net_udp_limit_refused),
+            ]
+        };
+        let then = same_run.map(counters);
+        for (i, (reason, now)) in counters(sample).into_iter().enumerate() {
+            let earlier = then.and_then(|t| t[i].1).unwrap_or(0);
+            let grown = now.unwrap_or(0).saturating_sub(earlier);
+            if grown == 0 {
+                continue;
+            }
+            let event = msb_store::EventRecord {
+                ts_ms: sample.timestamp_ms as i64,
+                sandbox_id: Some(sample.sandbox_id.clone()),
+                kind: "network_dropped".to_owned(),
+                detail_json: serde_json::json!({
+                    "run_id": sample.run_id, "reason": reason, "count": grown, "total": now,
+                })
+                .to_string(),
+            };
+            if let Err(e) = daemon.store().append_event(&event) {
+                tracing::warn!("recording a network drop: {e}");
+            }
+        }
+        before = Some(sample.clone());
     }
 }
 

@@ -3,6 +3,7 @@
 //! Only `namespace` exists so far; `microvm` (msb_krun) will implement the same trait.
 
 mod namespace;
+mod network;
 
 use std::os::fd::OwnedFd;
 
@@ -29,6 +30,10 @@ pub trait Backend: Send + Sync {
     fn cgroups(&self) -> Option<CgroupPaths> {
         None
     }
+    /// The network's counters; `None` under `--no-network`.
+    fn net_counters(&self) -> Option<std::sync::Arc<msb_net::NetCounters>> {
+        None
+    }
     /// The file server of `/.msb`, whose counters and quota the sampler reports.
     fn runtime_fs(&self) -> Option<std::sync::Arc<msb_fs::PassthroughFs>> {
         None
@@ -46,6 +51,8 @@ pub enum BackendError {
     Namespace(#[from] msb_namespace::NamespaceError),
     #[error("{0}")]
     Serve(String),
+    #[error("{0}")]
+    Network(String),
     #[error("preparing {path}: {source}")]
     Prepare {
         path: std::path::PathBuf,

@@ -146,6 +146,23 @@ pub fn start(
             });
         }
     }
+    // Ports bound before anything starts: one in use fails the start here.
+    let network = super::network::configure(&config.config)?;
+    if let Some(network) = &network {
+        let owner = config.id_map.map(|map| (map.host_uid, map.host_gid));
+        let (root_dir, lower) = match &config.config.rootfs {
+            RootfsSource::Default => (dir.upper(), Some(config.default_rootfs.as_path())),
+            RootfsSource::Bind { path } => (path.clone(), None),
+        };
+        if let Err(e) = super::network::write_guest_files(
+            &root_dir,
+            lower,
+            &network.config().guest_setup(),
+            owner,
+        ) {
+            tracing::warn!("writing the guest's resolv.conf and hosts: {e}");
+        }
+    }
     let spec = SandboxSpec {
         id: config.sandbox_id.clone(),
         hostname: config.config.name.chars().take(63).collect(),
@@ -171,8 +188,22 @@ pub fn start(
         Some(launcher) => Sandbox::start_warm(spec, launcher)?,
         None => Sandbox::start(spec)?,
     };
+    let network = match network {
+        Some(network) => match super::network::start(network, sandbox.pid()) {
+            Ok(running) => Some(running),
+            Err(e) => {
+                let _ = sandbox.kill();
+                let _ = sandbox.wait();
+                let _ = sandbox.destroy();
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     Ok(NamespaceBackend {
         sandbox,
+        net_counters: network.as_ref().map(|running| running.counters().clone()),
+        network: std::sync::Mutex::new(network),
         runtime_server,
         mount_servers,
     })
@@ -186,6 +217,11 @@ pub struct MountServer {
 
 pub struct NamespaceBackend {
     sandbox: Sandbox,
+    /// The sandbox's network stack, stopped as soon as init exits (so its published ports are
+    /// free for the next run at once); `None` under `--no-network`.
+    network: std::sync::Mutex<Option<msb_net::RunningNetwork>>,
+    /// Its counters, which outlive the stack for the last sample.
+    net_counters: Option<Arc<msb_net::NetCounters>>,
     /// Serves `/.msb` until the sandbox's mount namespace goes (its workers then end).
     runtime_server: Option<msb_fs::Server>,
     /// Serve the directory mounts, likewise.
@@ -200,6 +236,15 @@ impl Backend for NamespaceBackend {
     fn wait_exit(&self) {
         if let Err(e) = self.sandbox.wait() {
             tracing::warn!("waiting for the sandbox's init: {e}");
+        }
+        // Nothing is left to talk to: release the host's ports and sockets now.
+        let network = self
+            .network
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(network) = network {
+            network.stop();
         }
     }
 
@@ -224,6 +269,10 @@ impl Backend for NamespaceBackend {
             .iter()
             .map(|m| (m.guest.clone(), m.server.fs().clone()))
             .collect()
+    }
+
+    fn net_counters(&self) -> Option<Arc<msb_net::NetCounters>> {
+        self.net_counters.clone()
     }
 
     fn cgroups(&self) -> Option<super::CgroupPaths> {

@@ -250,7 +250,8 @@ pub(super) async fn supervise(
                 &shared.config.config.name,
             )
             .with_runtime_fs(sandbox.runtime_fs())
-            .with_mount_fs(sandbox.mount_fs());
+            .with_mount_fs(sandbox.mount_fs())
+            .with_net(sandbox.net_counters());
             let started = std::time::Instant::now()
                 - Duration::from_millis(
                     now_ms().saturating_sub(shared.record.lock().unwrap().started_at_ms),

@@ -92,6 +92,8 @@ pub struct Sampler {
     runtime_fs: Option<std::sync::Arc<msb_fs::PassthroughFs>>,
     /// The directory volumes' file servers (guest path, server).
     mount_fs: Vec<(std::path::PathBuf, std::sync::Arc<msb_fs::PassthroughFs>)>,
+    /// The network's counters; `None` under `--no-network`.
+    net: Option<std::sync::Arc<msb_net::NetCounters>>,
 }
 
 /// What msb takes from memory.stat.
@@ -327,6 +329,7 @@ impl Sampler {
             limit_cache: None,
             runtime_fs: None,
             mount_fs: Vec::new(),
+            net: None,
         }
     }
 
@@ -417,6 +420,7 @@ impl Sampler {
         sample.threads = self.pids.as_mut().and_then(Source::number);
         self.read_runtime_fs(sample);
         self.read_mount_fs(sample);
+        self.read_net(sample);
         let procs = self
             .procs
             .as_ref()
@@ -456,6 +460,34 @@ impl Sampler {
     }
 
     /// Reports the directory volumes through their file servers.
+    pub fn with_net(mut self, counters: Option<std::sync::Arc<msb_net::NetCounters>>) -> Self {
+        self.net = counters;
+        self
+    }
+
+    fn read_net(&mut self, sample: &mut Sample) {
+        let Some(counters) = &self.net else {
+            self.missing("net_rx_bytes", "the sandbox has no network (--no-network)");
+            return;
+        };
+        let net = counters.snapshot();
+        sample.net_rx_bytes = Some(net.rx_bytes);
+        sample.net_tx_bytes = Some(net.tx_bytes);
+        sample.net_rx_packets = Some(net.rx_packets);
+        sample.net_tx_packets = Some(net.tx_packets);
+        sample.net_drops_tx_ring_full = Some(net.drops_tx_ring_full);
+        sample.net_drops_rx_ring_full = Some(net.drops_rx_ring_full);
+        sample.net_drops_policy_denied = Some(net.drops_policy_denied);
+        sample.net_drops_dns_failed = Some(net.drops_dns_failed);
+        sample.net_tx_ring_frames = Some(net.tx_ring_frames);
+        sample.net_rx_ring_frames = Some(net.rx_ring_frames);
+        sample.net_tcp_open = Some(net.tcp_open);
+        sample.net_udp_open = Some(net.udp_open);
+        sample.net_tcp_limit_refused = Some(net.tcp_limit_refused);
+        sample.net_udp_limit_refused = Some(net.udp_limit_refused);
+        sample.net_dns_queries = Some(net.dns_queries);
+    }
+
     pub fn with_mount_fs(
         mut self,
         servers: Vec<(std::path::PathBuf, std::sync::Arc<msb_fs::PassthroughFs>)>,

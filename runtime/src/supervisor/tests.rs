@@ -174,6 +174,9 @@ impl Harness {
             idle_timeout_secs: None,
             ephemeral: false,
             metrics_interval_ms: Some(100),
+            published_ports: Vec::new(),
+            net_rules: Vec::new(),
+            no_network: false,
         };
         tweak(&mut config);
         let supervisor_config = SupervisorConfig {

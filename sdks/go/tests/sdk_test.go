@@ -7,6 +7,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -235,6 +238,46 @@ func TestAgainstARealDaemon(t *testing.T) {
 		must[struct{}](t)(struct{}{}, sandbox.Remove(ctx, true))
 		if _, err := client.Get(ctx, "go-options"); !errors.Is(err, msb.ErrNotFound) {
 			t.Fatalf("get after remove: %v", err)
+		}
+	})
+
+	t.Run("published port, egress rules and no network", func(t *testing.T) {
+		probe, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := probe.Addr().(*net.TCPAddr).Port
+		probe.Close()
+		spec := fmt.Sprintf("%d:8080", port)
+		web := must[*msb.Sandbox](t)(client.Sandbox("go-web").
+			Command("sh", "-c", "while true; do echo go-published | nc -l -p 8080; done").
+			Publish(spec).NetRule("deny@10.0.0.0/8").Start(ctx))
+		c := must[*msb.SandboxInfo](t)(web.Inspect(ctx)).Config
+		if !reflect.DeepEqual(c.PublishedPorts, []string{spec}) || !reflect.DeepEqual(c.NetRules, []string{"deny@10.0.0.0/8"}) {
+			t.Fatalf("config: %+v", c)
+		}
+		eventually(t, "the published port to answer", func() bool {
+			conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 3*time.Second)
+			if err != nil {
+				return false
+			}
+			defer conn.Close()
+			conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+			answer, _ := io.ReadAll(conn)
+			return strings.Contains(string(answer), "go-published")
+		})
+		must[struct{}](t)(struct{}{}, web.Stop(ctx, time.Second))
+		offline := must[*msb.Sandbox](t)(client.Sandbox("go-offline").NoNetwork().Start(ctx))
+		links := must[*msb.ExecResult](t)(offline.Exec(ctx, []string{"ls", "/sys/class/net"}, nil))
+		if fields := strings.Fields(string(links.Stdout)); !reflect.DeepEqual(fields, []string{"lo"}) {
+			t.Fatalf("links: %q", fields)
+		}
+		must[struct{}](t)(struct{}{}, offline.Stop(ctx, time.Second))
+		if _, err := client.Sandbox("go-badport").Publish("99999:80").Create(ctx); !errors.Is(err, msb.ErrInvalidArgument) || !strings.Contains(err.Error(), "published") {
+			t.Fatalf("%v", err)
+		}
+		if _, err := client.Get(ctx, "go-badport"); !errors.Is(err, msb.ErrNotFound) {
+			t.Fatalf("get: %v", err)
 		}
 	})
 

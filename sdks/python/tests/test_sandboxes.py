@@ -49,6 +49,45 @@ def test_builder_options_land_in_inspect(client, tmp_path):
         client.get("py-options")
 
 
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _read_port(port):
+    import socket
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+            s.settimeout(3)
+            chunks = []
+            while True:
+                data = s.recv(4096)
+                if not data:
+                    return b"".join(chunks)
+                chunks.append(data)
+    except OSError:
+        return b""
+
+
+def test_published_port_rules_and_no_network(client):
+    port = _free_port()
+    web = (client.sandbox("py-web")
+           .command(["sh", "-c", "while true; do echo py-published | nc -l -p 8080; done"])
+           .publish(f"{port}:8080").net_rule("deny@10.0.0.0/8").start())
+    config = web.inspect().config
+    assert (config.published_ports, config.net_rules) == ([f"{port}:8080"], ["deny@10.0.0.0/8"])
+    eventually(lambda: b"py-published" in _read_port(port), "the published port to answer")
+    web.stop(timeout=1)
+    with client.sandbox("py-offline").no_network().start() as offline:
+        assert offline.exec(["ls", "/sys/class/net"]).text.split() == ["lo"]
+    with pytest.raises(msb.InvalidArgumentError, match="published"):
+        client.sandbox("py-badport").publish("99999:80").create()
+    with pytest.raises(msb.NotFoundError):
+        client.get("py-badport")
+
+
 def test_unnamed_sandboxes_are_ephemeral_and_run_returns_the_exit_code(client):
     builder = client.sandbox().command(["sh", "-c", "exit 4"])
     assert builder.config().ephemeral is True

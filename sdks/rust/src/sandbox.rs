@@ -47,6 +47,9 @@ impl SandboxBuilder {
                 idle_timeout_secs: None,
                 ephemeral: false,
                 metrics_interval_ms: None,
+                published_ports: Vec::new(),
+                net_rules: Vec::new(),
+                no_network: false,
             },
             ephemeral: None,
         }
@@ -127,6 +130,23 @@ impl SandboxBuilder {
             readonly,
             quota_mib: None,
         });
+        self
+    }
+    /// Publishes a port: `[BIND_ADDR:]HOST_PORT[-END]:GUEST_PORT[-END][/udp|/tcp]`, as `msb run -p`
+    /// takes it (the bind address defaults to 127.0.0.1).
+    pub fn publish(mut self, spec: impl Into<String>) -> Self {
+        self.config.published_ports.push(spec.into());
+        self
+    }
+    /// Appends an egress rule, `allow|deny@CIDR[:tcp|udp[:PORTS]]` (first match wins), as
+    /// `msb run --net-rule` takes it.
+    pub fn net_rule(mut self, rule: impl Into<String>) -> Self {
+        self.config.net_rules.push(rule.into());
+        self
+    }
+    /// No network: the sandbox keeps only its loopback interface.
+    pub fn no_network(mut self) -> Self {
+        self.config.no_network = true;
         self
     }
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {

@@ -210,6 +210,78 @@ async fn builder_exec_and_errors() {
 }
 
 #[tokio::test]
+async fn published_port_rules_and_no_network() {
+    let Some((_home, client)) = home() else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut web = client
+        .sandbox("rs-web")
+        .command([
+            "sh",
+            "-c",
+            "while true; do echo sdk-published | nc -l -p 8080; done",
+        ])
+        .publish(format!("{port}:8080"))
+        .net_rule("deny@10.0.0.0/8")
+        .start()
+        .await
+        .unwrap();
+    let config = web.inspect().await.unwrap().config;
+    assert_eq!(config.published_ports, vec![format!("{port}:8080")]);
+    assert_eq!(config.net_rules, vec!["deny@10.0.0.0/8".to_owned()]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|mut stream| async move {
+                let mut text = String::new();
+                let read = tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut text);
+                let _ = tokio::time::timeout(Duration::from_secs(3), read).await;
+                text
+            });
+        if let Some(answer) = answer {
+            if answer.await.contains("sdk-published") {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the published port never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    web.stop(Some(Duration::from_secs(1))).await.unwrap();
+
+    let offline = client
+        .sandbox("rs-offline")
+        .no_network()
+        .start()
+        .await
+        .unwrap();
+    let links = offline.exec(["ls", "/sys/class/net"]).await.unwrap();
+    assert_eq!(
+        links.stdout_text().split_whitespace().collect::<Vec<_>>(),
+        ["lo"]
+    );
+    let bad = client
+        .sandbox("rs-badport")
+        .publish("99999:80")
+        .create()
+        .await;
+    assert!(matches!(bad, Err(Error::InvalidArgument(m)) if m.contains("published")));
+    assert!(matches!(
+        client.get("rs-badport").await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[tokio::test]
 async fn lifecycle_on_handles_from_list_and_a_dead_supervisor() {
     let Some((_home, client)) = home() else {
         return;

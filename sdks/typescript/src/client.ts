@@ -182,6 +182,24 @@ export class SandboxBuilder {
     this.settings.volumes.push({ volume: name, guest, readonly: options.readonly ?? false });
     return this;
   }
+  /**
+   * Publishes a port, `[BIND_ADDR:]HOST_PORT[-END]:GUEST_PORT[-END][/udp|/tcp]` as `msb run -p`
+   * takes it (the bind address defaults to 127.0.0.1).
+   */
+  publish(spec: string): this {
+    (this.settings.published_ports ??= []).push(spec);
+    return this;
+  }
+  /** Appends an egress rule, `allow|deny@CIDR[:tcp|udp[:PORTS]]` (first match wins). */
+  netRule(rule: string): this {
+    (this.settings.net_rules ??= []).push(rule);
+    return this;
+  }
+  /** No network: the sandbox keeps only its loopback interface. */
+  noNetwork(): this {
+    this.settings.no_network = true;
+    return this;
+  }
   label(key: string, value: string): this {
     this.settings.labels[key] = value;
     return this;

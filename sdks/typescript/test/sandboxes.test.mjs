@@ -76,6 +76,50 @@ test("builder options land in inspect", { skip }, async () => {
   await assert.rejects(client.get("ts-options"), msb.NotFoundError);
 });
 
+async function freePort() {
+  const net = await import("node:net");
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function readPort(port) {
+  const net = await import("node:net");
+  return new Promise((resolve) => {
+    const chunks = [];
+    const socket = net.connect(port, "127.0.0.1");
+    socket.setTimeout(3000, () => socket.destroy());
+    socket.on("data", (chunk) => chunks.push(chunk));
+    socket.on("error", () => resolve(""));
+    socket.on("close", () => resolve(Buffer.concat(chunks).toString()));
+  });
+}
+
+test("published port, egress rules and no network", { skip }, async () => {
+  const port = await freePort();
+  const web = await client
+    .sandbox("ts-web").command(["sh", "-c", "while true; do echo ts-published | nc -l -p 8080; done"])
+    .publish(`${port}:8080`).netRule("deny@10.0.0.0/8").start();
+  const { config } = await web.inspect();
+  assert.deepEqual(config.published_ports, [`${port}:8080`]);
+  assert.deepEqual(config.net_rules, ["deny@10.0.0.0/8"]);
+  await eventually(async () => (await readPort(port)).includes("ts-published"), "the published port to answer");
+  await web.stop({ timeoutSecs: 1 });
+  const offline = await client.sandbox("ts-offline").noNetwork().start();
+  assert.deepEqual((await offline.exec(["ls", "/sys/class/net"])).stdout.toString().split(/\s+/).filter(Boolean), ["lo"]);
+  await offline.stop({ timeoutSecs: 1 });
+  await assert.rejects(
+    client.sandbox("ts-badport").publish("99999:80").create(),
+    (e) => e instanceof msb.InvalidArgumentError && e.message.includes("published"),
+  );
+  await assert.rejects(client.get("ts-badport"), msb.NotFoundError);
+});
+
 test("unnamed sandboxes are ephemeral; run returns the exit code", { skip }, async () => {
   const builder = client.sandbox().command(["sh", "-c", "exit 4"]);
   assert.equal(builder.config().ephemeral, true);

@@ -98,7 +98,7 @@ impl serde::Serialize for HistoryPoint {
 }
 
 /// What the readings of one step add up to.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Step {
     samples: u64,
     gauge_sum: [f64; GAUGES.len()],
@@ -108,6 +108,21 @@ struct Step {
     rate_sum: [f64; COUNTERS.len()],
     rate_ms: [i64; COUNTERS.len()],
     rate_readings: [u64; COUNTERS.len()],
+}
+
+// By hand: arrays longer than 32 have no `Default`.
+impl Default for Step {
+    fn default() -> Self {
+        Step {
+            samples: 0,
+            gauge_sum: [0.0; GAUGES.len()],
+            gauge_count: [0; GAUGES.len()],
+            maxima: [None; MAXED.len()],
+            rate_sum: [0.0; COUNTERS.len()],
+            rate_ms: [0; COUNTERS.len()],
+            rate_readings: [0; COUNTERS.len()],
+        }
+    }
 }
 
 fn max(a: Option<f64>, b: Option<f64>) -> Option<f64> {

@@ -179,6 +179,22 @@ class SandboxBuilder:
         self._config.volumes.append(VolumeMount(volume=name, guest=guest, readonly=readonly))
         return self
 
+    def publish(self, spec: str) -> "SandboxBuilder":
+        """Publishes a port, ``[BIND_ADDR:]HOST_PORT[-END]:GUEST_PORT[-END][/udp|/tcp]`` as
+        ``msb run -p`` takes it (the bind address defaults to 127.0.0.1)."""
+        self._config.published_ports.append(spec)
+        return self
+
+    def net_rule(self, rule: str) -> "SandboxBuilder":
+        """Appends an egress rule, ``allow|deny@CIDR[:tcp|udp[:PORTS]]`` (first match wins)."""
+        self._config.net_rules.append(rule)
+        return self
+
+    def no_network(self) -> "SandboxBuilder":
+        """No network: the sandbox keeps only its loopback interface."""
+        self._config.no_network = True
+        return self
+
     def label(self, key: str, value: str) -> "SandboxBuilder":
         self._config.labels[key] = value
         return self

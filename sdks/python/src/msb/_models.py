@@ -130,9 +130,12 @@ class SandboxConfig:
     max_duration_secs: Optional[int] = None
     memory_mib: Optional[int] = None
     metrics_interval_ms: Optional[int] = None
+    net_rules: List[str] = field(default_factory=list)
+    no_network: bool = False
+    published_ports: List[str] = field(default_factory=list)
     workdir: Optional[str] = None
 
-    FIELDS = ("command", "cpus", "env", "ephemeral", "idle_timeout_secs", "labels", "max_duration_secs", "memory_mib", "metrics_interval_ms", "name", "rootfs", "volumes", "workdir", )
+    FIELDS = ("command", "cpus", "env", "ephemeral", "idle_timeout_secs", "labels", "max_duration_secs", "memory_mib", "metrics_interval_ms", "name", "net_rules", "no_network", "published_ports", "rootfs", "volumes", "workdir", )
 
     @classmethod
     def from_json(cls, data: Dict[str, Any]) -> "SandboxConfig":
@@ -147,6 +150,9 @@ class SandboxConfig:
             memory_mib=(lambda x: int(x) if x is not None else None)(data.get("memory_mib")),
             metrics_interval_ms=(lambda x: int(x) if x is not None else None)(data.get("metrics_interval_ms")),
             name=data['name'],
+            net_rules=(lambda x: [x for x in x] if x is not None else [])(data.get("net_rules")),
+            no_network=data.get("no_network", False),
+            published_ports=(lambda x: [x for x in x] if x is not None else [])(data.get("published_ports")),
             rootfs=RootfsSource.from_json(data['rootfs']),
             volumes=[VolumeMount.from_json(x) for x in data['volumes']],
             workdir=data.get("workdir"),
@@ -164,6 +170,9 @@ class SandboxConfig:
         out["memory_mib"] = None if self.memory_mib is None else self.memory_mib
         out["metrics_interval_ms"] = None if self.metrics_interval_ms is None else self.metrics_interval_ms
         out["name"] = self.name
+        out["net_rules"] = [x for x in self.net_rules]
+        out["no_network"] = self.no_network
+        out["published_ports"] = [x for x in self.published_ports]
         out["rootfs"] = self.rootfs.to_json()
         out["volumes"] = [x.to_json() for x in self.volumes]
         out["workdir"] = None if self.workdir is None else self.workdir
@@ -295,10 +304,21 @@ class MetricsReport:
     memory_pressure_full_us: Optional[int] = None
     memory_pressure_some_us: Optional[int] = None
     memory_working_set_bytes: Optional[int] = None
+    net_dns_queries: Optional[int] = None
+    net_drops_dns_failed: Optional[int] = None
+    net_drops_policy_denied: Optional[int] = None
+    net_drops_rx_ring_full: Optional[int] = None
+    net_drops_tx_ring_full: Optional[int] = None
     net_rx_bytes: Optional[int] = None
     net_rx_packets: Optional[int] = None
+    net_rx_ring_frames: Optional[int] = None
+    net_tcp_limit_refused: Optional[int] = None
+    net_tcp_open: Optional[int] = None
     net_tx_bytes: Optional[int] = None
     net_tx_packets: Optional[int] = None
+    net_tx_ring_frames: Optional[int] = None
+    net_udp_limit_refused: Optional[int] = None
+    net_udp_open: Optional[int] = None
     open_fds: Optional[int] = None
     page_faults_major: Optional[int] = None
     page_faults_minor: Optional[int] = None
@@ -320,7 +340,7 @@ class MetricsReport:
     volumes_fs_used_bytes: Optional[int] = None
     volumes_fs_written_bytes: Optional[int] = None
 
-    FIELDS = ("active_sessions", "cpu_percent", "cpu_periods", "cpu_pressure_full_us", "cpu_pressure_some_us", "cpu_throttled_periods", "cpu_throttled_time_ns", "cpus", "disk_read_bytes", "disk_write_bytes", "heartbeat_age_ms", "heartbeat_seq", "io_pressure_full_us", "io_pressure_some_us", "memory_anon_bytes", "memory_available_bytes", "memory_bytes", "memory_file_bytes", "memory_host_resident_bytes", "memory_limit_bytes", "memory_limit_hits", "memory_oom_kills", "memory_pressure_full_us", "memory_pressure_some_us", "memory_working_set_bytes", "name", "net_rx_bytes", "net_rx_packets", "net_tx_bytes", "net_tx_packets", "open_fds", "page_faults_major", "page_faults_minor", "processes", "run_id", "runtime_fs_baseline_bytes", "runtime_fs_limit_bytes", "runtime_fs_quota_rejections", "runtime_fs_read_bytes", "runtime_fs_used_bytes", "runtime_fs_written_bytes", "sandbox_id", "state", "threads", "timestamp", "upper_free_bytes", "upper_host_allocated_bytes", "upper_used_bytes", "uptime_secs", "vcpu_time_ns", "volumes_fs_limit_bytes", "volumes_fs_quota_rejections", "volumes_fs_read_bytes", "volumes_fs_used_bytes", "volumes_fs_written_bytes", )
+    FIELDS = ("active_sessions", "cpu_percent", "cpu_periods", "cpu_pressure_full_us", "cpu_pressure_some_us", "cpu_throttled_periods", "cpu_throttled_time_ns", "cpus", "disk_read_bytes", "disk_write_bytes", "heartbeat_age_ms", "heartbeat_seq", "io_pressure_full_us", "io_pressure_some_us", "memory_anon_bytes", "memory_available_bytes", "memory_bytes", "memory_file_bytes", "memory_host_resident_bytes", "memory_limit_bytes", "memory_limit_hits", "memory_oom_kills", "memory_pressure_full_us", "memory_pressure_some_us", "memory_working_set_bytes", "name", "net_dns_queries", "net_drops_dns_failed", "net_drops_policy_denied", "net_drops_rx_ring_full", "net_drops_tx_ring_full", "net_rx_bytes", "net_rx_packets", "net_rx_ring_frames", "net_tcp_limit_refused", "net_tcp_open", "net_tx_bytes", "net_tx_packets", "net_tx_ring_frames", "net_udp_limit_refused", "net_udp_open", "open_fds", "page_faults_major", "page_faults_minor", "processes", "run_id", "runtime_fs_baseline_bytes", "runtime_fs_limit_bytes", "runtime_fs_quota_rejections", "runtime_fs_read_bytes", "runtime_fs_used_bytes", "runtime_fs_written_bytes", "sandbox_id", "state", "threads", "timestamp", "upper_free_bytes", "upper_host_allocated_bytes", "upper_used_bytes", "uptime_secs", "vcpu_time_ns", "volumes_fs_limit_bytes", "volumes_fs_quota_rejections", "volumes_fs_read_bytes", "volumes_fs_used_bytes", "volumes_fs_written_bytes", )
 
     @classmethod
     def from_json(cls, data: Dict[str, Any]) -> "MetricsReport":
@@ -351,10 +371,21 @@ class MetricsReport:
             memory_pressure_some_us=(lambda x: int(x) if x is not None else None)(data.get("memory_pressure_some_us")),
             memory_working_set_bytes=(lambda x: int(x) if x is not None else None)(data.get("memory_working_set_bytes")),
             name=data['name'],
+            net_dns_queries=(lambda x: int(x) if x is not None else None)(data.get("net_dns_queries")),
+            net_drops_dns_failed=(lambda x: int(x) if x is not None else None)(data.get("net_drops_dns_failed")),
+            net_drops_policy_denied=(lambda x: int(x) if x is not None else None)(data.get("net_drops_policy_denied")),
+            net_drops_rx_ring_full=(lambda x: int(x) if x is not None else None)(data.get("net_drops_rx_ring_full")),
+            net_drops_tx_ring_full=(lambda x: int(x) if x is not None else None)(data.get("net_drops_tx_ring_full")),
             net_rx_bytes=(lambda x: int(x) if x is not None else None)(data.get("net_rx_bytes")),
             net_rx_packets=(lambda x: int(x) if x is not None else None)(data.get("net_rx_packets")),
+            net_rx_ring_frames=(lambda x: int(x) if x is not None else None)(data.get("net_rx_ring_frames")),
+            net_tcp_limit_refused=(lambda x: int(x) if x is not None else None)(data.get("net_tcp_limit_refused")),
+            net_tcp_open=(lambda x: int(x) if x is not None else None)(data.get("net_tcp_open")),
             net_tx_bytes=(lambda x: int(x) if x is not None else None)(data.get("net_tx_bytes")),
             net_tx_packets=(lambda x: int(x) if x is not None else None)(data.get("net_tx_packets")),
+            net_tx_ring_frames=(lambda x: int(x) if x is not None else None)(data.get("net_tx_ring_frames")),
+            net_udp_limit_refused=(lambda x: int(x) if x is not None else None)(data.get("net_udp_limit_refused")),
+            net_udp_open=(lambda x: int(x) if x is not None else None)(data.get("net_udp_open")),
             open_fds=(lambda x: int(x) if x is not None else None)(data.get("open_fds")),
             page_faults_major=(lambda x: int(x) if x is not None else None)(data.get("page_faults_major")),
             page_faults_minor=(lambda x: int(x) if x is not None else None)(data.get("page_faults_minor")),
@@ -410,10 +441,21 @@ class MetricsReport:
         out["memory_pressure_some_us"] = None if self.memory_pressure_some_us is None else self.memory_pressure_some_us
         out["memory_working_set_bytes"] = None if self.memory_working_set_bytes is None else self.memory_working_set_bytes
         out["name"] = self.name
+        out["net_dns_queries"] = None if self.net_dns_queries is None else self.net_dns_queries
+        out["net_drops_dns_failed"] = None if self.net_drops_dns_failed is None else self.net_drops_dns_failed
+        out["net_drops_policy_denied"] = None if self.net_drops_policy_denied is None else self.net_drops_policy_denied
+        out["net_drops_rx_ring_full"] = None if self.net_drops_rx_ring_full is None else self.net_drops_rx_ring_full
+        out["net_drops_tx_ring_full"] = None if self.net_drops_tx_ring_full is None else self.net_drops_tx_ring_full
         out["net_rx_bytes"] = None if self.net_rx_bytes is None else self.net_rx_bytes
         out["net_rx_packets"] = None if self.net_rx_packets is None else self.net_rx_packets
+        out["net_rx_ring_frames"] = None if self.net_rx_ring_frames is None else self.net_rx_ring_frames
+        out["net_tcp_limit_refused"] = None if self.net_tcp_limit_refused is None else self.net_tcp_limit_refused
+        out["net_tcp_open"] = None if self.net_tcp_open is None else self.net_tcp_open
         out["net_tx_bytes"] = None if self.net_tx_bytes is None else self.net_tx_bytes
         out["net_tx_packets"] = None if self.net_tx_packets is None else self.net_tx_packets
+        out["net_tx_ring_frames"] = None if self.net_tx_ring_frames is None else self.net_tx_ring_frames
+        out["net_udp_limit_refused"] = None if self.net_udp_limit_refused is None else self.net_udp_limit_refused
+        out["net_udp_open"] = None if self.net_udp_open is None else self.net_udp_open
         out["open_fds"] = None if self.open_fds is None else self.open_fds
         out["page_faults_major"] = None if self.page_faults_major is None else self.page_faults_major
         out["page_faults_minor"] = None if self.page_faults_minor is None else self.page_faults_minor

@@ -1,0 +1,159 @@
+//! A namespace sandbox's network (issue #8): the msb-net stack configured from the sandbox's
+//! `-p` and `--net-rule` values, its published ports bound before the sandbox starts, its TAP
+//! opened inside the sandbox's network namespace once PID 1 exists, and the guest's
+//! `/etc/resolv.conf` and `host.msb.internal` line written into the root without following a
+//! link the sandbox could have planted.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::BackendError;
+use msb_api::config::SandboxConfig;
+
+/// Builds the network: parses the rules and ports (validated at create, parsed again here)
+/// and binds every published port, so a port in use fails the start before anything runs.
+pub fn configure(config: &SandboxConfig) -> Result<Option<msb_net::Network>, BackendError> {
+    if config.no_network {
+        return Ok(None);
+    }
+    let policy = msb_net::EgressPolicy::from_rules(&config.net_rules)
+        .map_err(|e| BackendError::Network(format!("network rules: {e}")))?;
+    let published = config
+        .published_ports
+        .iter()
+        .map(|value| {
+            value
+                .parse::<msb_net::PortSpec>()
+                .map_err(|e| BackendError::Network(format!("published port {value:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let net = msb_net::NetConfig {
+        policy,
+        published,
+        ..msb_net::NetConfig::default()
+    };
+    msb_net::Network::new(net)
+        .map(Some)
+        .map_err(|e| match std::error::Error::source(&e) {
+            Some(source) => BackendError::Network(format!("publishing ports: {e}: {source}")),
+            None => BackendError::Network(format!("publishing ports: {e}")),
+        })
+}
+
+/// Creates `eth0` in PID 1's network namespace and starts the stack on it.
+pub fn start(
+    network: msb_net::Network,
+    init_pid: i32,
+) -> Result<msb_net::RunningNetwork, BackendError> {
+    let setup = network.config().guest_setup();
+    let netns = format!("/proc/{init_pid}/ns/net");
+    let tap = msb_net::tap::open_in_netns(Path::new(&netns), "eth0", Some(&setup))
+        .map_err(|e| BackendError::Network(format!("creating eth0 in the sandbox: {e}")))?;
+    network
+        .start(tap)
+        .map_err(|e| BackendError::Network(format!("starting the network: {e}")))
+}
+
+/// Writes `/etc/resolv.conf` and the `host.msb.internal` line of `/etc/hosts` into the
+/// directory that becomes the sandbox's root (the overlay's upper or a bind root), before
+/// PID 1 starts. `etc` is opened with `O_NOFOLLOW` from a descriptor of `root` and the files in
+/// it are reached through that descriptor (`/proc/self/fd/N/NAME`) and replaced by a rename,
+/// never written through, so a link planted by an earlier run is removed, not followed.
+/// `lower` supplies `/etc/hosts` when the root has none.
+pub fn write_guest_files(
+    root: &Path,
+    lower: Option<&Path>,
+    setup: &msb_net::GuestSetup,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
+    let root_dir = open_dir(root)?;
+    let etc_path = within(&root_dir, "etc");
+    let etc = match open_dir(&etc_path) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir(&etc_path)?;
+            let dir = open_dir(&etc_path)?;
+            chown(&dir, owner)?;
+            dir
+        }
+        Err(e) => return Err(e),
+    };
+    replace(&etc, "resolv.conf", setup.resolv_conf.as_bytes(), owner)?;
+    let mut hosts = read_regular(&etc, "hosts")?;
+    if hosts.is_none() {
+        if let Some(lower_etc) = lower.and_then(|lower| open_dir(&lower.join("etc")).ok()) {
+            hosts = read_regular(&lower_etc, "hosts")?;
+        }
+    }
+    let mut hosts = hosts.unwrap_or_else(|| "127.0.0.1\tlocalhost\n".to_owned());
+    let line = setup.hosts_line.trim_end();
+    if !hosts.lines().any(|l| l.trim_end() == line) {
+        if !hosts.is_empty() && !hosts.ends_with('\n') {
+            hosts.push('\n');
+        }
+        hosts.push_str(line);
+        hosts.push('\n');
+    }
+    replace(&etc, "hosts", hosts.as_bytes(), owner)
+}
+
+/// `name` inside the directory open as `dir`, whatever path led to it.
+fn within(dir: &File, name: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
+}
+
+/// Opens a directory, refusing a link as the last component.
+fn open_dir(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// The content of `name` in `dir` when it is a regular file (a link or anything else reads as
+/// absent).
+fn read_regular(dir: &File, name: &str) -> std::io::Result<Option<String>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(within(dir, name));
+    let Ok(file) = file else { return Ok(None) };
+    if !file.metadata()?.is_file() {
+        return Ok(None);
+    }
+    let mut text = String::new();
+    file.take(1 << 20).read_to_string(&mut text)?;
+    Ok(Some(text))
+}
+
+/// Replaces `name` in `dir` by a new regular file holding `content`: written to a temporary
+/// name created exclusively, then renamed over whatever `name` was.
+fn replace(
+    dir: &File,
+    name: &str,
+    content: &[u8],
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
+    let temporary = within(dir, &format!(".{name}.msb-new"));
+    let _ = std::fs::remove_file(&temporary);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&temporary)?;
+    chown(&file, owner)?;
+    file.write_all(content)?;
+    drop(file);
+    std::fs::rename(&temporary, within(dir, name))
+}
+
+fn chown(file: &File, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    match owner {
+        Some((uid, gid)) => std::os::unix::fs::fchown(file, Some(uid), Some(gid)),
+        None => Ok(()),
+    }
+}
