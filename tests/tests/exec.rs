@@ -49,7 +49,9 @@ fn agent_is_pid_one_and_exec_is_buffered_with_exit_codes() {
         .filter_map(|l| l.split(':').next())
         .map(str::trim)
         .collect();
-    assert_eq!(names, ["lo"], "loopback only");
+    // Loopback and the userspace network's TAP device (`--no-network` leaves only loopback:
+    // tests/network.rs).
+    assert_eq!(names, ["lo", "eth0"], "loopback and the sandbox's network");
 }
 
 #[test]

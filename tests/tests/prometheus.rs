@@ -51,7 +51,16 @@ fn scrape_matches_msb_metrics_and_follows_the_sandbox() {
     }
     let home = TestHome::new();
     home.ok(&[
-        "run", "-n", "web", "-d", "-m", "256M", "--", "sleep", "1000",
+        "run",
+        "-n",
+        "web",
+        "-d",
+        "-m",
+        "256M",
+        "--no-network",
+        "--",
+        "sleep",
+        "1000",
     ]);
     let status: Value =
         serde_json::from_str(&home.ok(&["server", "status", "--format", "json"])).unwrap();
@@ -86,7 +95,7 @@ fn scrape_matches_msb_metrics_and_follows_the_sandbox() {
         || value(&scrape(&address, None).1, "microsandbox_processes", "web").unwrap_or(0.0) >= 2.0,
     );
     assert!(json["memory_bytes"].as_u64().is_some());
-    // No network device yet: the series is absent, not zero.
+    // No network (`--no-network`): the series is absent, not zero.
     assert!(value(
         &body,
         "microsandbox_network_bytes_received_bytes_total",
