@@ -36,6 +36,9 @@ def home():
     path = Path(tempfile.mkdtemp(prefix="msb-py-", dir="/tmp"))
     os.chmod(path, 0o700)
     yield path
+    # Sandboxes outlive msbd by design: remove them, or they would outlive the test run.
+    for name in cli(path, "ls", "-a", "-q", check=False).split():
+        cli(path, "rm", "-f", name, check=False)
     cli(path, "server", "stop", check=False)
     shutil.rmtree(path, ignore_errors=True)
 

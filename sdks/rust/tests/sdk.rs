@@ -47,6 +47,18 @@ struct Home {
 
 impl Drop for Home {
     fn drop(&mut self) {
+        // Sandboxes outlive msbd by design: remove them, or they would outlive the test run.
+        let msb = |args: &[&str]| {
+            std::process::Command::new(self.bin.join("msb"))
+                .args(args)
+                .env("MSB_HOME", &self.path)
+                .output()
+        };
+        if let Ok(out) = msb(&["ls", "-a", "-q"]) {
+            for name in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = msb(&["rm", "-f", name]);
+            }
+        }
         let _ = std::process::Command::new(self.bin.join("msb"))
             .args(["server", "stop"])
             .env("MSB_HOME", &self.path)
