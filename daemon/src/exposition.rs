@@ -12,7 +12,9 @@ use std::time::SystemTime;
 use msb_metrics::BOOT_PHASES;
 use msb_runtime::lifecycle::{SandboxStatus, END_CAUSES};
 use msb_store::SandboxRow;
-use msb_telemetry::exposition::{daemon_instrument, Family, Point, SandboxSeries, Snapshot, Value};
+use msb_telemetry::exposition::{
+    daemon_instrument, run_start_of, Family, Point, SandboxSeries, Snapshot, Value,
+};
 
 use super::live::{state_of, Latest, MetricsState};
 use super::state::Daemon;
@@ -207,6 +209,19 @@ pub fn daemon_families(daemon: &Daemon, rows: &[SandboxRow], live: &[LiveSandbox
             .collect(),
     );
     add(
+        "msb.sandbox.filesystem.operation.duration",
+        started,
+        live.iter()
+            .filter_map(|s| {
+                let latency = s.latest.sample.fs_op_latency.as_ref()?;
+                Some(Point {
+                    attributes: identity(s),
+                    value: Value::Histogram(fs_latency(latency, run_start_of(&s.latest.sample))),
+                })
+            })
+            .collect(),
+    );
+    add(
         "msb.sampler.cpu",
         started,
         vec![point(
@@ -288,4 +303,18 @@ pub fn daemon_families(daemon: &Daemon, rows: &[SandboxRow], live: &[LiveSandbox
             .collect(),
     );
     families
+}
+
+/// A sample's file-server latency histogram as an exported one (the run's start is its start).
+fn fs_latency(
+    latency: &msb_metrics::LatencyHistogram,
+    start: SystemTime,
+) -> msb_telemetry::histogram::HistogramSnapshot {
+    msb_telemetry::histogram::HistogramSnapshot {
+        bounds: msb_metrics::FS_LATENCY_BUCKETS,
+        counts: latency.counts.clone(),
+        count: latency.counts.iter().sum(),
+        sum_secs: latency.sum_us as f64 / 1e6,
+        start,
+    }
 }

@@ -112,6 +112,36 @@ impl Op {
     }
 }
 
+/// The classes operations are exported by (`msb.fs.operation`), in export order.
+pub const OP_CLASSES: [&str; 9] = [
+    "metadata", "read", "write", "open", "create", "remove", "rename", "sync", "other",
+];
+
+impl Op {
+    /// The class this operation is exported under: what it does to the file system, coarse
+    /// enough for a dashboard (the 28 operations stay apart in [`CountersSnapshot::ops`]).
+    pub fn class(self) -> &'static str {
+        match self {
+            Op::Lookup
+            | Op::Forget
+            | Op::Getattr
+            | Op::Setattr
+            | Op::Readlink
+            | Op::Statfs
+            | Op::Access
+            | Op::Xattr => "metadata",
+            Op::Read | Op::Readdir => "read",
+            Op::Write | Op::Fallocate => "write",
+            Op::Open | Op::Release | Op::Flush | Op::Opendir | Op::Releasedir => "open",
+            Op::Create | Op::Mknod | Op::Mkdir | Op::Symlink | Op::Link => "create",
+            Op::Unlink | Op::Rmdir => "remove",
+            Op::Rename => "rename",
+            Op::Fsync | Op::Fsyncdir => "sync",
+            Op::Other => "other",
+        }
+    }
+}
+
 /// Upper bounds (inclusive), in microseconds, of the latency histogram's buckets; a last bucket
 /// holds everything slower than the last bound.
 pub const LATENCY_BOUNDS_US: [u64; 14] = [

@@ -13,7 +13,7 @@ mod sample;
 
 pub use registry::{
     by_field, families, history_count, history_fields, markdown, DaemonInstrument, History,
-    Instrument, Kind, Number, ValueType, BOOT_PHASES, DAEMON_INSTRUMENTS, LATENCY_BUCKETS,
-    SANDBOX_ATTRIBUTES,
+    Instrument, Kind, Number, ValueType, BOOT_PHASES, DAEMON_INSTRUMENTS, FS_LATENCY_BUCKETS,
+    LATENCY_BUCKETS, SANDBOX_ATTRIBUTES,
 };
-pub use sample::{FieldValue, Sample, INSTRUMENTS, MICROSANDBOX_FIELDS};
+pub use sample::{FieldValue, LatencyHistogram, Sample, INSTRUMENTS, MICROSANDBOX_FIELDS};

@@ -209,6 +209,15 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Upper bounds (seconds) of the file-server operation latency buckets
+/// (`msb.sandbox.filesystem.operation.duration`): operations take microseconds, not the
+/// milliseconds of [`LATENCY_BUCKETS`]. The file server counts in microseconds with the same
+/// bounds (`msb_fs::counters::LATENCY_BOUNDS_US`; a test in the sampler keeps them equal).
+pub const FS_LATENCY_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+    1.0, 10.0,
+];
+
 /// Boot phases, in order, as the `phase` attribute of `msb.sandbox.boot.duration`.
 pub const BOOT_PHASES: &[&str] = &["spawn", "sandbox", "agent", "workload", "total"];
 
@@ -227,6 +236,7 @@ pub const DAEMON_INSTRUMENTS: &[DaemonInstrument] = &[
     daemon("msb.sampler.samples", Counter, "{sample}", &[], "Samples msbd received from the sandboxes' samplers"),
     daemon("msb.sandbox.boot.duration", Histogram, "s", &["phase"], "Time of each boot phase: spawn (supervisor up), sandbox (namespaces, root, cgroups), agent (agent ready), workload (command started), total"),
     daemon("msb.exec.latency", Histogram, "s", &[], "Time from an exec request reaching msbd to the process running in the sandbox"),
+    daemon_needs(daemon("msb.sandbox.filesystem.operation.duration", Histogram, "s", &["sandbox.name", "sandbox.id"], "Latency of msb's file-server operations for a sandbox's run (/.msb and its directory volumes), from the request reaching the server to its answer; buckets: FS_LATENCY_BUCKETS"), "msb's file server (/.msb or a directory volume)"),
     daemon("msb.supervisors.warm", Gauge, "{supervisor}", &[], "Supervisors spawned ahead of time and ready for the next start (MSB_WARM_SUPERVISORS is the target)"),
     daemon("msb.sandbox.runs.ended", Counter, "{run}", &["reason"], "Runs that ended, by why: exit (the workload exited), signal, oom_kill, max_duration, idle, stop, agent_unresponsive, error"),
     daemon("msb.sandbox.starts", Counter, "{start}", &["path"], "Sandbox starts by how they got their supervisor: warm (spawned ahead of time) or cold (spawned for the start)"),
@@ -285,8 +295,11 @@ pub fn markdown() -> String {
     );
     let buckets: Vec<String> = LATENCY_BUCKETS.iter().map(f64::to_string).collect();
     doc.push_str(&buckets.join(", "));
+    let fs_buckets: Vec<String> = FS_LATENCY_BUCKETS.iter().map(f64::to_string).collect();
+    doc.push_str(" (`msb.sandbox.filesystem.operation.duration`: ");
+    doc.push_str(&fs_buckets.join(", "));
     doc.push_str(
-        ".\n\n\
+        ").\n\n\
          | instrument | kind | unit | attributes | Prometheus name | description | produced when |\n\
          |---|---|---|---|---|---|---|\n",
     );
@@ -378,8 +391,17 @@ mod tests {
         }
         // Every measured Sample field is declared (identity and time fields are not instruments).
         for key in json.as_object().unwrap().keys() {
-            // Identity and time, and the sampler's own cost (a daemon instrument).
-            if ["sandbox_id", "run_id", "timestamp_ms", "sampler_cpu_ns"].contains(&key.as_str()) {
+            // Identity and time, the sampler's own cost and the file-server latency histogram
+            // (daemon instruments).
+            if [
+                "sandbox_id",
+                "run_id",
+                "timestamp_ms",
+                "sampler_cpu_ns",
+                "fs_op_latency",
+            ]
+            .contains(&key.as_str())
+            {
                 continue;
             }
             assert!(

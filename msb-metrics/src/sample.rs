@@ -84,6 +84,16 @@ const fn base(
     }
 }
 
+/// A cumulative latency histogram in a sample: per bucket counts (not cumulative) over the
+/// bounds it was declared with plus an overflow bucket, and the sum of the observations.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct LatencyHistogram {
+    /// `bounds.len() + 1` entries (see [`crate::FS_LATENCY_BUCKETS`]).
+    pub counts: Vec<u64>,
+    /// Sum of the observed latencies, in microseconds.
+    pub sum_us: u64,
+}
+
 macro_rules! declare_sample {
     ($( $(#[doc = $doc:literal])* $field:ident : $ty:ty => $decl:expr ; )*) => {
         /// A sandbox's measurements at one tick. Counters are cumulative for the run (`run_id`);
@@ -96,6 +106,12 @@ macro_rules! declare_sample {
             /// Milliseconds since the Unix epoch when the sample was taken.
             pub timestamp_ms: u64,
             $( $(#[doc = $doc])* pub $field: $ty, )*
+            /// The latency of msb's file-server operations for this run (`/.msb` and the
+            /// directory volumes together), exported as the histogram
+            /// `msb.sandbox.filesystem.operation.duration`; live only: history keeps the
+            /// operation counts, Prometheus and OTLP receivers keep the histogram.
+            #[serde(default)]
+            pub fs_op_latency: Option<LatencyHistogram>,
             /// CPU time the sampler has spent taking this run's samples so far, this one
             /// included: msb's own cost, exported as `msb.sampler.cpu`, not a measurement of the
             /// sandbox.
@@ -251,6 +267,27 @@ declare_sample! {
     volumes_fs_read_bytes: Option<u64> => needs(attrs(FS_IO, &[("msb.mount", "volumes"), ("disk.io.direction", "read")]), VOLUMES_FS);
     /// Bytes the workload wrote into its directory volumes through their file servers.
     volumes_fs_written_bytes: Option<u64> => needs(attrs(FS_IO, &[("msb.mount", "volumes"), ("disk.io.direction", "write")]), VOLUMES_FS);
+    /// Metadata operations (lookup, getattr, setattr, access, readlink, statfs, xattrs,
+    /// forget) msb's file servers handled for the sandbox (`/.msb` and its directory volumes).
+    fs_ops_metadata: Option<u64> => needs(attrs(FS_OPS, &[("msb.fs.operation", "metadata")]), ANY_FS);
+    /// Reads and directory reads.
+    fs_ops_read: Option<u64> => needs(attrs(FS_OPS, &[("msb.fs.operation", "read")]), ANY_FS);
+    /// Writes and fallocates.
+    fs_ops_write: Option<u64> => needs(attrs(FS_OPS, &[("msb.fs.operation", "write")]), ANY_FS);
+    /// Opens, closes (release, flush) of files and directories.
+    fs_ops_open: Option<u64> => needs(attrs(FS_OPS, &[("msb.fs.operation", "open")]), ANY_FS);
+    /// Files, directories, nodes and links made.
+    fs_ops_create: Option<u64> => needs(attrs(FS_OPS, &[("msb.fs.operation", "create")]), ANY_FS);
+    /// Unlinks and rmdirs.
+    fs_ops_remove: Option<u64> => needs(attrs(FS_OPS, &[("msb.fs.operation", "remove")]), ANY_FS);
+    /// Renames.
+    fs_ops_rename: Option<u64> => needs(attrs(FS_OPS, &[("msb.fs.operation", "rename")]), ANY_FS);
+    /// fsyncs of files and directories.
+    fs_ops_sync: Option<u64> => needs(attrs(FS_OPS, &[("msb.fs.operation", "sync")]), ANY_FS);
+    /// Operations the file server does not implement (answered ENOSYS).
+    fs_ops_other: Option<u64> => needs(attrs(FS_OPS, &[("msb.fs.operation", "other")]), ANY_FS);
+    /// Operations msb's file servers answered with an error (any errno; quota refusals too).
+    fs_op_errors: Option<u64> => needs(base("microsandbox.filesystem.operation.errors", Counter, "{operation}", "File-server operations answered with an error (any errno, ENOSPC of a quota included)"), ANY_FS);
     /// Guest frames dropped because the transmit ring (guest -> stack) was full.
     net_drops_tx_ring_full: Option<u64> => needs(attrs(NET_DROPPED, &[("network.drop.reason", "tx_ring_full")]), NET);
     /// Datagrams for the guest dropped because the receive ring was full.
@@ -304,6 +341,13 @@ const NET_REFUSED: Instrument = base(
 const VOLUMES_FS: &str = "a directory volume (-v HOST_DIR:GUEST) served by msb's file server";
 const VOLUMES_MOUNT: &[(&str, &str)] = &[("msb.mount", "volumes")];
 
+const ANY_FS: &str = "msb's file server (/.msb or a directory volume)";
+const FS_OPS: Instrument = base(
+    "microsandbox.filesystem.operations",
+    Counter,
+    "{operation}",
+    "Operations msb's file servers handled for the sandbox (/.msb and its directory volumes together), by class",
+);
 const RUNTIME_FS: &str = "/.msb served by msb's file server (/dev/fuse)";
 const RUNTIME_MOUNT: &[(&str, &str)] = &[("msb.mount", "/.msb")];
 const QUOTA_USED: Instrument = base("microsandbox.filesystem.quota.used", Gauge, "By", "Bytes of growth charged to a mount's write quota (only growth is charged; content there before the first write is not)");

@@ -142,6 +142,16 @@ type MetricsReport struct {
 	CPUs                     *float64 `json:"cpus"`
 	DiskReadBytes            *int64   `json:"disk_read_bytes"`
 	DiskWriteBytes           *int64   `json:"disk_write_bytes"`
+	FSOpErrors               *int64   `json:"fs_op_errors"`
+	FSOpsCreate              *int64   `json:"fs_ops_create"`
+	FSOpsMetadata            *int64   `json:"fs_ops_metadata"`
+	FSOpsOpen                *int64   `json:"fs_ops_open"`
+	FSOpsOther               *int64   `json:"fs_ops_other"`
+	FSOpsRead                *int64   `json:"fs_ops_read"`
+	FSOpsRemove              *int64   `json:"fs_ops_remove"`
+	FSOpsRename              *int64   `json:"fs_ops_rename"`
+	FSOpsSync                *int64   `json:"fs_ops_sync"`
+	FSOpsWrite               *int64   `json:"fs_ops_write"`
 	HeartbeatAgeMs           *int64   `json:"heartbeat_age_ms"`
 	HeartbeatSeq             *int64   `json:"heartbeat_seq"`
 	IOPressureFullUs         *int64   `json:"io_pressure_full_us"`
@@ -314,7 +324,7 @@ var Fields = map[string][]string{
 	"VolumeMount":          {"guest", "host", "kind", "quota_mib", "readonly", "volume"},
 	"RootfsSource":         {"kind", "path"},
 	"WaitResponse":         {"error", "exit_code", "name", "status", "termination_reason"},
-	"MetricsReport":        {"active_sessions", "cpu_percent", "cpu_periods", "cpu_pressure_full_us", "cpu_pressure_some_us", "cpu_throttled_periods", "cpu_throttled_time_ns", "cpus", "disk_read_bytes", "disk_write_bytes", "heartbeat_age_ms", "heartbeat_seq", "io_pressure_full_us", "io_pressure_some_us", "memory_anon_bytes", "memory_available_bytes", "memory_bytes", "memory_file_bytes", "memory_host_resident_bytes", "memory_limit_bytes", "memory_limit_hits", "memory_oom_kills", "memory_pressure_full_us", "memory_pressure_some_us", "memory_working_set_bytes", "name", "net_dns_queries", "net_drops_dns_failed", "net_drops_policy_denied", "net_drops_rx_ring_full", "net_drops_tx_ring_full", "net_rx_bytes", "net_rx_packets", "net_rx_ring_frames", "net_tcp_limit_refused", "net_tcp_open", "net_tx_bytes", "net_tx_packets", "net_tx_ring_frames", "net_udp_limit_refused", "net_udp_open", "open_fds", "page_faults_major", "page_faults_minor", "processes", "run_id", "runtime_fs_baseline_bytes", "runtime_fs_limit_bytes", "runtime_fs_quota_rejections", "runtime_fs_read_bytes", "runtime_fs_used_bytes", "runtime_fs_written_bytes", "sandbox_id", "state", "threads", "timestamp", "upper_free_bytes", "upper_host_allocated_bytes", "upper_used_bytes", "uptime_secs", "vcpu_time_ns", "volumes_fs_limit_bytes", "volumes_fs_quota_rejections", "volumes_fs_read_bytes", "volumes_fs_used_bytes", "volumes_fs_written_bytes"},
+	"MetricsReport":        {"active_sessions", "cpu_percent", "cpu_periods", "cpu_pressure_full_us", "cpu_pressure_some_us", "cpu_throttled_periods", "cpu_throttled_time_ns", "cpus", "disk_read_bytes", "disk_write_bytes", "fs_op_errors", "fs_ops_create", "fs_ops_metadata", "fs_ops_open", "fs_ops_other", "fs_ops_read", "fs_ops_remove", "fs_ops_rename", "fs_ops_sync", "fs_ops_write", "heartbeat_age_ms", "heartbeat_seq", "io_pressure_full_us", "io_pressure_some_us", "memory_anon_bytes", "memory_available_bytes", "memory_bytes", "memory_file_bytes", "memory_host_resident_bytes", "memory_limit_bytes", "memory_limit_hits", "memory_oom_kills", "memory_pressure_full_us", "memory_pressure_some_us", "memory_working_set_bytes", "name", "net_dns_queries", "net_drops_dns_failed", "net_drops_policy_denied", "net_drops_rx_ring_full", "net_drops_tx_ring_full", "net_rx_bytes", "net_rx_packets", "net_rx_ring_frames", "net_tcp_limit_refused", "net_tcp_open", "net_tx_bytes", "net_tx_packets", "net_tx_ring_frames", "net_udp_limit_refused", "net_udp_open", "open_fds", "page_faults_major", "page_faults_minor", "processes", "run_id", "runtime_fs_baseline_bytes", "runtime_fs_limit_bytes", "runtime_fs_quota_rejections", "runtime_fs_read_bytes", "runtime_fs_used_bytes", "runtime_fs_written_bytes", "sandbox_id", "state", "threads", "timestamp", "upper_free_bytes", "upper_host_allocated_bytes", "upper_used_bytes", "uptime_secs", "vcpu_time_ns", "volumes_fs_limit_bytes", "volumes_fs_quota_rejections", "volumes_fs_read_bytes", "volumes_fs_used_bytes", "volumes_fs_written_bytes"},
 	"CapacityReport":       {"cpu_percent_used", "cpus_committed", "host_cpus", "host_memory_available_bytes", "host_memory_bytes", "memory_committed_bytes", "memory_used_bytes", "msb_home_free_bytes", "sandboxes", "sandboxes_without_cpu_limit"},
 	"SandboxHeadroom":      {"cpu_percent", "cpus", "memory_headroom_bytes", "memory_limit_bytes", "name", "upper_free_bytes"},
 	"HistoryResponse":      {"name", "points", "since_ms", "step_ms", "until_ms"},

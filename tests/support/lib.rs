@@ -200,6 +200,30 @@ impl TestHome {
         self.metrics(name)
     }
 
+    /// The Prometheus exposition of the home's msbd (`GET /metrics`, text format), headers
+    /// included.
+    pub fn scrape(&self) -> String {
+        use std::io::{Read, Write};
+        let status: serde_json::Value =
+            serde_json::from_str(&self.ok(&["server", "status", "--format", "json"]))
+                .expect("server status json");
+        let address = status["prometheus_address"]
+            .as_str()
+            .expect("msbd serves Prometheus")
+            .to_owned();
+        let mut stream = std::net::TcpStream::connect(&address).expect("connect to /metrics");
+        write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send the request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("read the response");
+        response
+    }
+
     pub fn status(&self, name: &str) -> String {
         self.inspect(name)["status"].as_str().unwrap().to_owned()
     }

@@ -2,6 +2,7 @@
 //! (PassthroughFs) with its fixed 16 MiB budget, charged for growth only.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use msb_e2e::{require_root, TestHome};
 
@@ -310,4 +311,111 @@ fn bad_volume_quotas_and_paths_are_refused_and_nothing_is_created() {
         assert!(run.stderr.contains(expected), "{volume}: {run:?}");
     }
     assert!(home.names().is_empty(), "nothing was created");
+}
+
+/// The operations a workload makes on a directory volume are counted by class, the latency
+/// histogram counts the same operations, and both reach Prometheus.
+#[test]
+fn file_server_operations_are_counted_by_class_with_their_latency() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    let host = tempfile::tempdir().unwrap();
+    let volume = format!("{}:/data,quota=64", host.path().display());
+    home.ok(&[
+        "run", "-d", "-n", "fsops", "-v", &volume, "--", "sleep", "600",
+    ]);
+    let before = home.first_sample("fsops");
+    let workload = "mkdir /data/d && for i in $(seq 40); do echo x > /data/d/f$i; done \
+                    && for i in $(seq 10); do mv /data/d/f$i /data/d/g$i; done \
+                    && cat /data/d/* > /dev/null && sync /data/d/g1 && rm /data/d/* && rmdir /data/d";
+    home.ok(&["exec", "fsops", "--", "sh", "-c", workload]);
+    // Two samples newer than the latest one when the workload ended: the second was taken
+    // after it (one could have been on its way).
+    let mut after = home.metrics("fsops");
+    for _ in 0..2 {
+        let seen = after["timestamp"].clone();
+        home.eventually(Duration::from_secs(20), "a newer sample", || {
+            after = home.metrics("fsops");
+            after["timestamp"] != seen
+        });
+    }
+    let delta = |field: &str| {
+        let (b, a) = (before[field].as_u64(), after[field].as_u64());
+        a.unwrap_or_else(|| panic!("{field} is null: {after}")) - b.unwrap_or(0)
+    };
+    // Exactly what the workload did: 40 files and a directory made, 40 files and a directory
+    // removed, 10 renames, 40 writes, one fsync (nothing else writes to the sandbox's file
+    // servers meanwhile: the agent's heartbeat goes over its channel, not /.msb).
+    for (field, exactly) in [
+        ("fs_ops_create", 41),
+        ("fs_ops_remove", 41),
+        ("fs_ops_rename", 10),
+        ("fs_ops_write", 40),
+        ("fs_ops_sync", 1),
+    ] {
+        assert_eq!(
+            delta(field),
+            exactly,
+            "{field}\nbefore {before}\nafter {after}"
+        );
+    }
+    // At least: reads of 40 files and the directory's listing, 40 opens and closes of the
+    // new files, a lookup per name (the shell and the kernel add their own).
+    for (field, at_least) in [
+        ("fs_ops_read", 41),
+        ("fs_ops_open", 80),
+        ("fs_ops_metadata", 41),
+    ] {
+        assert!(
+            delta(field) >= at_least,
+            "{field}: {} < {at_least}\n{after}",
+            delta(field)
+        );
+    }
+    // Prometheus: the classes, and a histogram that counts as many operations as they do.
+    let body = home.scrape();
+    let id = after["sandbox_id"].as_str().unwrap().to_owned();
+    let of_sandbox: Vec<&str> = body
+        .lines()
+        .filter(|l| l.contains(&format!("sandbox_id=\"{id}\"")))
+        .collect();
+    let value = |line: &&str| -> f64 { line.rsplit(' ').next().unwrap().parse().unwrap() };
+    let ops: f64 = of_sandbox
+        .iter()
+        .filter(|l| l.starts_with("microsandbox_filesystem_operations_total{"))
+        .map(value)
+        .sum();
+    let histogram_count = of_sandbox
+        .iter()
+        .find(|l| l.starts_with("msb_sandbox_filesystem_operation_duration_seconds_count{"))
+        .map(value)
+        .unwrap_or_else(|| panic!("no histogram for {id}:\n{}", of_sandbox.join("\n")));
+    let inf_bucket = of_sandbox
+        .iter()
+        .find(|l| {
+            l.starts_with("msb_sandbox_filesystem_operation_duration_seconds_bucket{")
+                && l.contains("le=\"+Inf\"")
+        })
+        .map(value)
+        .unwrap();
+    assert!(ops >= 335.0, "{ops} operations exported");
+    // Both come from one sample; operations still in flight when it was taken are counted
+    // by class but not yet timed (a server has at most a few threads).
+    assert!(
+        ops - histogram_count >= 0.0 && ops - histogram_count <= 16.0,
+        "{ops} operations, {histogram_count} timed"
+    );
+    assert_eq!(inf_bucket, histogram_count);
+    let sum = of_sandbox
+        .iter()
+        .find(|l| l.starts_with("msb_sandbox_filesystem_operation_duration_seconds_sum{"))
+        .map(value)
+        .unwrap();
+    assert!(
+        sum > 0.0 && sum < histogram_count,
+        "{sum} s over {histogram_count} operations"
+    );
+    home.ok(&["rm", "-f", "fsops"]);
 }

@@ -325,7 +325,10 @@ fn every_declared_instrument_is_produced_by_a_running_sandbox() {
     let available_here = |requires: Option<&str>| match requires {
         None | Some("default (overlay) root") | Some("userspace network stack") => true,
         Some(what) => {
-            (what.starts_with("/.msb served") || what.starts_with("a directory volume")) && fuse
+            (what.starts_with("/.msb served")
+                || what.starts_with("a directory volume")
+                || what.starts_with("msb's file server"))
+                && fuse
         }
     };
     home.eventually(

@@ -342,6 +342,20 @@ fn exports_reach(receiver: &Receiver, env: &[(&str, &str)]) {
     for phase in ["spawn", "sandbox", "agent", "workload", "total"] {
         assert!(phases.contains(phase), "phase {phase} observed: {phases:?}");
     }
+    // The file servers' latency as a histogram per sandbox, over its own buckets.
+    let fs = latest("msb.sandbox.filesystem.operation.duration");
+    let Some(metric::Data::Histogram(histogram)) = &fs.data else {
+        panic!("filesystem.operation.duration is a histogram")
+    };
+    let point = histogram
+        .data_points
+        .iter()
+        .find(|p| text(&p.attributes, "sandbox.name").is_some())
+        .expect("a sandbox's point");
+    assert_eq!(point.explicit_bounds, msb_metrics::FS_LATENCY_BUCKETS);
+    assert_eq!(point.bucket_counts.len(), point.explicit_bounds.len() + 1);
+    assert_eq!(point.bucket_counts.iter().sum::<u64>(), point.count);
+    assert!(point.start_time_unix_nano > 0 && point.start_time_unix_nano < point.time_unix_nano);
     // The registry's names and nothing else.
     let declared: HashSet<&str> = msb_metrics::INSTRUMENTS
         .iter()

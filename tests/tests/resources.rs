@@ -2,31 +2,10 @@
 //! ended (metrics, inspect, Prometheus, history), CPU throttling under a quota, and processes,
 //! threads and open descriptors.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use msb_e2e::{require_root, TestHome};
 use serde_json::Value;
-
-/// The exposition body of the home's msbd.
-fn scrape(home: &TestHome) -> String {
-    let status: Value =
-        serde_json::from_str(&home.ok(&["server", "status", "--format", "json"])).unwrap();
-    let address = status["prometheus_address"]
-        .as_str()
-        .expect("endpoint")
-        .to_owned();
-    let mut stream = TcpStream::connect(&address).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
 
 /// The value of the first exposition line that starts with `series` (name and labels up to
 /// where the caller stops).
@@ -116,7 +95,7 @@ fn an_oom_kill_shows_in_metrics_inspect_prometheus_and_history() {
     assert!(m["memory_oom_kills"].as_u64().unwrap() >= 1, "{m}");
     assert!(m["memory_limit_hits"].as_u64().unwrap() >= 1, "{m}");
 
-    let body = scrape(&home);
+    let body = home.scrape();
     assert_eq!(
         series_value(&body, "msb_sandbox_runs_ended_total{reason=\"oom_kill\"}"),
         Some(1.0),
@@ -204,7 +183,7 @@ fn a_busy_loop_under_half_a_cpu_is_throttled() {
         "{throttled} of {periods}"
     );
     assert!(throttled_ns > 0);
-    let body = scrape(&home);
+    let body = home.scrape();
     let series = "microsandbox_cpu_throttled_periods_total{sandbox_name=\"hot\"";
     assert!(series_value(&body, series).unwrap_or(0.0) > 0.0, "{body}");
 }

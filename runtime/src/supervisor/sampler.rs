@@ -19,6 +19,8 @@ use super::state::Shared;
 use crate::backend::{CgroupPaths, CgroupVersion};
 use crate::run_record::now_ms;
 
+mod fs;
+
 /// A cgroup (or proc) file kept open.
 struct Source {
     file: File,
@@ -418,8 +420,7 @@ impl Sampler {
         }
         self.read_breakdown(sample);
         sample.threads = self.pids.as_mut().and_then(Source::number);
-        self.read_runtime_fs(sample);
-        self.read_mount_fs(sample);
+        self.read_file_servers(sample);
         self.read_net(sample);
         let procs = self
             .procs
@@ -494,47 +495,6 @@ impl Sampler {
     ) -> Self {
         self.mount_fs = servers;
         self
-    }
-
-    fn read_mount_fs(&mut self, sample: &mut Sample) {
-        if self.mount_fs.is_empty() {
-            self.missing(
-                "volumes_fs_used_bytes",
-                "the sandbox has no directory volume served by msb's file server",
-            );
-            return;
-        }
-        let (mut used, mut limit, mut rejections, mut read, mut written) = (0, 0, 0, 0, 0);
-        for (_, fs) in &self.mount_fs {
-            let counters = fs.counters();
-            used += counters.quota.used_bytes;
-            limit += counters.quota.limit_bytes.unwrap_or(0);
-            rejections += counters.enospc_rejections;
-            read += counters.read_bytes;
-            written += counters.written_bytes;
-        }
-        sample.volumes_fs_used_bytes = Some(used);
-        sample.volumes_fs_limit_bytes = Some(limit);
-        sample.volumes_fs_quota_rejections = Some(rejections);
-        sample.volumes_fs_read_bytes = Some(read);
-        sample.volumes_fs_written_bytes = Some(written);
-    }
-
-    fn read_runtime_fs(&mut self, sample: &mut Sample) {
-        let Some(fs) = &self.runtime_fs else {
-            self.missing(
-                "runtime_fs_used_bytes",
-                "/.msb is a plain bind (no /dev/fuse for its file server)",
-            );
-            return;
-        };
-        let counters = fs.counters();
-        sample.runtime_fs_used_bytes = Some(counters.quota.used_bytes);
-        sample.runtime_fs_limit_bytes = counters.quota.limit_bytes;
-        sample.runtime_fs_baseline_bytes = counters.quota.baseline_bytes;
-        sample.runtime_fs_quota_rejections = Some(counters.enospc_rejections);
-        sample.runtime_fs_read_bytes = Some(counters.read_bytes);
-        sample.runtime_fs_written_bytes = Some(counters.written_bytes);
     }
 }
 

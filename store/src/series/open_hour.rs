@@ -41,8 +41,9 @@ pub(crate) const MAX_CACHE_BYTES: usize = 256 << 20;
 
 /// The cached value columns: the gauges, then the counters.
 const VALUES: usize = GAUGES.len() + COUNTERS.len();
-// Which values a row has is one bit each in a u64.
-const _: () = assert!(VALUES <= 64);
+// Which values a row has (and which changed) is one bit each in a `Mask`.
+type Mask = u128;
+const _: () = assert!(VALUES <= Mask::BITS as usize);
 
 /// The cached columns' names, in order.
 static VALUE_NAMES: LazyLock<[&'static str; VALUES]> =
@@ -63,7 +64,9 @@ static FLOAT: LazyLock<[bool; VALUES]> = LazyLock::new(|| {
     })
 });
 
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+/// LEB128: seven bits a byte, low first (masks are `u128`, values `u64`).
+fn put_varint(out: &mut Vec<u8>, value: impl Into<u128>) {
+    let mut value: u128 = value.into();
     while value >= 0x80 {
         out.push(value as u8 | 0x80);
         value >>= 7;
@@ -71,13 +74,13 @@ fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
-fn get_varint(bytes: &[u8], at: &mut usize) -> u64 {
-    let mut value = 0u64;
+fn get_varint(bytes: &[u8], at: &mut usize) -> u128 {
+    let mut value = 0u128;
     let mut shift = 0;
     loop {
         let byte = bytes[*at];
         *at += 1;
-        value |= u64::from(byte & 0x7f) << shift;
+        value |= u128::from(byte & 0x7f) << shift;
         if byte < 0x80 {
             return value;
         }
@@ -108,7 +111,7 @@ struct SandboxRows {
     bytes: Vec<u8>,
     rows: usize,
     previous_ts: i64,
-    previous_present: u64,
+    previous_present: Mask,
     previous: [u64; VALUES],
 }
 
@@ -140,7 +143,7 @@ impl SandboxRows {
         );
         self.previous_ts = row.ts_ms;
         put_varint(&mut self.bytes, run as u64);
-        let (mut present, mut changed) = (0u64, 0u64);
+        let (mut present, mut changed): (Mask, Mask) = (0, 0);
         for (i, value) in row.values.iter().enumerate() {
             if let Some(value) = *value {
                 present |= 1 << i;
@@ -168,16 +171,16 @@ impl SandboxRows {
     /// Appends the readings in `[from_ms, until_ms)` to `out`, their runs numbered in `runs`.
     fn readings(&self, (from_ms, until_ms): (i64, i64), runs: &mut Runs, out: &mut Vec<Reading>) {
         let run_index: Vec<usize> = self.runs.iter().map(|r| runs.index(r)).collect();
-        let (mut at, mut ts, mut present, mut previous) = (0, 0i64, 0u64, [0u64; VALUES]);
+        let (mut at, mut ts, mut present, mut previous) = (0, 0i64, 0 as Mask, [0u64; VALUES]);
         for _ in 0..self.rows {
-            ts = ts.wrapping_add(unzigzag(get_varint(&self.bytes, &mut at)) as i64);
+            ts = ts.wrapping_add(unzigzag(get_varint(&self.bytes, &mut at) as u64) as i64);
             let run = get_varint(&self.bytes, &mut at) as usize;
             present ^= get_varint(&self.bytes, &mut at);
             let changed = get_varint(&self.bytes, &mut at);
             let mut values = [None; VALUES];
             for (i, value) in values.iter_mut().enumerate() {
                 if changed & 1 << i != 0 {
-                    let delta = unzigzag(get_varint(&self.bytes, &mut at));
+                    let delta = unzigzag(get_varint(&self.bytes, &mut at) as u64);
                     previous[i] = previous[i].wrapping_add(delta);
                 }
                 if present & 1 << i != 0 {
@@ -562,7 +565,16 @@ mod tests {
         }
         let mut at = 0;
         for v in values {
-            assert_eq!(unzigzag(get_varint(&bytes, &mut at)), v);
+            assert_eq!(unzigzag(get_varint(&bytes, &mut at) as u64), v);
+        }
+        assert_eq!(at, bytes.len());
+        // Masks of more than 64 values.
+        let masks: [u128; 4] = [0, 1 << 64, u128::MAX, (1 << 100) | 5];
+        for m in masks {
+            put_varint(&mut bytes, m);
+        }
+        for m in masks {
+            assert_eq!(get_varint(&bytes, &mut at), m);
         }
         assert_eq!(at, bytes.len());
     }

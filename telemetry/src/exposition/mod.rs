@@ -27,9 +27,14 @@ pub struct SandboxSeries {
 impl SandboxSeries {
     /// When the run's counters started from zero.
     pub fn run_start(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.sample.timestamp_ms)
-            - Duration::from_secs_f64(self.sample.uptime_secs.max(0.0))
+        run_start_of(&self.sample)
     }
+}
+
+/// When the run a sample belongs to started: the sample's time less the run's uptime.
+pub fn run_start_of(sample: &Sample) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(sample.timestamp_ms)
+        - Duration::from_secs_f64(sample.uptime_secs.max(0.0))
 }
 
 /// One point of a daemon instrument.

@@ -175,6 +175,8 @@ pub fn render(snapshot: &Snapshot, openmetrics: bool) -> String {
                     let _ = writeln!(out, "{name}_sum{} {}", with_braces(&labels), h.sum_secs);
                     let _ = writeln!(out, "{name}_count{} {}", with_braces(&labels), h.count);
                     if openmetrics {
+                        // A histogram's own start: a sandbox's run, or msbd's.
+                        let created = seconds(h.start);
                         let _ =
                             writeln!(out, "{name}_created{} {created:.3}", with_braces(&labels));
                     }

@@ -413,7 +413,8 @@ fn every_panel_and_rule_returns_data_from_a_real_prometheus() {
     std::thread::sleep(Duration::from_millis(1500));
     collector.stop();
     for _ in 0..3 {
-        home.ok(&["exec", "hog", "--", "true"]);
+        // An exec, and operations on /.msb's file server (the latency histogram's panel).
+        home.ok(&["exec", "hog", "--", "ls", "-la", "/.msb"]);
         std::thread::sleep(Duration::from_millis(1200));
     }
 

@@ -289,6 +289,16 @@ class MetricsReport:
     cpus: Optional[float] = None
     disk_read_bytes: Optional[int] = None
     disk_write_bytes: Optional[int] = None
+    fs_op_errors: Optional[int] = None
+    fs_ops_create: Optional[int] = None
+    fs_ops_metadata: Optional[int] = None
+    fs_ops_open: Optional[int] = None
+    fs_ops_other: Optional[int] = None
+    fs_ops_read: Optional[int] = None
+    fs_ops_remove: Optional[int] = None
+    fs_ops_rename: Optional[int] = None
+    fs_ops_sync: Optional[int] = None
+    fs_ops_write: Optional[int] = None
     heartbeat_age_ms: Optional[int] = None
     heartbeat_seq: Optional[int] = None
     io_pressure_full_us: Optional[int] = None
@@ -340,7 +350,7 @@ class MetricsReport:
     volumes_fs_used_bytes: Optional[int] = None
     volumes_fs_written_bytes: Optional[int] = None
 
-    FIELDS = ("active_sessions", "cpu_percent", "cpu_periods", "cpu_pressure_full_us", "cpu_pressure_some_us", "cpu_throttled_periods", "cpu_throttled_time_ns", "cpus", "disk_read_bytes", "disk_write_bytes", "heartbeat_age_ms", "heartbeat_seq", "io_pressure_full_us", "io_pressure_some_us", "memory_anon_bytes", "memory_available_bytes", "memory_bytes", "memory_file_bytes", "memory_host_resident_bytes", "memory_limit_bytes", "memory_limit_hits", "memory_oom_kills", "memory_pressure_full_us", "memory_pressure_some_us", "memory_working_set_bytes", "name", "net_dns_queries", "net_drops_dns_failed", "net_drops_policy_denied", "net_drops_rx_ring_full", "net_drops_tx_ring_full", "net_rx_bytes", "net_rx_packets", "net_rx_ring_frames", "net_tcp_limit_refused", "net_tcp_open", "net_tx_bytes", "net_tx_packets", "net_tx_ring_frames", "net_udp_limit_refused", "net_udp_open", "open_fds", "page_faults_major", "page_faults_minor", "processes", "run_id", "runtime_fs_baseline_bytes", "runtime_fs_limit_bytes", "runtime_fs_quota_rejections", "runtime_fs_read_bytes", "runtime_fs_used_bytes", "runtime_fs_written_bytes", "sandbox_id", "state", "threads", "timestamp", "upper_free_bytes", "upper_host_allocated_bytes", "upper_used_bytes", "uptime_secs", "vcpu_time_ns", "volumes_fs_limit_bytes", "volumes_fs_quota_rejections", "volumes_fs_read_bytes", "volumes_fs_used_bytes", "volumes_fs_written_bytes", )
+    FIELDS = ("active_sessions", "cpu_percent", "cpu_periods", "cpu_pressure_full_us", "cpu_pressure_some_us", "cpu_throttled_periods", "cpu_throttled_time_ns", "cpus", "disk_read_bytes", "disk_write_bytes", "fs_op_errors", "fs_ops_create", "fs_ops_metadata", "fs_ops_open", "fs_ops_other", "fs_ops_read", "fs_ops_remove", "fs_ops_rename", "fs_ops_sync", "fs_ops_write", "heartbeat_age_ms", "heartbeat_seq", "io_pressure_full_us", "io_pressure_some_us", "memory_anon_bytes", "memory_available_bytes", "memory_bytes", "memory_file_bytes", "memory_host_resident_bytes", "memory_limit_bytes", "memory_limit_hits", "memory_oom_kills", "memory_pressure_full_us", "memory_pressure_some_us", "memory_working_set_bytes", "name", "net_dns_queries", "net_drops_dns_failed", "net_drops_policy_denied", "net_drops_rx_ring_full", "net_drops_tx_ring_full", "net_rx_bytes", "net_rx_packets", "net_rx_ring_frames", "net_tcp_limit_refused", "net_tcp_open", "net_tx_bytes", "net_tx_packets", "net_tx_ring_frames", "net_udp_limit_refused", "net_udp_open", "open_fds", "page_faults_major", "page_faults_minor", "processes", "run_id", "runtime_fs_baseline_bytes", "runtime_fs_limit_bytes", "runtime_fs_quota_rejections", "runtime_fs_read_bytes", "runtime_fs_used_bytes", "runtime_fs_written_bytes", "sandbox_id", "state", "threads", "timestamp", "upper_free_bytes", "upper_host_allocated_bytes", "upper_used_bytes", "uptime_secs", "vcpu_time_ns", "volumes_fs_limit_bytes", "volumes_fs_quota_rejections", "volumes_fs_read_bytes", "volumes_fs_used_bytes", "volumes_fs_written_bytes", )
 
     @classmethod
     def from_json(cls, data: Dict[str, Any]) -> "MetricsReport":
@@ -355,6 +365,16 @@ class MetricsReport:
             cpus=(lambda x: float(x) if x is not None else None)(data.get("cpus")),
             disk_read_bytes=(lambda x: int(x) if x is not None else None)(data.get("disk_read_bytes")),
             disk_write_bytes=(lambda x: int(x) if x is not None else None)(data.get("disk_write_bytes")),
+            fs_op_errors=(lambda x: int(x) if x is not None else None)(data.get("fs_op_errors")),
+            fs_ops_create=(lambda x: int(x) if x is not None else None)(data.get("fs_ops_create")),
+            fs_ops_metadata=(lambda x: int(x) if x is not None else None)(data.get("fs_ops_metadata")),
+            fs_ops_open=(lambda x: int(x) if x is not None else None)(data.get("fs_ops_open")),
+            fs_ops_other=(lambda x: int(x) if x is not None else None)(data.get("fs_ops_other")),
+            fs_ops_read=(lambda x: int(x) if x is not None else None)(data.get("fs_ops_read")),
+            fs_ops_remove=(lambda x: int(x) if x is not None else None)(data.get("fs_ops_remove")),
+            fs_ops_rename=(lambda x: int(x) if x is not None else None)(data.get("fs_ops_rename")),
+            fs_ops_sync=(lambda x: int(x) if x is not None else None)(data.get("fs_ops_sync")),
+            fs_ops_write=(lambda x: int(x) if x is not None else None)(data.get("fs_ops_write")),
             heartbeat_age_ms=(lambda x: int(x) if x is not None else None)(data.get("heartbeat_age_ms")),
             heartbeat_seq=(lambda x: int(x) if x is not None else None)(data.get("heartbeat_seq")),
             io_pressure_full_us=(lambda x: int(x) if x is not None else None)(data.get("io_pressure_full_us")),
@@ -425,6 +445,16 @@ class MetricsReport:
         out["cpus"] = None if self.cpus is None else self.cpus
         out["disk_read_bytes"] = None if self.disk_read_bytes is None else self.disk_read_bytes
         out["disk_write_bytes"] = None if self.disk_write_bytes is None else self.disk_write_bytes
+        out["fs_op_errors"] = None if self.fs_op_errors is None else self.fs_op_errors
+        out["fs_ops_create"] = None if self.fs_ops_create is None else self.fs_ops_create
+        out["fs_ops_metadata"] = None if self.fs_ops_metadata is None else self.fs_ops_metadata
+        out["fs_ops_open"] = None if self.fs_ops_open is None else self.fs_ops_open
+        out["fs_ops_other"] = None if self.fs_ops_other is None else self.fs_ops_other
+        out["fs_ops_read"] = None if self.fs_ops_read is None else self.fs_ops_read
+        out["fs_ops_remove"] = None if self.fs_ops_remove is None else self.fs_ops_remove
+        out["fs_ops_rename"] = None if self.fs_ops_rename is None else self.fs_ops_rename
+        out["fs_ops_sync"] = None if self.fs_ops_sync is None else self.fs_ops_sync
+        out["fs_ops_write"] = None if self.fs_ops_write is None else self.fs_ops_write
         out["heartbeat_age_ms"] = None if self.heartbeat_age_ms is None else self.heartbeat_age_ms
         out["heartbeat_seq"] = None if self.heartbeat_seq is None else self.heartbeat_seq
         out["io_pressure_full_us"] = None if self.io_pressure_full_us is None else self.io_pressure_full_us
