@@ -34,6 +34,20 @@ fn call(home: &std::path::Path, method: &str, path: &str, body: Option<Value>) -
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
+/// Every sandbox's supervisor log (for a failure's message).
+fn supervisor_logs(home: &TestHome) -> String {
+    let mut all = String::new();
+    for entry in std::fs::read_dir(home.path().join("sandboxes"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let log = std::fs::read_to_string(entry.path().join("supervisor.log")).unwrap_or_default();
+        all.push_str(&format!("--- {}\n{log}", entry.path().display()));
+    }
+    all
+}
+
 /// A JSON session on sandbox `name`: the connection after the 101.
 struct Session {
     reader: BufReader<UnixStream>,
@@ -54,7 +68,15 @@ impl Session {
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut status = String::new();
         reader.read_line(&mut status).unwrap();
-        assert!(status.contains(" 101 "), "{status}");
+        if !status.contains(" 101 ") {
+            let mut rest = String::new();
+            let _ = reader.read_to_string(&mut rest);
+            panic!(
+                "{status}{rest}\ninspect: {}\nsupervisor logs: {}",
+                home.msb(&["inspect", name]).stdout,
+                supervisor_logs(home)
+            );
+        }
         loop {
             let mut line = String::new();
             reader.read_line(&mut line).unwrap();

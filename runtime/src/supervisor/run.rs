@@ -77,7 +77,7 @@ pub fn run_supervisor(
         record.reason = Some(TerminationReason::InternalError);
         record.error = Some(error);
         let _ = record.write(&dir.run_record());
-        let _ = std::fs::remove_file(dir.socket());
+        remove_own_socket(&dir.socket());
         1
     };
     // The `Starting` record. A warm supervisor writes it on a thread of its runtime while its
@@ -114,6 +114,10 @@ pub fn run_supervisor(
             }
         },
     };
+    if let Ok(socket) = std::fs::symlink_metadata(dir.socket()) {
+        use std::os::unix::fs::MetadataExt;
+        let _ = OWN_SOCKET.set((socket.dev(), socket.ino()));
+    }
     let (host_end, agent_end) = match StdUnixStream::pair() {
         Ok(pair) => pair,
         Err(e) => {
@@ -159,6 +163,21 @@ pub fn run_supervisor(
 /// Binds a listening socket at `path` such that the path appears only once the socket listens:
 /// bound and listening under a temporary name, then renamed. msbd takes the file's existence as
 /// "the supervisor is up", and a connect between `bind` and `listen` would be refused.
+/// The supervisor socket's (device, inode), once this supervisor's socket is in place.
+static OWN_SOCKET: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+
+/// Removes the supervisor socket if it is still this supervisor's. A stopped sandbox can be
+/// started again while its old supervisor is still winding down (waiting for its clients):
+/// by then the path holds the new run's socket, which must stay.
+fn remove_own_socket(path: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    if let (Some(own), Ok(now)) = (OWN_SOCKET.get(), std::fs::symlink_metadata(path)) {
+        if (now.dev(), now.ino()) == *own {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 fn bind_and_publish(path: &std::path::Path) -> std::io::Result<StdUnixListener> {
     // Shorter than the final name, so that it fits wherever the final path does (108 bytes).
     let staging = path.with_file_name(format!(".s{}", std::process::id()));
@@ -503,7 +522,7 @@ async fn finish(shared: &Shared, sandbox: &Arc<dyn Backend>, ending: Ending) -> 
     {
         sleep(Duration::from_millis(1)).await;
     }
-    let _ = std::fs::remove_file(shared.dir.socket());
+    remove_own_socket(&shared.dir.socket());
     0
 }
 
@@ -518,6 +537,6 @@ async fn abort(shared: &Shared, sandbox: &Arc<dyn Backend>, error: String) -> i3
         r.reason = Some(TerminationReason::InternalError);
         r.error = Some(error);
     });
-    let _ = std::fs::remove_file(shared.dir.socket());
+    remove_own_socket(&shared.dir.socket());
     1
 }
