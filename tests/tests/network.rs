@@ -180,6 +180,19 @@ fn dns_over_udp_through_the_gateway() {
     home.ok(&["rm", "-f", "dns"]);
 }
 
+/// What a TCP connection to the host's `127.0.0.1:port` reads until the peer closes (or 3 s
+/// pass); empty when nothing listens.
+fn read_port(port: u16) -> String {
+    let mut answer = String::new();
+    if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let _ = stream.read_to_string(&mut answer);
+    }
+    answer
+}
+
 #[test]
 fn a_published_port_answers_from_the_host() {
     if !require_root() {
@@ -200,21 +213,10 @@ fn a_published_port_answers_from_the_host() {
         "-c",
         "while true; do echo published-hello | nc -l -p 8080; done",
     ]);
-    let mut answer = String::new();
     home.eventually(
         Duration::from_secs(20),
         "the published port to answer",
-        || {
-            let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-                return false;
-            };
-            stream
-                .set_read_timeout(Some(Duration::from_secs(3)))
-                .unwrap();
-            answer.clear();
-            let _ = stream.read_to_string(&mut answer);
-            answer.contains("published-hello")
-        },
+        || read_port(port).contains("published-hello"),
     );
     // Once `stop` returns the port is the host's again, and a new run publishes it at once.
     home.ok(&["stop", "web"]);
@@ -223,17 +225,7 @@ fn a_published_port_answers_from_the_host() {
     home.eventually(
         Duration::from_secs(20),
         "the restarted sandbox's port to answer",
-        || {
-            let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-                return false;
-            };
-            stream
-                .set_read_timeout(Some(Duration::from_secs(3)))
-                .unwrap();
-            answer.clear();
-            let _ = stream.read_to_string(&mut answer);
-            answer.contains("published-hello")
-        },
+        || read_port(port).contains("published-hello"),
     );
     home.ok(&["rm", "-f", "web"]);
 }

@@ -198,6 +198,25 @@ fn stored_ms(daemon: &Daemon, first: &Sample) -> Option<u64> {
     }
 }
 
+/// Records an event of `kind` at `sample`'s time, for its sandbox (a failure is logged: the
+/// counters in the sample still say what happened).
+fn append_sample_event(
+    daemon: &Daemon,
+    sample: &msb_metrics::Sample,
+    kind: &str,
+    detail: serde_json::Value,
+) {
+    let event = msb_store::EventRecord {
+        ts_ms: sample.timestamp_ms as i64,
+        sandbox_id: Some(sample.sandbox_id.clone()),
+        kind: kind.to_owned(),
+        detail_json: detail.to_string(),
+    };
+    if let Err(e) = daemon.store().append_event(&event) {
+        tracing::warn!("recording a {kind} event: {e}");
+    }
+}
+
 /// One `network_dropped` event per sample and reason for which the sandbox's network dropped
 /// or refused something (its counter grew since the sample before, of the same run): the
 /// reasons of `microsandbox.network.dropped` (`tx_ring_full`, `rx_ring_full`, `policy_denied`,
@@ -228,18 +247,10 @@ fn record_network_drops(
             if grown == 0 {
                 continue;
             }
-            let event = msb_store::EventRecord {
-                ts_ms: sample.timestamp_ms as i64,
-                sandbox_id: Some(sample.sandbox_id.clone()),
-                kind: "network_dropped".to_owned(),
-                detail_json: serde_json::json!({
-                    "run_id": sample.run_id, "reason": reason, "count": grown, "total": now,
-                })
-                .to_string(),
-            };
-            if let Err(e) = daemon.store().append_event(&event) {
-                tracing::warn!("recording a network drop: {e}");
-            }
+            let detail = serde_json::json!({
+                "run_id": sample.run_id, "reason": reason, "count": grown, "total": now,
+            });
+            append_sample_event(daemon, sample, "network_dropped", detail);
         }
         before = Some(sample.clone());
     }
@@ -277,19 +288,11 @@ fn record_quota_rejections(
             if grown == 0 {
                 continue;
             }
-            let event = msb_store::EventRecord {
-                ts_ms: sample.timestamp_ms as i64,
-                sandbox_id: Some(sample.sandbox_id.clone()),
-                kind: "quota_rejected".to_owned(),
-                detail_json: serde_json::json!({
-                    "run_id": sample.run_id, "mount": mount, "rejections": grown,
-                    "total_rejections": now, "used_bytes": used, "limit_bytes": limit,
-                })
-                .to_string(),
-            };
-            if let Err(e) = daemon.store().append_event(&event) {
-                tracing::warn!("recording a quota rejection: {e}");
-            }
+            let detail = serde_json::json!({
+                "run_id": sample.run_id, "mount": mount, "rejections": grown,
+                "total_rejections": now, "used_bytes": used, "limit_bytes": limit,
+            });
+            append_sample_event(daemon, sample, "quota_rejected", detail);
         }
         before = Some(sample.clone());
     }

@@ -70,6 +70,8 @@ pub fn run_supervisor(
             ..BootTimes::default()
         },
     };
+    // Set once this run's socket is at the path: only then is the path ours to remove.
+    let own_socket = std::cell::Cell::new(None);
     let fail = |mut record: RunRecord, error: String| {
         tracing::error!("{error}");
         record.phase = RunPhase::Exited;
@@ -77,7 +79,7 @@ pub fn run_supervisor(
         record.reason = Some(TerminationReason::InternalError);
         record.error = Some(error);
         let _ = record.write(&dir.run_record());
-        remove_own_socket(&dir.socket());
+        remove_socket_if_own(&dir.socket(), own_socket.get());
         1
     };
     // The `Starting` record. A warm supervisor writes it on a thread of its runtime while its
@@ -114,10 +116,7 @@ pub fn run_supervisor(
             }
         },
     };
-    if let Ok(socket) = std::fs::symlink_metadata(dir.socket()) {
-        use std::os::unix::fs::MetadataExt;
-        let _ = OWN_SOCKET.set((socket.dev(), socket.ino()));
-    }
+    own_socket.set(socket_identity(&dir.socket()));
     let (host_end, agent_end) = match StdUnixStream::pair() {
         Ok(pair) => pair,
         Err(e) => {
@@ -160,24 +159,27 @@ pub fn run_supervisor(
     ))
 }
 
-/// Binds a listening socket at `path` such that the path appears only once the socket listens:
-/// bound and listening under a temporary name, then renamed. msbd takes the file's existence as
-/// "the supervisor is up", and a connect between `bind` and `listen` would be refused.
-/// The supervisor socket's (device, inode), once this supervisor's socket is in place.
-static OWN_SOCKET: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
-
-/// Removes the supervisor socket if it is still this supervisor's. A stopped sandbox can be
-/// started again while its old supervisor is still winding down (waiting for its clients):
-/// by then the path holds the new run's socket, which must stay.
-fn remove_own_socket(path: &std::path::Path) {
+/// The (device, inode) of the socket file at `path`, if there is one.
+pub(super) fn socket_identity(path: &std::path::Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
-    if let (Some(own), Ok(now)) = (OWN_SOCKET.get(), std::fs::symlink_metadata(path)) {
-        if (now.dev(), now.ino()) == *own {
-            let _ = std::fs::remove_file(path);
-        }
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
+/// Removes the supervisor socket at `path` if it is still the one this run bound (`own`).
+/// A stopped sandbox can be started again while its old supervisor is still winding down
+/// (waiting for its clients to read their last replies): by then the path holds the new run's
+/// socket, which must stay. (A new socket renamed over the path between the check and the
+/// removal would still be lost: a window of microseconds, against the whole wind-down before.)
+fn remove_socket_if_own(path: &std::path::Path, own: Option<(u64, u64)>) {
+    if own.is_some() && socket_identity(path) == own {
+        let _ = std::fs::remove_file(path);
     }
 }
 
+/// Binds a listening socket at `path` such that the path appears only once the socket listens:
+/// bound and listening under a temporary name, then renamed. msbd takes the file's existence as
+/// "the supervisor is up", and a connect between `bind` and `listen` would be refused.
 fn bind_and_publish(path: &std::path::Path) -> std::io::Result<StdUnixListener> {
     // Shorter than the final name, so that it fits wherever the final path does (108 bytes).
     let staging = path.with_file_name(format!(".s{}", std::process::id()));
@@ -522,7 +524,7 @@ async fn finish(shared: &Shared, sandbox: &Arc<dyn Backend>, ending: Ending) -> 
     {
         sleep(Duration::from_millis(1)).await;
     }
-    remove_own_socket(&shared.dir.socket());
+    remove_socket_if_own(&shared.dir.socket(), shared.own_socket);
     0
 }
 
@@ -537,6 +539,6 @@ async fn abort(shared: &Shared, sandbox: &Arc<dyn Backend>, error: String) -> i3
         r.reason = Some(TerminationReason::InternalError);
         r.error = Some(error);
     });
-    remove_own_socket(&shared.dir.socket());
+    remove_socket_if_own(&shared.dir.socket(), shared.own_socket);
     1
 }

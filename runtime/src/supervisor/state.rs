@@ -40,6 +40,9 @@ pub enum MainOutcome {
 pub struct Shared {
     pub config: SupervisorConfig,
     pub dir: SandboxDir,
+    /// The (device, inode) of this run's socket file, read when the run is handed its
+    /// listener: at exit the socket is removed only if the path still holds it.
+    pub own_socket: Option<(u64, u64)>,
     pub record: Mutex<RunRecord>,
     pub to_agent: mpsc::UnboundedSender<ToAgent>,
     /// Exec sessions: where their events go (bounded: [`CLIENT_QUEUE_FRAMES`]).
@@ -87,9 +90,11 @@ impl Shared {
                 .metrics_interval()
                 .unwrap_or(crate::config::DEFAULT_METRICS_INTERVAL_MS),
         );
+        let own_socket = super::run::socket_identity(&dir.socket());
         Self {
             config,
             dir,
+            own_socket,
             record: Mutex::new(record),
             to_agent,
             sessions: Mutex::new(HashMap::new()),
