@@ -67,6 +67,10 @@ impl MsbHome {
         self.root.join("volumes")
     }
 
+    /// Empty ext4 images, one per size, that root disks are copied from (`disk.rs`).
+    pub fn disk_templates(&self) -> PathBuf {
+        self.root.join("cache").join("disks")
+    }
     pub fn trash(&self) -> PathBuf {
         self.root.join("trash")
     }

@@ -154,10 +154,20 @@ fn filesystem_mib(path: &std::path::Path) -> Option<u64> {
 }
 
 /// Makes the sandbox's directory and its root disk's image (when it has one), or nothing.
-fn make_root_disk(dir: &msb_runtime::paths::SandboxDir, mib: u64) -> Result<(), CreateError> {
+fn make_root_disk(
+    dir: &msb_runtime::paths::SandboxDir,
+    templates: &std::path::Path,
+    mib: u64,
+) -> Result<(), CreateError> {
     let made = std::fs::create_dir_all(dir.root())
         .map_err(|e| format!("create {}: {e}", dir.root().display()))
-        .and_then(|()| msb_runtime::disk::make_image(&dir.root_disk_image(), mib << 20));
+        .and_then(|()| {
+            msb_runtime::disk::make_image_from_template(
+                templates,
+                &dir.root_disk_image(),
+                mib << 20,
+            )
+        });
     made.map_err(|message| {
         let _ = std::fs::remove_dir_all(dir.root());
         CreateError::RootDisk(message)
@@ -204,8 +214,8 @@ pub async fn create_sandbox(
     }
     let id = msb_runtime::ids::random_id();
     if let Some(mib) = config.root_disk_mib {
-        let dir = daemon.home.sandbox(&id);
-        tokio::task::spawn_blocking(move || make_root_disk(&dir, mib))
+        let (dir, templates) = (daemon.home.sandbox(&id), daemon.home.disk_templates());
+        tokio::task::spawn_blocking(move || make_root_disk(&dir, &templates, mib))
             .await
             .map_err(|e| CreateError::RootDisk(e.to_string()))??;
     }
