@@ -40,6 +40,11 @@ fn runtime_file_server(
         dir,
         msb_fs::FsConfig {
             quota_bytes: Some(RUNTIME_QUOTA_BYTES),
+            owners: id_map.map(|map| msb_fs::IdShift {
+                uid_base: map.host_uid,
+                gid_base: map.host_gid,
+                count: map.count,
+            }),
             ..msb_fs::FsConfig::default()
         },
         RUNTIME_SERVER_THREADS,
