@@ -76,7 +76,8 @@ pub fn make_image_from_template(
 ) -> Result<(), String> {
     let template = templates.join(format!("ext4-{size_bytes}.img"));
     if !template.exists() {
-        std::fs::create_dir_all(templates)
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(templates)
             .map_err(|e| format!("create {}: {e}", templates.display()))?;
         // Made under a name of its own and renamed: two creates racing both make one, and
         // neither ever copies a half-made template.
@@ -162,8 +163,13 @@ impl AsRawFd for AtCwd {
 /// (`mkfs.ext4` from e2fsprogs; its inode tables are initialised lazily, so this takes
 /// 10-20 ms and the host allocates 2 MiB). A file already there is replaced.
 pub fn make_image(path: &Path, size_bytes: u64) -> Result<(), String> {
-    let file =
-        std::fs::File::create(path).map_err(|e| format!("create {}: {e}", path.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("create {}: {e}", path.display()))?;
     file.set_len(size_bytes)
         .map_err(|e| format!("size {}: {e}", path.display()))?;
     drop(file);

@@ -258,7 +258,9 @@ impl RootDisk {
         let mount = dir.root_disk_mount();
         // A mount left by a supervisor that was killed goes first.
         msb_namespace::disk::unmount(&mount)?;
-        std::fs::create_dir_all(&mount).map_err(|e| format!("create {}: {e}", mount.display()))?;
+        // 0700 like everything under MSB_HOME (this process's umask is 022).
+        msb_host::private::ensure_private_dir(&mount)
+            .map_err(|e| format!("create {}: {e}", mount.display()))?;
         let device = msb_namespace::disk::mount_image(&dir.root_disk_image(), &mount)?;
         Ok(RootDisk { mount, device })
     }
