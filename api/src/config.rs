@@ -21,6 +21,15 @@ pub const MAX_MEMORY_MIB: u64 = 1 << 32;
 /// size. msbd writes it into the stored configuration at create, so `inspect` and `capacity`
 /// show the limit the sandbox runs under. Swap is never available to a sandbox.
 pub const DEFAULT_MEMORY_MIB: u64 = 512;
+/// The size of the writable root's disk (`root_disk_mib`, `--root-disk`) when none is given:
+/// 4 GiB, sparse (the host allocates only what is written). msbd writes it into the stored
+/// configuration at create for the default root.
+pub const DEFAULT_ROOT_DISK_MIB: u64 = 4096;
+/// The smallest and largest root disk: ext4 needs room for its journal and tables; the
+/// largest is ext4's own limit with 4 KiB blocks (16 TiB). A size beyond the filesystem that
+/// holds `MSB_HOME` is refused by msbd.
+pub const MIN_ROOT_DISK_MIB: u64 = 64;
+pub const MAX_ROOT_DISK_MIB: u64 = 16 << 20;
 /// The range of `max_duration_secs` and `idle_timeout_secs`: at least a second, at most ten
 /// years.
 pub const MIN_DURATION_SECS: u64 = 1;
@@ -136,6 +145,12 @@ pub struct SandboxConfig {
     /// No network: the sandbox's namespace keeps only `lo` (`--no-network`).
     #[serde(default)]
     pub no_network: bool,
+    /// Size in MiB of the ext4 disk that holds the writable root's changes (`--root-disk`):
+    /// writes past it fail with ENOSPC. Unset means 4 GiB (`DEFAULT_ROOT_DISK_MIB`), written
+    /// in at create; a host-directory root has no such disk, and msbd drops the field for one
+    /// (with a warning). Sandboxes made before root disks had none and keep none.
+    #[serde(default)]
+    pub root_disk_mib: Option<u64>,
 }
 
 /// The sampling interval when none is configured.
@@ -156,6 +171,8 @@ pub enum ConfigError {
     NameCharacters { name: String },
     #[error("cpus: --cpus must be more than 0 and at most {MAX_CPUS}, got {0}")]
     Cpus(f64),
+    #[error("root_disk_mib: --root-disk must be {MIN_ROOT_DISK_MIB} to {MAX_ROOT_DISK_MIB} MiB, got {0} MiB")]
+    RootDisk(u64),
     #[error("memory_mib: --memory must be {MIN_MEMORY_MIB} to {MAX_MEMORY_MIB} MiB, got {0} MiB")]
     Memory(u64),
     #[error("rootfs directory {path} does not exist or is not a directory")]
@@ -268,6 +285,11 @@ impl SandboxConfig {
         if let Some(mib) = self.memory_mib {
             if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&mib) {
                 return Err(ConfigError::Memory(mib));
+            }
+        }
+        if let Some(mib) = self.root_disk_mib {
+            if !(MIN_ROOT_DISK_MIB..=MAX_ROOT_DISK_MIB).contains(&mib) {
+                return Err(ConfigError::RootDisk(mib));
             }
         }
         if self.command.iter().any(|arg| arg.contains('\0')) {
@@ -453,6 +475,7 @@ mod tests {
             published_ports: Vec::new(),
             net_rules: Vec::new(),
             no_network: false,
+            root_disk_mib: None,
         }
     }
 

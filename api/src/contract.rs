@@ -13,8 +13,9 @@ use utoipa::OpenApi;
 
 use crate::config::{
     ABSOLUTE_PATH_PATTERN, ENV_NAME_PATTERN, GUEST_PATH_PATTERN, MAX_CPUS, MAX_DURATION_SECS,
-    MAX_MEMORY_MIB, MAX_METRICS_INTERVAL_MS, MAX_NAME_BYTES, MIN_CPUS_EXCLUSIVE, MIN_DURATION_SECS,
-    MIN_MEMORY_MIB, MIN_METRICS_INTERVAL_MS, NAME_PATTERN, NO_NUL_PATTERN,
+    MAX_MEMORY_MIB, MAX_METRICS_INTERVAL_MS, MAX_NAME_BYTES, MAX_ROOT_DISK_MIB, MIN_CPUS_EXCLUSIVE,
+    MIN_DURATION_SECS, MIN_MEMORY_MIB, MIN_METRICS_INTERVAL_MS, MIN_ROOT_DISK_MIB, NAME_PATTERN,
+    NO_NUL_PATTERN,
 };
 use crate::exec::{
     BASE64_PATTERN, MAX_DRAIN_TIMEOUT_SECS, MAX_EXEC_STDIN_BASE64_CHARS, MAX_EXEC_TIMEOUT_MS,
@@ -151,6 +152,10 @@ fn constrain_schemas(schemas: &mut Value) {
     merge(
         &mut config["memory_mib"],
         json!({"minimum": MIN_MEMORY_MIB, "maximum": MAX_MEMORY_MIB}),
+    );
+    merge(
+        &mut config["root_disk_mib"],
+        json!({"minimum": MIN_ROOT_DISK_MIB, "maximum": MAX_ROOT_DISK_MIB}),
     );
     for field in ["max_duration_secs", "idle_timeout_secs"] {
         merge(

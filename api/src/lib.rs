@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod contract;
+pub mod df;
 pub mod doctor;
 pub mod exec;
 mod history;
@@ -29,6 +30,7 @@ use utoipa::ToSchema;
 use config::SandboxConfig;
 use lifecycle::{SandboxStatus, TerminationReason};
 
+pub use df::{DiskUsageReport, DiskUsageTotals, SandboxDiskUsage, VolumeDiskUsage};
 pub use exec::{
     DrainRequest, ExecRequest, ExecResponse, SessionEvent, SessionExec, SessionRequest,
 };

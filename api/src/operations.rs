@@ -210,6 +210,17 @@ pub mod volumes {
     pub fn remove() {}
 }
 
+/// Operations served by `routes/df.rs`.
+pub mod df {
+    #[allow(unused_imports)]
+    use super::*;
+    use crate::DiskUsageReport;
+
+    /// What each sandbox and volume takes on msbd's host (`msb df`).
+    #[utoipa::path(get, operation_id = "disk_usage", path = "/v1/df", responses((status = 200, body = DiskUsageReport)))]
+    pub fn disk_usage() {}
+}
+
 /// Operations served by `routes/exec.rs`.
 pub mod exec {
     #[allow(unused_imports)]
@@ -307,6 +318,7 @@ pub mod history {
         volumes::create,
         volumes::inspect,
         volumes::remove,
+        df::disk_usage,
     ),
     components(schemas(
         crate::LogEntry,

@@ -46,6 +46,7 @@ fn daemon_with(count: usize, dir: &std::path::Path) -> std::sync::Arc<Daemon> {
             published_ports: Vec::new(),
             net_rules: Vec::new(),
             no_network: false,
+            root_disk_mib: None,
         };
         store
             .insert_sandbox(&SandboxRow {

@@ -147,6 +147,10 @@ impl From<CreateError> for ApiError {
             root @ CreateError::DefaultRoot(_) => ApiError::Internal(root.to_string()),
             path @ CreateError::HostPath { .. } => ApiError::Unprocessable(error_chain(&path)),
             port @ CreateError::PortInUse { .. } => ApiError::Conflict(error_chain(&port)),
+            disk @ CreateError::RootDiskAboveFilesystem { .. } => {
+                ApiError::Unprocessable(disk.to_string())
+            }
+            disk @ CreateError::RootDisk(_) => ApiError::Internal(disk.to_string()),
             memory @ CreateError::MemoryAboveHost { .. } => {
                 ApiError::Unprocessable(memory.to_string())
             }

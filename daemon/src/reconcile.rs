@@ -32,7 +32,7 @@ fn stop_orphan(daemon: &Daemon, sandbox_id: &str) {
             );
         }
     }
-    if let Err(e) = msb_runtime::backend::clean_up_after_crash(sandbox_id) {
+    if let Err(e) = msb_runtime::backend::clean_up_after_crash(sandbox_id, &dir) {
         tracing::warn!("cleaning up after orphaned sandbox {sandbox_id}: {e}");
     }
 }

@@ -67,6 +67,10 @@ impl MsbHome {
         self.root.join("volumes")
     }
 
+    /// Empty ext4 images, one per size, that root disks are copied from (`disk.rs`).
+    pub fn disk_templates(&self) -> PathBuf {
+        self.root.join("cache").join("disks")
+    }
     pub fn trash(&self) -> PathBuf {
         self.root.join("trash")
     }
@@ -110,11 +114,30 @@ impl SandboxDir {
     pub fn runtime(&self) -> PathBuf {
         self.root.join("runtime")
     }
-    pub fn upper(&self) -> PathBuf {
-        self.root.join("upper")
+    /// The writable root's ext4 image (sparse), for a sandbox made with one (`--root-disk`;
+    /// the default for the default root since sandboxes had disks).
+    pub fn root_disk_image(&self) -> PathBuf {
+        self.root.join("root-disk.img")
     }
+    /// Where the supervisor mounts the root disk while the sandbox runs.
+    pub fn root_disk_mount(&self) -> PathBuf {
+        self.root.join("root-disk")
+    }
+    /// The overlay's upper directory: on the root disk when the sandbox has one (only there
+    /// while it is mounted), else a plain directory of the sandbox's.
+    pub fn upper(&self) -> PathBuf {
+        self.layer("upper")
+    }
+    /// The overlay's work directory, on the same filesystem as [`SandboxDir::upper`].
     pub fn work(&self) -> PathBuf {
-        self.root.join("work")
+        self.layer("work")
+    }
+    fn layer(&self, name: &str) -> PathBuf {
+        if self.root_disk_image().exists() {
+            self.root_disk_mount().join(name)
+        } else {
+            self.root.join(name)
+        }
     }
     /// Backend state (OCI bundle, container state).
     pub fn backend_state(&self) -> PathBuf {

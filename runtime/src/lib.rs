@@ -12,6 +12,7 @@
 //! - [`doctor`]: the host checks only the runtime can answer (`msb-supervisor --doctor`).
 
 pub mod backend;
+pub use msb_namespace::disk;
 pub mod config;
 pub mod doctor;
 pub use msb_protocol::framing;

@@ -3,10 +3,14 @@
 
 use msb_e2e::{require_root, TestHome};
 
-fn mounts() -> usize {
+/// Mounts on the host under `home` (a running sandbox's root disk; other tests' sandboxes,
+/// running alongside, have theirs under their own homes).
+fn mounts(home: &TestHome) -> usize {
+    let root = home.path().to_string_lossy().into_owned();
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
+        .filter(|l| l.contains(&root))
         .count()
 }
 
@@ -40,7 +44,11 @@ fn assert_clean(home: &TestHome, what: &str, mounts_before: usize) {
         home.names()
     );
     assert_eq!(home.sandbox_dirs(), 0, "{what}: sandbox directory left");
-    assert_eq!(mounts(), mounts_before, "{what}: mount left on the host");
+    assert_eq!(
+        mounts(home),
+        mounts_before,
+        "{what}: mount left on the host"
+    );
 }
 
 #[test]
@@ -93,7 +101,7 @@ fn more_memory_than_the_host_has_is_refused_and_nothing_is_created() {
         return;
     }
     let home = TestHome::new();
-    let before = mounts();
+    let before = mounts(&home);
     // A thousand GiB: within what the API takes, beyond what this host has.
     let run = home.msb(&["run", "-m", "1000G", "--", "true"]);
     assert_ne!(run.code, 0, "{run:?}");
@@ -112,7 +120,7 @@ fn missing_rootfs_taken_name_and_unknown_sandbox() {
         return;
     }
     let home = TestHome::new();
-    let before = mounts();
+    let before = mounts(&home);
     let run = home.msb(&["run", "--rootfs", "/nonexistent-msb-root", "--", "true"]);
     assert_ne!(run.code, 0);
     assert!(run.stderr.contains("/nonexistent-msb-root"), "{run:?}");
@@ -144,7 +152,7 @@ fn command_not_found_leaves_nothing_behind() {
     }
     let home = TestHome::new();
     home.ok(&["run", "--", "true"]); // builds the default root and starts msbd
-    let before_mounts = mounts();
+    let before_mounts = mounts(&home);
     let before_cgroups = sandbox_cgroups();
     for args in [
         vec!["run", "--", "no-such-command"],

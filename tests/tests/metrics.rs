@@ -191,10 +191,13 @@ fn json_keys_follow_microsandbox_and_missing_sources_are_null() {
     for key in ["net_rx_bytes", "net_tx_bytes"] {
         assert!(value[key].is_u64(), "{key} must be a count: {}", value[key]);
     }
-    // No separate filesystem for the writable root yet: null, not 0.
+    // The writable root's disk (4 GiB by default): its statfs.
     for key in ["upper_used_bytes", "upper_free_bytes"] {
-        assert!(value[key].is_null(), "{key} must be null: {}", value[key]);
+        assert!(value[key].is_u64(), "{key} must be a count: {}", value[key]);
     }
+    let disk =
+        value["upper_used_bytes"].as_u64().unwrap() + value["upper_free_bytes"].as_u64().unwrap();
+    assert!((3 << 30..=4 << 30).contains(&disk), "a 4 GiB disk: {value}");
     // The first sample may come before the workload started (the agent alone).
     home.eventually(
         Duration::from_secs(10),
@@ -323,7 +326,10 @@ fn every_declared_instrument_is_produced_by_a_running_sandbox() {
     // What exists on this host for a namespace sandbox with the default root.
     let fuse = std::path::Path::new("/dev/fuse").exists();
     let available_here = |requires: Option<&str>| match requires {
-        None | Some("default (overlay) root") | Some("userspace network stack") => true,
+        None
+        | Some("default (overlay) root")
+        | Some("userspace network stack")
+        | Some("ext4 writable root") => true,
         Some(what) => {
             (what.starts_with("/.msb served")
                 || what.starts_with("a directory volume")

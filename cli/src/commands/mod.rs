@@ -68,6 +68,8 @@ pub enum Command {
     Server(server::ServerArgs),
     /// Named volumes (`msb volume create|ls|inspect|rm`), mounted with `-v NAME:/path`.
     Volume(volume::VolumeArgs),
+    /// What each sandbox and volume takes on this host, and what removing it would free.
+    Df(DfArgs),
 }
 
 /// Output format of listing and inspecting commands.
@@ -98,7 +100,74 @@ pub async fn dispatch(cli: Cli, client: Client) -> Result<i32> {
         Command::Capacity(args) => capacity(&client, args).await,
         Command::Server(args) => server::server(&client, args).await,
         Command::Volume(args) => volume::volume(&client, args).await,
+        Command::Df(args) => df(&client, args).await,
     }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DfArgs {
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+async fn df(client: &Client, args: DfArgs) -> Result<i32> {
+    let report: crate::api::DiskUsageReport = client
+        .call::<(), _>(hyper::Method::GET, "/v1/df", None)
+        .await?;
+    if args.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(0);
+    }
+    let size = |b: u64| doctor::human_bytes(b);
+    let maybe = |b: Option<u64>| b.map_or("-".to_owned(), size);
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_header([
+            "TYPE",
+            "NAME",
+            "STATUS",
+            "LOGICAL",
+            "ALLOCATED",
+            "QUOTA",
+            "USED",
+            "RECLAIMABLE",
+        ]);
+    for s in &report.sandboxes {
+        table.add_row([
+            "sandbox".to_owned(),
+            s.name.clone(),
+            s.status.clone(),
+            size(s.logical_bytes),
+            size(s.allocated_bytes),
+            maybe(s.quota_bytes),
+            maybe(s.used_bytes),
+            size(s.reclaimable_bytes),
+        ]);
+    }
+    for v in &report.volumes {
+        table.add_row([
+            format!("volume ({})", v.kind.as_str()),
+            v.name.clone(),
+            match v.used_by.is_empty() {
+                true => "unused".to_owned(),
+                false => format!("used by {}", v.used_by.join(",")),
+            },
+            size(v.logical_bytes),
+            size(v.allocated_bytes),
+            maybe(v.quota_bytes),
+            maybe(v.used_bytes),
+            size(v.reclaimable_bytes),
+        ]);
+    }
+    println!("{table}");
+    println!(
+        "Total: {} logical, {} allocated, {} reclaimable",
+        size(report.totals.logical_bytes),
+        size(report.totals.allocated_bytes),
+        size(report.totals.reclaimable_bytes)
+    );
+    Ok(0)
 }
 
 #[derive(clap::Args, Debug)]

@@ -66,6 +66,10 @@ pub struct SandboxFlags {
     /// No network: only `lo` in the sandbox.
     #[arg(long, conflicts_with_all = ["publish", "net_rules"])]
     pub no_network: bool,
+    /// Size of the disk holding the writable root's changes (e.g. 512M, 10G; default 4G,
+    /// sparse): writes past it fail with ENOSPC. Ignored, with a warning, with --rootfs.
+    #[arg(long, value_name = "SIZE", value_parser = parse::size_mib)]
+    pub root_disk: Option<u64>,
     /// The command and its arguments (default: /bin/sh).
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -78,6 +82,14 @@ impl SandboxFlags {
                 "warning: -p {spec} listens on {}, reachable beyond this host",
                 spec.bind
             );
+        }
+        let mut root_disk_mib = self.root_disk;
+        if self.rootfs.is_some() && root_disk_mib.is_some() {
+            eprintln!(
+                "warning: --root-disk is ignored with --rootfs: a host directory root is \
+                 written in place"
+            );
+            root_disk_mib = None;
         }
         let rootfs = match self.rootfs {
             Some(path) => {
@@ -104,6 +116,7 @@ impl SandboxFlags {
             published_ports: self.publish.iter().map(ToString::to_string).collect(),
             net_rules: self.net_rules,
             no_network: self.no_network,
+            root_disk_mib,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The API router: one file per group of endpoints.
 
+pub mod df;
 pub mod exec;
 pub mod history;
 pub mod lifecycle;
@@ -66,6 +67,7 @@ pub const ROUTES: &[(&str, &str, Handler)] = &[
     ("GET", "/v1/sandboxes/{name}/session", || {
         get(session::session)
     }),
+    ("GET", "/v1/df", || get(df::disk_usage)),
     ("GET", "/v1/volumes", || get(volumes::list)),
     ("POST", "/v1/volumes", || post(volumes::create)),
     ("GET", "/v1/volumes/{name}", || get(volumes::inspect)),

@@ -42,6 +42,12 @@ pub enum CreateError {
         #[source]
         source: std::io::Error,
     },
+    /// A root disk larger than the filesystem that would hold it.
+    #[error("root_disk_mib: {asked_mib} MiB is more than the filesystem holding MSB_HOME ({fs_mib} MiB)")]
+    RootDiskAboveFilesystem { asked_mib: u64, fs_mib: u64 },
+    /// The root disk's image could not be made.
+    #[error("making the root disk: {0}")]
+    RootDisk(String),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     /// Created, but its start failed (and it was removed again).
@@ -115,6 +121,59 @@ fn memory_limit_mib(asked: Option<u64>, host_mib: Option<u64>) -> Result<u64, Cr
     }
 }
 
+/// The root disk a sandbox gets: for the default root, the size asked for or the default, at
+/// most the size of the filesystem holding it (`fs_mib`, when it can be read); a host
+/// directory root has none (the CLI warns when one was asked for).
+fn root_disk_mib(
+    config: &msb_runtime::config::SandboxConfig,
+    fs_mib: Option<u64>,
+) -> Result<Option<u64>, CreateError> {
+    if config.rootfs != RootfsSource::Default {
+        if config.root_disk_mib.is_some() {
+            tracing::warn!(sandbox = %config.name, "root_disk_mib ignored: the root is a host directory");
+        }
+        return Ok(None);
+    }
+    let mib = config
+        .root_disk_mib
+        .unwrap_or(msb_api::config::DEFAULT_ROOT_DISK_MIB);
+    match fs_mib {
+        Some(fs_mib) if mib > fs_mib => match config.root_disk_mib {
+            Some(asked_mib) => Err(CreateError::RootDiskAboveFilesystem { asked_mib, fs_mib }),
+            // A filesystem smaller than the default: the default shrinks to it.
+            None => Ok(Some(fs_mib.max(msb_api::config::MIN_ROOT_DISK_MIB))),
+        },
+        _ => Ok(Some(mib)),
+    }
+}
+
+/// The size in MiB of the filesystem holding `path`.
+fn filesystem_mib(path: &std::path::Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(path).ok()?;
+    Some((st.blocks() as u64).saturating_mul(st.fragment_size() as u64) >> 20)
+}
+
+/// Makes the sandbox's directory and its root disk's image (when it has one), or nothing.
+fn make_root_disk(
+    dir: &msb_runtime::paths::SandboxDir,
+    templates: &std::path::Path,
+    mib: u64,
+) -> Result<(), CreateError> {
+    let made = std::fs::create_dir_all(dir.root())
+        .map_err(|e| format!("create {}: {e}", dir.root().display()))
+        .and_then(|()| {
+            msb_runtime::disk::make_image_from_template(
+                templates,
+                &dir.root_disk_image(),
+                mib << 20,
+            )
+        });
+    made.map_err(|message| {
+        let _ = std::fs::remove_dir_all(dir.root());
+        CreateError::RootDisk(message)
+    })
+}
+
 /// The host's memory (`MemTotal`) in MiB.
 fn host_memory_mib() -> Option<u64> {
     super::capacity::meminfo().0.map(|bytes| bytes >> 20)
@@ -143,6 +202,7 @@ pub async fn create_sandbox(
         check_published_ports(&config)?;
     }
     config.memory_mib = Some(memory_limit_mib(config.memory_mib, host_memory_mib())?);
+    config.root_disk_mib = root_disk_mib(&config, filesystem_mib(daemon.home.root()))?;
     if config.rootfs == RootfsSource::Default
         && !msb_runtime::rootfs::default_rootfs_ready(&daemon.home.default_rootfs())
     {
@@ -152,9 +212,16 @@ pub async fn create_sandbox(
             .map_err(|e| CreateError::DefaultRoot(e.to_string()))?
             .map_err(|e| CreateError::DefaultRoot(crate::display::error_chain(&e)))?;
     }
+    let id = msb_runtime::ids::random_id();
+    if let Some(mib) = config.root_disk_mib {
+        let (dir, templates) = (daemon.home.sandbox(&id), daemon.home.disk_templates());
+        tokio::task::spawn_blocking(move || make_root_disk(&dir, &templates, mib))
+            .await
+            .map_err(|e| CreateError::RootDisk(e.to_string()))??;
+    }
     let now = msb_store::catalog::now_ms();
     let row = SandboxRow {
-        id: msb_runtime::ids::random_id(),
+        id,
         name: config.name.clone(),
         status: SandboxStatus::Created.to_string(),
         config_json: serde_json::to_string(&config).expect("config serialises"),
@@ -163,7 +230,10 @@ pub async fn create_sandbox(
         updated_at_ms: now,
         labels: config.labels.clone(),
     };
-    daemon.store().insert_sandbox(&row)?;
+    if let Err(e) = daemon.store().insert_sandbox(&row) {
+        let _ = std::fs::remove_dir_all(daemon.home.sandbox(&row.id).root());
+        return Err(e.into());
+    }
     drop(volume_guard);
     tracing::info!(sandbox = %row.name, id = %row.id, "created");
     if request.start {

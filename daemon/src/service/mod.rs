@@ -12,6 +12,7 @@
 
 pub mod capacity;
 pub mod create;
+pub mod df;
 pub mod drain;
 pub mod exec;
 pub mod info;

@@ -68,7 +68,9 @@ pub fn apply_record(daemon: &Daemon, sandbox_id: &str) -> Result<SandboxStatus, 
         // Released before the status says the run is over (a `stop` that returns Crashed has
         // nothing left behind), without holding the store meanwhile.
         drop(store);
-        if let Err(e) = msb_runtime::backend::clean_up_after_crash(sandbox_id) {
+        if let Err(e) =
+            msb_runtime::backend::clean_up_after_crash(sandbox_id, &daemon.home.sandbox(sandbox_id))
+        {
             tracing::warn!(sandbox = %sandbox.name, "cleaning up after the crash: {e}");
         }
         store = daemon.store();

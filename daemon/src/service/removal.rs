@@ -101,6 +101,10 @@ fn delete_dir(
 /// Deletes a sandbox's catalog rows and its directory.
 pub fn remove_sandbox(daemon: &Daemon, sandbox_id: &str) -> Result<(), RemovalError> {
     let dir = daemon.home.sandbox(sandbox_id);
+    // A root disk still mounted (its supervisor was killed) is detached, not deleted into.
+    if let Err(e) = msb_runtime::disk::unmount(&dir.root_disk_mount()) {
+        tracing::warn!("{e}");
+    }
     if dir.root().exists() {
         // Out of `sandboxes/` at once (a rename), deleted in the background: deleting takes a
         // few milliseconds that `msb run` would otherwise wait for. What a crash leaves in the

@@ -54,6 +54,7 @@ fn request(name: &str, root: &std::path::Path) -> CreateSandboxRequest {
             published_ports: Vec::new(),
             net_rules: Vec::new(),
             no_network: false,
+            root_disk_mib: None,
         },
         start: false,
         attach: None,

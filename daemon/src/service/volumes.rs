@@ -39,7 +39,7 @@ pub enum VolumesError {
         #[source]
         source: std::io::Error,
     },
-    #[error("mkfs.ext4 for volume {name:?}: {message}")]
+    #[error("making the disk image of volume {name:?}: {message}")]
     Mkfs { name: String, message: String },
 }
 
@@ -136,31 +136,10 @@ fn make_content(daemon: &Daemon, row: &VolumeRow) -> Result<(), VolumesError> {
         VolumeKind::Dir => std::fs::create_dir(&content).map_err(io("create", &content)),
         VolumeKind::Disk => {
             let size = row.size_bytes.unwrap_or(DEFAULT_DISK_MIB << 20);
-            let file = std::fs::File::create(&content).map_err(io("create", &content))?;
-            file.set_len(size).map_err(io("size", &content))?;
-            drop(file);
-            let output = std::process::Command::new("mkfs.ext4")
-                .args([
-                    "-q",
-                    "-F",
-                    "-m",
-                    "0",
-                    "-E",
-                    "root_owner=0:0,lazy_itable_init=1",
-                ])
-                .arg(&content)
-                .output()
-                .map_err(|e| VolumesError::Mkfs {
-                    name: row.name.clone(),
-                    message: format!("{e} (install e2fsprogs)"),
-                })?;
-            if !output.status.success() {
-                return Err(VolumesError::Mkfs {
-                    name: row.name.clone(),
-                    message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-                });
-            }
-            Ok(())
+            msb_runtime::disk::make_image(&content, size).map_err(|message| VolumesError::Mkfs {
+                name: row.name.clone(),
+                message,
+            })
         }
     }
 }

@@ -61,6 +61,11 @@ pub struct FsConfig {
     /// made in the host's namespace): the server acts with the ids the caller has inside, as
     /// an idmapped bind mount would, and shows on-disk owners as their mapped ids.
     pub ids: Option<IdShift>,
+    /// Callers acting as themselves on disk (`ids` unset) whose ids are a user namespace's
+    /// mapped host ids: the namespace's root (host uid `uid_base`) may give a file it can
+    /// reach to any id of the range, as `CAP_CHOWN` in its namespace allows over files whose
+    /// owners the namespace maps. The server makes that `chown` with its own privileges.
+    pub owners: Option<IdShift>,
 }
 
 /// A user namespace's id map as the server applies it: ids `0..count` inside are host uids
@@ -120,6 +125,7 @@ impl Default for FsConfig {
             entry_timeout: Duration::from_secs(1),
             attr_timeout: Duration::from_secs(1),
             ids: None,
+            owners: None,
         }
     }
 }
@@ -657,6 +663,20 @@ impl PassthroughFs {
                     changes.uid.map(|id| ids.uid_to_disk(id)),
                     changes.gid.map(|id| ids.gid_to_disk(id)),
                 ),
+            };
+            // The namespace's root, giving a file of its namespace to another id of it.
+            let _as_namespace_root = match self.config.owners {
+                Some(range) if self.config.ids.is_none() && ctx.uid == range.uid_base => {
+                    let owner = sys::fstat(data.fd.as_fd())?;
+                    let mapped =
+                        |id: u32, base: u32| id.checked_sub(base).is_some_and(|n| n < range.count);
+                    (mapped(owner.st_uid, range.uid_base)
+                        && mapped(owner.st_gid, range.gid_base)
+                        && uid.is_none_or(|id| mapped(id, range.uid_base))
+                        && gid.is_none_or(|id| mapped(id, range.gid_base)))
+                    .then(AsCaller::root)
+                }
+                _ => None,
             };
             sys::chown(
                 data.fd.as_fd(),

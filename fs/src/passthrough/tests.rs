@@ -206,6 +206,69 @@ fn an_id_shift_acts_with_the_ids_inside_and_shows_owners_mapped() {
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&on_disk), 7);
 }
 
+/// With `owners` (the runtime directory of a sandbox in a user namespace), files are owned by
+/// mapped host ids; the namespace's root may give its files to ids of the range and nothing
+/// else, and no one else may give files away.
+#[test]
+fn the_namespace_root_chowns_within_its_range_only() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (acts with other uids)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let range = IdShift {
+        uid_base: 310_000,
+        gid_base: 310_000,
+        count: 65_536,
+    };
+    std::os::unix::fs::chown(dir.path(), Some(310_000), Some(310_000)).unwrap();
+    let fs = PassthroughFs::new(
+        dir.path(),
+        FsConfig {
+            owners: Some(range),
+            ..FsConfig::default()
+        },
+    )
+    .expect("serve");
+    let root = fs.caller(310_000, 310_000, 1);
+    let (made, handle) = fs
+        .create(&root, ROOT_INODE, c"f", 0o644, libc::O_WRONLY)
+        .unwrap();
+    fs.release(handle).unwrap();
+    let owner = |name: &str| {
+        let meta = std::fs::metadata(dir.path().join(name)).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        (meta.uid(), meta.gid())
+    };
+    assert_eq!(owner("f"), (310_000, 310_000));
+    let chown = |ctx: &Context, uid: u32, gid: u32| {
+        fs.setattr(
+            ctx,
+            made.inode,
+            SetAttr {
+                uid: Some(uid),
+                gid: Some(gid),
+                ..SetAttr::default()
+            },
+        )
+        .map(|_| ())
+        .map_err(|e| e.raw_os_error())
+    };
+    // The sandbox's root gives it to its uid 1000.
+    chown(&root, 311_000, 311_000).unwrap();
+    assert_eq!(owner("f"), (311_000, 311_000));
+    // Not to an id outside its range (the host's root, another sandbox's).
+    assert_eq!(chown(&root, 0, 0), Err(Some(libc::EPERM)));
+    assert_eq!(chown(&root, 400_000, 310_000), Err(Some(libc::EPERM)));
+    // Its uid 1000 may not give its file away (no CAP_CHOWN).
+    let user = fs.caller(311_000, 311_000, 1);
+    assert_eq!(chown(&user, 310_000, 310_000), Err(Some(libc::EPERM)));
+    // A file whose owner the namespace does not map stays out of its root's reach.
+    std::os::unix::fs::chown(dir.path().join("f"), Some(0), Some(0)).unwrap();
+    assert_eq!(chown(&root, 310_000, 310_000), Err(Some(libc::EPERM)));
+    assert_eq!(owner("f"), (0, 0));
+}
+
 /// A filesystem mounted below the served directory is out of reach: the server would act
 /// there with its own privileges otherwise.
 #[test]

@@ -53,6 +53,7 @@
 //!   need delegated cgroups (not exercised on the development host, which runs as root).
 
 mod cgroups;
+pub mod disk;
 mod error;
 mod launch;
 mod sandbox;
@@ -149,7 +150,20 @@ pub enum Root {
         lower: PathBuf,
         upper: PathBuf,
         work: PathBuf,
+        /// The ext4 disk `upper` and `work` are on, when the caller mounted one on the host
+        /// (`disk::mount_image`).
+        #[serde(default)]
+        disk: Option<RootDiskMount>,
     },
+}
+
+/// A root disk mounted on the host at `mount_point` from the loop device `device`. PID 1
+/// mounts the same device at the same place in the sandbox's mount namespace before the
+/// overlay: a warm launcher's namespace was copied from the host's before the host mount.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RootDiskMount {
+    pub device: String,
+    pub mount_point: PathBuf,
 }
 
 /// Everything needed to start one sandbox.

@@ -383,7 +383,15 @@ pub(crate) fn validate(spec: &SandboxSpec, unprivileged: bool) -> Result<(), Str
     let mut paths: Vec<&Path> = vec![&spec.runtime_dir, &spec.agent_binary, &spec.state_dir];
     match &spec.root {
         Root::Bind(dir) => paths.push(dir),
-        Root::Overlay { lower, upper, work } => {
+        Root::Overlay {
+            lower,
+            upper,
+            work,
+            disk,
+        } => {
+            if let Some(disk) = disk {
+                paths.push(&disk.mount_point);
+            }
             if unprivileged {
                 return Err("an overlay root needs a root caller".into());
             }

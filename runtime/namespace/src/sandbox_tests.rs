@@ -26,6 +26,7 @@ fn spec(root: Root) -> SandboxSpec {
 
 fn overlay() -> Root {
     Root::Overlay {
+        disk: None,
         lower: PathBuf::from("/l"),
         upper: PathBuf::from("/u"),
         work: PathBuf::from("/w"),
@@ -60,6 +61,7 @@ fn relative_paths_and_bad_overlay_paths_are_rejected() {
     });
     assert!(validate(&s, false).unwrap_err().contains("absolute"));
     let s = spec(Root::Overlay {
+        disk: None,
         lower: PathBuf::from("/a,b"),
         upper: PathBuf::from("/u"),
         work: PathBuf::from("/w"),

@@ -366,7 +366,23 @@ fn become_mapped_root(userns: &OwnedFd) -> Result<(), String> {
 
 fn mount_root(plan: &Plan, userns: Option<&OwnedFd>) -> Result<(), String> {
     match &plan.root {
-        Root::Overlay { lower, upper, work } => {
+        Root::Overlay {
+            lower,
+            upper,
+            work,
+            disk,
+        } => {
+            if let Some(disk) = disk {
+                let tree = disk_tree(&disk.device, false, None)?;
+                let point = open_path(&disk.mount_point)?;
+                sys::move_mount(&tree, &point).map_err(|e| {
+                    format!(
+                        "mount the root disk {} at {}: {e}",
+                        disk.device,
+                        disk.mount_point.display()
+                    )
+                })?;
+            }
             if let Some(userns) = userns {
                 // The shared lower stays owned by host root on disk; an idmapped copy of it,
                 // attached over it in this mount namespace only, shows its files as the

@@ -43,6 +43,11 @@ pub trait Backend: Send + Sync {
     fn mount_fs(&self) -> Vec<(std::path::PathBuf, std::sync::Arc<msb_fs::PassthroughFs>)> {
         Vec::new()
     }
+    /// A handle on the writable root's upper directory when it is on a root disk of its own,
+    /// for the sampler's `statfs` (it keeps describing the disk after the host mount goes).
+    fn root_disk(&self) -> Option<std::fs::File> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +58,9 @@ pub enum BackendError {
     Serve(String),
     #[error("{0}")]
     Network(String),
+    /// The writable root's disk could not be mounted.
+    #[error("the root disk: {0}")]
+    RootDisk(String),
     #[error("preparing {path}: {source}")]
     Prepare {
         path: std::path::PathBuf,
@@ -101,7 +109,12 @@ pub fn start(
 
 /// Releases what a sandbox whose supervisor died still holds on the host: its processes (the
 /// agent and the workload, orphaned) and its cgroups. Safe to call when nothing is left.
-pub fn clean_up_after_crash(sandbox_id: &str) -> Result<(), String> {
+pub fn clean_up_after_crash(
+    sandbox_id: &str,
+    dir: &crate::paths::SandboxDir,
+) -> Result<(), String> {
+    // The root disk's host mount (a no-op when there is none).
+    msb_namespace::disk::unmount(&dir.root_disk_mount())?;
     let left = msb_namespace::remove_leftovers(sandbox_id, std::time::Duration::from_secs(3))
         .map_err(|e| format!("reading the host's cgroups: {e}"))?;
     if left.is_empty() {

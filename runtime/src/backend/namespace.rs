@@ -40,6 +40,11 @@ fn runtime_file_server(
         dir,
         msb_fs::FsConfig {
             quota_bytes: Some(RUNTIME_QUOTA_BYTES),
+            owners: id_map.map(|map| msb_fs::IdShift {
+                uid_base: map.host_uid,
+                gid_base: map.host_gid,
+                count: map.count,
+            }),
             ..msb_fs::FsConfig::default()
         },
         RUNTIME_SERVER_THREADS,
@@ -93,17 +98,32 @@ pub fn start(
     warm: Option<WarmLauncher>,
 ) -> Result<NamespaceBackend, BackendError> {
     let dir = SandboxDir::new(config.sandbox_dir.clone());
+    // The root disk first: the upper and work directories are on it.
+    let root_disk = match config.config.rootfs {
+        RootfsSource::Default if dir.root_disk_image().exists() => {
+            Some(RootDisk::mount(&dir).map_err(BackendError::RootDisk)?)
+        }
+        _ => None,
+    };
     let root = match &config.config.rootfs {
         RootfsSource::Default => Root::Overlay {
             lower: config.default_rootfs.clone(),
             upper: dir.upper(),
             work: dir.work(),
+            disk: root_disk.as_ref().map(|disk| msb_namespace::RootDiskMount {
+                device: disk.device.clone(),
+                mount_point: disk.mount.clone(),
+            }),
         },
         RootfsSource::Bind { path } => Root::Bind(path.clone()),
     };
     for path in [dir.runtime(), dir.upper(), dir.work(), dir.backend_state()] {
         std::fs::create_dir_all(&path).map_err(|source| BackendError::Prepare { path, source })?;
     }
+    let root_disk_upper = match &root_disk {
+        Some(_) => Some(upper_handle(&dir)?),
+        None => None,
+    };
     // `/.msb` through the quota'd file server; without /dev/fuse, the plain bind (unbounded).
     let (runtime_server, runtime_fuse) =
         match runtime_file_server(&dir.runtime(), config.id_map.as_ref()) {
@@ -202,6 +222,8 @@ pub fn start(
     };
     Ok(NamespaceBackend {
         sandbox,
+        root_disk: std::sync::Mutex::new(root_disk),
+        root_disk_upper,
         net_counters: network.as_ref().map(|running| running.counters().clone()),
         network: std::sync::Mutex::new(network),
         runtime_server,
@@ -215,8 +237,49 @@ pub struct MountServer {
     pub server: msb_fs::Server,
 }
 
+/// The root disk's mount on the host, detached when dropped (the sandbox's own mount namespace
+/// keeps the filesystem until it goes; then the loop device clears itself).
+struct RootDisk {
+    mount: std::path::PathBuf,
+    device: String,
+}
+
+/// A handle on the upper directory of a root disk (opened once the disk is mounted).
+fn upper_handle(dir: &SandboxDir) -> Result<std::fs::File, BackendError> {
+    let upper = dir.upper();
+    std::fs::File::open(&upper).map_err(|source| BackendError::Prepare {
+        path: upper,
+        source,
+    })
+}
+
+impl RootDisk {
+    fn mount(dir: &SandboxDir) -> Result<RootDisk, String> {
+        let mount = dir.root_disk_mount();
+        // A mount left by a supervisor that was killed goes first.
+        msb_namespace::disk::unmount(&mount)?;
+        // 0700 like everything under MSB_HOME (this process's umask is 022).
+        msb_host::private::ensure_private_dir(&mount)
+            .map_err(|e| format!("create {}: {e}", mount.display()))?;
+        let device = msb_namespace::disk::mount_image(&dir.root_disk_image(), &mount)?;
+        Ok(RootDisk { mount, device })
+    }
+}
+
+impl Drop for RootDisk {
+    fn drop(&mut self) {
+        if let Err(e) = msb_namespace::disk::unmount(&self.mount) {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
 pub struct NamespaceBackend {
     sandbox: Sandbox,
+    /// The root disk's host mount, detached as soon as init exits (so that a run recorded as
+    /// ended holds nothing on the host; the sampler measures the disk through a handle).
+    root_disk: std::sync::Mutex<Option<RootDisk>>,
+    root_disk_upper: Option<std::fs::File>,
     /// The sandbox's network stack, stopped as soon as init exits (so its published ports are
     /// free for the next run at once); `None` under `--no-network`.
     network: std::sync::Mutex<Option<msb_net::RunningNetwork>>,
@@ -246,6 +309,12 @@ impl Backend for NamespaceBackend {
         if let Some(network) = network {
             network.stop();
         }
+        drop(
+            self.root_disk
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take(),
+        );
     }
 
     fn kill(&self) {
@@ -269,6 +338,12 @@ impl Backend for NamespaceBackend {
             .iter()
             .map(|m| (m.guest.clone(), m.server.fs().clone()))
             .collect()
+    }
+
+    fn root_disk(&self) -> Option<std::fs::File> {
+        self.root_disk_upper
+            .as_ref()
+            .and_then(|upper| upper.try_clone().ok())
     }
 
     fn net_counters(&self) -> Option<Arc<msb_net::NetCounters>> {

@@ -272,7 +272,8 @@ pub(super) async fn supervise(
             )
             .with_runtime_fs(sandbox.runtime_fs())
             .with_mount_fs(sandbox.mount_fs())
-            .with_net(sandbox.net_counters());
+            .with_net(sandbox.net_counters())
+            .with_root_disk(sandbox.root_disk());
             let started = std::time::Instant::now()
                 - Duration::from_millis(
                     now_ms().saturating_sub(shared.record.lock().unwrap().started_at_ms),

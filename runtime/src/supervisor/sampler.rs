@@ -96,6 +96,8 @@ pub struct Sampler {
     mount_fs: Vec<(std::path::PathBuf, std::sync::Arc<msb_fs::PassthroughFs>)>,
     /// The network's counters; `None` under `--no-network`.
     net: Option<std::sync::Arc<msb_net::NetCounters>>,
+    /// A handle on the upper directory on the root disk (taken by [`run`]).
+    root_disk: Option<std::fs::File>,
 }
 
 /// What msb takes from memory.stat.
@@ -332,6 +334,7 @@ impl Sampler {
             runtime_fs: None,
             mount_fs: Vec::new(),
             net: None,
+            root_disk: None,
         }
     }
 
@@ -443,17 +446,17 @@ impl Sampler {
             "net_rx_bytes",
             "the sandbox has no network device (loopback only)",
         );
-        // The writable root is a plain directory on the host filesystem: its statfs would
-        // describe the host disk, not the sandbox's budget.
-        self.missing(
-            "upper_used_bytes",
-            "the writable root is a host directory without its own filesystem",
-        );
         self.ticks += 1;
     }
 }
 
 impl Sampler {
+    /// Reports the root disk's `statfs` through a handle on its upper directory.
+    pub fn with_root_disk(mut self, upper: Option<std::fs::File>) -> Self {
+        self.root_disk = upper;
+        self
+    }
+
     /// Reports `/.msb` through the file server that serves it.
     pub fn with_runtime_fs(mut self, fs: Option<std::sync::Arc<msb_fs::PassthroughFs>>) -> Self {
         self.runtime_fs = fs;
@@ -630,6 +633,21 @@ pub async fn run(
     let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let upper = shared.dir.upper();
+    let default_root = shared.config.config.rootfs == crate::config::RootfsSource::Default;
+    // A root disk is measured through a handle on its upper directory, opened when it was
+    // mounted: it keeps describing the disk for the final sample, after the supervisor has
+    // detached the mount from the host.
+    let root_disk = sampler.root_disk.take();
+    if root_disk.is_none() {
+        let why = if default_root {
+            "the writable root is a host directory without its own filesystem (a sandbox made \
+             before root disks)"
+        } else {
+            "the root is a host directory (--rootfs), written in place"
+        };
+        tracing::info!(sandbox = %shared.config.config.name, "upper_used_bytes and upper_free_bytes are null: {why}");
+    }
+    let image = shared.dir.root_disk_image();
     let mut upper_allocated = None;
     let mut tick: u64 = 0;
     let mut cost_ns: u64 = 0;
@@ -661,10 +679,20 @@ pub async fn run(
             ..Sample::default()
         };
         sampler.read(&mut sample);
-        // Walking the upper directory is the one costly source: refresh it every 10 ticks.
-        if (tick % 10 == 0 || final_sample)
-            && shared.config.config.rootfs == crate::config::RootfsSource::Default
-        {
+        if let Some(disk) = &root_disk {
+            // Used and free as the workload's `df /` sees them; allocated: the image's blocks.
+            if let Ok(st) = nix::sys::statfs::fstatfs(disk) {
+                let block = st.block_size() as u64;
+                let used = st.blocks().saturating_sub(st.blocks_free());
+                sample.upper_used_bytes = Some(used.saturating_mul(block));
+                sample.upper_free_bytes = Some(st.blocks_available().saturating_mul(block));
+            }
+            upper_allocated = {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::metadata(&image).ok().map(|m| m.blocks() * 512)
+            };
+        } else if (tick % 10 == 0 || final_sample) && default_root {
+            // Walking the upper directory is the one costly source: refresh it every 10 ticks.
             upper_allocated = allocated_bytes(&upper, 100_000);
         }
         tick += 1;

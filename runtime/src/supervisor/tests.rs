@@ -177,6 +177,7 @@ impl Harness {
             published_ports: Vec::new(),
             net_rules: Vec::new(),
             no_network: false,
+            root_disk_mib: None,
         };
         tweak(&mut config);
         let supervisor_config = SupervisorConfig {

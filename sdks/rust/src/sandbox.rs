@@ -50,6 +50,7 @@ impl SandboxBuilder {
                 published_ports: Vec::new(),
                 net_rules: Vec::new(),
                 no_network: false,
+                root_disk_mib: None,
             },
             ephemeral: None,
         }

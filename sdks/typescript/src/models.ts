@@ -54,6 +54,7 @@ export interface SandboxConfig {
   net_rules?: string[];
   no_network?: boolean;
   published_ports?: string[];
+  root_disk_mib?: number | null;
   rootfs: RootfsSource;
   volumes: VolumeMount[];
   workdir?: string | null;
@@ -267,7 +268,7 @@ export interface TerminalSize {
 export const FIELDS: Record<string, readonly string[]> = {
   SandboxInfo: ["config", "created_at", "ephemeral", "id", "labels", "name", "runs", "status"],
   RunInfo: ["end_cause", "ended_at", "error", "exit_code", "id", "init_pid", "oom_kills", "run_number", "signal", "started_at", "supervisor_pid", "termination_reason", "workload_pid"],
-  SandboxConfig: ["command", "cpus", "env", "ephemeral", "idle_timeout_secs", "labels", "max_duration_secs", "memory_mib", "metrics_interval_ms", "name", "net_rules", "no_network", "published_ports", "rootfs", "volumes", "workdir"],
+  SandboxConfig: ["command", "cpus", "env", "ephemeral", "idle_timeout_secs", "labels", "max_duration_secs", "memory_mib", "metrics_interval_ms", "name", "net_rules", "no_network", "published_ports", "root_disk_mib", "rootfs", "volumes", "workdir"],
   VolumeMount: ["guest", "host", "kind", "quota_mib", "readonly", "volume"],
   RootfsSource: ["kind", "path"],
   WaitResponse: ["error", "exit_code", "name", "status", "termination_reason"],

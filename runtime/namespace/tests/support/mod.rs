@@ -115,6 +115,7 @@ impl TestSandbox {
             }
             busybox_root(&base.join("lower"));
             Root::Overlay {
+                disk: None,
                 lower: base.join("lower"),
                 upper: base.join("upper"),
                 work: base.join("work"),

@@ -133,9 +133,10 @@ class SandboxConfig:
     net_rules: List[str] = field(default_factory=list)
     no_network: bool = False
     published_ports: List[str] = field(default_factory=list)
+    root_disk_mib: Optional[int] = None
     workdir: Optional[str] = None
 
-    FIELDS = ("command", "cpus", "env", "ephemeral", "idle_timeout_secs", "labels", "max_duration_secs", "memory_mib", "metrics_interval_ms", "name", "net_rules", "no_network", "published_ports", "rootfs", "volumes", "workdir", )
+    FIELDS = ("command", "cpus", "env", "ephemeral", "idle_timeout_secs", "labels", "max_duration_secs", "memory_mib", "metrics_interval_ms", "name", "net_rules", "no_network", "published_ports", "root_disk_mib", "rootfs", "volumes", "workdir", )
 
     @classmethod
     def from_json(cls, data: Dict[str, Any]) -> "SandboxConfig":
@@ -153,6 +154,7 @@ class SandboxConfig:
             net_rules=(lambda x: [x for x in x] if x is not None else [])(data.get("net_rules")),
             no_network=data.get("no_network", False),
             published_ports=(lambda x: [x for x in x] if x is not None else [])(data.get("published_ports")),
+            root_disk_mib=(lambda x: int(x) if x is not None else None)(data.get("root_disk_mib")),
             rootfs=RootfsSource.from_json(data['rootfs']),
             volumes=[VolumeMount.from_json(x) for x in data['volumes']],
             workdir=data.get("workdir"),
@@ -173,6 +175,7 @@ class SandboxConfig:
         out["net_rules"] = [x for x in self.net_rules]
         out["no_network"] = self.no_network
         out["published_ports"] = [x for x in self.published_ports]
+        out["root_disk_mib"] = None if self.root_disk_mib is None else self.root_disk_mib
         out["rootfs"] = self.rootfs.to_json()
         out["volumes"] = [x.to_json() for x in self.volumes]
         out["workdir"] = None if self.workdir is None else self.workdir
