@@ -30,6 +30,10 @@ pub const DEFAULT_ROOT_DISK_MIB: u64 = 4096;
 /// holds `MSB_HOME` is refused by msbd.
 pub const MIN_ROOT_DISK_MIB: u64 = 64;
 pub const MAX_ROOT_DISK_MIB: u64 = 16 << 20;
+/// The network rings' size when none is given, and the range accepted (`net_ring_frames`).
+pub const DEFAULT_NET_RING_FRAMES: u32 = 1024;
+pub const MIN_NET_RING_FRAMES: u32 = 8;
+pub const MAX_NET_RING_FRAMES: u32 = 65536;
 /// The range of `max_duration_secs` and `idle_timeout_secs`: at least a second, at most ten
 /// years.
 pub const MIN_DURATION_SECS: u64 = 1;
@@ -151,6 +155,11 @@ pub struct SandboxConfig {
     /// (with a warning). Sandboxes made before root disks had none and keep none.
     #[serde(default)]
     pub root_disk_mib: Option<u64>,
+    /// Frames each of the network's rings holds (`--net-ring-frames`; guest to stack and
+    /// stack to guest): unset means 1024 (`DEFAULT_NET_RING_FRAMES`). A full transmit ring
+    /// drops the guest's frame, a full receive ring a datagram for it; both are counted.
+    #[serde(default)]
+    pub net_ring_frames: Option<u32>,
 }
 
 /// The sampling interval when none is configured.
@@ -219,7 +228,9 @@ pub enum ConfigError {
     PublishedPort { value: String, reason: String },
     #[error("net_rules: invalid network rule {value:?}: {reason}")]
     NetRule { value: String, reason: String },
-    #[error("no_network: --no-network cannot be combined with published ports or network rules")]
+    #[error("net_ring_frames: --net-ring-frames must be {MIN_NET_RING_FRAMES} to {MAX_NET_RING_FRAMES}, got {0}")]
+    NetRingFrames(u32),
+    #[error("no_network: --no-network cannot be combined with published ports, network rules or a ring size")]
     NoNetworkWithNetworkOptions,
 }
 
@@ -251,8 +262,17 @@ impl SandboxConfig {
     /// Parses the published ports and egress rules with msb-net's parsers (the supervisor parses
     /// them again to build the network).
     fn validate_network(&self) -> Result<(), ConfigError> {
-        if self.no_network && !(self.published_ports.is_empty() && self.net_rules.is_empty()) {
+        if self.no_network
+            && !(self.published_ports.is_empty()
+                && self.net_rules.is_empty()
+                && self.net_ring_frames.is_none())
+        {
             return Err(ConfigError::NoNetworkWithNetworkOptions);
+        }
+        if let Some(frames) = self.net_ring_frames {
+            if !(MIN_NET_RING_FRAMES..=MAX_NET_RING_FRAMES).contains(&frames) {
+                return Err(ConfigError::NetRingFrames(frames));
+            }
         }
         for value in &self.published_ports {
             if let Err(e) = value.parse::<msb_net::PortSpec>() {
@@ -476,6 +496,7 @@ mod tests {
             net_rules: Vec::new(),
             no_network: false,
             root_disk_mib: None,
+            net_ring_frames: None,
         }
     }
 

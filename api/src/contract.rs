@@ -13,9 +13,9 @@ use utoipa::OpenApi;
 
 use crate::config::{
     ABSOLUTE_PATH_PATTERN, ENV_NAME_PATTERN, GUEST_PATH_PATTERN, MAX_CPUS, MAX_DURATION_SECS,
-    MAX_MEMORY_MIB, MAX_METRICS_INTERVAL_MS, MAX_NAME_BYTES, MAX_ROOT_DISK_MIB, MIN_CPUS_EXCLUSIVE,
-    MIN_DURATION_SECS, MIN_MEMORY_MIB, MIN_METRICS_INTERVAL_MS, MIN_ROOT_DISK_MIB, NAME_PATTERN,
-    NO_NUL_PATTERN,
+    MAX_MEMORY_MIB, MAX_METRICS_INTERVAL_MS, MAX_NAME_BYTES, MAX_NET_RING_FRAMES,
+    MAX_ROOT_DISK_MIB, MIN_CPUS_EXCLUSIVE, MIN_DURATION_SECS, MIN_MEMORY_MIB,
+    MIN_METRICS_INTERVAL_MS, MIN_NET_RING_FRAMES, MIN_ROOT_DISK_MIB, NAME_PATTERN, NO_NUL_PATTERN,
 };
 use crate::exec::{
     BASE64_PATTERN, MAX_DRAIN_TIMEOUT_SECS, MAX_EXEC_STDIN_BASE64_CHARS, MAX_EXEC_TIMEOUT_MS,
@@ -156,6 +156,10 @@ fn constrain_schemas(schemas: &mut Value) {
     merge(
         &mut config["root_disk_mib"],
         json!({"minimum": MIN_ROOT_DISK_MIB, "maximum": MAX_ROOT_DISK_MIB}),
+    );
+    merge(
+        &mut config["net_ring_frames"],
+        json!({"minimum": MIN_NET_RING_FRAMES, "maximum": MAX_NET_RING_FRAMES}),
     );
     for field in ["max_duration_secs", "idle_timeout_secs"] {
         merge(

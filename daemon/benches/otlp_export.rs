@@ -47,6 +47,7 @@ fn daemon_with(count: usize, dir: &std::path::Path) -> std::sync::Arc<Daemon> {
             net_rules: Vec::new(),
             no_network: false,
             root_disk_mib: None,
+            net_ring_frames: None,
         };
         store
             .insert_sandbox(&SandboxRow {

@@ -97,6 +97,7 @@ type SandboxConfig struct {
 	MemoryMib         *int64            `json:"memory_mib"`
 	MetricsIntervalMs *int64            `json:"metrics_interval_ms"`
 	Name              string            `json:"name"`
+	NetRingFrames     *int64            `json:"net_ring_frames"`
 	NetRules          []string          `json:"net_rules,omitempty"`
 	NoNetwork         *bool             `json:"no_network,omitempty"`
 	PublishedPorts    []string          `json:"published_ports,omitempty"`
@@ -321,7 +322,7 @@ type TerminalSize struct {
 var Fields = map[string][]string{
 	"SandboxInfo":          {"config", "created_at", "ephemeral", "id", "labels", "name", "runs", "status"},
 	"RunInfo":              {"end_cause", "ended_at", "error", "exit_code", "id", "init_pid", "oom_kills", "run_number", "signal", "started_at", "supervisor_pid", "termination_reason", "workload_pid"},
-	"SandboxConfig":        {"command", "cpus", "env", "ephemeral", "idle_timeout_secs", "labels", "max_duration_secs", "memory_mib", "metrics_interval_ms", "name", "net_rules", "no_network", "published_ports", "root_disk_mib", "rootfs", "volumes", "workdir"},
+	"SandboxConfig":        {"command", "cpus", "env", "ephemeral", "idle_timeout_secs", "labels", "max_duration_secs", "memory_mib", "metrics_interval_ms", "name", "net_ring_frames", "net_rules", "no_network", "published_ports", "root_disk_mib", "rootfs", "volumes", "workdir"},
 	"VolumeMount":          {"guest", "host", "kind", "quota_mib", "readonly", "volume"},
 	"RootfsSource":         {"kind", "path"},
 	"WaitResponse":         {"error", "exit_code", "name", "status", "termination_reason"},

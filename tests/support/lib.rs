@@ -42,6 +42,29 @@ fn nix_euid() -> u32 {
         .unwrap_or(u32::MAX)
 }
 
+/// Builds the C program `source` (relative to the `tests` crate) statically into `dir`, for
+/// use inside a sandbox whose root has no libc of its own; `None` (with the reason printed:
+/// the caller skips) without a C compiler or a static libc.
+pub fn build_static_c(source: &str, dir: &Path) -> Option<PathBuf> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(source);
+    let binary = dir.join(source.file_stem().expect("a file name"));
+    let built = Command::new("cc")
+        .args(["-static", "-O2", "-Wall", "-Werror", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output();
+    match built {
+        Ok(out) if out.status.success() => Some(binary),
+        other => {
+            eprintln!(
+                "skipped: cannot build {} statically: {other:?}",
+                source.display()
+            );
+            None
+        }
+    }
+}
+
 pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("MSB_BIN_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);

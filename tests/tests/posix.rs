@@ -5,28 +5,7 @@
 //! msb's file server (PassthroughFs), the writable root (overlay on the root disk) and `/.msb`.
 //! The counts are committed in `docs/posix.md`.
 
-use std::path::Path;
-use std::process::Command;
-
-use msb_e2e::{require_root, TestHome};
-
-/// Builds fscheck statically into `dir`; `None` (skipped) without a C compiler and libc.a.
-fn build_fscheck(dir: &Path) -> Option<std::path::PathBuf> {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("posix/fscheck.c");
-    let binary = dir.join("fscheck");
-    let built = Command::new("cc")
-        .args(["-static", "-O2", "-Wall", "-Werror", "-o"])
-        .arg(&binary)
-        .arg(&source)
-        .output();
-    match built {
-        Ok(out) if out.status.success() => Some(binary),
-        other => {
-            eprintln!("skipped: cannot build fscheck statically: {other:?}");
-            None
-        }
-    }
-}
+use msb_e2e::{build_static_c, require_root, TestHome};
 
 #[test]
 fn posix_semantics_hold_on_every_writable_file_system() {
@@ -34,7 +13,7 @@ fn posix_semantics_hold_on_every_writable_file_system() {
         return;
     }
     let tools = tempfile::tempdir().unwrap();
-    let Some(binary) = build_fscheck(tools.path()) else {
+    let Some(binary) = build_static_c("posix/fscheck.c", tools.path()) else {
         return;
     };
     let home = TestHome::new();

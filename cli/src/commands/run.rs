@@ -66,6 +66,10 @@ pub struct SandboxFlags {
     /// No network: only `lo` in the sandbox.
     #[arg(long, conflicts_with_all = ["publish", "net_rules"])]
     pub no_network: bool,
+    /// Frames each of the network's two rings holds (guest to stack, stack to guest; default
+    /// 1024, 8 to 65536): a full ring drops frames and counts them.
+    #[arg(long, value_name = "FRAMES", conflicts_with = "no_network")]
+    pub net_ring_frames: Option<u32>,
     /// Size of the disk holding the writable root's changes (e.g. 512M, 10G; default 4G,
     /// sparse): writes past it fail with ENOSPC. Ignored, with a warning, with --rootfs.
     #[arg(long, value_name = "SIZE", value_parser = parse::size_mib)]
@@ -117,6 +121,7 @@ impl SandboxFlags {
             net_rules: self.net_rules,
             no_network: self.no_network,
             root_disk_mib,
+            net_ring_frames: self.net_ring_frames,
         })
     }
 }

@@ -55,6 +55,7 @@ fn request(name: &str, root: &std::path::Path) -> CreateSandboxRequest {
             net_rules: Vec::new(),
             no_network: false,
             root_disk_mib: None,
+            net_ring_frames: None,
         },
         start: false,
         attach: None,

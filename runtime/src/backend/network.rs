@@ -30,9 +30,14 @@ pub fn configure(config: &SandboxConfig) -> Result<Option<msb_net::Network>, Bac
                 .map_err(|e| BackendError::Network(format!("published port {value:?}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let frames = config
+        .net_ring_frames
+        .unwrap_or(msb_api::config::DEFAULT_NET_RING_FRAMES) as usize;
     let net = msb_net::NetConfig {
         policy,
         published,
+        tx_ring_frames: frames,
+        rx_ring_frames: frames,
         ..msb_net::NetConfig::default()
     };
     msb_net::Network::new(net)

@@ -178,6 +178,7 @@ impl Harness {
             net_rules: Vec::new(),
             no_network: false,
             root_disk_mib: None,
+            net_ring_frames: None,
         };
         tweak(&mut config);
         let supervisor_config = SupervisorConfig {

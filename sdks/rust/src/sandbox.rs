@@ -51,6 +51,7 @@ impl SandboxBuilder {
                 net_rules: Vec::new(),
                 no_network: false,
                 root_disk_mib: None,
+                net_ring_frames: None,
             },
             ephemeral: None,
         }

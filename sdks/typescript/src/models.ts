@@ -51,6 +51,7 @@ export interface SandboxConfig {
   memory_mib?: number | null;
   metrics_interval_ms?: number | null;
   name: string;
+  net_ring_frames?: number | null;
   net_rules?: string[];
   no_network?: boolean;
   published_ports?: string[];
@@ -268,7 +269,7 @@ export interface TerminalSize {
 export const FIELDS: Record<string, readonly string[]> = {
   SandboxInfo: ["config", "created_at", "ephemeral", "id", "labels", "name", "runs", "status"],
   RunInfo: ["end_cause", "ended_at", "error", "exit_code", "id", "init_pid", "oom_kills", "run_number", "signal", "started_at", "supervisor_pid", "termination_reason", "workload_pid"],
-  SandboxConfig: ["command", "cpus", "env", "ephemeral", "idle_timeout_secs", "labels", "max_duration_secs", "memory_mib", "metrics_interval_ms", "name", "net_rules", "no_network", "published_ports", "root_disk_mib", "rootfs", "volumes", "workdir"],
+  SandboxConfig: ["command", "cpus", "env", "ephemeral", "idle_timeout_secs", "labels", "max_duration_secs", "memory_mib", "metrics_interval_ms", "name", "net_ring_frames", "net_rules", "no_network", "published_ports", "root_disk_mib", "rootfs", "volumes", "workdir"],
   VolumeMount: ["guest", "host", "kind", "quota_mib", "readonly", "volume"],
   RootfsSource: ["kind", "path"],
   WaitResponse: ["error", "exit_code", "name", "status", "termination_reason"],

@@ -130,13 +130,14 @@ class SandboxConfig:
     max_duration_secs: Optional[int] = None
     memory_mib: Optional[int] = None
     metrics_interval_ms: Optional[int] = None
+    net_ring_frames: Optional[int] = None
     net_rules: List[str] = field(default_factory=list)
     no_network: bool = False
     published_ports: List[str] = field(default_factory=list)
     root_disk_mib: Optional[int] = None
     workdir: Optional[str] = None
 
-    FIELDS = ("command", "cpus", "env", "ephemeral", "idle_timeout_secs", "labels", "max_duration_secs", "memory_mib", "metrics_interval_ms", "name", "net_rules", "no_network", "published_ports", "root_disk_mib", "rootfs", "volumes", "workdir", )
+    FIELDS = ("command", "cpus", "env", "ephemeral", "idle_timeout_secs", "labels", "max_duration_secs", "memory_mib", "metrics_interval_ms", "name", "net_ring_frames", "net_rules", "no_network", "published_ports", "root_disk_mib", "rootfs", "volumes", "workdir", )
 
     @classmethod
     def from_json(cls, data: Dict[str, Any]) -> "SandboxConfig":
@@ -151,6 +152,7 @@ class SandboxConfig:
             memory_mib=(lambda x: int(x) if x is not None else None)(data.get("memory_mib")),
             metrics_interval_ms=(lambda x: int(x) if x is not None else None)(data.get("metrics_interval_ms")),
             name=data['name'],
+            net_ring_frames=(lambda x: int(x) if x is not None else None)(data.get("net_ring_frames")),
             net_rules=(lambda x: [x for x in x] if x is not None else [])(data.get("net_rules")),
             no_network=data.get("no_network", False),
             published_ports=(lambda x: [x for x in x] if x is not None else [])(data.get("published_ports")),
@@ -172,6 +174,7 @@ class SandboxConfig:
         out["memory_mib"] = None if self.memory_mib is None else self.memory_mib
         out["metrics_interval_ms"] = None if self.metrics_interval_ms is None else self.metrics_interval_ms
         out["name"] = self.name
+        out["net_ring_frames"] = None if self.net_ring_frames is None else self.net_ring_frames
         out["net_rules"] = [x for x in self.net_rules]
         out["no_network"] = self.no_network
         out["published_ports"] = [x for x in self.published_ports]
