@@ -235,9 +235,9 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    /// The error depends on the host (a path that does not exist there), not on the request
-    /// alone: the OpenAPI document cannot state it, so msbd answers 422, not 400.
-    pub fn is_host_dependent(&self) -> bool {
+    /// The OpenAPI document cannot state the rule (a path that does not exist on the host, a
+    /// grammar of msb-net's, a combination of fields), so msbd answers 422, not 400.
+    pub fn is_beyond_the_schema(&self) -> bool {
         matches!(
             self,
             ConfigError::MissingRootfs { .. }
@@ -248,6 +248,8 @@ impl ConfigError {
                 // The `-p` and `--net-rule` grammars are msb-net's parsers, not schema patterns.
                 | ConfigError::PublishedPort { .. }
                 | ConfigError::NetRule { .. }
+                // A combination of fields, which the document does not state either.
+                | ConfigError::NoNetworkWithNetworkOptions
         )
     }
 }

@@ -67,9 +67,9 @@ pub enum RequestError {
 }
 
 impl RequestError {
-    /// See [`ConfigError::is_host_dependent`].
-    pub fn is_host_dependent(&self) -> bool {
-        matches!(self, RequestError::Config(e) if e.is_host_dependent())
+    /// See [`ConfigError::is_beyond_the_schema`].
+    pub fn is_beyond_the_schema(&self) -> bool {
+        matches!(self, RequestError::Config(e) if e.is_beyond_the_schema())
     }
 }
 

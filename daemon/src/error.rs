@@ -70,7 +70,7 @@ impl From<CatalogError> for ApiError {
 
 impl From<msb_api::config::ConfigError> for ApiError {
     fn from(e: msb_api::config::ConfigError) -> Self {
-        if e.is_host_dependent() {
+        if e.is_beyond_the_schema() {
             ApiError::Unprocessable(e.to_string())
         } else {
             ApiError::Invalid(e.to_string())
@@ -173,7 +173,7 @@ impl From<crate::service::volumes::VolumesError> for ApiError {
 
 impl From<msb_api::requests::RequestError> for ApiError {
     fn from(e: msb_api::requests::RequestError) -> Self {
-        if e.is_host_dependent() {
+        if e.is_beyond_the_schema() {
             ApiError::Unprocessable(e.to_string())
         } else {
             ApiError::Invalid(e.to_string())
