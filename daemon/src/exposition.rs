@@ -221,6 +221,31 @@ pub fn daemon_families(daemon: &Daemon, rows: &[SandboxRow], live: &[LiveSandbox
             })
             .collect(),
     );
+    // Each file-server mount's quota ledger, told apart by its path in the sandbox.
+    type Pick = fn(&msb_metrics::MountQuota) -> Option<u64>;
+    let quotas: [(&str, Pick); 3] = [
+        ("msb.sandbox.mount.quota.used", |m| Some(m.used_bytes)),
+        ("msb.sandbox.mount.quota.limit", |m| m.limit_bytes),
+        ("msb.sandbox.mount.quota.baseline", |m| m.baseline_bytes),
+    ];
+    for (name, pick) in quotas {
+        add(
+            name,
+            started,
+            live.iter()
+                .flat_map(|s| {
+                    s.latest.sample.fs_mounts.iter().filter_map(move |mount| {
+                        let mut attributes = identity(s);
+                        attributes.push(("msb.mount".to_owned(), mount.guest.clone()));
+                        Some(Point {
+                            attributes,
+                            value: Value::Number(pick(mount)? as f64),
+                        })
+                    })
+                })
+                .collect(),
+        );
+    }
     add(
         "msb.sampler.cpu",
         started,

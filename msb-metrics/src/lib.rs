@@ -16,4 +16,6 @@ pub use registry::{
     Instrument, Kind, Number, ValueType, BOOT_PHASES, DAEMON_INSTRUMENTS, FS_LATENCY_BUCKETS,
     LATENCY_BUCKETS, SANDBOX_ATTRIBUTES,
 };
-pub use sample::{FieldValue, LatencyHistogram, Sample, INSTRUMENTS, MICROSANDBOX_FIELDS};
+pub use sample::{
+    FieldValue, LatencyHistogram, MountQuota, Sample, INSTRUMENTS, MICROSANDBOX_FIELDS,
+};

@@ -237,6 +237,9 @@ pub const DAEMON_INSTRUMENTS: &[DaemonInstrument] = &[
     daemon("msb.sandbox.boot.duration", Histogram, "s", &["phase"], "Time of each boot phase: spawn (supervisor up), sandbox (namespaces, root, cgroups), agent (agent ready), workload (command started), total"),
     daemon("msb.exec.latency", Histogram, "s", &[], "Time from an exec request reaching msbd to the process running in the sandbox"),
     daemon_needs(daemon("msb.sandbox.filesystem.operation.duration", Histogram, "s", &["sandbox.name", "sandbox.id"], "Latency of msb's file-server operations for a sandbox's run (/.msb and its directory volumes), from the request reaching the server to its answer; buckets: FS_LATENCY_BUCKETS"), "msb's file server (/.msb or a directory volume)"),
+    daemon_needs(daemon("msb.sandbox.mount.quota.used", Gauge, "By", &["sandbox.name", "sandbox.id", "msb.mount"], "Bytes of growth charged to one file-server mount's quota (msb.mount: its path in the sandbox)"), "msb's file server (/.msb or a directory volume)"),
+    daemon_needs(daemon("msb.sandbox.mount.quota.limit", Gauge, "By", &["sandbox.name", "sandbox.id", "msb.mount"], "One file-server mount's quota (absent for an unbounded mount)"), "a mount with a quota"),
+    daemon_needs(daemon("msb.sandbox.mount.quota.baseline", Gauge, "By", &["sandbox.name", "sandbox.id", "msb.mount"], "What one file-server mount held before its first write (never charged)"), "a mount written to"),
     daemon("msb.supervisors.warm", Gauge, "{supervisor}", &[], "Supervisors spawned ahead of time and ready for the next start (MSB_WARM_SUPERVISORS is the target)"),
     daemon("msb.sandbox.runs.ended", Counter, "{run}", &["reason"], "Runs that ended, by why: exit (the workload exited), signal, oom_kill, max_duration, idle, stop, agent_unresponsive, error"),
     daemon("msb.sandbox.starts", Counter, "{start}", &["path"], "Sandbox starts by how they got their supervisor: warm (spawned ahead of time) or cold (spawned for the start)"),
@@ -399,6 +402,7 @@ mod tests {
                 "timestamp_ms",
                 "sampler_cpu_ns",
                 "fs_op_latency",
+                "fs_mounts",
             ]
             .contains(&key.as_str())
             {

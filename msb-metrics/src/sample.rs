@@ -84,6 +84,20 @@ const fn base(
     }
 }
 
+/// One file-server mount's quota ledger in a sample (`/.msb` or a directory volume), exported
+/// per mount as `msb.sandbox.mount.quota.*` with the mount's guest path as `msb.mount`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct MountQuota {
+    /// Where the mount is in the sandbox (`/.msb`, `/data`).
+    pub guest: String,
+    /// Bytes of growth charged.
+    pub used_bytes: u64,
+    /// The quota; `None` when the mount is unbounded (a volume without one, read-only).
+    pub limit_bytes: Option<u64>,
+    /// What the mount held before its first write; `None` until measured.
+    pub baseline_bytes: Option<u64>,
+}
+
 /// A cumulative latency histogram in a sample: per bucket counts (not cumulative) over the
 /// bounds it was declared with plus an overflow bucket, and the sum of the observations.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
@@ -112,6 +126,11 @@ macro_rules! declare_sample {
             /// operation counts, Prometheus and OTLP receivers keep the histogram.
             #[serde(default)]
             pub fs_op_latency: Option<LatencyHistogram>,
+            /// Each file-server mount's quota ledger (`runtime_fs_*` and `volumes_fs_*` hold
+            /// the totals), exported as `msb.sandbox.mount.quota.*`; live only, like
+            /// `fs_op_latency` (`msb df` has the same figures per volume).
+            #[serde(default)]
+            pub fs_mounts: Vec<MountQuota>,
             /// CPU time the sampler has spent taking this run's samples so far, this one
             /// included: msb's own cost, exported as `msb.sampler.cpu`, not a measurement of the
             /// sandbox.

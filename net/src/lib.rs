@@ -29,6 +29,8 @@ mod device;
 #[cfg(feature = "engine")]
 pub mod dns;
 #[cfg(feature = "engine")]
+mod dns_tcp;
+#[cfg(feature = "engine")]
 mod frames;
 pub mod policy;
 pub mod ports;

@@ -530,6 +530,9 @@ impl Stack {
 
     fn open_tcp(&mut self, key: FlowKey, _seq: u32, syn: Frame) {
         let dst = *key.remote.ip();
+        if dst == self.config.gateway_ipv4 && key.remote.port() == 53 {
+            return self.open_dns_tcp(key, syn);
+        }
         let refuse =
             dst == self.config.gateway_ipv4 || !self.judge(dst, Transport::Tcp, key.remote.port());
         if refuse {
@@ -558,6 +561,34 @@ impl Stack {
                 };
             link.control(StackMsg::TcpConnected { key, result });
         });
+    }
+
+    /// A TCP connection to the gateway's resolver: served in-process, no host connect.
+    fn open_dns_tcp(&mut self, key: FlowKey, syn: Frame) {
+        let limit = self.config.max_tcp_connections;
+        let mut socket = tcp::new_socket(self.config.tcp_buffer_bytes);
+        let endpoint = IpListenEndpoint {
+            addr: Some((*key.remote.ip()).into()),
+            port: key.remote.port(),
+        };
+        if self.tcp.len() + self.opening.len() >= limit || socket.listen(endpoint).is_err() {
+            if self.tcp.len() + self.opening.len() >= limit {
+                self.limit_reached(*key.remote.ip(), Transport::Tcp, key.remote.port(), limit);
+            }
+            self.refuse_syn(&syn);
+            self.shared.rings.pool.put(syn);
+            return;
+        }
+        NetCounters::inc(&self.shared.counters.tcp_open);
+        NetCounters::inc(&self.shared.counters.tcp_total);
+        let handle = self.sockets.add(socket);
+        let server = crate::dns_tcp::DnsServer {
+            forward: self.dns.clone(),
+            alias: self.config.host_alias_ipv4,
+        };
+        let conn = TcpConn::start_dns(handle, server, &self.runtime, self.shared.clone());
+        self.tcp.insert(key, conn);
+        self.device.inbox.push_back(syn);
     }
 
     /// Echo requests: the gateway answers itself; the host alias is relayed to the host's

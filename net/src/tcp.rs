@@ -63,16 +63,38 @@ impl TcpConn {
         runtime: &tokio::runtime::Handle,
         shared: Arc<Shared>,
     ) -> TcpConn {
+        Self::start_with(handle, runtime, |to_host, from_host, failed| {
+            relay(stream, to_host, from_host, shared, failed)
+        })
+    }
+
+    /// Pairs the socket `handle` with the gateway's DNS-over-TCP server instead of a host
+    /// socket.
+    pub(crate) fn start_dns(
+        handle: SocketHandle,
+        server: crate::dns_tcp::DnsServer,
+        runtime: &tokio::runtime::Handle,
+        shared: Arc<Shared>,
+    ) -> TcpConn {
+        Self::start_with(handle, runtime, |to_host, from_host, _failed| {
+            crate::dns_tcp::serve(server, to_host, from_host, shared)
+        })
+    }
+
+    /// Pairs the socket `handle` with the task `host` makes from the connection's channels:
+    /// what the guest sent, what goes back to it, and a flag that aborts the connection.
+    fn start_with<F>(
+        handle: SocketHandle,
+        runtime: &tokio::runtime::Handle,
+        host: impl FnOnce(mpsc::Receiver<Vec<u8>>, mpsc::Sender<Vec<u8>>, Arc<AtomicBool>) -> F,
+    ) -> TcpConn
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
         let (to_host, to_host_rx) = mpsc::channel(CHANNEL_CHUNKS);
         let (from_host_tx, from_host) = mpsc::channel(CHANNEL_CHUNKS);
         let failed = Arc::new(AtomicBool::new(false));
-        runtime.spawn(relay(
-            stream,
-            to_host_rx,
-            from_host_tx,
-            shared,
-            failed.clone(),
-        ));
+        runtime.spawn(host(to_host_rx, from_host_tx, failed.clone()));
         TcpConn {
             handle,
             to_host: Some(to_host),

@@ -144,51 +144,7 @@ pub(crate) async fn forward_dns(
     reply_to: SocketAddrV4,
     link: StackLink,
 ) {
-    let counters = link.shared.counters.clone();
-    let answer = async {
-        let bind: SocketAddr = if forward.upstream.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let socket = UdpSocket::bind(bind).await.ok()?;
-        socket.connect(forward.upstream).await.ok()?;
-        socket.send(&query).await.ok()?;
-        let mut buf = vec![0; 65536];
-        loop {
-            let n = socket.recv(&mut buf).await.ok()?;
-            if n >= 12 && buf[..2] == query[..2] {
-                buf.truncate(n);
-                return Some(buf);
-            }
-        }
-    };
-    let response = match tokio::time::timeout(forward.timeout, answer).await {
-        Ok(Some(response)) => {
-            let blocked = dns::answer_addresses(&response)
-                .unwrap_or_default()
-                .into_iter()
-                .find(|ip| !forward.policy.dns_answer_allowed(*ip));
-            match blocked {
-                None => response,
-                Some(address) => {
-                    NetCounters::inc(&counters.drops_dns_rebind);
-                    forward.events.emit(
-                        &counters,
-                        NetEvent::DnsRebindBlocked {
-                            name: question.name.clone(),
-                            address,
-                        },
-                    );
-                    dns::error_response(&query, &question, dns::REFUSED)
-                }
-            }
-        }
-        _ => {
-            NetCounters::inc(&counters.drops_dns_failed);
-            dns::error_response(&query, &question, dns::SERVFAIL)
-        }
-    };
+    let response = resolve(&forward, &query, &question, &link.shared.counters).await;
     forward.in_flight.fetch_sub(1, Relaxed);
     link.send_to_guest(ToGuest::Datagram {
         src: reply_from,
@@ -250,5 +206,59 @@ pub(crate) async fn published_tcp_listener(
             continue;
         }
         link.control(StackMsg::Inbound { guest_port, stream });
+    }
+}
+
+/// The answer to one query: the upstream resolver's, unless it points into a range the policy
+/// denies (rebinding: REFUSED, counted, an event) or none came in time (SERVFAIL, counted).
+pub(crate) async fn resolve(
+    forward: &DnsForward,
+    query: &[u8],
+    question: &dns::Question,
+    counters: &NetCounters,
+) -> Vec<u8> {
+    let answer = async {
+        let bind: SocketAddr = if forward.upstream.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = UdpSocket::bind(bind).await.ok()?;
+        socket.connect(forward.upstream).await.ok()?;
+        socket.send(query).await.ok()?;
+        let mut buf = vec![0; 65536];
+        loop {
+            let n = socket.recv(&mut buf).await.ok()?;
+            if n >= 12 && buf[..2] == query[..2] {
+                buf.truncate(n);
+                return Some(buf);
+            }
+        }
+    };
+    match tokio::time::timeout(forward.timeout, answer).await {
+        Ok(Some(response)) => {
+            let blocked = dns::answer_addresses(&response)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|ip| !forward.policy.dns_answer_allowed(*ip));
+            match blocked {
+                None => response,
+                Some(address) => {
+                    NetCounters::inc(&counters.drops_dns_rebind);
+                    forward.events.emit(
+                        counters,
+                        NetEvent::DnsRebindBlocked {
+                            name: question.name.clone(),
+                            address,
+                        },
+                    );
+                    dns::error_response(query, question, dns::REFUSED)
+                }
+            }
+        }
+        _ => {
+            NetCounters::inc(&counters.drops_dns_failed);
+            dns::error_response(query, question, dns::SERVFAIL)
+        }
     }
 }

@@ -79,6 +79,20 @@ func (b *SandboxBuilder) NetRule(rule string) *SandboxBuilder {
 	return b
 }
 
+// RootDiskMib sizes the disk holding the writable root's changes (msb run --root-disk;
+// default 4096 MiB, sparse): writes past it fail with ENOSPC.
+func (b *SandboxBuilder) RootDiskMib(mib int64) *SandboxBuilder {
+	b.config.RootDiskMib = &mib
+	return b
+}
+
+// NetRingFrames sets how many frames each of the network's two rings holds
+// (--net-ring-frames; default 1024).
+func (b *SandboxBuilder) NetRingFrames(frames int64) *SandboxBuilder {
+	b.config.NetRingFrames = &frames
+	return b
+}
+
 // NoNetwork leaves the sandbox only its loopback interface.
 func (b *SandboxBuilder) NoNetwork() *SandboxBuilder {
 	yes := true

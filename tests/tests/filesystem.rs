@@ -322,6 +322,7 @@ fn file_server_operations_are_counted_by_class_with_their_latency() {
     }
     let home = TestHome::new();
     let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("before"), vec![1u8; 100_000]).unwrap();
     let volume = format!("{}:/data,quota=64", host.path().display());
     home.ok(&[
         "run", "-d", "-n", "fsops", "-v", &volume, "--", "sleep", "600",
@@ -416,6 +417,49 @@ fn file_server_operations_are_counted_by_class_with_their_latency() {
     assert!(
         sum > 0.0 && sum < histogram_count,
         "{sum} s over {histogram_count} operations"
+    );
+
+    // Each mount's quota ledger on its own: `/data` and `/.msb`, by their paths.
+    home.ok(&[
+        "exec",
+        "fsops",
+        "--",
+        "sh",
+        "-c",
+        "head -c 1048576 /dev/zero > /data/keep",
+    ]);
+    let mount = |body: &str, name: &str, path: &str| -> Option<f64> {
+        body.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter(|l| l.contains(&format!("sandbox_id=\"{id}\"")))
+            .find(|l| l.contains(&format!("msb_mount=\"{path}\"")))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+    };
+    let mut body = String::new();
+    home.eventually(
+        Duration::from_secs(20),
+        "the 1 MiB charged to /data",
+        || {
+            body = home.scrape();
+            mount(&body, "msb_sandbox_mount_quota_used_bytes", "/data").unwrap_or(0.0) >= MIB as f64
+        },
+    );
+    let used = mount(&body, "msb_sandbox_mount_quota_used_bytes", "/data").unwrap();
+    // The megabyte, the 2-byte files made and removed before, and the directories: no more.
+    assert!(used <= (MIB + 64 * 1024) as f64, "{used}");
+    assert_eq!(
+        mount(&body, "msb_sandbox_mount_quota_limit_bytes", "/data"),
+        Some((64 * MIB) as f64)
+    );
+    assert_eq!(
+        mount(&body, "msb_sandbox_mount_quota_limit_bytes", "/.msb"),
+        Some((16 * MIB) as f64)
+    );
+    // What was there before the first write: the 100,000-byte file (and its directory).
+    let baseline = mount(&body, "msb_sandbox_mount_quota_baseline_bytes", "/data").unwrap();
+    assert!(
+        (100_000.0..100_000.0 + 8192.0).contains(&baseline),
+        "{baseline}"
     );
     home.ok(&["rm", "-f", "fsops"]);
 }

@@ -180,6 +180,66 @@ fn dns_over_udp_through_the_gateway() {
     home.ok(&["rm", "-f", "dns"]);
 }
 
+/// DNS over TCP through the gateway (RFC 7766; busybox's nslookup asks over UDP only, so a
+/// static client built by the test asks): the host alias answers, twice on one connection, and
+/// the gateway counts both queries.
+#[test]
+fn dns_over_tcp_through_the_gateway() {
+    if !require_root() {
+        return;
+    }
+    let tools = tempfile::tempdir().unwrap();
+    let Some(client) = build_static_c("net/dnstcp.c", tools.path()) else {
+        return;
+    };
+    let home = TestHome::new();
+    let tool = format!("{}:/t/dnstcp:ro", client.display());
+    home.ok(&[
+        "run",
+        "-d",
+        "-n",
+        "dnstcp",
+        "--metrics-interval",
+        "100ms",
+        "-v",
+        &tool,
+        "--",
+        "sleep",
+        "60",
+    ]);
+    let before = home.first_sample("dnstcp")["net_dns_queries"]
+        .as_u64()
+        .unwrap();
+    let out = home.ok(&[
+        "exec",
+        "dnstcp",
+        "--",
+        "/t/dnstcp",
+        "172.30.0.1",
+        "host.msb.internal",
+        "2",
+    ]);
+    let hosts = home.ok(&["exec", "dnstcp", "--", "cat", "/etc/hosts"]);
+    let alias = hosts
+        .lines()
+        .find(|l| l.ends_with(" host.msb.internal"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{hosts}"))
+        .to_owned();
+    assert_eq!(
+        out,
+        format!("rcode 0\nA {alias}\nrcode 0\nA {alias}\n"),
+        "two answers on one connection"
+    );
+    home.eventually(Duration::from_secs(20), "both queries counted", || {
+        home.metrics("dnstcp")["net_dns_queries"]
+            .as_u64()
+            .unwrap_or(0)
+            == before + 2
+    });
+    home.ok(&["rm", "-f", "dnstcp"]);
+}
+
 /// What a TCP connection to the host's `127.0.0.1:port` reads until the peer closes (or 3 s
 /// pass); empty when nothing listens.
 fn read_port(port: u16) -> String {

@@ -252,8 +252,11 @@ func TestAgainstARealDaemon(t *testing.T) {
 		spec := fmt.Sprintf("%d:8080", port)
 		web := must[*msb.Sandbox](t)(client.Sandbox("go-web").
 			Command("sh", "-c", "while true; do echo go-published | nc -l -p 8080; done").
-			Publish(spec).NetRule("deny@10.0.0.0/8").Start(ctx))
+			Publish(spec).NetRule("deny@10.0.0.0/8").NetRingFrames(256).RootDiskMib(256).Start(ctx))
 		c := must[*msb.SandboxInfo](t)(web.Inspect(ctx)).Config
+		if c.NetRingFrames == nil || *c.NetRingFrames != 256 || c.RootDiskMib == nil || *c.RootDiskMib != 256 {
+			t.Fatalf("ring and root disk: %+v", c)
+		}
 		if !reflect.DeepEqual(c.PublishedPorts, []string{spec}) || !reflect.DeepEqual(c.NetRules, []string{"deny@10.0.0.0/8"}) {
 			t.Fatalf("config: %+v", c)
 		}

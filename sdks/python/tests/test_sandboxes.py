@@ -75,9 +75,11 @@ def test_published_port_rules_and_no_network(client):
     port = _free_port()
     web = (client.sandbox("py-web")
            .command(["sh", "-c", "while true; do echo py-published | nc -l -p 8080; done"])
-           .publish(f"{port}:8080").net_rule("deny@10.0.0.0/8").start())
+           .publish(f"{port}:8080").net_rule("deny@10.0.0.0/8")
+           .net_ring_frames(256).root_disk_mib(256).start())
     config = web.inspect().config
     assert (config.published_ports, config.net_rules) == ([f"{port}:8080"], ["deny@10.0.0.0/8"])
+    assert (config.net_ring_frames, config.root_disk_mib) == (256, 256)
     eventually(lambda: b"py-published" in _read_port(port), "the published port to answer")
     web.stop(timeout=1)
     with client.sandbox("py-offline").no_network().start() as offline:

@@ -146,6 +146,17 @@ impl SandboxBuilder {
         self.config.net_rules.push(rule.into());
         self
     }
+    /// Size in MiB of the disk holding the writable root's changes (`msb run --root-disk`;
+    /// default 4096, sparse): writes past it fail with ENOSPC.
+    pub fn root_disk_mib(mut self, mib: u64) -> Self {
+        self.config.root_disk_mib = Some(mib);
+        self
+    }
+    /// Frames each of the network's two rings holds (`--net-ring-frames`; default 1024).
+    pub fn net_ring_frames(mut self, frames: u32) -> Self {
+        self.config.net_ring_frames = Some(frames);
+        self
+    }
     /// No network: the sandbox keeps only its loopback interface.
     pub fn no_network(mut self) -> Self {
         self.config.no_network = true;

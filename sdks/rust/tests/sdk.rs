@@ -240,10 +240,16 @@ async fn published_port_rules_and_no_network() {
         ])
         .publish(format!("{port}:8080"))
         .net_rule("deny@10.0.0.0/8")
+        .net_ring_frames(256)
+        .root_disk_mib(256)
         .start()
         .await
         .unwrap();
     let config = web.inspect().await.unwrap().config;
+    assert_eq!(
+        (config.net_ring_frames, config.root_disk_mib),
+        (Some(256), Some(256))
+    );
     assert_eq!(config.published_ports, vec![format!("{port}:8080")]);
     assert_eq!(config.net_rules, vec!["deny@10.0.0.0/8".to_owned()]);
     let deadline = Instant::now() + Duration::from_secs(20);

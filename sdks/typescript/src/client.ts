@@ -195,6 +195,16 @@ export class SandboxBuilder {
     (this.settings.net_rules ??= []).push(rule);
     return this;
   }
+  /** Size in MiB of the disk holding the writable root's changes (`--root-disk`; default 4096, sparse). */
+  rootDiskMib(mib: number): this {
+    this.settings.root_disk_mib = mib;
+    return this;
+  }
+  /** Frames each of the network's two rings holds (`--net-ring-frames`; default 1024). */
+  netRingFrames(frames: number): this {
+    this.settings.net_ring_frames = frames;
+    return this;
+  }
   /** No network: the sandbox keeps only its loopback interface. */
   noNetwork(): this {
     this.settings.no_network = true;

@@ -105,8 +105,9 @@ test("published port, egress rules and no network", { skip }, async () => {
   const port = await freePort();
   const web = await client
     .sandbox("ts-web").command(["sh", "-c", "while true; do echo ts-published | nc -l -p 8080; done"])
-    .publish(`${port}:8080`).netRule("deny@10.0.0.0/8").start();
+    .publish(`${port}:8080`).netRule("deny@10.0.0.0/8").netRingFrames(256).rootDiskMib(256).start();
   const { config } = await web.inspect();
+  assert.deepEqual([config.net_ring_frames, config.root_disk_mib], [256, 256]);
   assert.deepEqual(config.published_ports, [`${port}:8080`]);
   assert.deepEqual(config.net_rules, ["deny@10.0.0.0/8"]);
   await eventually(async () => (await readPort(port)).includes("ts-published"), "the published port to answer");

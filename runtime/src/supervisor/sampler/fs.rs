@@ -2,7 +2,7 @@
 //! ledgers and byte counts, and the operations of all of them by class with their latency.
 
 use msb_fs::CountersSnapshot;
-use msb_metrics::{LatencyHistogram, Sample};
+use msb_metrics::{LatencyHistogram, MountQuota, Sample};
 
 use super::Sampler;
 
@@ -15,6 +15,20 @@ impl Sampler {
         self.read_mount_fs(sample, &mounts);
         let all: Vec<&CountersSnapshot> = runtime.iter().chain(&mounts).collect();
         self.read_fs_operations(sample, &all);
+        let guests = self.runtime_fs.iter().map(|_| "/.msb".to_owned()).chain(
+            self.mount_fs
+                .iter()
+                .map(|(guest, _)| guest.to_string_lossy().into_owned()),
+        );
+        sample.fs_mounts = guests
+            .zip(all)
+            .map(|(guest, counters)| MountQuota {
+                guest,
+                used_bytes: counters.quota.used_bytes,
+                limit_bytes: counters.quota.limit_bytes,
+                baseline_bytes: counters.quota.baseline_bytes,
+            })
+            .collect();
     }
 
     fn read_mount_fs(&mut self, sample: &mut Sample, mounts: &[CountersSnapshot]) {

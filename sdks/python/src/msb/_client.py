@@ -190,6 +190,17 @@ class SandboxBuilder:
         self._config.net_rules.append(rule)
         return self
 
+    def root_disk_mib(self, mib: int) -> "SandboxBuilder":
+        """Size of the disk holding the writable root's changes (``msb run --root-disk``;
+        default 4096 MiB, sparse): writes past it fail with ENOSPC."""
+        self._config.root_disk_mib = mib
+        return self
+
+    def net_ring_frames(self, frames: int) -> "SandboxBuilder":
+        """Frames each of the network's two rings holds (``--net-ring-frames``; default 1024)."""
+        self._config.net_ring_frames = frames
+        return self
+
     def no_network(self) -> "SandboxBuilder":
         """No network: the sandbox keeps only its loopback interface."""
         self._config.no_network = True
