@@ -195,6 +195,28 @@ fn rootfs_bind_and_volumes() {
         std::fs::read_to_string(root.path().join("created-inside")).unwrap(),
         "made\n"
     );
+    // The root is served by msb's file server (a FUSE mount), with a bind mount's default
+    // 4 GiB budget as `df` shows it; what the sandbox's root writes is root's on the host.
+    let run = home.msb(&[
+        "run",
+        "--rootfs",
+        root.path().to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "grep ' / ' /proc/mounts | cut -d' ' -f3; df -k / | tail -1; touch /owned",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"fuse.msb-fs"), "{run:?}");
+    let df: Vec<&str> = lines[1].split_whitespace().collect();
+    // Free: the budget less the little this run has written so far (what the root held
+    // before counts as used, outside the budget).
+    let free: u64 = df[3].parse().unwrap();
+    assert!(((4 << 20) - 1024..=4 << 20).contains(&free), "{run:?}");
+    let owner =
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(root.path().join("owned")).unwrap());
+    assert_eq!(owner, 0);
 
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("in.txt"), "from host").unwrap();

@@ -520,6 +520,10 @@ impl PassthroughFs {
     /// [`IdShift`], else as reported.
     pub fn caller(&self, uid: u32, gid: u32, pid: u32) -> Context {
         match self.config.ids {
+            // The host's root: msb's own set-up (PID 1 making mount points in a served root
+            // before it joins the sandbox's user namespace). No sandbox process has host id
+            // 0, so the workload never acts as it.
+            Some(_) if uid == 0 && gid == 0 => Context { uid, gid, pid },
             Some(ids) => Context {
                 uid: ids.uid_to_disk(uid),
                 gid: ids.gid_to_disk(gid),

@@ -189,6 +189,9 @@ fn an_id_shift_acts_with_the_ids_inside_and_shows_owners_mapped() {
     // An id the map does not cover acts as nobody and shows as nobody.
     let stranger = fs.caller(5, 5, 1);
     assert_eq!((stranger.uid, stranger.gid), (OVERFLOW_ID, OVERFLOW_ID));
+    // The host's root (msb's set-up, never a sandbox process) acts as itself.
+    let host_root = fs.caller(0, 0, 1);
+    assert_eq!((host_root.uid, host_root.gid), (0, 0));
     std::os::unix::fs::chown(dir.path().join("mine"), Some(200_000), None).unwrap();
     let (st, _) = fs.getattr(&root, made.inode).unwrap();
     assert_eq!(st.st_uid, OVERFLOW_ID);

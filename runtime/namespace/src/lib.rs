@@ -179,6 +179,9 @@ pub struct SandboxSpec {
     /// PID 1 mounts it at `/.msb` instead of the bind, as host root, so requests carry host
     /// ids (the sandbox's mapped ones).
     pub runtime_fuse: Option<OwnedFd>,
+    /// A `/dev/fuse` descriptor whose file server (the caller's) serves a [`Root::Bind`]
+    /// directory: PID 1 mounts it as the root instead of binding the directory.
+    pub root_fuse: Option<OwnedFd>,
     /// Host file bind-mounted read-only at `/.msb/bin/msb-agentd`; PID 1 executes it.
     pub agent_binary: PathBuf,
     /// PID 1's argv, `argv[0]` included; `None` means `["/.msb/bin/msb-agentd"]`. The program

@@ -107,6 +107,7 @@ impl Sandbox {
         // bind sources are opened without following any at the start.
         let mut spec = spec;
         let runtime_fuse = spec.runtime_fuse.take();
+        let root_fuse = spec.root_fuse.take();
 
         let fuse_planned = runtime_fuse.is_some();
         spec.agent_binary = std::fs::canonicalize(&spec.agent_binary).map_err(|e| {
@@ -147,11 +148,14 @@ impl Sandbox {
             capabilities: spec::capability_mask(),
             late_cgroup_joins: Vec::new(),
             runtime_fuse: fuse_planned,
+            root_served: root_fuse.is_some(),
         };
         // The plan names the served mounts' targets; their connections travel as fds.
+        // The root's connection, when it is served, comes last.
         let served: Vec<OwnedFd> = std::mem::take(&mut spec.served)
             .into_iter()
             .map(|m| m.fuse)
+            .chain(root_fuse)
             .collect();
         // A root caller's PID 1 joins the memory cgroup after its mounts; an unprivileged one's
         // cannot write the host's cgroup files from its user namespace, so it is born inside.

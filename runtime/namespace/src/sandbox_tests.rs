@@ -11,6 +11,7 @@ fn spec(root: Root) -> SandboxSpec {
         root,
         runtime_dir: PathBuf::from("/run/x"),
         runtime_fuse: None,
+        root_fuse: None,
         served: Vec::new(),
         disks: Vec::new(),
         agent_binary: PathBuf::from("/bin/agent"),

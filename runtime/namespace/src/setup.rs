@@ -74,15 +74,20 @@ pub(crate) struct Plan {
     /// of `runtime_dir`.
     #[serde(default)]
     pub runtime_fuse: bool,
+    /// The [`Root::Bind`] root is a FUSE mount of the last of [`Stdio::served`] (after the
+    /// served mounts' connections) instead of a bind of the directory.
+    #[serde(default)]
+    pub root_served: bool,
 }
 
 impl Plan {
-    /// How many served mounts (and so file server connections) the plan has.
+    /// How many file server connections the plan has: the served mounts' and the root's.
     pub(crate) fn served_count(&self) -> usize {
         self.mounts
             .iter()
             .filter(|m| matches!(m, GuestMount::Served { .. }))
             .count()
+            + usize::from(self.root_served)
     }
 }
 
@@ -163,7 +168,7 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
             Ok((file, std::fs::File::from(above)))
         })
         .collect::<Result<Vec<_>, String>>()?;
-    mount_root(plan, userns)?;
+    mount_root(plan, stdio, userns)?;
 
     let runtime_target = plan
         .mount_point
@@ -364,7 +369,7 @@ fn become_mapped_root(userns: &OwnedFd) -> Result<(), String> {
     nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(|e| format!("setresuid 0: {e}"))
 }
 
-fn mount_root(plan: &Plan, userns: Option<&OwnedFd>) -> Result<(), String> {
+fn mount_root(plan: &Plan, stdio: &Stdio, userns: Option<&OwnedFd>) -> Result<(), String> {
     match &plan.root {
         Root::Overlay {
             lower,
@@ -409,6 +414,14 @@ fn mount_root(plan: &Plan, userns: Option<&OwnedFd>) -> Result<(), String> {
                     plan.mount_point.display()
                 )
             })
+        }
+        Root::Bind(dir) if plan.root_served => {
+            let fuse = stdio
+                .served
+                .last()
+                .ok_or("the plan serves the root but no connection came")?;
+            mount_fuse(fuse, &plan.mount_point, MsFlags::empty())
+                .map_err(|e| format!("mount the root's file server ({}): {e}", dir.display()))
         }
         Root::Bind(dir) => {
             let (tree, _) = bind_tree(dir, false, userns)?;

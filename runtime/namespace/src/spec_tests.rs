@@ -11,6 +11,7 @@ fn sandbox_spec() -> SandboxSpec {
         root: Root::Bind(PathBuf::from("/srv/root")),
         runtime_dir: PathBuf::from("/run/msb/web-1"),
         runtime_fuse: None,
+        root_fuse: None,
         served: Vec::new(),
         disks: Vec::new(),
         agent_binary: PathBuf::from("/usr/lib/msb/msb-agentd"),

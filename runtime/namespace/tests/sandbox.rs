@@ -280,6 +280,7 @@ fn failed_start_leaves_nothing_behind() {
         root: msb_namespace::Root::Bind(dir.path().join("no-such-root")),
         runtime_dir: dir.path().to_path_buf(),
         runtime_fuse: None,
+        root_fuse: None,
         served: Vec::new(),
         disks: Vec::new(),
         agent_binary: support::BUSYBOX.into(),

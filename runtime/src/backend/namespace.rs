@@ -1,7 +1,7 @@
 //! The namespace backend: Linux namespaces, cgroups and seccomp through `msb-namespace`.
 
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use msb_namespace::{
@@ -75,21 +75,32 @@ fn mount_file_server(
     volume: &crate::config::VolumeMount,
     id_map: Option<&msb_namespace::IdMap>,
 ) -> Result<(msb_fs::Server, OwnedFd), String> {
+    let quota = (!volume.readonly).then(|| volume.quota_bytes()).flatten();
+    dir_file_server(&volume.host, quota, id_map)
+}
+
+/// A host directory's file server with a quota, the sandbox's ids acting as the same ids on
+/// disk (see [`mount_file_server`]): a directory mount's, or a `--rootfs DIR` root's.
+fn dir_file_server(
+    dir: &Path,
+    quota_bytes: Option<u64>,
+    id_map: Option<&msb_namespace::IdMap>,
+) -> Result<(msb_fs::Server, OwnedFd), String> {
     let ids = id_map.map(|map| msb_fs::IdShift {
         uid_base: map.host_uid,
         gid_base: map.host_gid,
         count: map.count,
     });
     file_server(
-        &volume.host,
+        dir,
         msb_fs::FsConfig {
-            quota_bytes: (!volume.readonly).then(|| volume.quota_bytes()).flatten(),
+            quota_bytes,
             ids,
             ..msb_fs::FsConfig::default()
         },
         MOUNT_SERVER_THREADS,
     )
-    .map_err(|e| format!("serving {}: {e}", volume.host.display()))
+    .map_err(|e| format!("serving {}: {e}", dir.display()))
 }
 
 pub fn start(
@@ -166,6 +177,21 @@ pub fn start(
             });
         }
     }
+    // A `--rootfs DIR` root through a file server too (root msbd, as for directory mounts), with
+    // a bind mount's default quota: the workload writes into a host directory.
+    let mut root_fuse = None;
+    if let (RootfsSource::Bind { path }, Some(_)) = (&config.config.rootfs, &config.id_map) {
+        if path.is_dir() {
+            let quota = Some(msb_api::config::DEFAULT_BIND_QUOTA_MIB << 20);
+            let (server, fuse) = dir_file_server(path, quota, config.id_map.as_ref())
+                .map_err(BackendError::Serve)?;
+            root_fuse = Some(fuse);
+            mount_servers.push(MountServer {
+                guest: PathBuf::from("/"),
+                server,
+            });
+        }
+    }
     // Ports bound before anything starts: one in use fails the start here.
     let network = super::network::configure(&config.config)?;
     if let Some(network) = &network {
@@ -189,6 +215,7 @@ pub fn start(
         root,
         runtime_dir: dir.runtime(),
         runtime_fuse,
+        root_fuse,
         agent_binary: config.agent_binary.clone(),
         agent_argv: None,
         agent_fd,

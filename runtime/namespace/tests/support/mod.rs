@@ -134,6 +134,7 @@ impl TestSandbox {
             root,
             runtime_dir: base.join("runtime"),
             runtime_fuse: None,
+            root_fuse: None,
             served: Vec::new(),
             disks: Vec::new(),
             agent_binary: PathBuf::from(BUSYBOX),
