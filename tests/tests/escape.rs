@@ -374,3 +374,35 @@ fn a_bind_of_the_host_root_reaches_no_device_and_no_kernel_knob() {
     }
     assert!(!Path::new(&marker).exists());
 }
+
+/// A `--rootfs DIR` root is served by msb's file server, which never follows a link on the host
+/// side: a link planted in the directory (by the host or an earlier run) is resolved by the
+/// sandbox's own kernel, inside the sandbox, and `..` from the root stays at the root.
+#[test]
+fn a_served_root_does_not_lead_to_the_host() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    let root = root_copy(&home);
+    let secret_dir = tempfile::tempdir().unwrap();
+    let marker = format!("msb-served-root-secret-{}", std::process::id());
+    std::fs::write(secret_dir.path().join(&marker), "HOST-SECRET").unwrap();
+    std::os::unix::fs::symlink(secret_dir.path(), root.path().join("hostlink")).unwrap();
+    let run = home.msb(&[
+        "run",
+        "--rootfs",
+        root.path().to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "grep ' / ' /proc/mounts | cut -d' ' -f3; cat /hostlink/{marker}; \
+             cat /../../..{}/{marker}; ls /../.. | grep -c msb-served-root || true",
+            secret_dir.path().display()
+        ),
+    ]);
+    assert_eq!(run.stdout.lines().next(), Some("fuse.msb-fs"), "{run:?}");
+    assert!(!run.stdout.contains("HOST-SECRET"), "{run:?}");
+    assert!(!run.stderr.contains("HOST-SECRET"), "{run:?}");
+}

@@ -26,6 +26,7 @@
 //! - [`walk`](self::walk): directory records and the quota's tree walk.
 
 mod data;
+mod ids;
 mod names;
 mod walk;
 
@@ -40,6 +41,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub use data::DirEntry;
+pub use ids::{IdShift, OVERFLOW_ID};
 
 use crate::counters::{Counters, CountersSnapshot, Op};
 use crate::quota::{statfs_blocks, DirQuota, QuotaState, STATFS_BLOCK_BYTES};
@@ -66,56 +68,6 @@ pub struct FsConfig {
     /// reach to any id of the range, as `CAP_CHOWN` in its namespace allows over files whose
     /// owners the namespace maps. The server makes that `chown` with its own privileges.
     pub owners: Option<IdShift>,
-}
-
-/// A user namespace's id map as the server applies it: ids `0..count` inside are host uids
-/// `uid_base..uid_base + count` and host gids `gid_base..gid_base + count`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IdShift {
-    pub uid_base: u32,
-    pub gid_base: u32,
-    pub count: u32,
-}
-
-/// The overflow id (`nobody`): what an id outside the map becomes, both ways.
-pub const OVERFLOW_ID: u32 = 65534;
-
-impl IdShift {
-    /// A caller's host id (the kernel reports the mapped one) as the id it has inside, which
-    /// is what the server acts with on disk; an id outside the map acts as `nobody`.
-    fn to_disk(self, host: u32, base: u32) -> u32 {
-        match host.checked_sub(base) {
-            Some(inside) if inside < self.count => inside,
-            _ => OVERFLOW_ID,
-        }
-    }
-
-    /// An on-disk owner as the host id the kernel maps back into the sandbox; an owner the
-    /// map does not cover shows as `nobody` (an unmapped host id, which the kernel reports
-    /// as its overflow id).
-    fn to_host(self, disk: u32, base: u32) -> u32 {
-        if disk < self.count {
-            disk + base
-        } else {
-            OVERFLOW_ID
-        }
-    }
-
-    pub fn uid_to_disk(&self, host: u32) -> u32 {
-        self.to_disk(host, self.uid_base)
-    }
-
-    pub fn gid_to_disk(&self, host: u32) -> u32 {
-        self.to_disk(host, self.gid_base)
-    }
-
-    pub fn uid_to_host(&self, disk: u32) -> u32 {
-        self.to_host(disk, self.uid_base)
-    }
-
-    pub fn gid_to_host(&self, disk: u32) -> u32 {
-        self.to_host(disk, self.gid_base)
-    }
 }
 
 impl Default for FsConfig {
@@ -672,12 +624,10 @@ impl PassthroughFs {
             let _as_namespace_root = match self.config.owners {
                 Some(range) if self.config.ids.is_none() && ctx.uid == range.uid_base => {
                     let owner = sys::fstat(data.fd.as_fd())?;
-                    let mapped =
-                        |id: u32, base: u32| id.checked_sub(base).is_some_and(|n| n < range.count);
-                    (mapped(owner.st_uid, range.uid_base)
-                        && mapped(owner.st_gid, range.gid_base)
-                        && uid.is_none_or(|id| mapped(id, range.uid_base))
-                        && gid.is_none_or(|id| mapped(id, range.gid_base)))
+                    (range.maps_uid(owner.st_uid)
+                        && range.maps_gid(owner.st_gid)
+                        && uid.is_none_or(|id| range.maps_uid(id))
+                        && gid.is_none_or(|id| range.maps_gid(id)))
                     .then(AsCaller::root)
                 }
                 _ => None,

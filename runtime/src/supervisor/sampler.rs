@@ -680,17 +680,7 @@ pub async fn run(
         };
         sampler.read(&mut sample);
         if let Some(disk) = &root_disk {
-            // Used and free as the workload's `df /` sees them; allocated: the image's blocks.
-            if let Ok(st) = nix::sys::statfs::fstatfs(disk) {
-                let block = st.block_size() as u64;
-                let used = st.blocks().saturating_sub(st.blocks_free());
-                sample.upper_used_bytes = Some(used.saturating_mul(block));
-                sample.upper_free_bytes = Some(st.blocks_available().saturating_mul(block));
-            }
-            upper_allocated = {
-                use std::os::unix::fs::MetadataExt;
-                std::fs::metadata(&image).ok().map(|m| m.blocks() * 512)
-            };
+            upper_allocated = fs::read_root_disk(disk, &image, &mut sample);
         } else if (tick % 10 == 0 || final_sample) && default_root {
             // Walking the upper directory is the one costly source: refresh it every 10 ticks.
             upper_allocated = allocated_bytes(&upper, 100_000);

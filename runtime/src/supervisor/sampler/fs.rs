@@ -1,5 +1,6 @@
 //! The sampler's readings of msb's file servers: `/.msb`'s and the directory volumes' quota
-//! ledgers and byte counts, and the operations of all of them by class with their latency.
+//! ledgers and byte counts, the operations of all of them by class with their latency, and the
+//! root disk's statfs.
 
 use msb_fs::CountersSnapshot;
 use msb_metrics::{LatencyHistogram, MountQuota, Sample};
@@ -113,6 +114,23 @@ impl Sampler {
         sample.fs_op_errors = Some(errors);
         sample.fs_op_latency = Some(latency);
     }
+}
+
+/// The root disk's used and free bytes as the workload's `df /` sees them (through `disk`, a
+/// handle on its upper directory) into `sample`; returns the image's allocated bytes.
+pub(super) fn read_root_disk(
+    disk: &std::fs::File,
+    image: &std::path::Path,
+    sample: &mut Sample,
+) -> Option<u64> {
+    if let Ok(st) = nix::sys::statfs::fstatfs(disk) {
+        let block = st.block_size() as u64;
+        let used = st.blocks().saturating_sub(st.blocks_free());
+        sample.upper_used_bytes = Some(used.saturating_mul(block));
+        sample.upper_free_bytes = Some(st.blocks_available().saturating_mul(block));
+    }
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(image).ok().map(|m| m.blocks() * 512)
 }
 
 #[cfg(test)]
