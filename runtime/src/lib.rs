@@ -9,6 +9,7 @@
 //! - [`run_record`], [`logs`], [`rootfs`]: the files shared by msbd and supervisors.
 //! - [`paths`], [`process`] (crate `msb-host`) and [`framing`] (crate `msb-protocol`): re-exported
 //!   from the leaf crates the client shares, which links no runtime.
+//! - [`mount_ns`]: the supervisor's own mount namespace (its root disk mount stays off the host's).
 //! - [`doctor`]: the host checks only the runtime can answer (`msb-supervisor --doctor`).
 
 pub mod backend;
@@ -20,6 +21,7 @@ pub mod idmap;
 pub mod ids;
 pub use msb_api::lifecycle;
 pub mod logs;
+pub mod mount_ns;
 pub use msb_host::{paths, process};
 pub mod rootfs;
 pub mod run_record;

@@ -209,6 +209,49 @@ impl TestHome {
             .expect("inspect json")
     }
 
+    /// The pid of the supervisor of the sandbox's last run.
+    pub fn supervisor_pid(&self, name: &str) -> i32 {
+        let info = self.inspect(name);
+        let runs = info["runs"].as_array().expect("runs");
+        runs.last().expect("a run")["supervisor_pid"]
+            .as_i64()
+            .expect("supervisor pid") as i32
+    }
+
+    /// `path` as the sandbox's supervisor sees it: a root supervisor mounts the root disk in a
+    /// mount namespace of its own, which the host's (and this test's) does not show.
+    pub fn seen_by_supervisor(&self, name: &str, path: &Path) -> PathBuf {
+        let relative = path.strip_prefix("/").unwrap_or(path);
+        Path::new(&format!("/proc/{}/root", self.supervisor_pid(name))).join(relative)
+    }
+
+    /// Loop devices backing this home's root disks (sandboxes', or in the trash): one per
+    /// running sandbox with a disk; none once its run has ended (they clear themselves with
+    /// their last mount).
+    pub fn root_disk_devices(&self) -> usize {
+        let home = self.path().to_string_lossy().into_owned();
+        let Ok(devices) = std::fs::read_dir("/sys/block") else {
+            return 0;
+        };
+        devices
+            .flatten()
+            .filter_map(|device| {
+                std::fs::read_to_string(device.path().join("loop/backing_file")).ok()
+            })
+            .filter(|backing| backing.contains(&home) && backing.contains("root-disk.img"))
+            .count()
+    }
+
+    /// Mounts of this home's root disks in the host's mount table (this test's): always none.
+    pub fn root_disk_host_mounts(&self) -> usize {
+        let home = self.path().to_string_lossy().into_owned();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&home) && l.contains("root-disk"))
+            .count()
+    }
+
     /// `msb metrics NAME --format json`.
     pub fn metrics(&self, name: &str) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["metrics", name, "--format", "json"]))

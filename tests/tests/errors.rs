@@ -49,6 +49,12 @@ fn assert_clean(home: &TestHome, what: &str, mounts_before: usize) {
         mounts_before,
         "{what}: mount left on the host"
     );
+    // Nor a root disk in a supervisor's own mount namespace (it goes with the supervisor).
+    home.eventually(
+        std::time::Duration::from_secs(10),
+        &format!("{what}: the root disk's loop device to go"),
+        || home.root_disk_devices() == 0,
+    );
 }
 
 #[test]

@@ -205,10 +205,14 @@ fn root_in_a_sandbox_is_an_unprivileged_host_user() {
         || home.ok(&["logs", "u"]).contains("0\n0\n"),
     );
     let sandbox = info["id"].as_str().unwrap().to_owned();
-    // The upper layer is on the root disk, mounted on the host while the sandbox runs.
-    let upper = home
-        .path()
-        .join(format!("sandboxes/{sandbox}/root-disk/upper/made"));
+    // The upper layer is on the root disk, mounted (in the supervisor's mount namespace)
+    // while the sandbox runs.
+    let upper = home.seen_by_supervisor(
+        "u",
+        &home
+            .path()
+            .join(format!("sandboxes/{sandbox}/root-disk/upper/made")),
+    );
     let metadata = std::fs::metadata(&upper).expect("written into the upper layer");
     use std::os::unix::fs::MetadataExt;
     assert_eq!((metadata.uid(), metadata.gid()), (uid, gid));

@@ -23,13 +23,15 @@ fn df_root(home: &TestHome, name: &str) -> (u64, u64, u64) {
     (fields[0], fields[1], fields[2])
 }
 
+/// Root disks attached for this home, after checking that none is in the host's mount table
+/// (supervisors mount theirs in mount namespaces of their own).
 fn root_disk_mounts(home: &TestHome) -> usize {
-    let root = home.path().to_string_lossy().into_owned();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(&root) && l.contains("root-disk"))
-        .count()
+    assert_eq!(
+        home.root_disk_host_mounts(),
+        0,
+        "a root disk in the host's mounts"
+    );
+    home.root_disk_devices()
 }
 
 #[test]
@@ -99,22 +101,32 @@ fn a_root_disk_bounds_the_root_and_its_metrics_match_df() {
     let allocated = last["upper_host_allocated_bytes"].as_u64().unwrap();
     assert!((20 * MIB..64 * MIB).contains(&allocated), "{last}");
 
-    // The disk keeps the root's changes across a stop and a start, and is mounted on the host
-    // only while the sandbox runs.
+    // The disk keeps the root's changes across a stop and a start, and is attached only while
+    // the sandbox runs (a stopped sandbox's filesystem is unmounted by the time `stop` returns;
+    // its loop device clears itself just after, on a kernel work queue).
     assert_eq!(root_disk_mounts(&home), 1);
     home.ok(&["stop", "rd"]);
-    home.eventually(Duration::from_secs(10), "the host mount to go", || {
+    home.eventually(Duration::from_secs(10), "the loop device to go", || {
         root_disk_mounts(&home) == 0
     });
     home.ok(&["start", "rd"]);
     let size = home.ok(&["exec", "rd", "--", "stat", "-c", "%s", "/data"]);
     assert_eq!(size.trim(), (20 * MIB).to_string());
     home.ok(&["rm", "-f", "rd"]);
-    assert_eq!(root_disk_mounts(&home), 0);
+    home.eventually(Duration::from_secs(10), "the loop device to go", || {
+        root_disk_mounts(&home) == 0
+    });
+
+    // An ephemeral sandbox's disk goes with its supervisor, just after `msb run` returns.
+    home.ok(&["run", "--", "true"]);
+    home.eventually(Duration::from_secs(10), "the ephemeral disk to go", || {
+        root_disk_mounts(&home) == 0
+    });
 }
 
-/// A supervisor killed with SIGKILL cannot detach its root disk: msbd does, when it sees the
-/// crash, and the sandbox can be started again and removed.
+/// A supervisor killed with SIGKILL cannot detach its root disk: its mount namespace goes with
+/// it, the sandbox's with its processes (msbd kills them when it sees the crash), and the
+/// sandbox can be started again and removed.
 #[test]
 fn a_killed_supervisor_leaves_no_root_disk_mounted() {
     if !require_root() {
@@ -134,11 +146,15 @@ fn a_killed_supervisor_leaves_no_root_disk_mounted() {
     home.eventually(Duration::from_secs(20), "the crash seen", || {
         home.status("crash") == "Crashed"
     });
-    assert_eq!(root_disk_mounts(&home), 0);
+    home.eventually(Duration::from_secs(10), "the disk to go", || {
+        root_disk_mounts(&home) == 0
+    });
     home.ok(&["start", "crash"]);
     assert_eq!(root_disk_mounts(&home), 1);
     home.ok(&["rm", "-f", "crash"]);
-    assert_eq!(root_disk_mounts(&home), 0);
+    home.eventually(Duration::from_secs(10), "the loop device to go", || {
+        root_disk_mounts(&home) == 0
+    });
 }
 
 #[test]
@@ -315,11 +331,12 @@ fn the_root_disk_gives_the_workload_no_device_and_the_host_no_setuid() {
     );
     assert!(out.stdout.contains("suid-written"), "{out:?}");
     let root = home.path().to_string_lossy().into_owned();
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mountinfo =
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", home.supervisor_pid("dev"))).unwrap();
     let line = mountinfo
         .lines()
         .find(|l| l.contains(&root) && l.contains("root-disk"))
-        .expect("the root disk's host mount");
+        .expect("the root disk's mount in the supervisor's namespace");
     let options = line.split_whitespace().nth(5).unwrap();
     assert!(
         options.contains("nosuid") && options.contains("nodev"),

@@ -22,14 +22,14 @@ pub fn report(daemon: &Daemon) -> DiskUsageReport {
             let quota_bytes = has_disk
                 .then(|| std::fs::metadata(&image).ok().map(|m| m.len()))
                 .flatten();
+            let running = status.is_some_and(|s| s.is_active());
             let used_bytes = if !has_disk {
                 None
-            } else if msb_runtime::disk::is_mounted(&dir.root_disk_mount()) {
-                statfs_used(&dir.root_disk_mount())
+            } else if let Some(mount) = running.then(|| mounted_disk(&dir)).flatten() {
+                statfs_used(&mount)
             } else {
                 ext4_used(&image)
             };
-            let running = status.is_some_and(|s| s.is_active());
             SandboxDiskUsage {
                 name: row.name.clone(),
                 id: row.id.clone(),
@@ -84,6 +84,20 @@ pub fn report(daemon: &Daemon) -> DiskUsageReport {
         volumes,
         totals,
     }
+}
+
+/// Where a running sandbox's root disk is mounted, as msbd can reach it: in its supervisor's
+/// mount namespace (`msb_runtime::mount_ns`), else (a supervisor that could not make one) in
+/// msbd's own.
+fn mounted_disk(dir: &msb_runtime::paths::SandboxDir) -> Option<std::path::PathBuf> {
+    let supervisor = msb_runtime::run_record::RunRecord::read(&dir.run_record())
+        .ok()
+        .map(|record| record.supervisor_pid);
+    supervisor
+        .map(|pid| msb_runtime::mount_ns::seen_by(pid, &dir.root_disk_mount()))
+        .into_iter()
+        .chain([dir.root_disk_mount()])
+        .find(|mount| msb_runtime::disk::is_mounted(mount))
 }
 
 /// Used bytes of the mounted filesystem at `path`, as `df` counts them.

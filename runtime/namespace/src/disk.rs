@@ -1,8 +1,9 @@
-//! An ext4 image mounted on the host for as long as a sandbox runs: its writable root's disk
+//! An ext4 image mounted for as long as a sandbox runs: its writable root's disk
 //! (`--root-disk`). The overlay's upper and work directories live on it, so what the workload
 //! writes into its root is bounded by the image's size, and the image's `statfs` says how full
-//! it is. Mounted in the caller's (the supervisor's, the host's) mount namespace because the
-//! sandbox's own is copied from it at launch, and because the supervisor measures it there.
+//! it is. Mounted in the caller's mount namespace (a root supervisor's own, see
+//! `msb_runtime::mount_ns`), where the supervisor measures it; PID 1 mounts the same loop
+//! device in the sandbox's.
 
 use std::ffi::CString;
 use std::os::fd::AsRawFd;

@@ -249,6 +249,11 @@ pub fn start(
     };
     Ok(NamespaceBackend {
         sandbox,
+        // A named sandbox's next start mounts the same image: its disk goes before the run's
+        // end is recorded. An ephemeral one's image is never mounted again, and in the
+        // supervisor's own mount namespace nobody else sees the mount: it goes with this
+        // process, after the end is recorded, instead of costing an RCU grace period before.
+        detach_disk_at_exit: !(config.config.ephemeral && crate::mount_ns::is_own()),
         root_disk: std::sync::Mutex::new(root_disk),
         root_disk_upper,
         net_counters: network.as_ref().map(|running| running.counters().clone()),
@@ -303,9 +308,11 @@ impl Drop for RootDisk {
 
 pub struct NamespaceBackend {
     sandbox: Sandbox,
-    /// The root disk's host mount, detached as soon as init exits (so that a run recorded as
-    /// ended holds nothing on the host; the sampler measures the disk through a handle).
+    /// The root disk's mount in the supervisor's namespace, detached as soon as init exits
+    /// when `detach_disk_at_exit` (so that a run recorded as ended holds nothing a next start
+    /// needs; the sampler measures the disk through a handle), else when this is dropped.
     root_disk: std::sync::Mutex<Option<RootDisk>>,
+    detach_disk_at_exit: bool,
     root_disk_upper: Option<std::fs::File>,
     /// The sandbox's network stack, stopped as soon as init exits (so its published ports are
     /// free for the next run at once); `None` under `--no-network`.
@@ -336,12 +343,14 @@ impl Backend for NamespaceBackend {
         if let Some(network) = network {
             network.stop();
         }
-        drop(
-            self.root_disk
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .take(),
-        );
+        if self.detach_disk_at_exit {
+            drop(
+                self.root_disk
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .take(),
+            );
+        }
     }
 
     fn kill(&self) {

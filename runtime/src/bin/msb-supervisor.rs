@@ -22,6 +22,12 @@ fn main() {
     // mount points) must stay readable there, so the usual 022, and this process's own files
     // under MSB_HOME get 0600 explicitly (msb_host::private).
     msb_host::private::set_umask(0o022);
+    // First, while this process has one thread: its mounts (the root disk's) stay out of the
+    // host's mount table. Without it they are made in the host's, and unmounted before the
+    // run's end is recorded.
+    let own_mounts = nix::unistd::geteuid()
+        .is_root()
+        .then(msb_runtime::mount_ns::make_own);
     let flag = |name: &str| {
         args.iter()
             .position(|a| a == name)
@@ -30,6 +36,9 @@ fn main() {
     };
     let log_level = flag("--log-level").unwrap_or_else(|| "info".to_owned());
     msb_logging::init("supervisor", &log_level);
+    if let Some(Err(e)) = own_mounts {
+        tracing::warn!("mounts in the host's namespace: {e}");
+    }
     let warm = args.iter().any(|a| a == "--warm");
     // A warm supervisor binds its socket now, where msbd said; msbd moves the file into the
     // sandbox's directory when it hands this supervisor a sandbox.
