@@ -95,6 +95,7 @@ impl From<LifecycleError> for ApiError {
             | LifecycleError::StartTimeout { .. }
             | LifecycleError::StillActive { .. }
             | LifecycleError::Unreachable(_)
+            | LifecycleError::RootDisk(_)
             | LifecycleError::Io { .. }) => ApiError::Internal(error_chain(&other)),
         }
     }

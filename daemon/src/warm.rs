@@ -25,6 +25,9 @@ use msb_runtime::config::SupervisorConfig;
 /// better, 9.66 vs 9.63 ms per run over 320 runs each, and could starve it on a busy host.)
 const WARM_PRIORITY: msb_runtime::spawn::CpuPriority = msb_runtime::spawn::CpuPriority::Nice(10);
 
+/// The size of the root disk a warm supervisor prepares: the default one.
+const DISK_BYTES: u64 = msb_api::config::DEFAULT_ROOT_DISK_MIB << 20;
+
 /// An idle supervisor and msbd's end of its configuration socket.
 #[derive(Debug)]
 struct Idle {
@@ -33,6 +36,10 @@ struct Idle {
     /// Where it bound its supervisor socket (under `$MSB_HOME/warm/`); moved into the
     /// sandbox's directory when it is handed one, so the socket is there at once.
     socket: PathBuf,
+    /// Where it makes its root disk's image when it was given a template: taken (renamed into
+    /// the sandbox's directory) if it is there by the time the supervisor is handed a sandbox
+    /// that needs a disk of the default size.
+    disk_image: Option<PathBuf>,
 }
 
 /// The pool of idle supervisors.
@@ -49,6 +56,9 @@ pub struct WarmPool {
     next_socket: AtomicUsize,
     /// How many idle supervisors to keep.
     target: usize,
+    /// Where the root disks' templates are kept (`$MSB_HOME/cache/disks`): each supervisor
+    /// makes a root disk of the default size ahead of time from one.
+    disk_templates: Option<PathBuf>,
     idle: Mutex<Vec<Idle>>,
     /// Spawns under way (counted against `target`).
     spawning: AtomicUsize,
@@ -74,6 +84,7 @@ impl WarmPool {
             socket_dir,
             next_socket: AtomicUsize::new(0),
             target,
+            disk_templates: None,
             idle: Mutex::new(Vec::new()),
             spawning: AtomicUsize::new(0),
             warm_starts: AtomicUsize::new(0),
@@ -81,47 +92,99 @@ impl WarmPool {
         }
     }
 
+    /// Supervisors make a root disk of the default size ahead of time, from the templates in
+    /// `templates` (the template is made when a first supervisor is spawned).
+    pub fn with_disks(mut self, templates: PathBuf) -> WarmPool {
+        self.disk_templates = Some(templates);
+        self
+    }
+
     /// Hands `config` to an idle supervisor and returns it as the sandbox's supervisor, or
     /// `None` when none is ready (or none took it); then tops the pool up in the background.
-    pub fn hand_over(self: &Arc<Self>, config: &SupervisorConfig) -> Option<Child> {
-        let child = loop {
-            let Some(mut idle) = self.lock().pop() else {
-                break None;
-            };
-            // One that died while idle (killed, or its launcher failed) is skipped.
-            if !matches!(idle.child.try_wait(), Ok(None)) {
-                let _ = idle.child.wait();
-                continue;
-            }
-            // It may still be preparing at its low priority (its launcher, its runtime): the
-            // start waits for it from now on.
-            msb_runtime::spawn::set_cpu_priority(
-                idle.child.id() as i32,
-                msb_runtime::spawn::CpuPriority::Normal,
-            );
-            // The socket first, so that it is in place before the supervisor (and msbd's own
-            // wait for it) could look.
-            let target = msb_runtime::paths::SandboxDir::new(config.sandbox_dir.clone()).socket();
-            let moved = std::fs::rename(&idle.socket, &target)
-                .and_then(|()| msb_runtime::spawn::hand_over(&mut idle.control, config));
-            match moved {
-                Ok(()) => break Some(idle.child),
-                Err(e) => {
-                    tracing::warn!(
-                        pid = idle.child.id(),
-                        "warm supervisor refused its sandbox: {e}"
-                    );
-                    let _ = idle.child.kill();
-                    let _ = idle.child.wait();
+    ///
+    /// When the sandbox's root disk is still to be made (`config.config.root_disk_mib` and no
+    /// image yet), the supervisor's prepared disk becomes the sandbox's image if it is ready
+    /// and of that size; otherwise the image is a fresh copy of the template, made here before
+    /// anything is handed over. An error is a disk that could not be made.
+    pub fn hand_over(self: &Arc<Self>, config: &SupervisorConfig) -> Result<Option<Child>, String> {
+        let image =
+            msb_runtime::paths::SandboxDir::new(config.sandbox_dir.clone()).root_disk_image();
+        let disk_bytes = config
+            .config
+            .root_disk_mib
+            .filter(|_| !image.exists())
+            .map(|mib| mib << 20);
+        let idle = self.take_idle();
+        if let Some(bytes) = disk_bytes {
+            let prepared = idle
+                .as_ref()
+                .and_then(|idle| idle.disk_image.as_ref())
+                .filter(|_| bytes == DISK_BYTES);
+            // Only a finished disk has its final name: one still being made is not taken.
+            let taken = prepared.is_some_and(|disk| std::fs::rename(disk, &image).is_ok());
+            if !taken {
+                let templates = self.disk_templates.clone().unwrap_or_default();
+                if let Err(e) =
+                    msb_runtime::disk::make_image_from_template(&templates, &image, bytes)
+                {
+                    if let Some(idle) = idle {
+                        self.lock().push(idle);
+                    }
+                    return Err(e);
                 }
             }
-        };
+        }
+        let child = idle.and_then(|idle| self.give(idle, config)).or_else(|| {
+            // The one taken refused; any other (its disk is not the sandbox's, which it then
+            // mounts itself).
+            std::iter::from_fn(|| self.take_idle()).find_map(|idle| self.give(idle, config))
+        });
         match &child {
             Some(_) => self.warm_starts.fetch_add(1, Ordering::Relaxed),
             None => self.cold_starts.fetch_add(1, Ordering::Relaxed),
         };
         self.refill();
-        child
+        Ok(child)
+    }
+
+    /// An idle supervisor that is still alive, raised to the normal priority (it may still be
+    /// preparing at its low one: the start waits for it from now on).
+    fn take_idle(&self) -> Option<Idle> {
+        loop {
+            let mut idle = self.lock().pop()?;
+            // One that died while idle (killed, or its launcher failed) is skipped.
+            if !matches!(idle.child.try_wait(), Ok(None)) {
+                let _ = idle.child.wait();
+                continue;
+            }
+            msb_runtime::spawn::set_cpu_priority(
+                idle.child.id() as i32,
+                msb_runtime::spawn::CpuPriority::Normal,
+            );
+            return Some(idle);
+        }
+    }
+
+    /// Moves `idle`'s socket into the sandbox's directory and writes it `config`; `None` (and
+    /// the supervisor killed and reaped) if it refused.
+    fn give(&self, mut idle: Idle, config: &SupervisorConfig) -> Option<Child> {
+        // The socket first, so that it is in place before the supervisor (and msbd's own wait
+        // for it) could look.
+        let target = msb_runtime::paths::SandboxDir::new(config.sandbox_dir.clone()).socket();
+        let moved = std::fs::rename(&idle.socket, &target)
+            .and_then(|()| msb_runtime::spawn::hand_over(&mut idle.control, config));
+        match moved {
+            Ok(()) => Some(idle.child),
+            Err(e) => {
+                tracing::warn!(
+                    pid = idle.child.id(),
+                    "warm supervisor refused its sandbox: {e}"
+                );
+                let _ = idle.child.kill();
+                let _ = idle.child.wait();
+                None
+            }
+        }
     }
 
     /// Spawns supervisors in the background until `target` are idle or on their way.
@@ -157,8 +220,10 @@ impl WarmPool {
             mut child,
             control,
             socket,
+            disk_image: _,
         } in idle
         {
+            // It deletes its disk's image itself.
             drop(control);
             let _ = child.wait();
             let _ = std::fs::remove_file(socket);
@@ -180,8 +245,20 @@ impl WarmPool {
             self.next_socket.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_file(&socket);
-        let (mut child, control) =
-            msb_runtime::spawn::spawn_warm_supervisor(&self.exe, &self.log_level, &log, &socket)?;
+        // The template is made (mkfs) by the first spawn that needs it, in the background.
+        let template = self.disk_templates.as_ref().and_then(|templates| {
+            msb_runtime::disk::template(templates, DISK_BYTES)
+                .inspect_err(|e| tracing::warn!("no root disk ahead of time: {e}"))
+                .ok()
+        });
+        let (mut child, control) = msb_runtime::spawn::spawn_warm_supervisor(
+            &self.exe,
+            &self.log_level,
+            &log,
+            &socket,
+            template.as_deref(),
+        )?;
+        let disk_image = template.map(|_| msb_runtime::spawn::warm_disk_paths(&socket).0);
         // Idle once its socket is bound (it binds first thing; give it a few seconds).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while !socket.exists() {
@@ -199,6 +276,7 @@ impl WarmPool {
             child,
             control,
             socket,
+            disk_image,
         })
     }
 

@@ -94,13 +94,18 @@ pub fn spawn_warm_supervisor(
     log_level: &str,
     log: &File,
     socket: &Path,
+    disk_template: Option<&Path>,
 ) -> std::io::Result<(Child, UnixStream)> {
     let (ours, theirs) = UnixStream::pair()?;
     let mut command = Command::new(exe);
     command
         .args(["--warm", "--log-level", log_level])
         .arg("--socket")
-        .arg(socket)
+        .arg(socket);
+    if let Some(template) = disk_template {
+        command.arg("--disk-template").arg(template);
+    }
+    command
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log.try_clone()?);
@@ -110,6 +115,21 @@ pub fn spawn_warm_supervisor(
 }
 
 pub use msb_namespace::{set_cpu_priority, CpuPriority};
+
+/// Keeps the compiled seccomp filter under `home`'s cache (`$MSB_HOME/cache/seccomp`), where
+/// the next supervisor of the same build finds it instead of compiling it again.
+pub fn set_seccomp_cache(home: &Path) {
+    msb_namespace::seccomp::set_cache_dir(home.join("cache").join("seccomp"));
+}
+
+/// Where the warm supervisor bound at `socket` makes its root disk (see
+/// [`crate::backend::WarmDisk`]): the image msbd takes, and its mount point.
+pub fn warm_disk_paths(socket: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    (
+        socket.with_extension("disk.img"),
+        socket.with_extension("disk"),
+    )
+}
 
 /// In msbd: hands a warm supervisor its sandbox (the whole configuration, then end-of-file).
 pub fn hand_over(control: &mut UnixStream, config: &SupervisorConfig) -> std::io::Result<()> {

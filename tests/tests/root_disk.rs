@@ -344,3 +344,85 @@ fn the_root_disk_gives_the_workload_no_device_and_the_host_no_setuid() {
     );
     home.ok(&["rm", "-f", "dev"]);
 }
+
+/// A warm supervisor makes a root disk of the default size ahead of time; a sandbox created
+/// and started at once gets that very image (same inode), which works as any root disk: its
+/// budget in `df`, the root owned by the sandbox's root (the mapped ids on the host), what is
+/// written kept across a stop and a start. An unused one is cleaned up, and the warm directory
+/// holds only the idle supervisor's files afterwards.
+#[test]
+fn a_disk_made_ahead_of_time_becomes_the_sandboxs() {
+    use std::os::unix::fs::MetadataExt;
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    home.ok(&["run", "--", "true"]); // starts msbd, builds the root and the disk template
+    let warm = home.path().join("warm");
+    let mut prepared = None;
+    home.eventually(Duration::from_secs(20), "a disk made ahead of time", || {
+        prepared = std::fs::read_dir(&warm)
+            .unwrap()
+            .flatten()
+            .find(|entry| entry.file_name().to_string_lossy().ends_with(".disk.img"));
+        prepared.is_some()
+    });
+    let inode = prepared.unwrap().metadata().unwrap().ino();
+    home.ok(&["run", "-d", "-n", "w", "--", "sleep", "600"]);
+    let id = home.inspect("w")["id"].as_str().unwrap().to_owned();
+    let image = home.path().join(format!("sandboxes/{id}/root-disk.img"));
+    assert_eq!(
+        std::fs::metadata(&image).unwrap().ino(),
+        inode,
+        "not the prepared disk"
+    );
+
+    let (total, _, _) = df_root(&home, "w");
+    assert!(
+        (3900 * MIB..=4096 * MIB).contains(&total),
+        "df total {total}"
+    );
+    let upper = home.seen_by_supervisor(
+        "w",
+        &home.path().join(format!("sandboxes/{id}/root-disk/upper")),
+    );
+    let (uid, gid) = {
+        let meta = std::fs::metadata(&upper).unwrap();
+        (meta.uid(), meta.gid())
+    };
+    let map = home.ok(&["exec", "w", "--", "cat", "/proc/self/uid_map"]);
+    assert_eq!(
+        map.split_whitespace().nth(1),
+        Some(uid.to_string().as_str()),
+        "{map}"
+    );
+    assert_eq!(uid, gid);
+    home.ok(&["exec", "w", "--", "sh", "-c", "echo kept > /kept"]);
+    home.ok(&["stop", "w"]);
+    // Restarted: its own image again, not a prepared one (which is discarded).
+    home.ok(&["start", "w"]);
+    assert_eq!(std::fs::metadata(&image).unwrap().ino(), inode);
+    assert_eq!(home.ok(&["exec", "w", "--", "cat", "/kept"]), "kept\n");
+    home.ok(&["rm", "-f", "w"]);
+
+    // Only the idle supervisor's socket, disk image and mount point remain in the warm
+    // directory once the discarded disk is cleaned up.
+    let leftovers = || -> Vec<String> {
+        std::fs::read_dir(&warm)
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    home.eventually(
+        Duration::from_secs(20),
+        "the warm directory to settle",
+        || {
+            let names = leftovers();
+            names.len() <= 3 && names.iter().filter(|n| n.ends_with(".sock")).count() == 1
+        },
+    );
+    home.eventually(Duration::from_secs(10), "the loop devices to go", || {
+        home.root_disk_devices() == 0
+    });
+}

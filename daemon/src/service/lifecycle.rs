@@ -69,6 +69,9 @@ pub enum LifecycleError {
     Active { name: String, status: SandboxStatus },
     #[error(transparent)]
     Removal(#[from] RemovalError),
+    /// The sandbox's root disk could not be made.
+    #[error("the root disk: {0}")]
+    RootDisk(String),
     #[error("{what}")]
     Io {
         what: &'static str,
@@ -149,7 +152,16 @@ pub async fn start_run(
         ),
     };
     let spawned_at = std::time::SystemTime::now();
-    let mut child = match daemon.warm.hand_over(&supervisor_config) {
+    // The root disk's image is made here when the start is the sandbox's first (a create with
+    // start): from a warm supervisor's disk made ahead of time when it has one.
+    let handed = {
+        let (warm, config) = (daemon.warm.clone(), supervisor_config.clone());
+        tokio::task::spawn_blocking(move || warm.hand_over(&config))
+            .await
+            .map_err(|e| LifecycleError::RootDisk(e.to_string()))?
+            .map_err(LifecycleError::RootDisk)?
+    };
+    let mut child = match handed {
         Some(child) => child,
         None => {
             let log = OpenOptions::new()

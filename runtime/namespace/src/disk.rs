@@ -63,18 +63,122 @@ pub fn is_mounted(target: &Path) -> bool {
     here.is_dir() && here.dev() != parent.dev()
 }
 
-/// Makes `path` a fresh ext4 image of `size_bytes`, as [`make_image`] does, by copying the
-/// allocated blocks of a template of that size kept in `templates` (made by `mkfs.ext4` the
-/// first time a size is asked for). A sandbox's create makes one on the path of `msb run`, where
-/// a copy of the template's 2 MiB takes about a millisecond against mkfs's 10-20.
-///
-/// The copies share the template's filesystem UUID; the kernel does not care (ext4 mounts of
-/// loop devices are not matched by UUID) and nothing in msb looks them up by it.
-pub fn make_image_from_template(
-    templates: &Path,
-    path: &Path,
-    size_bytes: u64,
-) -> Result<(), String> {
+/// A root disk made ahead of time by a warm supervisor: a fresh copy of the default size's
+/// template, attached to a loop device and mounted (in the supervisor's own mount namespace)
+/// with the overlay's `upper` and `work` directories made. Attaching a loop device freezes its
+/// queue and mounting reads the image (2-15 ms together here): work a start no longer waits
+/// for. msbd takes the image by renaming it to the sandbox's `root-disk.img`; the supervisor
+/// then finds the same file there ([`PreparedDisk::adopt`]) and moves its mount into place.
+#[derive(Debug)]
+pub struct PreparedDisk {
+    image: std::path::PathBuf,
+    /// (device, inode) of the image, which a rename keeps.
+    identity: (u64, u64),
+    mount: std::path::PathBuf,
+    device: String,
+}
+
+impl PreparedDisk {
+    /// Copies `template` to `image` (under a temporary name until everything is ready, so that
+    /// msbd never takes a half-made disk), attaches and mounts it at `mount` (made 0700), and
+    /// makes `upper` (given to `owner`, the sandbox's root on the host) and `work` on it.
+    pub fn make(
+        template: &Path,
+        image: &Path,
+        mount: &Path,
+        owner: Option<(u32, u32)>,
+    ) -> Result<PreparedDisk, String> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        let staging = image.with_extension("making");
+        sparse_copy(template, &staging).map_err(|e| {
+            let _ = std::fs::remove_file(&staging);
+            format!("copy {} to {}: {e}", template.display(), staging.display())
+        })?;
+        let made = std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(mount)
+            .map_err(|e| format!("create {}: {e}", mount.display()))
+            .and_then(|()| mount_image(&staging, mount));
+        let device = made.inspect_err(|_| {
+            let _ = std::fs::remove_file(&staging);
+        })?;
+        let (upper, work) = (mount.join("upper"), mount.join("work"));
+        let ready = std::fs::create_dir(&upper)
+            .and_then(|()| std::fs::create_dir(&work))
+            .and_then(|()| match owner {
+                Some((uid, gid)) => std::os::unix::fs::lchown(&upper, Some(uid), Some(gid)),
+                None => Ok(()),
+            })
+            // Its identity before the rename that publishes it: msbd may take it at once.
+            .and_then(|()| std::fs::symlink_metadata(&staging))
+            .and_then(|meta| std::fs::rename(&staging, image).map(|()| meta));
+        match ready {
+            Ok(meta) => Ok(PreparedDisk {
+                image: image.to_owned(),
+                identity: (meta.dev(), meta.ino()),
+                mount: mount.to_owned(),
+                device,
+            }),
+            Err(e) => {
+                let _ = unmount(mount);
+                let _ = std::fs::remove_file(&staging);
+                Err(format!("prepare {}: {e}", mount.display()))
+            }
+        }
+    }
+
+    /// If `image` is this disk (msbd renamed it there), moves its mount to `target` (an
+    /// existing directory) and returns the loop device's path; otherwise gives the disk back.
+    pub fn adopt(self, image: &Path, target: &Path) -> Result<String, PreparedDisk> {
+        use std::os::unix::fs::MetadataExt;
+        let same = std::fs::symlink_metadata(image)
+            .is_ok_and(|meta| (meta.dev(), meta.ino()) == self.identity);
+        if !same {
+            return Err(self);
+        }
+        match nix::mount::mount(
+            Some(&self.mount),
+            target,
+            None::<&str>,
+            nix::mount::MsFlags::MS_MOVE,
+            None::<&str>,
+        ) {
+            Ok(()) => {
+                let _ = std::fs::remove_dir(&self.mount);
+                Ok(self.device.clone())
+            }
+            Err(e) => {
+                tracing::warn!("moving the prepared root disk to {}: {e}", target.display());
+                Err(self)
+            }
+        }
+    }
+
+    /// Lets an unused disk go: its image is deleted (unless msbd took it after all), its
+    /// mount detached and its mount point removed. The detach waits for an RCU grace period:
+    /// on a start's path, call this from a thread of its own ([`PreparedDisk::discard_later`]).
+    pub fn discard(self) {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::symlink_metadata(&self.image)
+            .is_ok_and(|meta| (meta.dev(), meta.ino()) == self.identity)
+        {
+            let _ = std::fs::remove_file(&self.image);
+        }
+        let _ = unmount(&self.mount);
+        let _ = std::fs::remove_dir(&self.mount);
+    }
+
+    /// [`PreparedDisk::discard`] on a thread of its own.
+    pub fn discard_later(self) {
+        let _ = std::thread::Builder::new()
+            .name("msb-disk-discard".into())
+            .spawn(move || self.discard());
+    }
+}
+
+/// The template of ext4 images of `size_bytes` in `templates`, made (by `mkfs.ext4`) if there
+/// is none yet.
+pub fn template(templates: &Path, size_bytes: u64) -> Result<std::path::PathBuf, String> {
     let template = templates.join(format!("ext4-{size_bytes}.img"));
     if !template.exists() {
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
@@ -96,6 +200,22 @@ pub fn make_image_from_template(
                 let _ = std::fs::remove_file(&staging);
             })?;
     }
+    Ok(template)
+}
+
+/// Makes `path` a fresh ext4 image of `size_bytes`, as [`make_image`] does, by copying the
+/// allocated blocks of a template of that size kept in `templates` (made by `mkfs.ext4` the
+/// first time a size is asked for). A sandbox's create makes one on the path of `msb run`, where
+/// a copy of the template's 2 MiB takes about a millisecond against mkfs's 10-20.
+///
+/// The copies share the template's filesystem UUID; the kernel does not care (ext4 mounts of
+/// loop devices are not matched by UUID) and nothing in msb looks them up by it.
+pub fn make_image_from_template(
+    templates: &Path,
+    path: &Path,
+    size_bytes: u64,
+) -> Result<(), String> {
+    let template = template(templates, size_bytes)?;
     sparse_copy(&template, path).map_err(|e| {
         let _ = std::fs::remove_file(path);
         format!("copy {} to {}: {e}", template.display(), path.display())

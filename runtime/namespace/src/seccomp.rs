@@ -435,12 +435,106 @@ const NEWER_SYSCALLS: &[(&str, i32)] = &[
 
 /// The filter as a classic BPF program (`struct sock_filter` array, native endian), compiled by
 /// libseccomp once per process and installed in each PID 1 just before its exec.
+///
+/// With a cache directory set ([`set_cache_dir`]) the compiled program is kept there for the
+/// next process of the same executable: libseccomp's compilation costs 20-30 ms of CPU, which
+/// every supervisor (one per run) paid, on a run's path or beside it.
 pub fn program() -> Result<&'static [u8], String> {
     static PROGRAM: std::sync::OnceLock<Result<Vec<u8>, String>> = std::sync::OnceLock::new();
     PROGRAM
-        .get_or_init(compile)
+        .get_or_init(|| match CACHE_DIR.get() {
+            Some(dir) => cached(dir),
+            None => compile(),
+        })
         .as_deref()
         .map_err(Clone::clone)
+}
+
+static CACHE_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Where [`program`] keeps compiled programs (a directory only msb's user can write: the
+/// filter is what confines every sandbox). Set once, before the first [`program`].
+pub fn set_cache_dir(dir: std::path::PathBuf) {
+    let _ = CACHE_DIR.set(dir);
+}
+
+/// The program from `dir` when this executable compiled it before, else compiled and kept
+/// there (a failure to keep it is not an error). The file's name is a hash of what decides the
+/// program: this executable (its size, modification time and inode: a rebuild is a new key),
+/// this source file, libseccomp's version and the architecture.
+fn cached(dir: &std::path::Path) -> Result<Vec<u8>, String> {
+    let path = dir.join(format!("seccomp-{:016x}.bpf", cache_key()));
+    if let Ok(program) = std::fs::read(&path) {
+        if is_program(&program) {
+            return Ok(program);
+        }
+    }
+    let program = compile()?;
+    if let Err(e) = keep(dir, &path, &program) {
+        tracing::debug!("keeping the seccomp program in {}: {e}", path.display());
+    }
+    Ok(program)
+}
+
+/// A plausible `struct sock_filter` array: whole instructions, at most the kernel's limit.
+fn is_program(bytes: &[u8]) -> bool {
+    const BPF_MAXINSNS: usize = 4096;
+    !bytes.is_empty() && bytes.len() % 8 == 0 && bytes.len() / 8 <= BPF_MAXINSNS
+}
+
+fn cache_key() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    // FNV-1a: a cache key, not a defence (the directory is private).
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut add = |bytes: &[u8]| {
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    if let Some(meta) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| std::fs::metadata(exe).ok())
+    {
+        for n in [
+            meta.len(),
+            meta.mtime() as u64,
+            meta.mtime_nsec() as u64,
+            meta.ino(),
+        ] {
+            add(&n.to_le_bytes());
+        }
+    }
+    add(include_str!("seccomp.rs").as_bytes());
+    if let Ok(version) = libseccomp::ScmpVersion::current() {
+        add(format!("{}.{}.{}", version.major, version.minor, version.micro).as_bytes());
+    }
+    add(std::env::consts::ARCH.as_bytes());
+    hash
+}
+
+/// Writes `program` to `path` in `dir` (made 0700) through a temporary file (0600) and a
+/// rename, so a concurrent reader sees all of it or nothing.
+fn keep(dir: &std::path::Path, path: &std::path::Path, program: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let staging = path.with_extension(format!("{}.tmp", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&staging)?;
+    file.write_all(program)?;
+    drop(file);
+    std::fs::rename(&staging, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&staging);
+    })
 }
 
 /// Architectures the filter covers besides the native one, so that 32-bit callers meet the same
@@ -577,6 +671,32 @@ fn export(filter: &ScmpFilterContext) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_program_is_the_compiled_one_and_a_damaged_one_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let compiled = compile().unwrap();
+        assert_eq!(cached(&cache).unwrap(), compiled);
+        let files: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().collect();
+        assert_eq!(files.len(), 1, "one program, no temporary file left");
+        let kept = files[0].path();
+        assert_eq!(std::fs::read(&kept).unwrap(), compiled);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // Read back as it is (no compilation: a marker instruction survives)...
+        let mut marked = compiled.clone();
+        marked[0] ^= 0xff;
+        std::fs::write(&kept, &marked).unwrap();
+        assert_eq!(cached(&cache).unwrap(), marked);
+        // ...unless it is not a whole program, which is compiled and kept again.
+        std::fs::write(&kept, &compiled[..compiled.len() - 3]).unwrap();
+        assert_eq!(cached(&cache).unwrap(), compiled);
+        assert_eq!(std::fs::read(&kept).unwrap(), compiled);
+    }
 
     #[test]
     fn filter_compiles_to_a_bpf_program() {

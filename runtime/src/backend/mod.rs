@@ -69,10 +69,30 @@ pub enum BackendError {
 }
 
 /// Work a warm supervisor does for its sandbox before the sandbox's configuration arrives:
-/// for the namespace backend, a launcher forked into placeholder cgroups.
+/// for the namespace backend, a launcher forked into placeholder cgroups, and a root disk of
+/// the default size (see [`WarmDisk`]).
 #[derive(Debug, Default)]
 pub struct Prepared {
     launcher: Option<msb_namespace::WarmLauncher>,
+    disk: Option<std::sync::Arc<std::sync::Mutex<DiskState>>>,
+}
+
+/// Where a warm supervisor makes its root disk: a copy of `template` at `image` (which msbd
+/// takes by renaming it into the sandbox's directory), mounted at `mount`.
+#[derive(Debug)]
+pub struct WarmDisk {
+    pub template: std::path::PathBuf,
+    pub image: std::path::PathBuf,
+    pub mount: std::path::PathBuf,
+}
+
+/// A disk being made on a thread of its own while the supervisor waits for its sandbox.
+#[derive(Debug)]
+enum DiskState {
+    Making,
+    Ready(msb_namespace::disk::PreparedDisk),
+    /// The sandbox came first (msbd then made its image itself): the disk is let go once made.
+    Abandoned,
 }
 
 impl Prepared {
@@ -88,11 +108,66 @@ impl Prepared {
         match msb_namespace::WarmLauncher::prepare_with(&name, id_map.as_ref()) {
             Ok(launcher) => Prepared {
                 launcher: Some(launcher),
+                disk: None,
             },
             Err(e) => {
                 tracing::warn!("preparing a warm launcher (the sandbox will start cold): {e}");
                 Prepared::none()
             }
+        }
+    }
+
+    /// Starts making the root disk described by `disk`, on a thread of its own, for a sandbox
+    /// of the home whose id map is `id_map` (after the launcher's fork, so that the sandbox's
+    /// mount namespace never holds it). Only in the supervisor's own mount namespace: a disk
+    /// mounted in the host's would outlive a crash. A sandbox handed over before the disk is
+    /// ready does not wait for it (msbd made its image from the template then); a failure is
+    /// logged, and the sandbox's disk is mounted at its start.
+    pub fn with_disk(mut self, disk: WarmDisk, id_map: Option<crate::idmap::IdMap>) -> Prepared {
+        if !crate::mount_ns::is_own() {
+            return self;
+        }
+        let owner = id_map.map(|map| (map.host_uid, map.host_gid));
+        let state = std::sync::Arc::new(std::sync::Mutex::new(DiskState::Making));
+        let shared = state.clone();
+        let spawned = std::thread::Builder::new()
+            .name("msb-disk-prepare".into())
+            .spawn(move || {
+                let made = msb_namespace::disk::PreparedDisk::make(
+                    &disk.template,
+                    &disk.image,
+                    &disk.mount,
+                    owner,
+                );
+                let mut state = shared.lock().unwrap_or_else(|p| p.into_inner());
+                match (made, &*state) {
+                    (Ok(prepared), DiskState::Abandoned) => prepared.discard(),
+                    (Ok(prepared), _) => *state = DiskState::Ready(prepared),
+                    (Err(e), _) => {
+                        tracing::warn!("preparing a root disk (mounted at the start instead): {e}")
+                    }
+                }
+            });
+        if spawned.is_ok() {
+            self.disk = Some(state);
+        }
+        self
+    }
+
+    /// The disk made ahead of time, if it is ready; one still being made is let go.
+    fn take_disk(&mut self) -> Option<msb_namespace::disk::PreparedDisk> {
+        let state = self.disk.take()?;
+        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+        match std::mem::replace(&mut *state, DiskState::Abandoned) {
+            DiskState::Ready(disk) => Some(disk),
+            _ => None,
+        }
+    }
+
+    /// Lets what was prepared and not used go (the disk's image is deleted).
+    pub fn discard(mut self) {
+        if let Some(disk) = self.take_disk() {
+            disk.discard();
         }
     }
 }
@@ -104,7 +179,10 @@ pub fn start(
     agent_fd: OwnedFd,
     prepared: Prepared,
 ) -> Result<Box<dyn Backend>, BackendError> {
-    namespace::start(config, agent_fd, prepared.launcher).map(|s| Box::new(s) as Box<dyn Backend>)
+    let mut prepared = prepared;
+    let disk = prepared.take_disk();
+    namespace::start(config, agent_fd, prepared.launcher, disk)
+        .map(|s| Box::new(s) as Box<dyn Backend>)
 }
 
 /// Releases what a sandbox whose supervisor died still holds on the host: its processes (the

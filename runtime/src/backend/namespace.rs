@@ -107,14 +107,20 @@ pub fn start(
     config: &SupervisorConfig,
     agent_fd: OwnedFd,
     warm: Option<WarmLauncher>,
+    prepared_disk: Option<msb_namespace::disk::PreparedDisk>,
 ) -> Result<NamespaceBackend, BackendError> {
     let dir = SandboxDir::new(config.sandbox_dir.clone());
     // The root disk first: the upper and work directories are on it.
     let root_disk = match config.config.rootfs {
         RootfsSource::Default if dir.root_disk_image().exists() => {
-            Some(RootDisk::mount(&dir).map_err(BackendError::RootDisk)?)
+            Some(RootDisk::mount(&dir, prepared_disk).map_err(BackendError::RootDisk)?)
         }
-        _ => None,
+        _ => {
+            if let Some(disk) = prepared_disk {
+                disk.discard_later();
+            }
+            None
+        }
     };
     let root = match &config.config.rootfs {
         RootfsSource::Default => Root::Overlay {
@@ -286,13 +292,24 @@ fn upper_handle(dir: &SandboxDir) -> Result<std::fs::File, BackendError> {
 }
 
 impl RootDisk {
-    fn mount(dir: &SandboxDir) -> Result<RootDisk, String> {
+    /// Mounts the sandbox's disk: the one a warm supervisor `prepared` when msbd gave the
+    /// sandbox that disk's image, else its own image.
+    fn mount(
+        dir: &SandboxDir,
+        prepared: Option<msb_namespace::disk::PreparedDisk>,
+    ) -> Result<RootDisk, String> {
         let mount = dir.root_disk_mount();
         // A mount left by a supervisor that was killed goes first.
         msb_namespace::disk::unmount(&mount)?;
         // 0700 like everything under MSB_HOME (this process's umask is 022).
         msb_host::private::ensure_private_dir(&mount)
             .map_err(|e| format!("create {}: {e}", mount.display()))?;
+        if let Some(prepared) = prepared {
+            match prepared.adopt(&dir.root_disk_image(), &mount) {
+                Ok(device) => return Ok(RootDisk { mount, device }),
+                Err(unused) => unused.discard_later(),
+            }
+        }
         let device = msb_namespace::disk::mount_image(&dir.root_disk_image(), &mount)?;
         Ok(RootDisk { mount, device })
     }

@@ -58,11 +58,25 @@ fn main() {
     let prepared = if warm {
         // The socket is `$MSB_HOME/warm/<msbd pid>-<n>.sock`: the home's id map is the one its sandboxes
         // will ask for, so its user namespace is made now too.
-        let id_map = flag("--socket").and_then(|socket| {
-            let home = std::path::Path::new(&socket).parent()?.parent()?;
-            msb_runtime::idmap::read(home)
-        });
-        msb_runtime::backend::Prepared::new(id_map)
+        let home = flag("--socket")
+            .and_then(|socket| Some(std::path::Path::new(&socket).parent()?.parent()?.to_owned()));
+        if let Some(home) = &home {
+            msb_runtime::spawn::set_seccomp_cache(home);
+        }
+        let id_map = home.as_deref().and_then(msb_runtime::idmap::read);
+        let prepared = msb_runtime::backend::Prepared::new(id_map);
+        match (flag("--disk-template"), flag("--socket")) {
+            (Some(template), Some(socket)) => {
+                let (image, mount) = msb_runtime::spawn::warm_disk_paths(socket.as_ref());
+                let disk = msb_runtime::backend::WarmDisk {
+                    template: template.into(),
+                    image,
+                    mount,
+                };
+                prepared.with_disk(disk, id_map)
+            }
+            _ => prepared,
+        }
     } else {
         msb_runtime::backend::Prepared::none()
     };
@@ -78,7 +92,7 @@ fn main() {
         Ok(None) if warm => {
             // msbd let it go: `exit` runs no destructors, so release the launcher and its
             // cgroups first.
-            drop(prepared);
+            prepared.discard();
             if let Some(path) = flag("--socket") {
                 let _ = std::fs::remove_file(path);
             }
@@ -97,6 +111,14 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // `$MSB_HOME/sandboxes/<id>`: a cold supervisor compiles the seccomp filter at its start.
+    if let Some(home) = config
+        .sandbox_dir
+        .parent()
+        .and_then(std::path::Path::parent)
+    {
+        msb_runtime::spawn::set_seccomp_cache(home);
+    }
     if warm {
         // Spawned at a low CPU priority so as not to slow the run being served meanwhile;
         // from now on it serves its own (the runtime's threads reset their own priority).
