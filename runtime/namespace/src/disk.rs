@@ -257,6 +257,22 @@ fn sparse_copy(from: &Path, to: &Path) -> std::io::Result<()> {
         while at < hole {
             use std::os::unix::fs::FileExt;
             let want = ((hole - at) as usize).min(buffer.len());
+            // In the kernel when it can (no copy through this process); by hand when the file
+            // systems cannot (another device on an old kernel, a file system without it).
+            let (mut from, mut to) = (at, at);
+            match sys::copy_file_range(&source, &mut from, &target, &mut to, want) {
+                Ok(copied) if copied > 0 => {
+                    at += copied as i64;
+                    continue;
+                }
+                Ok(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the template shrank while being copied",
+                    ))
+                }
+                Err(_) => {}
+            }
             let read = source.read_at(&mut buffer[..want], at as u64)?;
             if read == 0 {
                 return Err(std::io::Error::new(

@@ -519,3 +519,31 @@ pub(crate) fn attach_loop(file: &std::fs::File, readonly: bool) -> io::Result<(O
     }
     Err(last)
 }
+
+/// `copy_file_range(2)` of up to `len` bytes from `from` at `*from_offset` to `to` at
+/// `*to_offset` (both advanced by what was copied); returns the bytes copied (0 at the end of
+/// `from`).
+pub(crate) fn copy_file_range(
+    from: &std::fs::File,
+    from_offset: &mut i64,
+    to: &std::fs::File,
+    to_offset: &mut i64,
+    len: usize,
+) -> io::Result<usize> {
+    // SAFETY: both descriptors are open for the call; the offsets are live i64s the kernel
+    // reads and advances.
+    let copied = unsafe {
+        libc::copy_file_range(
+            from.as_raw_fd(),
+            from_offset,
+            to.as_raw_fd(),
+            to_offset,
+            len,
+            0,
+        )
+    };
+    if copied < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(copied as usize)
+}
