@@ -333,7 +333,7 @@ fn a_mount_point_planted_as_a_symbolic_link_is_refused() {
 /// `-v /:/host:ro` is read-only, and the filesystems mounted below the host's root (its
 /// `/dev`, `/proc`, `/sys`, `/run`) are out of reach: the file server does not cross mounts, so
 /// neither a device nor a kernel knob is reachable through it. A writable `-v /:/host` cannot
-/// reach them either.
+/// reach them either, nor msb's own home below it (its directory is refused by the server).
 #[test]
 fn a_bind_of_the_host_root_reaches_no_device_and_no_kernel_knob() {
     if !require_root() {
@@ -341,13 +341,24 @@ fn a_bind_of_the_host_root_reaches_no_device_and_no_kernel_knob() {
     }
     let home = TestHome::new();
     let marker = format!("/msb-escape-ro-{}", std::process::id());
-    let probe = "echo x > /host/dev/null 2>/dev/null && echo DEV-WRITABLE; \
+    // msb's own home is below `/` too: its catalog (with `-e` values), the images every
+    // sandbox runs from and the kept seccomp filter must stay out of reach.
+    let msb_home = home.path().display().to_string();
+    let parent = home.path().parent().unwrap().display().to_string();
+    let probe = format!(
+        "echo x > /host/dev/null 2>/dev/null && echo DEV-WRITABLE; \
          head -c1 /host/dev/zero >/dev/null 2>&1 && echo DEV-READABLE; \
          ls /host/dev/ >/dev/null 2>&1 && echo DEV-LISTED; \
          echo 1 > /host/proc/sys/kernel/domainname 2>/dev/null && echo SYS-WRITABLE; \
          cat /host/proc/self/status >/dev/null 2>&1 && echo PROC-READABLE; \
          ls /host/etc/hostname >/dev/null && echo ETC-SEEN; \
-         grep -c ' /host' /proc/self/mountinfo; true";
+         ls /host{parent} >/dev/null && echo PARENT-SEEN; \
+         ls /host{msb_home} >/dev/null 2>&1 && echo HOME-LISTED; \
+         head -c1 /host{msb_home}/msb.duckdb >/dev/null 2>&1 && echo CATALOG-READ; \
+         touch /host{msb_home}/cache/planted 2>/dev/null && echo CACHE-WRITABLE; \
+         grep -c ' /host' /proc/self/mountinfo; true"
+    );
+    let probe = probe.as_str();
     let ro = home.ok(&[
         "run",
         "-v",
@@ -366,17 +377,21 @@ fn a_bind_of_the_host_root_reaches_no_device_and_no_kernel_knob() {
             "SYS-WRITABLE",
             "PROC-READABLE",
             "ROOT-WRITABLE",
+            "HOME-LISTED",
+            "CATALOG-READ",
+            "CACHE-WRITABLE",
         ] {
             assert!(!out.contains(leak), "{leak}: {out}");
         }
         assert!(
-            out.contains("ETC-SEEN"),
+            out.contains("ETC-SEEN") && out.contains("PARENT-SEEN"),
             "the root's own files are there: {out}"
         );
         let mounts: u32 = out.lines().last().unwrap().trim().parse().unwrap();
         assert_eq!(mounts, 1, "one mount, nothing below it: {out}");
     }
     assert!(!Path::new(&marker).exists());
+    assert!(!home.path().join("cache/planted").exists());
 }
 
 /// A `--rootfs DIR` root is served by msb's file server, which never follows a link on the host

@@ -68,6 +68,12 @@ pub struct FsConfig {
     /// reach to any id of the range, as `CAP_CHOWN` in its namespace allows over files whose
     /// owners the namespace maps. The server makes that `chown` with its own privileges.
     pub owners: Option<IdShift>,
+    /// Directories the server never resolves, by (device, inode): msb's own home, which a
+    /// directory mount of one of its ancestors (`-v /:/host`) would otherwise put in the
+    /// sandbox's reach (the catalog with `-e` values, every sandbox's root image, the kept
+    /// seccomp filter). A lookup that reaches one fails with `EACCES`, so nothing below it is
+    /// reachable either.
+    pub hidden: Vec<(u64, u64)>,
 }
 
 impl Default for FsConfig {
@@ -78,6 +84,7 @@ impl Default for FsConfig {
             attr_timeout: Duration::from_secs(1),
             ids: None,
             owners: None,
+            hidden: Vec::new(),
         }
     }
 }
@@ -447,6 +454,9 @@ impl PassthroughFs {
             return Err(errno(libc::EACCES));
         }
         let key = (st.st_dev, st.st_ino);
+        if self.config.hidden.contains(&key) {
+            return Err(errno(libc::EACCES));
+        }
         let mut table = self.inodes.write().unwrap_or_else(|p| p.into_inner());
         if let Some(id) = table.by_key.get(&key).copied() {
             if let Some(data) = table.by_id.get(&id) {

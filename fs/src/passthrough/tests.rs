@@ -300,3 +300,27 @@ fn mounts_below_the_served_directory_are_not_crossed() {
     assert_eq!(err.raw_os_error(), Some(libc::EACCES));
     assert!(fs.lookup(&ctx, ROOT_INODE, c"plain").is_ok());
 }
+
+/// A hidden directory (msb's home inside a served ancestor) cannot be looked up, so nothing
+/// below it is reachable; its siblings are.
+#[test]
+fn hidden_directories_are_refused_and_their_contents_unreachable() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join("cache")).unwrap();
+    std::fs::write(home.join("secret"), "x").unwrap();
+    std::fs::create_dir(dir.path().join("other")).unwrap();
+    let meta = std::fs::metadata(&home).unwrap();
+    let fs = PassthroughFs::new(
+        dir.path(),
+        FsConfig {
+            hidden: vec![(meta.dev(), meta.ino())],
+            ..FsConfig::default()
+        },
+    )
+    .unwrap();
+    let err = fs.lookup(&me(), ROOT_INODE, c"home").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+    fs.lookup(&me(), ROOT_INODE, c"other").unwrap();
+}

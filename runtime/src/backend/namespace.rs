@@ -74,9 +74,23 @@ fn file_server(
 fn mount_file_server(
     volume: &crate::config::VolumeMount,
     id_map: Option<&msb_namespace::IdMap>,
+    hidden: &[(u64, u64)],
 ) -> Result<(msb_fs::Server, OwnedFd), String> {
     let quota = (!volume.readonly).then(|| volume.quota_bytes()).flatten();
-    dir_file_server(&volume.host, quota, id_map)
+    dir_file_server(&volume.host, quota, id_map, hidden)
+}
+
+/// The (device, inode) of msb's home (`$MSB_HOME`, two levels above the sandbox's directory),
+/// which directory servers never resolve: a mount of one of its ancestors must not hand the
+/// sandbox the catalog, the images other sandboxes run from or the kept seccomp filter.
+fn msb_home_identity(dir: &SandboxDir) -> Vec<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    dir.root()
+        .parent()
+        .and_then(Path::parent)
+        .and_then(|home| std::fs::symlink_metadata(home).ok())
+        .map(|meta| vec![(meta.dev(), meta.ino())])
+        .unwrap_or_default()
 }
 
 /// A host directory's file server with a quota, the sandbox's ids acting as the same ids on
@@ -85,6 +99,7 @@ fn dir_file_server(
     dir: &Path,
     quota_bytes: Option<u64>,
     id_map: Option<&msb_namespace::IdMap>,
+    hidden: &[(u64, u64)],
 ) -> Result<(msb_fs::Server, OwnedFd), String> {
     let ids = id_map.map(|map| msb_fs::IdShift {
         uid_base: map.host_uid,
@@ -96,6 +111,7 @@ fn dir_file_server(
         msb_fs::FsConfig {
             quota_bytes,
             ids,
+            hidden: hidden.to_vec(),
             ..msb_fs::FsConfig::default()
         },
         MOUNT_SERVER_THREADS,
@@ -152,6 +168,7 @@ pub fn start(
         };
     // Directories through quota'd file servers (when msbd is root: the server maps the
     // sandbox's ids); files, and every mount of an unprivileged msbd, as kernel binds.
+    let hidden = msb_home_identity(&dir);
     let mut mounts = Vec::new();
     let mut served = Vec::new();
     let mut disks = Vec::new();
@@ -164,8 +181,8 @@ pub fn start(
                 readonly: volume.readonly,
             });
         } else if config.id_map.is_some() && volume.host.is_dir() {
-            let (server, fuse) =
-                mount_file_server(volume, config.id_map.as_ref()).map_err(BackendError::Serve)?;
+            let (server, fuse) = mount_file_server(volume, config.id_map.as_ref(), &hidden)
+                .map_err(BackendError::Serve)?;
             served.push(ServedMount {
                 guest: volume.guest.clone(),
                 readonly: volume.readonly,
@@ -189,7 +206,7 @@ pub fn start(
     if let (RootfsSource::Bind { path }, Some(_)) = (&config.config.rootfs, &config.id_map) {
         if path.is_dir() {
             let quota = Some(msb_api::config::DEFAULT_BIND_QUOTA_MIB << 20);
-            let (server, fuse) = dir_file_server(path, quota, config.id_map.as_ref())
+            let (server, fuse) = dir_file_server(path, quota, config.id_map.as_ref(), &hidden)
                 .map_err(BackendError::Serve)?;
             root_fuse = Some(fuse);
             mount_servers.push(MountServer {
