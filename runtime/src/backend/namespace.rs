@@ -88,7 +88,8 @@ fn msb_home_identity(dir: &SandboxDir) -> Vec<(u64, u64)> {
     dir.root()
         .parent()
         .and_then(Path::parent)
-        .and_then(|home| std::fs::symlink_metadata(home).ok())
+        // Followed: a home reached through a link is hidden as the directory it is.
+        .and_then(|home| std::fs::metadata(home).ok())
         .map(|meta| vec![(meta.dev(), meta.ino())])
         .unwrap_or_default()
 }
