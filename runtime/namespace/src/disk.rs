@@ -168,11 +168,50 @@ impl PreparedDisk {
         let _ = std::fs::remove_dir(&self.mount);
     }
 
-    /// [`PreparedDisk::discard`] on a thread of its own.
+    /// [`PreparedDisk::discard`] on a thread of its own ([`finish_background`] waits for it).
     pub fn discard_later(self) {
-        let _ = std::thread::Builder::new()
-            .name("msb-disk-discard".into())
-            .spawn(move || self.discard());
+        background("msb-disk-discard", move || self.discard());
+    }
+}
+
+/// Disk work left to threads of their own (a disk being made ahead of time, one let go), which
+/// the process waits for before it exits ([`finish_background`]): otherwise an exit in the
+/// middle leaves a half-made image or a mount point behind in the warm directory.
+static BACKGROUND: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Runs `work` on a thread named `name` that [`finish_background`] waits for (inline if no
+/// thread can be made).
+pub fn background(name: &str, work: impl FnOnce() + Send + 'static) {
+    let work = std::sync::Arc::new(std::sync::Mutex::new(Some(work)));
+    let for_thread = work.clone();
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let work = for_thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(work) = work {
+                work();
+            }
+        });
+    match spawned {
+        Ok(handle) => BACKGROUND
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handle),
+        Err(_) => {
+            let work = work.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(work) = work {
+                work();
+            }
+        }
+    }
+}
+
+/// Waits for the work given to [`background`]; call before the process exits.
+pub fn finish_background() {
+    let handles = std::mem::take(&mut *BACKGROUND.lock().unwrap_or_else(|p| p.into_inner()));
+    for handle in handles {
+        let _ = handle.join();
     }
 }
 

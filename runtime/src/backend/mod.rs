@@ -130,27 +130,23 @@ impl Prepared {
         let owner = id_map.map(|map| (map.host_uid, map.host_gid));
         let state = std::sync::Arc::new(std::sync::Mutex::new(DiskState::Making));
         let shared = state.clone();
-        let spawned = std::thread::Builder::new()
-            .name("msb-disk-prepare".into())
-            .spawn(move || {
-                let made = msb_namespace::disk::PreparedDisk::make(
-                    &disk.template,
-                    &disk.image,
-                    &disk.mount,
-                    owner,
-                );
-                let mut state = shared.lock().unwrap_or_else(|p| p.into_inner());
-                match (made, &*state) {
-                    (Ok(prepared), DiskState::Abandoned) => prepared.discard(),
-                    (Ok(prepared), _) => *state = DiskState::Ready(prepared),
-                    (Err(e), _) => {
-                        tracing::warn!("preparing a root disk (mounted at the start instead): {e}")
-                    }
+        msb_namespace::disk::background("msb-disk-prepare", move || {
+            let made = msb_namespace::disk::PreparedDisk::make(
+                &disk.template,
+                &disk.image,
+                &disk.mount,
+                owner,
+            );
+            let mut state = shared.lock().unwrap_or_else(|p| p.into_inner());
+            match (made, &*state) {
+                (Ok(prepared), DiskState::Abandoned) => prepared.discard(),
+                (Ok(prepared), _) => *state = DiskState::Ready(prepared),
+                (Err(e), _) => {
+                    tracing::warn!("preparing a root disk (mounted at the start instead): {e}")
                 }
-            });
-        if spawned.is_ok() {
-            self.disk = Some(state);
-        }
+            }
+        });
+        self.disk = Some(state);
         self
     }
 
@@ -172,6 +168,15 @@ impl Prepared {
     }
 }
 
+impl Drop for Prepared {
+    /// A disk nobody took (the start failed before it looked) is let go too.
+    fn drop(&mut self) {
+        if let Some(disk) = self.take_disk() {
+            disk.discard_later();
+        }
+    }
+}
+
 /// Starts the sandbox with `agent_fd` as the agent's end of its channel, using what was
 /// prepared.
 pub fn start(
@@ -181,7 +186,7 @@ pub fn start(
 ) -> Result<Box<dyn Backend>, BackendError> {
     let mut prepared = prepared;
     let disk = prepared.take_disk();
-    namespace::start(config, agent_fd, prepared.launcher, disk)
+    namespace::start(config, agent_fd, prepared.launcher.take(), disk)
         .map(|s| Box::new(s) as Box<dyn Backend>)
 }
 

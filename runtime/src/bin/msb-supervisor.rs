@@ -93,6 +93,7 @@ fn main() {
             // msbd let it go: `exit` runs no destructors, so release the launcher and its
             // cgroups first.
             prepared.discard();
+            msb_runtime::disk::finish_background();
             if let Some(path) = flag("--socket") {
                 let _ = std::fs::remove_file(path);
             }
@@ -136,7 +137,8 @@ fn main() {
             Err(e) => tracing::warn!("opening {}: {e}", dir.supervisor_log().display()),
         }
     }
-    std::process::exit(msb_runtime::supervisor::run_supervisor(
-        config, prepared, listener, runtime,
-    ));
+    let code = msb_runtime::supervisor::run_supervisor(config, prepared, listener, runtime);
+    // A disk made ahead of time and not used is cleaned up before this process goes.
+    msb_runtime::disk::finish_background();
+    std::process::exit(code);
 }
