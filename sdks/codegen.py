@@ -196,16 +196,51 @@ def py_default(kind: Any) -> str:
     raise SystemExit(f"codegen: a non-nullable optional {kind} has no default")
 
 
-def python(doc: Dict[str, Any]) -> str:
+# The metrics types go to a module of their own (`_models_metrics.py`), re-exported by
+# `_models.py`, so that neither file grows past a reader's patience.
+PY_METRICS = ["MetricsReport", "CapacityReport", "SandboxHeadroom", "HistoryResponse"]
+
+
+def refs(kind: Any) -> List[str]:
+    """The schema names `kind` refers to."""
+    if isinstance(kind, tuple) and kind and kind[0] == "ref":
+        return [kind[1]]
+    if isinstance(kind, tuple) and kind and kind[0] in ("list", "map"):
+        return refs(kind[1])
+    return []
+
+
+def python(doc: Dict[str, Any]) -> Dict[str, str]:
+    """`_models.py` (the enums and every type but the metrics ones, which it re-exports) and
+    `_models_metrics.py`."""
     schemas = doc["components"]["schemas"]
-    out = [f'"""The API types. {HEADER}"""', "", "from __future__ import annotations", "",
-           "from dataclasses import dataclass, field",
-           "from typing import Any, Dict, List, Literal, Optional, Tuple", "", ""]
+    prelude = ["from __future__ import annotations", "",
+               "from dataclasses import dataclass, field",
+               "from typing import Any, Dict, List, Literal, Optional, Tuple", ""]
+    core = [f'"""The API types. {HEADER}"""', ""] + prelude + [""]
     for name in ENUMS:
         values = ", ".join(json.dumps(v) for v in schemas[name]["enum"])
-        out += [f"{name} = Literal[{values}]", ""]
-    out.append("")
-    for name in OBJECTS:
+        core += [f"{name} = Literal[{values}]", ""]
+    core.append("")
+    core += python_classes(schemas, [n for n in OBJECTS if n not in PY_METRICS])
+    core += [f"from ._models_metrics import {', '.join(sorted(PY_METRICS))}  # noqa: E402,F401", ""]
+    used = sorted({r for name in PY_METRICS for p in properties(schemas[name]) for r in refs(p[1])}
+                  - set(PY_METRICS))
+    metrics = [f'"""The API\'s metrics types (re-exported by `_models`). {HEADER}"""', ""] + prelude
+    if used:
+        metrics += [f"from ._models import {', '.join(used)}  # noqa: F401", ""]
+    metrics.append("")
+    metrics += python_classes(schemas, PY_METRICS)
+    return {
+        "sdks/python/src/msb/_models.py": "\n".join(core).rstrip() + "\n",
+        "sdks/python/src/msb/_models_metrics.py": "\n".join(metrics).rstrip() + "\n",
+    }
+
+
+def python_classes(schemas: Dict[str, Any], names: List[str]) -> List[str]:
+    """The dataclasses of `names`, with their JSON decoding and encoding."""
+    out: List[str] = []
+    for name in names:
         schema = schemas[name]
         props = properties(schema)
         first = [p for p in props if p[3] and not p[2]]
@@ -247,7 +282,7 @@ def python(doc: Dict[str, Any]) -> str:
             else:
                 out.append(f"        out[\"{prop}\"] = {encoded}")
         out += ["        return out", "", ""]
-    return "\n".join(out).rstrip() + "\n"
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,7 +480,7 @@ def same(relative: str, old: str, new: str) -> bool:
 def outputs() -> Dict[str, str]:
     doc = json.loads(DOCUMENT.read_text())
     files = {
-        "sdks/python/src/msb/_models.py": python(doc),
+        **python(doc),
         "sdks/typescript/src/models.ts": typescript(doc),
         "sdks/go/models.go": gofmt(golang(doc)),
     }

@@ -71,16 +71,14 @@ impl Daemon {
                     )
                 })
                 .ok();
-        let warm = Arc::new(
-            super::warm::WarmPool::new(
-                supervisor_exe.clone(),
-                log_level.clone(),
-                home.warm_supervisor_log(),
-                home.warm_sockets(),
-                config.warm_supervisors,
-            )
-            .with_disks(home.disk_templates()),
-        );
+        let warm = Arc::new(super::warm::WarmPool::new(
+            supervisor_exe.clone(),
+            log_level.clone(),
+            home.warm_supervisor_log(),
+            home.warm_sockets(),
+            home.disk_templates(),
+            config.warm_supervisors,
+        ));
         Arc::new(Daemon {
             warm,
             volume_lock: tokio::sync::Mutex::new(()),

@@ -58,7 +58,7 @@ pub struct WarmPool {
     target: usize,
     /// Where the root disks' templates are kept (`$MSB_HOME/cache/disks`): each supervisor
     /// makes a root disk of the default size ahead of time from one.
-    disk_templates: Option<PathBuf>,
+    disk_templates: PathBuf,
     idle: Mutex<Vec<Idle>>,
     /// Spawns under way (counted against `target`).
     spawning: AtomicUsize,
@@ -73,6 +73,7 @@ impl WarmPool {
         log_level: String,
         log_path: PathBuf,
         socket_dir: PathBuf,
+        disk_templates: PathBuf,
         target: usize,
     ) -> WarmPool {
         // Sockets of idle supervisors of an earlier msbd: theirs went away with it.
@@ -84,19 +85,12 @@ impl WarmPool {
             socket_dir,
             next_socket: AtomicUsize::new(0),
             target,
-            disk_templates: None,
+            disk_templates,
             idle: Mutex::new(Vec::new()),
             spawning: AtomicUsize::new(0),
             warm_starts: AtomicUsize::new(0),
             cold_starts: AtomicUsize::new(0),
         }
-    }
-
-    /// Supervisors make a root disk of the default size ahead of time, from the templates in
-    /// `templates` (the template is made when a first supervisor is spawned).
-    pub fn with_disks(mut self, templates: PathBuf) -> WarmPool {
-        self.disk_templates = Some(templates);
-        self
     }
 
     /// Hands `config` to an idle supervisor and returns it as the sandbox's supervisor, or
@@ -123,9 +117,8 @@ impl WarmPool {
             // Only a finished disk has its final name: one still being made is not taken.
             let taken = prepared.is_some_and(|disk| std::fs::rename(disk, &image).is_ok());
             if !taken {
-                let templates = self.disk_templates.clone().unwrap_or_default();
                 if let Err(e) =
-                    msb_runtime::disk::make_image_from_template(&templates, &image, bytes)
+                    msb_runtime::disk::make_image_from_template(&self.disk_templates, &image, bytes)
                 {
                     if let Some(idle) = idle {
                         self.lock().push(idle);
@@ -246,11 +239,9 @@ impl WarmPool {
         ));
         let _ = std::fs::remove_file(&socket);
         // The template is made (mkfs) by the first spawn that needs it, in the background.
-        let template = self.disk_templates.as_ref().and_then(|templates| {
-            msb_runtime::disk::template(templates, DISK_BYTES)
-                .inspect_err(|e| tracing::warn!("no root disk ahead of time: {e}"))
-                .ok()
-        });
+        let template = msb_runtime::disk::template(&self.disk_templates, DISK_BYTES)
+            .inspect_err(|e| tracing::warn!("no root disk ahead of time: {e}"))
+            .ok();
         let (mut child, control) = msb_runtime::spawn::spawn_warm_supervisor(
             &self.exe,
             &self.log_level,

@@ -130,10 +130,7 @@ impl PreparedDisk {
     /// If `image` is this disk (msbd renamed it there), moves its mount to `target` (an
     /// existing directory) and returns the loop device's path; otherwise gives the disk back.
     pub fn adopt(self, image: &Path, target: &Path) -> Result<String, PreparedDisk> {
-        use std::os::unix::fs::MetadataExt;
-        let same = std::fs::symlink_metadata(image)
-            .is_ok_and(|meta| (meta.dev(), meta.ino()) == self.identity);
-        if !same {
+        if !self.is_at(image) {
             return Err(self);
         }
         match nix::mount::mount(
@@ -158,14 +155,17 @@ impl PreparedDisk {
     /// mount detached and its mount point removed. The detach waits for an RCU grace period:
     /// on a start's path, call this from a thread of its own ([`PreparedDisk::discard_later`]).
     pub fn discard(self) {
-        use std::os::unix::fs::MetadataExt;
-        if std::fs::symlink_metadata(&self.image)
-            .is_ok_and(|meta| (meta.dev(), meta.ino()) == self.identity)
-        {
+        if self.is_at(&self.image) {
             let _ = std::fs::remove_file(&self.image);
         }
         let _ = unmount(&self.mount);
         let _ = std::fs::remove_dir(&self.mount);
+    }
+
+    /// Whether the file at `path` (not followed) is this disk's image.
+    fn is_at(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path).is_ok_and(|meta| (meta.dev(), meta.ino()) == self.identity)
     }
 
     /// [`PreparedDisk::discard`] on a thread of its own ([`finish_background`] waits for it).

@@ -159,17 +159,11 @@ impl Prepared {
             _ => None,
         }
     }
-
-    /// Lets what was prepared and not used go (the disk's image is deleted).
-    pub fn discard(mut self) {
-        if let Some(disk) = self.take_disk() {
-            disk.discard();
-        }
-    }
 }
 
 impl Drop for Prepared {
-    /// A disk nobody took (the start failed before it looked) is let go too.
+    /// A disk nobody took (the start failed before it looked, or no sandbox came) is let go:
+    /// its image deleted, on a thread [`msb_namespace::disk::finish_background`] waits for.
     fn drop(&mut self) {
         if let Some(disk) = self.take_disk() {
             disk.discard_later();

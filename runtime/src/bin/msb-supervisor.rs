@@ -92,7 +92,7 @@ fn main() {
         Ok(None) if warm => {
             // msbd let it go: `exit` runs no destructors, so release the launcher and its
             // cgroups first.
-            prepared.discard();
+            drop(prepared);
             msb_runtime::disk::finish_background();
             if let Some(path) = flag("--socket") {
                 let _ = std::fs::remove_file(path);
