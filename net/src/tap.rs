@@ -51,13 +51,18 @@ pub fn open(name: &str) -> io::Result<OwnedFd> {
 /// `/proc/PID/ns/net` or `/run/netns/NAME`), from a short-lived thread that enters it, and
 /// configures it (and brings `lo` up) when `setup` is given.
 pub fn open_in_netns(netns: &Path, name: &str, setup: Option<&GuestSetup>) -> io::Result<OwnedFd> {
-    let ns = File::open(netns)?;
+    open_in(File::open(netns)?, name, setup)
+}
+
+/// [`open_in_netns`] for a namespace already open as `netns` (a descriptor of
+/// `/proc/PID/ns/net`, say, opened while that process was known to be in it).
+pub fn open_in(netns: File, name: &str, setup: Option<&GuestSetup>) -> io::Result<OwnedFd> {
     let name = name.to_owned();
     let setup = setup.cloned();
     std::thread::spawn(move || {
         // SAFETY: setns on a descriptor we own; it changes only this (short-lived) thread's
         // network namespace.
-        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+        if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
             return Err(io::Error::last_os_error());
         }
         let tap = open(&name)?;

@@ -510,6 +510,7 @@ fn cache_key() -> u64 {
         add(format!("{}.{}.{}", version.major, version.minor, version.micro).as_bytes());
     }
     add(std::env::consts::ARCH.as_bytes());
+    add(&[u8::from(crate::sys::kernel_runs_x32())]);
     hash
 }
 
@@ -538,10 +539,18 @@ fn keep(dir: &std::path::Path, path: &std::path::Path, program: &[u8]) -> std::i
 }
 
 /// Architectures the filter covers besides the native one, so that 32-bit callers meet the same
-/// allow-list instead of an unfiltered or killing path.
+/// allow-list instead of an unfiltered or killing path. x32 only where the kernel runs x32
+/// calls at all (most kernels are built or booted without: `syscall.x32=n`): a section nobody
+/// can use would only lengthen the program every PID 1 installs (its x32 part is a fifth of
+/// the kernel's time to take the filter). Without it, x32 calls meet the filter's bad-arch
+/// action, `ENOSYS`, what such a kernel answers them anyway.
 fn compat_architectures() -> &'static [ScmpArch] {
     if cfg!(target_arch = "x86_64") {
-        &[ScmpArch::X86, ScmpArch::X32]
+        if crate::sys::kernel_runs_x32() {
+            &[ScmpArch::X86, ScmpArch::X32]
+        } else {
+            &[ScmpArch::X86]
+        }
     } else if cfg!(target_arch = "aarch64") {
         &[ScmpArch::Arm]
     } else {
@@ -595,6 +604,11 @@ fn rules(compat: Option<&[ScmpArch]>) -> Result<ScmpFilterContext, String> {
             .remove_arch(ScmpArch::native())
             .map_err(|e| context("remove the native arch", e))?;
     }
+    // A call of an architecture the filter does not cover (x32 where the kernel runs none)
+    // fails as the kernel would fail it, instead of killing the caller.
+    filter
+        .set_act_badarch(ScmpAction::Errno(libc::ENOSYS))
+        .map_err(|e| context("bad-arch action", e))?;
     // PID 1 sets no_new_privs itself, before the filter, as the last step of dropping privileges.
     filter
         .set_ctl_nnp(false)

@@ -547,3 +547,19 @@ pub(crate) fn copy_file_range(
     }
     Ok(copied as usize)
 }
+
+/// Whether this kernel runs x32 system calls: `getpid` with the x32 bit is `ENOSYS` where it
+/// does not.
+pub(crate) fn kernel_runs_x32() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static RUNS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        const X32_SYSCALL_BIT: libc::c_long = 0x4000_0000;
+        *RUNS.get_or_init(|| {
+            // SAFETY: getpid takes no arguments and changes nothing.
+            unsafe { libc::syscall(X32_SYSCALL_BIT | libc::SYS_getpid) >= 0 }
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}

@@ -65,6 +65,8 @@ pub struct WarmLauncher {
     /// A user namespace made ahead of time for the id map the sandbox is expected to use
     /// (the home's); taken by a start whose map is the same, else a new one is made then.
     userns: Option<(crate::IdMap, OwnedFd)>,
+    /// The launcher said it is in its cgroups and namespaces ([`JOINED`]).
+    joined: bool,
 }
 
 impl WarmLauncher {
@@ -121,12 +123,58 @@ impl WarmLauncher {
             channel: Some(channel),
             report: Some(report),
             userns: None,
+            joined: false,
         })
     }
 
     /// Host pid of the waiting launcher.
     pub fn pid(&self) -> i32 {
         self.pid.as_raw()
+    }
+
+    /// The sandbox's network namespace, which the launcher made before PID 1 exists (PID 1
+    /// stays in it): the caller can set up the sandbox's interface while PID 1 makes the rest.
+    /// Waits until the launcher is in it, and refuses a namespace that is the caller's own.
+    pub fn network_namespace(&mut self) -> Result<File, String> {
+        use std::os::unix::fs::MetadataExt;
+        self.wait_joined()?;
+        let ours = std::fs::metadata("/proc/self/ns/net")
+            .map_err(|e| format!("reading /proc/self/ns/net: {e}"))?;
+        let path = format!("/proc/{}/ns/net", self.pid);
+        let netns = File::open(&path).map_err(|e| format!("opening {path}: {e}"))?;
+        let theirs = netns
+            .metadata()
+            .map_err(|e| format!("reading {path}: {e}"))?;
+        if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
+            return Err("the warm launcher is still in the host's network namespace".into());
+        }
+        Ok(netns)
+    }
+
+    /// Waits (once) for the launcher to say it is in every placeholder cgroup and in its
+    /// namespaces.
+    fn wait_joined(&mut self) -> Result<(), String> {
+        if self.joined {
+            return Ok(());
+        }
+        // It says so with one byte (at once, unless it is still waiting out the migration,
+        // which it does at the low priority it was forked at: raise it, the start waits for it
+        // now).
+        sys::set_cpu_priority(self.pid.as_raw(), sys::CpuPriority::Normal);
+        let channel = self.channel.as_ref().expect("unclaimed");
+        let mut joined = [0u8; 1];
+        let read = channel
+            .set_read_timeout(Some(JOIN_TIMEOUT))
+            .and_then(|()| (&*channel).read_exact(&mut joined))
+            .and_then(|()| channel.set_read_timeout(None));
+        match read {
+            Ok(()) if joined == JOINED => {
+                self.joined = true;
+                Ok(())
+            }
+            Ok(()) => Err(format!("the warm launcher said {joined:?}")),
+            Err(e) => Err(format!("the warm launcher did not join its cgroups: {e}")),
+        }
     }
 
     /// Moves the placeholder directories to `target` (the sandbox's, from the same host plan).
@@ -136,21 +184,8 @@ impl WarmLauncher {
             Ok(WaitStatus::StillAlive) => {}
             other => return Err(format!("the warm launcher is gone ({other:?})")),
         }
-        // The directories may only move once the launcher is in all of them: it says so with
-        // one byte (at once, unless it is still waiting out the migration, which it does at the
-        // low priority it was forked at: raise it, the start waits for it now).
-        sys::set_cpu_priority(self.pid.as_raw(), sys::CpuPriority::Normal);
-        let channel = self.channel.as_ref().expect("unclaimed");
-        let mut joined = [0u8; 1];
-        let read = channel
-            .set_read_timeout(Some(JOIN_TIMEOUT))
-            .and_then(|()| (&*channel).read_exact(&mut joined))
-            .and_then(|()| channel.set_read_timeout(None));
-        match read {
-            Ok(()) if joined == JOINED => {}
-            Ok(()) => return Err(format!("the warm launcher said {joined:?}")),
-            Err(e) => return Err(format!("the warm launcher did not join its cgroups: {e}")),
-        }
+        // The directories may only move once the launcher is in all of them.
+        self.wait_joined()?;
         let pairs: Vec<(PathBuf, PathBuf)> = self
             .cgroups
             .dirs()

@@ -255,12 +255,19 @@ pub fn start(
         stdio_log: Some(dir.supervisor_log()),
         id_map: config.id_map,
     };
+    // A warm launcher made the network namespace PID 1 will have: eth0 is made in it on a
+    // thread while PID 1 makes the rest.
+    let mut warm = warm;
+    let early_tap = match (&network, warm.as_mut()) {
+        (Some(network), Some(launcher)) => super::network::open_tap_early(network, launcher),
+        _ => None,
+    };
     let sandbox = match warm {
         Some(launcher) => Sandbox::start_warm(spec, launcher)?,
         None => Sandbox::start(spec)?,
     };
     let network = match network {
-        Some(network) => match super::network::start(network, sandbox.pid()) {
+        Some(network) => match super::network::start(network, sandbox.pid(), early_tap) {
             Ok(running) => Some(running),
             Err(e) => {
                 let _ = sandbox.kill();

@@ -48,15 +48,77 @@ pub fn configure(config: &SandboxConfig) -> Result<Option<msb_net::Network>, Bac
         })
 }
 
-/// Creates `eth0` in PID 1's network namespace and starts the stack on it.
+/// `eth0`, being made on a thread in the network namespace a warm launcher made for PID 1
+/// (see [`open_tap_early`]).
+pub struct EarlyTap {
+    /// The namespace's identity (device, inode), to check that PID 1 is in it.
+    netns: (u64, u64),
+    thread: std::thread::JoinHandle<std::io::Result<std::os::fd::OwnedFd>>,
+}
+
+/// Starts making `eth0` in `launcher`'s network namespace on a thread of its own, so that it is
+/// ready when PID 1 is; `None` (logged) when the namespace cannot be had, and `eth0` is then
+/// made after PID 1 starts.
+pub fn open_tap_early(
+    network: &msb_net::Network,
+    launcher: &mut msb_namespace::WarmLauncher,
+) -> Option<EarlyTap> {
+    use std::os::unix::fs::MetadataExt;
+    let netns = launcher
+        .network_namespace()
+        .and_then(|file| {
+            let meta = file.metadata().map_err(|e| e.to_string())?;
+            Ok((file, (meta.dev(), meta.ino())))
+        })
+        .inspect_err(|e| tracing::debug!("eth0 made after PID 1 starts: {e}"))
+        .ok()?;
+    let setup = network.config().guest_setup();
+    let (file, identity) = netns;
+    let thread = std::thread::Builder::new()
+        .name("msb-eth0".into())
+        .spawn(move || msb_net::tap::open_in(file, "eth0", Some(&setup)))
+        .inspect_err(|e| tracing::debug!("eth0 made after PID 1 starts: {e}"))
+        .ok()?;
+    Some(EarlyTap {
+        netns: identity,
+        thread,
+    })
+}
+
+/// Starts the stack on `eth0` in PID 1's network namespace: the one made `early` when PID 1 is
+/// in that namespace (a warm launcher that could not be used leaves PID 1 in another), else
+/// one made now.
 pub fn start(
     network: msb_net::Network,
     init_pid: i32,
+    early: Option<EarlyTap>,
 ) -> Result<msb_net::RunningNetwork, BackendError> {
-    let setup = network.config().guest_setup();
+    use std::os::unix::fs::MetadataExt;
     let netns = format!("/proc/{init_pid}/ns/net");
-    let tap = msb_net::tap::open_in_netns(Path::new(&netns), "eth0", Some(&setup))
-        .map_err(|e| BackendError::Network(format!("creating eth0 in the sandbox: {e}")))?;
+    let early = early.and_then(|early| {
+        let made = early.thread.join();
+        let pid1 = std::fs::metadata(&netns).ok()?;
+        match made {
+            Ok(Ok(tap)) if (pid1.dev(), pid1.ino()) == early.netns => Some(tap),
+            Ok(Ok(_)) => {
+                tracing::debug!("PID 1 is not in the warm launcher's network namespace");
+                None
+            }
+            Ok(Err(e)) => {
+                tracing::debug!("eth0 made early: {e}; making it again");
+                None
+            }
+            Err(_) => None,
+        }
+    });
+    let tap = match early {
+        Some(tap) => tap,
+        None => {
+            let setup = network.config().guest_setup();
+            msb_net::tap::open_in_netns(Path::new(&netns), "eth0", Some(&setup))
+                .map_err(|e| BackendError::Network(format!("creating eth0 in the sandbox: {e}")))?
+        }
+    };
     network
         .start(tap)
         .map_err(|e| BackendError::Network(format!("starting the network: {e}")))
