@@ -1,9 +1,8 @@
-//! Pseudo-terminals for PTY sessions: opening a pair of the requested size, wiring a child to
-//! the slave as its controlling terminal, and resizing through the master.
+//! Pseudo-terminals for PTY sessions: opening a pair of the requested size (the child gets the
+//! slave as its stdio and controlling terminal: `sys::spawn`) and resizing through the master.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::process::{Command, Stdio};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::pty::{openpty, Winsize};
@@ -33,16 +32,6 @@ pub fn open(rows: u16, cols: u16) -> io::Result<Pty> {
         master: pair.master,
         slave: pair.slave,
     })
-}
-
-/// Gives `command`'s child `slave` as stdin, stdout and stderr; the caller also makes it the
-/// controlling terminal (`sys::prepare_child`).
-pub fn attach(command: &mut Command, slave: &OwnedFd) -> io::Result<()> {
-    command
-        .stdin(Stdio::from(slave.try_clone()?))
-        .stdout(Stdio::from(slave.try_clone()?))
-        .stderr(Stdio::from(slave.try_clone()?));
-    Ok(())
 }
 
 /// Sets the terminal size; the foreground process group gets SIGWINCH from the kernel.

@@ -2,16 +2,15 @@
 //! the environment, wiring stdio for the mode, registering the session and starting its output
 //! pump and stdin writer.
 //!
-//! Processes are started with `std::process::Command`, which already reports an `exec` failure
-//! in the child through a close-on-exec pipe as the child's errno; that errno becomes the
-//! `ExecFailed` kind.
+//! Processes are started by [`sys::spawn`] (a `CLONE_VM | CLONE_VFORK` child set up with system
+//! calls only, which reports a failure before or at its `exec` through a close-on-exec pipe as
+//! its errno); that errno becomes the `ExecFailed` kind.
 
+use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread;
@@ -74,8 +73,13 @@ pub fn exec(agent: &Arc<Agent>, session: SessionId, spec: ExecSpec) {
 
 /// The agent's ends of a session's standard streams.
 enum Wiring {
-    /// Pipes (buffered and stream modes): the ends are taken from the `Child` after the spawn.
-    Pipes,
+    /// Pipes: stdin's write end (stream mode; buffered mode gives the child `/dev/null`), and
+    /// the read ends of stdout and stderr.
+    Pipes {
+        stdin: Option<File>,
+        stdout: File,
+        stderr: File,
+    },
     /// A PTY: the master, plus one duplicate to read output from and one to write input to.
     Terminal {
         master: OwnedFd,
@@ -84,9 +88,16 @@ enum Wiring {
     },
 }
 
+/// A session's process, ready to start: what the child execs, and its ends of the streams
+/// (closed in the agent once it has started).
+struct Prepared {
+    plan: sys::ChildPlan,
+    child_ends: Vec<OwnedFd>,
+}
+
 fn start(agent: &Arc<Agent>, session: SessionId, spec: ExecSpec) -> Result<(), ExecError> {
     let program = validate(&spec)?;
-    let (mut command, wiring) = command(&spec, program)?;
+    let (prepared, wiring) = prepare(&spec, program)?;
     let (notifier, waiter) = exit_channel().map_err(|e| opening("a pipe", &e.into()))?;
 
     // Hold the table from fork to registration: see `session`.
@@ -97,19 +108,21 @@ fn start(agent: &Arc<Agent>, session: SessionId, spec: ExecSpec) -> Result<(), E
             format!("session {session} already exists"),
         ));
     }
-    let mut child = command
-        .spawn()
-        .map_err(|e| ExecError::from_io(program, &e))?;
-    // Closes the parent's copies of the PTY slave.
-    drop(command);
-    let pid = Pid::from_raw(child.id() as i32);
+    let Prepared { plan, child_ends } = prepared;
+    let pid = sys::spawn(&plan).map_err(|e| ExecError::from_io(program, &e))?;
+    // Closes the agent's copies of the child's ends (pipes, PTY slave).
+    drop(child_ends);
+    let pid = Pid::from_raw(pid);
     let (stdin, outputs, terminal) = match wiring {
-        Wiring::Pipes => {
-            let stdout = child.stdout.take().map(|out| (Stream::Stdout, file(out)));
-            let stderr = child.stderr.take().map(|err| (Stream::Stderr, file(err)));
-            let stdin = child.stdin.take().map(file);
-            (stdin, stdout.into_iter().chain(stderr).collect(), None)
-        }
+        Wiring::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } => (
+            stdin,
+            vec![(Stream::Stdout, stdout), (Stream::Stderr, stderr)],
+            None,
+        ),
         Wiring::Terminal {
             master,
             reader,
@@ -120,8 +133,7 @@ fn start(agent: &Arc<Agent>, session: SessionId, spec: ExecSpec) -> Result<(), E
             Some(Arc::new(master)),
         ),
     };
-    // The reaper owns the child from now on; `Child` never waits for it.
-    drop(child);
+    // The reaper owns the child from now on.
     let stdin = stdin.map(|file| start_stdin_writer(session, file));
     table.insert(
         session,
@@ -155,60 +167,94 @@ fn validate(spec: &ExecSpec) -> Result<&str, ExecError> {
     Ok(program)
 }
 
-/// The command for `spec`, with its environment, working directory and stdio for the mode.
-fn command(spec: &ExecSpec, program: &str) -> Result<(Command, Wiring), ExecError> {
+/// The process for `spec`: its program, arguments, environment and working directory, and its
+/// stdio for the mode.
+fn prepare(spec: &ExecSpec, program: &str) -> Result<(Prepared, Wiring), ExecError> {
     let env = environment(spec);
     let path_var = env
         .iter()
         .find(|(k, _)| k == "PATH")
         .map_or(DEFAULT_PATH, |(_, v)| v);
-    let mut command = Command::new(resolve(program, path_var)?);
-    command
-        .arg0(program)
-        .args(&spec.argv[1..])
-        .env_clear()
-        .envs(env);
-    if let Some(dir) = &spec.workdir {
-        command.current_dir(dir);
-    }
-    let wiring = match spec.mode {
-        ExecMode::Buffered => {
-            command
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            Wiring::Pipes
-        }
-        ExecMode::Stream => {
-            command
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            Wiring::Pipes
+    let resolved = resolve(program, path_var)?;
+    let c_string = |what: &str, bytes: Vec<u8>| {
+        CString::new(bytes).map_err(|_| {
+            ExecError::new(
+                ExecErrorKind::InvalidRequest,
+                format!("{what} contains a NUL byte"),
+            )
+        })
+    };
+    let argv = std::iter::once(program)
+        .chain(spec.argv[1..].iter().map(String::as_str))
+        .map(|arg| c_string("an argument", arg.as_bytes().to_vec()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = env
+        .iter()
+        .map(|(key, value)| {
+            if key.is_empty() || key.contains('=') {
+                return Err(ExecError::new(
+                    ExecErrorKind::InvalidRequest,
+                    format!("environment variable name {key:?} is empty or contains '='"),
+                ));
+            }
+            c_string(
+                "an environment variable",
+                format!("{key}={value}").into_bytes(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let workdir = spec
+        .workdir
+        .as_ref()
+        .map(|dir| c_string("the working directory", dir.as_bytes().to_vec()))
+        .transpose()?;
+    let program = c_string(
+        "the program's path",
+        resolved.into_os_string().into_encoded_bytes(),
+    )?;
+    let (child_ends, wiring, controlling_terminal) = match spec.mode {
+        ExecMode::Buffered | ExecMode::Stream => {
+            let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC);
+            let (stdin_child, stdin) = match spec.mode {
+                ExecMode::Stream => {
+                    let (read, write) = pipe().map_err(|e| opening("a pipe", &e.into()))?;
+                    (read, Some(File::from(write)))
+                }
+                _ => {
+                    let null = File::open("/dev/null").map_err(|e| opening("/dev/null", &e))?;
+                    (OwnedFd::from(null), None)
+                }
+            };
+            let (stdout, stdout_child) = pipe().map_err(|e| opening("a pipe", &e.into()))?;
+            let (stderr, stderr_child) = pipe().map_err(|e| opening("a pipe", &e.into()))?;
+            let wiring = Wiring::Pipes {
+                stdin,
+                stdout: File::from(stdout),
+                stderr: File::from(stderr),
+            };
+            (vec![stdin_child, stdout_child, stderr_child], wiring, false)
         }
         ExecMode::Pty { rows, cols } => {
-            terminal(&mut command, rows, cols).map_err(|e| opening("a terminal", &e))?
+            let pair = pty::open(rows, cols).map_err(|e| opening("a terminal", &e))?;
+            let clone = |fd: &OwnedFd| fd.try_clone().map_err(|e| opening("a terminal", &e));
+            let wiring = Wiring::Terminal {
+                reader: File::from(clone(&pair.master)?),
+                writer: File::from(clone(&pair.master)?),
+                master: pair.master,
+            };
+            (vec![pair.slave], wiring, true)
         }
     };
-    sys::prepare_child(&mut command, matches!(wiring, Wiring::Terminal { .. }));
-    Ok((command, wiring))
-}
-
-/// Opens a PTY and makes its slave the command's stdio.
-fn terminal(command: &mut Command, rows: u16, cols: u16) -> io::Result<Wiring> {
-    let pair = pty::open(rows, cols)?;
-    pty::attach(command, &pair.slave)?;
-    let reader = File::from(pair.master.try_clone()?);
-    let writer = File::from(pair.master.try_clone()?);
-    Ok(Wiring::Terminal {
-        master: pair.master,
-        reader,
-        writer,
-    })
-}
-
-fn file(end: impl Into<OwnedFd>) -> File {
-    File::from(end.into())
+    let fd = |index: usize| child_ends[index.min(child_ends.len() - 1)].as_raw_fd();
+    let plan = sys::ChildPlan {
+        program,
+        argv,
+        env,
+        workdir,
+        stdio: [fd(0), fd(1), fd(2)],
+        controlling_terminal,
+    };
+    Ok((Prepared { plan, child_ends }, wiring))
 }
 
 fn opening(what: &str, error: &io::Error) -> ExecError {

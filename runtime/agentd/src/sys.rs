@@ -1,13 +1,13 @@
-//! The few syscalls that neither std nor nix wraps safely: adopting an inherited fd, preparing
-//! a child between fork and exec (signal mask, controlling terminal), terminal resizing and bringing `lo` up. This is the
-//! only module of the agent that may use `unsafe`.
+//! The few syscalls that neither std nor nix wraps safely: adopting an inherited fd, starting a
+//! session's process (`clone` with `CLONE_VM | CLONE_VFORK`, set up between its start and its
+//! exec), terminal resizing and bringing `lo` up. This is the only module of the agent that may
+//! use `unsafe`.
 
 #![allow(unsafe_code)]
 
+use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, open, FcntlArg, FdFlag, OFlag};
@@ -46,46 +46,161 @@ pub fn adopt_inherited_fd(fd: RawFd) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Prepares the child started by `command` just before it execs: unblocks every signal (the
-/// agent blocks the ones it reads through its signalfd, a mask survives exec, and std leaves it
-/// alone), gives every standard signal its default action (an ignored one stays ignored across
-/// exec, and the agent may have been started with some ignored, as a background job of a
-/// shell is: `SIGINT` and `SIGQUIT`) and, with `controlling_terminal`, makes the child a session leader whose controlling
-/// terminal is its stdin (the PTY slave).
-pub fn prepare_child(command: &mut Command, controlling_terminal: bool) {
-    // SAFETY: the closure runs in the forked child before exec. It only calls
-    // pthread_sigmask(3), signal(2), open(2), write(2), close(2), setsid(2) and ioctl(2), all
-    // async-signal-safe, with a static path and buffer, and builds an
-    // `io::Error` from an errno, which does not allocate; it touches no lock or other state
-    // shared with the parent's threads.
-    unsafe {
-        command.pre_exec(move || {
-            SigSet::empty().thread_set_mask()?;
-            for signal in 1..32 {
-                if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                    libc::signal(signal, libc::SIG_DFL);
-                }
-            }
-            prefer_for_oom_kill();
-            if controlling_terminal {
-                nix::unistd::setsid()?;
-                // SAFETY: TIOCSCTTY takes an integer argument; fd 0 is the PTY slave (std sets
-                // up the child's stdio before running pre_exec closures).
-                if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+/// A process for [`spawn`] to start, prepared in full by the caller: between its start and
+/// its exec the child makes system calls only, with these values.
+pub struct ChildPlan {
+    /// The file to exec (already resolved on `PATH`).
+    pub program: CString,
+    pub argv: Vec<CString>,
+    /// `KEY=VALUE` entries.
+    pub env: Vec<CString>,
+    pub workdir: Option<CString>,
+    /// The child's fds 0, 1 and 2 (each above 2; the same fd may serve several).
+    pub stdio: [RawFd; 3],
+    /// Makes the child a session leader whose controlling terminal is its stdin (a PTY slave).
+    pub controlling_terminal: bool,
+}
+
+/// What the child of [`spawn`] reads, by pointers into the parent's memory (which it shares
+/// until its exec).
+struct ChildArgs {
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    workdir: *const libc::c_char,
+    stdio: [RawFd; 3],
+    controlling_terminal: bool,
+    /// Write end of the close-on-exec pipe a failed child reports its errno on.
+    report: RawFd,
+}
+
+/// Stack of the child until its exec: it runs a few system call wrappers.
+const CHILD_STACK_BYTES: usize = 64 * 1024;
+
+/// Starts `plan`'s process and returns its pid once it has exec'd; a failure before or at its
+/// exec comes back as the child's errno (the child is then reaped, unless the reaper was
+/// first).
+///
+/// The child shares the agent's memory and the parent thread waits until the exec
+/// (`CLONE_VM | CLONE_VFORK`, what `posix_spawn` does): no page table is copied, and no page of
+/// the agent is made copy-on-write, as a `fork` would (a millisecond for a fresh sandbox's
+/// first process on a nested-virtualisation host). The child sets every signal's action to the
+/// default (an ignored signal stays ignored across exec, and the agent may have been started
+/// with some ignored, as a background job of a shell is), raises its `oom_score_adj`, moves its
+/// stdio into place, changes directory, makes the terminal its own when asked, unblocks every
+/// signal (all of them are blocked from before the clone, so no handler of the agent runs on
+/// the shared memory) and execs.
+pub fn spawn(plan: &ChildPlan) -> io::Result<i32> {
+    if plan.stdio.iter().any(|fd| *fd <= 2) {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
     }
+    let pointers = |strings: &[CString]| -> Vec<*const libc::c_char> {
+        strings
+            .iter()
+            .map(|s| s.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect()
+    };
+    let argv = pointers(&plan.argv);
+    let envp = pointers(&plan.env);
+    let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let args = ChildArgs {
+        program: plan.program.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        workdir: plan
+            .workdir
+            .as_ref()
+            .map_or(std::ptr::null(), |dir| dir.as_ptr()),
+        stdio: plan.stdio,
+        controlling_terminal: plan.controlling_terminal,
+        report: report_write.as_raw_fd(),
+    };
+    let mut stack = vec![0u8; CHILD_STACK_BYTES];
+    // SAFETY: the stack grows down from its end, rounded down to the 16 bytes the ABI wants;
+    // the pointer stays inside the allocation.
+    let stack_top = unsafe { stack.as_mut_ptr().add(CHILD_STACK_BYTES) as usize & !15 };
+    let previous = SigSet::all().thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_SETMASK)?;
+    // SAFETY: `child_main` only makes async-signal-safe calls on `args`, which (with `argv`,
+    // `envp`, `plan` and `stack`) lives until `clone` returns: `CLONE_VFORK` suspends this
+    // thread until the child has exec'd or exited, and the child never returns into this
+    // frame (it execs or calls `_exit`). Every signal is blocked meanwhile.
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            stack_top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &args as *const ChildArgs as *mut libc::c_void,
+        )
+    };
+    let clone_error = io::Error::last_os_error();
+    let _ = previous.thread_set_mask();
+    drop(report_write);
+    drop(stack);
+    if pid < 0 {
+        return Err(clone_error);
+    }
+    let mut errno = [0u8; 4];
+    let mut report = std::fs::File::from(report_read);
+    match std::io::Read::read(&mut report, &mut errno) {
+        Ok(4) => {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
+        }
+        _ => Ok(pid),
+    }
+}
+
+/// The child of [`spawn`], on the agent's memory until its exec: system calls only.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildArgs` of the suspended parent (see `spawn`); every pointer in
+    // it is valid until the exec. The calls below are async-signal-safe and allocate nothing.
+    unsafe {
+        let args = &*(arg as *const ChildArgs);
+        for signal in 1..32 {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+        }
+        prefer_for_oom_kill();
+        for (target, fd) in (0..).zip(args.stdio) {
+            // dup2 onto itself would keep close-on-exec; spawn refuses fds 0-2.
+            if libc::dup2(fd, target) < 0 {
+                fail(args.report);
+            }
+        }
+        if !args.workdir.is_null() && libc::chdir(args.workdir) < 0 {
+            fail(args.report);
+        }
+        if args.controlling_terminal
+            && (libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0)
+        {
+            fail(args.report);
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::execve(args.program, args.argv, args.envp);
+        fail(args.report)
+    }
+}
+
+/// Ends the child of [`spawn`] after reporting its errno on `report`.
+///
+/// # Safety
+/// Only in that child, before its exec.
+unsafe fn fail(report: RawFd) -> ! {
+    let errno = *libc::__errno_location();
+    libc::write(report, (&errno as *const libc::c_int).cast(), 4);
+    libc::_exit(127)
 }
 
 /// Makes the calling process the OOM killer's first choice (`oom_score_adj` 1000, as
 /// Kubernetes gives best-effort pods). The agent itself keeps a lower score (-1000 where the
 /// launcher could set it, else 0), so that within the sandbox's memory cgroup the kernel always
 /// picks a workload before PID 1, and on a host short of memory untrusted code goes before the
-/// host's own processes. Raising one's own score needs no privilege. Called between fork and
-/// exec: only async-signal-safe calls, no allocation; a failure (no `/proc`) leaves the
+/// host's own processes. Raising one's own score needs no privilege. Called in the child of
+/// [`spawn`]: only async-signal-safe calls, no allocation; a failure (no `/proc`) leaves the
 /// inherited score.
 fn prefer_for_oom_kill() {
     const PATH: &[u8] = b"/proc/self/oom_score_adj\0";

@@ -173,6 +173,16 @@ fn start_failures_are_classified() {
     std::fs::remove_file(&script).unwrap();
     assert_eq!(kind, ExecErrorKind::PermissionDenied, "{message}");
 
+    // A failure in the child itself (its exec) comes back through its report pipe.
+    agent.exec(7, spec(&["/msb-test-no-such-dir/prog"], ExecMode::Buffered));
+    assert_eq!(agent.exec_failed(7).0, ExecErrorKind::NotFound);
+    agent.exec(8, spec(&["echo", "a\0b"], ExecMode::Buffered));
+    assert_eq!(agent.exec_failed(8).0, ExecErrorKind::InvalidRequest);
+    let mut bad_name = spec(&["true"], ExecMode::Buffered);
+    bad_name.env = vec![("A=B".into(), "c".into())];
+    agent.exec(9, bad_name);
+    assert_eq!(agent.exec_failed(9).0, ExecErrorKind::InvalidRequest);
+
     // A session that started fine afterwards still works.
     assert_eq!(
         agent

@@ -141,7 +141,12 @@ impl PreparedDisk {
             None::<&str>,
         ) {
             Ok(()) => {
-                let _ = std::fs::remove_dir(&self.mount);
+                // The emptied mount point goes on a thread: removing a directory a mount just
+                // left waits for an RCU grace period (5 ms here), and this is a start's path.
+                let mount = self.mount.clone();
+                background("msb-disk-rmdir", move || {
+                    let _ = std::fs::remove_dir(mount);
+                });
                 Ok(self.device.clone())
             }
             Err(e) => {
