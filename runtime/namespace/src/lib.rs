@@ -58,6 +58,7 @@ mod error;
 mod launch;
 mod sandbox;
 pub mod seccomp;
+mod seccomp_bpf;
 mod setup;
 mod spec;
 mod sys;

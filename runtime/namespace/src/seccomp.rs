@@ -8,8 +8,10 @@
 //! `process_madvise`), load or configure the kernel, mount, or enter namespaces, fails with
 //! `EPERM`. `clone3` and `socketcall` fail with `ENOSYS` instead: libc then falls back to
 //! `clone` and to the direct socket calls, whose arguments the filter can read. The filter
-//! covers the 32-bit ABIs too. libseccomp compiles it once per process ([`program`]); PID 1
-//! installs it as its last step before exec. The reasons are in
+//! covers the 32-bit ABIs too. It is compiled once per build ([`program`], kept on disk): on
+//! x86_64 by msb as a compact program of ranges ([`crate::seccomp_bpf`], 277 instructions
+//! against libseccomp's 698, tested to decide exactly as libseccomp's does), elsewhere by
+//! libseccomp; PID 1 installs it as its last step before exec. The reasons are in
 //! `docs/adr/002-namespace-backend.md`.
 
 use std::io::{Read, Seek};
@@ -433,8 +435,8 @@ const NEWER_SYSCALLS: &[(&str, i32)] = &[
     ("file_setattr", 469),
 ];
 
-/// The filter as a classic BPF program (`struct sock_filter` array, native endian), compiled by
-/// libseccomp once per process and installed in each PID 1 just before its exec.
+/// The filter as a classic BPF program (`struct sock_filter` array, native endian), compiled
+/// once per process ([`compile`]) and installed in each PID 1 just before its exec.
 ///
 /// With a cache directory set ([`set_cache_dir`]) the compiled program is kept there for the
 /// next process of the same executable: libseccomp's compilation costs 20-30 ms of CPU, which
@@ -506,6 +508,7 @@ fn cache_key() -> u64 {
         }
     }
     add(include_str!("seccomp.rs").as_bytes());
+    add(include_str!("seccomp_bpf.rs").as_bytes());
     if let Ok(version) = libseccomp::ScmpVersion::current() {
         add(format!("{}.{}.{}", version.major, version.minor, version.micro).as_bytes());
     }
@@ -581,6 +584,144 @@ fn resolve(name: &str, by_number: bool) -> Option<ScmpSyscall> {
 /// apart because libseccomp 2.5 adds a rule by number (for [`NEWER_SYSCALLS`]) only to a filter
 /// of the native architecture alone; 32-bit callers do without those newer calls.
 fn compile() -> Result<Vec<u8>, String> {
+    match compact()? {
+        Some(program) => Ok(program),
+        None => compile_with_libseccomp(),
+    }
+}
+
+/// The i386 numbers of the socket and System V IPC calls that libseccomp 2.5 knows only as
+/// multiplexed (through `socketcall` and `ipc`) though the kernel has direct calls for them
+/// (since Linux 4.3 and 5.1): libseccomp's program allows the direct calls too.
+const I386_DIRECT_CALLS: &[(&str, i32)] = &[
+    ("socket", 359),
+    ("socketpair", 360),
+    ("bind", 361),
+    ("connect", 362),
+    ("listen", 363),
+    ("accept4", 364),
+    ("getsockopt", 365),
+    ("setsockopt", 366),
+    ("getsockname", 367),
+    ("getpeername", 368),
+    ("sendto", 369),
+    ("sendmsg", 370),
+    ("recvfrom", 371),
+    ("recvmsg", 372),
+    ("shutdown", 373),
+    ("recvmmsg", 337),
+    ("sendmmsg", 345),
+    ("semget", 393),
+    ("semctl", 394),
+    ("shmget", 395),
+    ("shmctl", 396),
+    ("shmat", 397),
+    ("shmdt", 398),
+    ("msgget", 399),
+    ("msgsnd", 400),
+    ("msgrcv", 401),
+    ("msgctl", 402),
+];
+
+/// `AUDIT_ARCH_X86_64` and `AUDIT_ARCH_I386`, as `seccomp_data.arch` carries them.
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+/// x32 calls are x86_64 calls with this bit in their number.
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// What the program returns: `SECCOMP_RET_ALLOW`, and `SECCOMP_RET_ERRNO` with `EPERM` (the
+/// default) or `ENOSYS` (the fallback calls, another architecture).
+fn actions() -> crate::seccomp_bpf::Actions {
+    const RET_ERRNO: u32 = 0x0005_0000;
+    crate::seccomp_bpf::Actions {
+        allow: 0x7fff_0000,
+        default: RET_ERRNO | libc::EPERM as u32,
+        fallback: RET_ERRNO | libc::ENOSYS as u32,
+        bad_arch: RET_ERRNO | libc::ENOSYS as u32,
+    }
+}
+
+/// The same rules as a compact program ([`crate::seccomp_bpf`]) where msb builds one: x86_64
+/// with its i386 section, on a kernel without x32 (libseccomp compiles the other cases).
+fn compact() -> Result<Option<Vec<u8>>, String> {
+    if !cfg!(target_arch = "x86_64") || crate::sys::kernel_runs_x32() {
+        return Ok(None);
+    }
+    let native = arch_rules(ScmpArch::X8664, AUDIT_ARCH_X86_64, true)?;
+    let i386 = arch_rules(ScmpArch::X86, AUDIT_ARCH_I386, false)?;
+    Ok(Some(crate::seccomp_bpf::program(
+        &[native, i386],
+        actions(),
+    )))
+}
+
+/// One architecture's rules by number, resolved as [`rules`] resolves them for libseccomp.
+fn arch_rules(
+    arch: ScmpArch,
+    audit_arch: u32,
+    native: bool,
+) -> Result<crate::seccomp_bpf::ArchRules, String> {
+    use crate::seccomp_bpf::ArgCheck;
+    let number = |name: &str| -> Option<u32> {
+        let known = ScmpSyscall::from_name_by_arch(name, arch)
+            .ok()
+            .map(i32::from)
+            .filter(|n| *n >= 0);
+        let newer = || {
+            NEWER_SYSCALLS
+                .iter()
+                .find(|(known, _)| *known == name)
+                .map(|(_, n)| *n)
+        };
+        let n = match known {
+            Some(n) => Some(n),
+            None if native => newer(),
+            None if arch == ScmpArch::X86 => I386_DIRECT_CALLS
+                .iter()
+                .find(|(known, _)| *known == name)
+                .map(|(_, n)| *n),
+            None => None,
+        };
+        n.map(|n| n as u32)
+    };
+    let required =
+        |name: &str| number(name).ok_or_else(|| format!("seccomp: no {name} on {arch:?}"));
+    let allowed = ALLOWED_SYSCALLS
+        .iter()
+        .filter_map(|name| number(name))
+        .collect();
+    let fallback = FALLBACK_SYSCALLS
+        .iter()
+        .filter_map(|name| number(name))
+        .collect();
+    let mut conditional = vec![
+        (required("clone")?, ArgCheck::MaskedZero(NAMESPACE_FLAGS)),
+        (
+            required("unshare")?,
+            ArgCheck::MaskedZero(NAMESPACE_FLAGS | CLONE_NEWTIME),
+        ),
+        (
+            required("personality")?,
+            ArgCheck::OneOf(PERSONALITIES.to_vec()),
+        ),
+    ];
+    for name in ["socket", "socketpair"] {
+        if let Some(nr) = number(name) {
+            conditional.push((nr, ArgCheck::NotEqual(AF_VSOCK)));
+        }
+    }
+    Ok(crate::seccomp_bpf::ArchRules {
+        audit_arch,
+        wide_args: native,
+        numbers_below: native.then_some(X32_SYSCALL_BIT),
+        allowed,
+        fallback,
+        conditional,
+    })
+}
+
+/// The filter as libseccomp compiles it (the reference the compact program is tested against).
+fn compile_with_libseccomp() -> Result<Vec<u8>, String> {
     let mut filter = rules(None)?;
     if !compat_architectures().is_empty() {
         filter
@@ -685,6 +826,65 @@ fn export(filter: &ScmpFilterContext) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every decision of the compact program is libseccomp's: every number below 1100 of the
+    /// x86_64 and i386 sections, x32 numbers, an unknown architecture, each with first arguments
+    /// around every value a rule compares (both halves on x86_64).
+    #[test]
+    fn the_compact_program_decides_as_libseccomps() {
+        let Some(compact) = compact().unwrap() else {
+            eprintln!("skipped: no compact program here (not x86_64, or x32 runs)");
+            return;
+        };
+        let reference = compile_with_libseccomp().unwrap();
+        let mut args: Vec<u64> = vec![0, 1, 2, 0xffff_ffff, u64::MAX, 1 << 32, 1 << 63];
+        for bit in 0..64 {
+            args.push(1 << bit);
+        }
+        for value in [NAMESPACE_FLAGS, NAMESPACE_FLAGS | CLONE_NEWTIME, AF_VSOCK]
+            .into_iter()
+            .chain(PERSONALITIES)
+        {
+            for high in [0, 1, 0xffff_ffff] {
+                args.push(value | high << 32);
+                args.push((value ^ 1) | high << 32);
+            }
+        }
+        let data = |arch: u32, nr: u32, arg: u64| {
+            let mut data = [0u8; 64];
+            data[0..4].copy_from_slice(&nr.to_ne_bytes());
+            data[4..8].copy_from_slice(&arch.to_ne_bytes());
+            data[16..24].copy_from_slice(&arg.to_ne_bytes());
+            data
+        };
+        let mut cases = 0;
+        for arch in [AUDIT_ARCH_X86_64, AUDIT_ARCH_I386, 0xc000_00b7, 0] {
+            let numbers = (0..1100)
+                .chain((0..1100).map(|n| n | X32_SYSCALL_BIT))
+                .chain([u32::MAX, 0x7fff_ffff, 0x8000_0000]);
+            for nr in numbers {
+                for &arg in &args {
+                    let input = data(arch, nr, arg);
+                    let (ours, theirs) = (
+                        crate::seccomp_bpf::run(&compact, &input),
+                        crate::seccomp_bpf::run(&reference, &input),
+                    );
+                    assert_eq!(
+                        ours, theirs,
+                        "arch {arch:#x} nr {nr} arg {arg:#x}: compact {ours:#x}, libseccomp {theirs:#x}"
+                    );
+                    cases += 1;
+                }
+            }
+        }
+        assert!(cases > 1_000_000);
+        assert!(
+            compact.len() * 2 < reference.len(),
+            "{} instructions against libseccomp's {}",
+            compact.len() / 8,
+            reference.len() / 8
+        );
+    }
 
     #[test]
     fn a_kept_program_is_the_compiled_one_and_a_damaged_one_is_replaced() {
