@@ -915,9 +915,10 @@ mod tests {
     #[test]
     fn filter_compiles_to_a_bpf_program() {
         let program = program().expect("filter compiles");
-        // One instruction is 8 bytes; an allow-list over three ABIs is some hundreds of them.
+        // One instruction is 8 bytes; an allow-list over two or three ABIs is some hundreds of
+        // them (277 as ranges on x86_64, 698 from libseccomp).
         assert_eq!(program.len() % 8, 0);
-        assert!(program.len() / 8 > 300, "{}", program.len());
+        assert!(program.len() / 8 > 200, "{}", program.len() / 8);
         assert!(
             std::ptr::eq(program, super::program().unwrap()),
             "compiled once"
