@@ -152,16 +152,66 @@ pub fn mount(dir: &Path, mountpoint: &Path, options: &MountOptions) -> Result<Se
 /// at once; the workers stop when the mount goes away.
 pub fn serve(fuse_fd: OwnedFd, fs: Arc<PassthroughFs>, threads: usize) -> io::Result<Server> {
     let device = Arc::new(File::from(fuse_fd));
+    let gate = Arc::new(MountGate::default());
     let mut workers = Vec::new();
     for index in 0..threads.max(1) {
         let device = Arc::clone(&device);
         let fs = Arc::clone(&fs);
+        let gate = Arc::clone(&gate);
         let worker = std::thread::Builder::new()
             .name(format!("msb-fs-{index}"))
-            .spawn(move || work(&device, &fs))?;
+            .spawn(move || {
+                if index == 0 {
+                    let _settled = Settle(&gate);
+                    work(&device, &fs, Some(&gate));
+                } else if gate.wait() {
+                    work(&device, &fs, None);
+                }
+            })?;
         workers.push(worker);
     }
     Ok(Server { fs, workers })
+}
+
+/// Until the connection is mounted (a sandbox's PID 1 mounts it after [`serve`]), reading it
+/// fails and a worker polls; only the first worker does, the others wait here until it has
+/// read a first request (then they serve too) or given up (then they stop): a poll every
+/// 200 µs per worker took CPU from the PID 1 being waited for.
+#[derive(Default)]
+struct MountGate {
+    /// `Some(true)`: mounted; `Some(false)`: the first worker stopped before it was.
+    state: std::sync::Mutex<Option<bool>>,
+    changed: std::sync::Condvar,
+}
+
+impl MountGate {
+    fn settle(&self, mounted: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.is_none() {
+            *state = Some(mounted);
+            self.changed.notify_all();
+        }
+    }
+
+    /// Whether the connection got mounted (waits at most [`MOUNT_WAIT`] for the first worker).
+    fn wait(&self) -> bool {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (state, _) = self
+            .changed
+            .wait_timeout_while(state, MOUNT_WAIT, |state| state.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        state.unwrap_or(false)
+    }
+}
+
+/// Settles the gate as not mounted when the first worker stops, however it stops (a no-op if
+/// it was mounted by then).
+struct Settle<'a>(&'a MountGate);
+
+impl Drop for Settle<'_> {
+    fn drop(&mut self) {
+        self.0.settle(false);
+    }
 }
 
 /// The workers serving one `/dev/fuse` descriptor.
@@ -259,7 +309,7 @@ impl Drop for Session {
 const MOUNT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One worker: read a request, dispatch, reply, until the device says the mount is gone.
-fn work(device: &File, fs: &PassthroughFs) {
+fn work(device: &File, fs: &PassthroughFs, gate: Option<&MountGate>) {
     let mut request = vec![0u8; MAX_WRITE_BYTES as usize + 4096];
     let mut bufs = Buffers::new();
     let started = std::time::Instant::now();
@@ -267,7 +317,12 @@ fn work(device: &File, fs: &PassthroughFs) {
     loop {
         let len = match (&*device).read(&mut request) {
             Ok(len) => {
-                connected = true;
+                if !connected {
+                    connected = true;
+                    if let Some(gate) = gate {
+                        gate.settle(true);
+                    }
+                }
                 len
             }
             Err(e) => match e.raw_os_error() {
