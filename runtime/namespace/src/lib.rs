@@ -59,6 +59,7 @@ mod launch;
 mod sandbox;
 pub mod seccomp;
 mod seccomp_bpf;
+mod seccomp_cache;
 mod setup;
 mod spec;
 mod sys;

@@ -8,7 +8,8 @@
 //! `process_madvise`), load or configure the kernel, mount, or enter namespaces, fails with
 //! `EPERM`. `clone3` and `socketcall` fail with `ENOSYS` instead: libc then falls back to
 //! `clone` and to the direct socket calls, whose arguments the filter can read. The filter
-//! covers the 32-bit ABIs too. It is compiled once per build ([`program`], kept on disk): on
+//! covers the 32-bit ABIs too. It is compiled once per build ([`program`], kept on disk by
+//! `crate::seccomp_cache`): on
 //! x86_64 by msb as a compact program of ranges ([`crate::seccomp_bpf`], 277 instructions
 //! against libseccomp's 698, tested to decide exactly as libseccomp's does), elsewhere by
 //! libseccomp; PID 1 installs it as its last step before exec. The reasons are in
@@ -445,7 +446,7 @@ pub fn program() -> Result<&'static [u8], String> {
     static PROGRAM: std::sync::OnceLock<Result<Vec<u8>, String>> = std::sync::OnceLock::new();
     PROGRAM
         .get_or_init(|| match CACHE_DIR.get() {
-            Some(dir) => cached(dir),
+            Some(dir) => crate::seccomp_cache::cached(dir, compile),
             None => compile(),
         })
         .as_deref()
@@ -458,87 +459,6 @@ static CACHE_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock:
 /// filter is what confines every sandbox). Set once, before the first [`program`].
 pub fn set_cache_dir(dir: std::path::PathBuf) {
     let _ = CACHE_DIR.set(dir);
-}
-
-/// The program from `dir` when this executable compiled it before, else compiled and kept
-/// there (a failure to keep it is not an error). The file's name is a hash of what decides the
-/// program: this executable (its size, modification time and inode: a rebuild is a new key),
-/// this source file, libseccomp's version and the architecture.
-fn cached(dir: &std::path::Path) -> Result<Vec<u8>, String> {
-    let path = dir.join(format!("seccomp-{:016x}.bpf", cache_key()));
-    if let Ok(program) = std::fs::read(&path) {
-        if is_program(&program) {
-            return Ok(program);
-        }
-    }
-    let program = compile()?;
-    if let Err(e) = keep(dir, &path, &program) {
-        tracing::debug!("keeping the seccomp program in {}: {e}", path.display());
-    }
-    Ok(program)
-}
-
-/// A plausible `struct sock_filter` array: whole instructions, at most the kernel's limit.
-fn is_program(bytes: &[u8]) -> bool {
-    const BPF_MAXINSNS: usize = 4096;
-    !bytes.is_empty() && bytes.len() % 8 == 0 && bytes.len() / 8 <= BPF_MAXINSNS
-}
-
-fn cache_key() -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    // FNV-1a: a cache key, not a defence (the directory is private).
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut add = |bytes: &[u8]| {
-        for byte in bytes {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    if let Some(meta) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| std::fs::metadata(exe).ok())
-    {
-        for n in [
-            meta.len(),
-            meta.mtime() as u64,
-            meta.mtime_nsec() as u64,
-            meta.ino(),
-        ] {
-            add(&n.to_le_bytes());
-        }
-    }
-    add(include_str!("seccomp.rs").as_bytes());
-    add(include_str!("seccomp_bpf.rs").as_bytes());
-    if let Ok(version) = libseccomp::ScmpVersion::current() {
-        add(format!("{}.{}.{}", version.major, version.minor, version.micro).as_bytes());
-    }
-    add(std::env::consts::ARCH.as_bytes());
-    add(&[u8::from(crate::sys::kernel_runs_x32())]);
-    hash
-}
-
-/// Writes `program` to `path` in `dir` (made 0700) through a temporary file (0600) and a
-/// rename, so a concurrent reader sees all of it or nothing.
-fn keep(dir: &std::path::Path, path: &std::path::Path, program: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let staging = path.with_extension(format!("{}.tmp", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&staging)?;
-    file.write_all(program)?;
-    drop(file);
-    std::fs::rename(&staging, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&staging);
-    })
 }
 
 /// Architectures the filter covers besides the native one, so that 32-bit callers meet the same
@@ -574,10 +494,15 @@ fn resolve(name: &str, by_number: bool) -> Option<ScmpSyscall> {
     if !by_number || !cfg!(target_arch = "x86_64") {
         return None;
     }
-    NEWER_SYSCALLS
+    listed(NEWER_SYSCALLS, name).map(ScmpSyscall::from)
+}
+
+/// `name`'s number in a table of (name, number).
+fn listed(table: &[(&str, i32)], name: &str) -> Option<i32> {
+    table
         .iter()
         .find(|(known, _)| *known == name)
-        .map(|(_, number)| ScmpSyscall::from(*number))
+        .map(|(_, number)| *number)
 }
 
 /// The native architecture's filter merged with the compat architectures' one. They are built
@@ -667,19 +592,10 @@ fn arch_rules(
             .ok()
             .map(i32::from)
             .filter(|n| *n >= 0);
-        let newer = || {
-            NEWER_SYSCALLS
-                .iter()
-                .find(|(known, _)| *known == name)
-                .map(|(_, n)| *n)
-        };
         let n = match known {
             Some(n) => Some(n),
-            None if native => newer(),
-            None if arch == ScmpArch::X86 => I386_DIRECT_CALLS
-                .iter()
-                .find(|(known, _)| *known == name)
-                .map(|(_, n)| *n),
+            None if native => listed(NEWER_SYSCALLS, name),
+            None if arch == ScmpArch::X86 => listed(I386_DIRECT_CALLS, name),
             None => None,
         };
         n.map(|n| n as u32)
@@ -824,158 +740,5 @@ fn export(filter: &ScmpFilterContext) -> Result<Vec<u8>, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every decision of the compact program is libseccomp's: every number below 1100 of the
-    /// x86_64 and i386 sections, x32 numbers, an unknown architecture, each with first arguments
-    /// around every value a rule compares (both halves on x86_64).
-    #[test]
-    fn the_compact_program_decides_as_libseccomps() {
-        let Some(compact) = compact().unwrap() else {
-            eprintln!("skipped: no compact program here (not x86_64, or x32 runs)");
-            return;
-        };
-        let reference = compile_with_libseccomp().unwrap();
-        let mut args: Vec<u64> = vec![0, 1, 2, 0xffff_ffff, u64::MAX, 1 << 32, 1 << 63];
-        for bit in 0..64 {
-            args.push(1 << bit);
-        }
-        for value in [NAMESPACE_FLAGS, NAMESPACE_FLAGS | CLONE_NEWTIME, AF_VSOCK]
-            .into_iter()
-            .chain(PERSONALITIES)
-        {
-            for high in [0, 1, 0xffff_ffff] {
-                args.push(value | high << 32);
-                args.push((value ^ 1) | high << 32);
-            }
-        }
-        let data = |arch: u32, nr: u32, arg: u64| {
-            let mut data = [0u8; 64];
-            data[0..4].copy_from_slice(&nr.to_ne_bytes());
-            data[4..8].copy_from_slice(&arch.to_ne_bytes());
-            data[16..24].copy_from_slice(&arg.to_ne_bytes());
-            data
-        };
-        let mut cases = 0;
-        for arch in [AUDIT_ARCH_X86_64, AUDIT_ARCH_I386, 0xc000_00b7, 0] {
-            let numbers = (0..1100)
-                .chain((0..1100).map(|n| n | X32_SYSCALL_BIT))
-                .chain([u32::MAX, 0x7fff_ffff, 0x8000_0000]);
-            for nr in numbers {
-                for &arg in &args {
-                    let input = data(arch, nr, arg);
-                    let (ours, theirs) = (
-                        crate::seccomp_bpf::run(&compact, &input),
-                        crate::seccomp_bpf::run(&reference, &input),
-                    );
-                    assert_eq!(
-                        ours, theirs,
-                        "arch {arch:#x} nr {nr} arg {arg:#x}: compact {ours:#x}, libseccomp {theirs:#x}"
-                    );
-                    cases += 1;
-                }
-            }
-        }
-        assert!(cases > 1_000_000);
-        assert!(
-            compact.len() * 2 < reference.len(),
-            "{} instructions against libseccomp's {}",
-            compact.len() / 8,
-            reference.len() / 8
-        );
-    }
-
-    #[test]
-    fn a_kept_program_is_the_compiled_one_and_a_damaged_one_is_replaced() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = dir.path().join("cache");
-        let compiled = compile().unwrap();
-        assert_eq!(cached(&cache).unwrap(), compiled);
-        let files: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().collect();
-        assert_eq!(files.len(), 1, "one program, no temporary file left");
-        let kept = files[0].path();
-        assert_eq!(std::fs::read(&kept).unwrap(), compiled);
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        // Read back as it is (no compilation: a marker instruction survives)...
-        let mut marked = compiled.clone();
-        marked[0] ^= 0xff;
-        std::fs::write(&kept, &marked).unwrap();
-        assert_eq!(cached(&cache).unwrap(), marked);
-        // ...unless it is not a whole program, which is compiled and kept again.
-        std::fs::write(&kept, &compiled[..compiled.len() - 3]).unwrap();
-        assert_eq!(cached(&cache).unwrap(), compiled);
-        assert_eq!(std::fs::read(&kept).unwrap(), compiled);
-    }
-
-    #[test]
-    fn filter_compiles_to_a_bpf_program() {
-        let program = program().expect("filter compiles");
-        // One instruction is 8 bytes; an allow-list over two or three ABIs is some hundreds of
-        // them (277 as ranges on x86_64, 698 from libseccomp).
-        assert_eq!(program.len() % 8, 0);
-        assert!(program.len() / 8 > 200, "{}", program.len() / 8);
-        assert!(
-            std::ptr::eq(program, super::program().unwrap()),
-            "compiled once"
-        );
-    }
-
-    #[test]
-    fn the_allow_list_has_no_duplicates_and_leaves_out_what_reaches_past_the_sandbox() {
-        let mut names: Vec<&str> = ALLOWED_SYSCALLS.to_vec();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), ALLOWED_SYSCALLS.len());
-        for denied in [
-            "ptrace",
-            "process_vm_readv",
-            "process_vm_writev",
-            "pidfd_getfd",
-            "kcmp",
-            "process_madvise",
-            "bpf",
-            "perf_event_open",
-            "userfaultfd",
-            "io_uring_setup",
-            "keyctl",
-            "add_key",
-            "mount",
-            "umount2",
-            "move_mount",
-            "open_tree",
-            "fsopen",
-            "setns",
-            "pivot_root",
-            "open_by_handle_at",
-            "init_module",
-            "kexec_load",
-            "reboot",
-            "swapon",
-            "settimeofday",
-            "clock_settime",
-            "syslog",
-            "sethostname",
-            "socket",
-            "clone",
-            "unshare",
-            "personality",
-        ] {
-            assert!(!ALLOWED_SYSCALLS.contains(&denied), "{denied} is allowed");
-        }
-    }
-
-    #[test]
-    fn every_allowed_name_is_known_to_libseccomp_or_listed_by_number() {
-        let unknown: Vec<&str> = ALLOWED_SYSCALLS
-            .iter()
-            .copied()
-            .filter(|name| resolve(name, true).is_none())
-            .collect();
-        assert!(unknown.is_empty(), "unknown syscalls: {unknown:?}");
-    }
-}
+#[path = "seccomp_tests.rs"]
+mod tests;

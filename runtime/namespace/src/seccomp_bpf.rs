@@ -172,47 +172,48 @@ fn ranges(numbers: &BTreeSet<u32>) -> Vec<(u32, u32)> {
     out
 }
 
-/// A block that returns allow when the first argument passes `check`, else the default.
+/// A block that returns allow when the first argument passes `check`, else the default: with
+/// wide arguments a test of the high half (its jumps counted from just after it), then the low
+/// half loaded and tested, then the two returns.
 fn arg_check(check: &ArgCheck, wide: bool, actions: Actions) -> Vec<Insn> {
     let halves = |v: u64| (v as u32, (v >> 32) as u32);
-    let mut out = Vec::new();
-    // Each variant ends with [allow, default] returns; jumps are computed to them.
-    match check {
+    let (high, low): (Insn, Vec<Insn>) = match check {
         ArgCheck::MaskedZero(mask) => {
             let (mask_low, mask_high) = halves(*mask);
-            if wide {
-                out.push(stmt(LD_W_ABS, ARG0_HIGH));
+            (
                 // Any bit of the mask set: the default (3 ahead: ld, jset, allow).
-                out.push(jump(JMP_JSET_K, mask_high, 3, 0));
-            }
-            out.push(stmt(LD_W_ABS, ARG0_LOW));
-            out.push(jump(JMP_JSET_K, mask_low, 1, 0));
+                jump(JMP_JSET_K, mask_high, 3, 0),
+                vec![jump(JMP_JSET_K, mask_low, 1, 0)],
+            )
         }
         ArgCheck::NotEqual(value) => {
             let (value_low, value_high) = halves(*value);
-            if wide {
-                out.push(stmt(LD_W_ABS, ARG0_HIGH));
+            (
                 // Another high half: not equal, allowed (2 ahead: ld, jeq).
-                out.push(jump(JMP_JEQ_K, value_high, 0, 2));
-            }
-            out.push(stmt(LD_W_ABS, ARG0_LOW));
-            out.push(jump(JMP_JEQ_K, value_low, 1, 0));
+                jump(JMP_JEQ_K, value_high, 0, 2),
+                vec![jump(JMP_JEQ_K, value_low, 1, 0)],
+            )
         }
         ArgCheck::OneOf(values) => {
             let count = values.len();
-            if wide {
-                // Every value has a zero high half here; another one is none of them.
-                assert!(values.iter().all(|v| v >> 32 == 0), "32-bit values");
-                out.push(stmt(LD_W_ABS, ARG0_HIGH));
-                out.push(jump(JMP_JEQ_K, 0, 0, count + 3));
-            }
-            out.push(stmt(LD_W_ABS, ARG0_LOW));
-            for (index, value) in values.iter().enumerate() {
-                out.push(jump(JMP_JEQ_K, *value as u32, count - index, 0));
-            }
-            out.push(stmt(JMP_JA, 1));
+            // Every value has a zero high half; another one is none of them.
+            assert!(values.iter().all(|v| v >> 32 == 0), "32-bit values");
+            let mut low: Vec<Insn> = values
+                .iter()
+                .enumerate()
+                .map(|(index, value)| jump(JMP_JEQ_K, *value as u32, count - index, 0))
+                .collect();
+            low.push(stmt(JMP_JA, 1));
+            (jump(JMP_JEQ_K, 0, 0, count + 3), low)
         }
+    };
+    let mut out = Vec::new();
+    if wide {
+        out.push(stmt(LD_W_ABS, ARG0_HIGH));
+        out.push(high);
     }
+    out.push(stmt(LD_W_ABS, ARG0_LOW));
+    out.extend(low);
     out.push(stmt(RET_K, actions.allow));
     out.push(stmt(RET_K, actions.default));
     out

@@ -64,7 +64,7 @@ pub fn open_tap_early(
     launcher: &mut msb_namespace::WarmLauncher,
 ) -> Option<EarlyTap> {
     use std::os::unix::fs::MetadataExt;
-    let netns = launcher
+    let (file, identity) = launcher
         .network_namespace()
         .and_then(|file| {
             let meta = file.metadata().map_err(|e| e.to_string())?;
@@ -73,7 +73,6 @@ pub fn open_tap_early(
         .inspect_err(|e| tracing::debug!("eth0 made after PID 1 starts: {e}"))
         .ok()?;
     let setup = network.config().guest_setup();
-    let (file, identity) = netns;
     let thread = std::thread::Builder::new()
         .name("msb-eth0".into())
         .spawn(move || msb_net::tap::open_in(file, "eth0", Some(&setup)))
