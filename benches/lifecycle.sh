@@ -2,10 +2,13 @@
 # Start and exec latency of msb against crun and bwrap, side by side in one run, on the same
 # busybox root filesystem (a copy of the one msb builds at $MSB_HOME/images/busybox/rootfs):
 #
-#   run:  `msb run -- true`         vs `crun run` (bundle running `true`) vs `bwrap ... true`
+#   run:  `msb run -- true`         vs `crun run` (bundle running `true`) vs `bwrap ... true`,
+#         back to back (each run overlaps what the one before left to do in the background)
 #         and `msb run -- true` on a second msbd with no warm supervisors (MSB_WARM_SUPERVISORS=0,
 #         "msb run cold": every start spawns its supervisor and migrates into fresh cgroups; run
 #         through `env`, which adds well under a millisecond)
+#   spaced: `msb run -- true`       vs `crun run`, SPACING seconds apart (hyperfine --prepare
+#         sleep): the latency of a start on a machine that is not already busy with starts
 #   exec: `msb exec bench -- true`  vs `crun exec <running container> true`
 #         (msbd and one `sleep` sandbox kept warm; one `sleep` crun container kept running)
 #
@@ -22,6 +25,8 @@
 #   ROUNDS        alternating rounds per part (default 6)
 #   RUNS          timed runs per command and round for run (default 20)
 #   EXEC_RUNS     timed runs per command and round for exec (default 40)
+#   SPACED_RUNS   timed runs per command and round for the spaced part (default 10)
+#   SPACING       seconds between two runs of the spaced part (default 0.3)
 #   WARMUP        untimed runs per command and round (default 3)
 #   BENCH_KEEP=1  keep the work directory (hyperfine JSON in results/, MSB_HOME, bundles)
 set -euo pipefail
@@ -29,6 +34,8 @@ set -euo pipefail
 ROUNDS=${ROUNDS:-6}
 RUNS=${RUNS:-20}
 EXEC_RUNS=${EXEC_RUNS:-40}
+SPACED_RUNS=${SPACED_RUNS:-10}
+SPACING=${SPACING:-0.3}
 WARMUP=${WARMUP:-3}
 
 say() { printf '%s\n' "$*" >&2; }
@@ -175,6 +182,8 @@ in_crun_ns "$CRUN" --root "$crun_root" run -b "$work/bundle-run" bench-run </dev
 q() { printf '%q ' "$@"; } # one hyperfine -N command line
 declare -A cmd=(
     ["msb run"]=$(q "$MSB" run -- true)
+    ["msb run spaced"]=$(q "$MSB" run -- true)
+    ["crun run spaced"]=$(q "$CRUN" --root "$crun_root" run -b "$work/bundle-run" bench-run)
     ["msb run cold"]=$(q env "MSB_HOME=$cold_home" "$MSB" run -- true)
     ["crun run"]=$(q "$CRUN" --root "$crun_root" run -b "$work/bundle-run" bench-run)
     ["bwrap run"]=$(q "$BWRAP" --ro-bind "$rootfs" / --proc /proc --dev /dev --unshare-all true)
@@ -183,8 +192,11 @@ declare -A cmd=(
 )
 
 measure() { # PART RUNS NAME...: ROUNDS hyperfine invocations, order reversed every other round
-    local part=$1 runs=$2 round name
+    local part=$1 runs=$2 round name prepare=()
     shift 2
+    # The spaced part leaves each run's background work (msb's clean-up of the run before and
+    # the warm supervisor's preparation of the next) the time to finish before the next run.
+    [ "$part" = spaced ] && prepare=(--prepare "sleep $SPACING")
     local names=("$@")
     for ((round = 1; round <= ROUNDS; round++)); do
         local order=() args=()
@@ -198,7 +210,7 @@ measure() { # PART RUNS NAME...: ROUNDS hyperfine invocations, order reversed ev
         # -i: a failed run must not abort the whole benchmark; the summary drops and counts it.
         # hyperfine's warnings (outliers, ignored exit codes) go to a log, shown only on error.
         local log=$results/$part-$round.log
-        in_crun_ns hyperfine -N -i --style none --warmup "$WARMUP" --runs "$runs" \
+        in_crun_ns hyperfine -N -i --style none --warmup "$WARMUP" --runs "$runs" "${prepare[@]}" \
             --export-json "$results/$part-$round.json" "${args[@]}" </dev/null >"$log" 2>&1 \
             || { cat "$log" >&2; die "hyperfine failed ($part round $round)"; }
     done
@@ -207,6 +219,7 @@ measure() { # PART RUNS NAME...: ROUNDS hyperfine invocations, order reversed ev
 say "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs"
 started=$SECONDS
 measure run "$RUNS" "msb run" "msb run cold" "crun run" "bwrap run"
+measure spaced "$SPACED_RUNS" "msb run spaced" "crun run spaced"
 measure exec "$EXEC_RUNS" "msb exec" "crun exec"
 say "measured in $((SECONDS - started)) s; load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -257,14 +270,15 @@ def p90(times):
     times = sorted(times)
     return times[round(0.9 * (len(times) - 1))]
 
-print(f"\n{'':13}{'median':>10}{'p90':>10}{'runs':>6}{'failed':>8}")
-for name in ["msb run", "msb run cold", "crun run", "bwrap run", "msb exec", "crun exec"]:
+print(f"\n{'':16}{'median':>10}{'p90':>10}{'runs':>6}{'failed':>8}")
+for name in ["msb run", "msb run cold", "crun run", "bwrap run", "msb run spaced",
+             "crun run spaced", "msb exec", "crun exec"]:
     times = pooled.get(name, [])
     if not times:
-        print(f"{name:13}{'-':>10}{'-':>10}{0:6}{failed.get(name, 0):8}")
+        print(f"{name:16}{'-':>10}{'-':>10}{0:6}{failed.get(name, 0):8}")
         continue
     median_ms, p90_ms = statistics.median(times) * 1000, p90(times) * 1000
-    print(f"{name:13}{median_ms:7.1f} ms{p90_ms:7.1f} ms{len(times):6}{failed[name]:8}")
+    print(f"{name:16}{median_ms:7.1f} ms{p90_ms:7.1f} ms{len(times):6}{failed[name]:8}")
 
 def ratio(part, a, b, target=None):
     if not pooled.get(a) or not pooled.get(b):
@@ -272,7 +286,7 @@ def ratio(part, a, b, target=None):
         return
     value = statistics.median(pooled[a]) / statistics.median(pooled[b])
     each = sorted(r[a] / r[b] for (p, _), r in per_round.items() if p == part and a in r and b in r)
-    line = f"  {a:12} / {b:9} {value:6.2f}x  (rounds {each[0]:.2f}x .. {each[-1]:.2f}x)"
+    line = f"  {a:14} / {b:15} {value:6.2f}x  (rounds {each[0]:.2f}x .. {each[-1]:.2f}x)"
     if target is not None:
         line += f"  target <= {target}x: {'met' if value <= target else 'NOT met'}"
     print(line)
@@ -281,6 +295,7 @@ print("\nratios of the medians")
 ratio("run", "msb run", "crun run", 1.5)
 ratio("run", "msb run", "bwrap run")
 ratio("run", "msb run cold", "crun run")
+ratio("spaced", "msb run spaced", "crun run spaced", 1.5)
 ratio("exec", "msb exec", "crun exec", 1.5)
 print("\nearlier on this kind of machine: crun run ~10 ms, bwrap ~2.5 ms, crun exec ~5 ms")
 print()

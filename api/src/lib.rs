@@ -185,6 +185,10 @@ pub struct WarmStatus {
     pub warm_starts: usize,
     /// Starts that found none ready and spawned a supervisor.
     pub cold_starts: usize,
+    /// Warm starts that took the sandbox their supervisor booted ahead of time
+    /// (`[sandboxes] boot_ahead`).
+    #[serde(default)]
+    pub booted_starts: usize,
 }
 
 /// One OTLP exporter's configuration and counters since msbd started.

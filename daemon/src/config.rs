@@ -19,6 +19,7 @@
 //!
 //! [sandboxes]
 //! warm_supervisors = 1              # idle supervisors kept ready (0-16); MSB_WARM_SUPERVISORS wins
+//! boot_ahead = true                 # each boots a sandbox ahead of time; MSB_BOOT_AHEAD (1/0) wins
 //! output_log_max_bytes = 16777216   # each sandbox's output log is rotated once past this
 //!                                   # (at least 65536); MSB_OUTPUT_LOG_MAX_BYTES wins
 //! ```
@@ -47,6 +48,7 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct SandboxesSection {
     warm_supervisors: Option<u64>,
+    boot_ahead: Option<bool>,
     output_log_max_bytes: Option<u64>,
 }
 
@@ -92,6 +94,9 @@ pub struct DaemonConfig {
     /// Supervisors spawned ahead of time, each with its launcher already in placeholder
     /// cgroups, so that a start skips the supervisor's spawn and the cgroup migration.
     pub warm_supervisors: usize,
+    /// Each warm supervisor also boots a sandbox of the configuration most starts ask for
+    /// (`msb_runtime::backend::bootable`), which such a start takes as it is.
+    pub boot_ahead: bool,
     /// Each sandbox's output log is rotated once past this; older output is dropped and
     /// counted.
     pub output_log_max_bytes: u64,
@@ -246,6 +251,18 @@ impl DaemonConfig {
                 }
             ));
         }
+        let boot_ahead = match env("MSB_BOOT_AHEAD") {
+            Some(text) => match text.trim() {
+                "1" | "true" => true,
+                "0" | "false" => false,
+                _ => {
+                    return Err(format!(
+                        "MSB_BOOT_AHEAD = {text:?}: expected 1 or 0 (true or false)"
+                    ))
+                }
+            },
+            None => file.sandboxes.boot_ahead.unwrap_or(true),
+        };
         let output_log_max_bytes = match env("MSB_OUTPUT_LOG_MAX_BYTES") {
             Some(text) => (
                 text.trim().parse::<u64>().map_err(|_| {
@@ -272,6 +289,7 @@ impl DaemonConfig {
             prometheus_addr,
             prometheus_labels,
             warm_supervisors: warm_supervisors as usize,
+            boot_ahead,
             output_log_max_bytes,
         })
     }
@@ -328,6 +346,18 @@ mod tests {
         assert!(e.contains("[sandboxes]") && e.contains("at most 16"), "{e}");
         let e = load("[sandboxes]\nwarm = 1\n", &[]).unwrap_err();
         assert!(e.contains("warm"), "{e}");
+    }
+
+    #[test]
+    fn boot_ahead_from_file_or_environment() {
+        assert!(load("", &[]).unwrap().boot_ahead);
+        let text = "[sandboxes]\nboot_ahead = false\n";
+        assert!(!load(text, &[]).unwrap().boot_ahead);
+        assert!(load(text, &[("MSB_BOOT_AHEAD", "1")]).unwrap().boot_ahead);
+        let e = load("", &[("MSB_BOOT_AHEAD", "yes")]).unwrap_err();
+        assert!(e.starts_with("MSB_BOOT_AHEAD"), "{e}");
+        let e = load("[sandboxes]\nboot_ahead = 1\n", &[]).unwrap_err();
+        assert!(e.contains("boot_ahead"), "{e}");
     }
 
     #[test]

@@ -77,6 +77,11 @@ impl Daemon {
             home.warm_supervisor_log(),
             home.warm_sockets(),
             home.disk_templates(),
+            super::warm::BootSource {
+                home: home.clone(),
+                agent_binary: agent_binary.clone(),
+                enabled: config.boot_ahead,
+            },
             config.warm_supervisors,
         ));
         Arc::new(Daemon {

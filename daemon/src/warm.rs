@@ -18,6 +18,7 @@ use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use msb_runtime::backend::BootPlan;
 use msb_runtime::config::SupervisorConfig;
 
 /// The CPU priority a warm supervisor is spawned and prepares at: its spawn usually overlaps the
@@ -40,7 +41,35 @@ struct Idle {
     /// the sandbox's directory) if it is there by the time the supervisor is handed a sandbox
     /// that needs a disk of the default size.
     disk_image: Option<PathBuf>,
+    /// What it boots a sandbox ahead of time with, and the directory that sandbox is in once
+    /// it runs (`msb_runtime::spawn::warm_boot_dirs`), which becomes the directory of a
+    /// sandbox that can take it ([`msb_runtime::backend::bootable`]).
+    boot: Option<(BootPlan, BootDirs)>,
 }
+
+/// How handing an idle supervisor's booted sandbox to a start went.
+enum Booted {
+    /// The supervisor took the sandbox (and the start).
+    Taken(Child),
+    /// The start cannot take it (or it is not booted): the supervisor, untouched.
+    Declined(Idle),
+    /// The supervisor refused after the sandbox's directory was taken: a fresh root disk image
+    /// from the template is then in place (the booted sandbox may still have the old one
+    /// mounted on its way out).
+    Refused,
+}
+
+/// A warm supervisor's boot directory while its sandbox boots, and once it runs.
+#[derive(Debug)]
+struct BootDirs {
+    booting: PathBuf,
+    booted: PathBuf,
+}
+
+/// How long a start that can take the sandbox a warm supervisor is still booting waits for it
+/// (at the normal priority from then on): it is then a few milliseconds from running, sooner
+/// than a start of another.
+const BOOT_WAIT: std::time::Duration = std::time::Duration::from_millis(40);
 
 /// The pool of idle supervisors.
 #[derive(Debug)]
@@ -59,12 +88,46 @@ pub struct WarmPool {
     /// Where the root disks' templates are kept (`$MSB_HOME/cache/disks`): each supervisor
     /// makes a root disk of the default size ahead of time from one.
     disk_templates: PathBuf,
+    /// What sandboxes are booted ahead of time with: the home's default root (once it is
+    /// built), msbd's agent, and the home's id map (once it is chosen).
+    boot: BootSource,
     idle: Mutex<Vec<Idle>>,
     /// Spawns under way (counted against `target`).
     spawning: AtomicUsize,
     /// Starts served by a warm supervisor, and cold ones (for `msb server status` and tests).
     pub warm_starts: AtomicUsize,
     pub cold_starts: AtomicUsize,
+    /// Warm starts that took a sandbox booted ahead of time.
+    pub booted_starts: AtomicUsize,
+}
+
+/// Where [`WarmPool`] finds what a sandbox booted ahead of time runs.
+#[derive(Debug, Clone)]
+pub struct BootSource {
+    pub home: msb_runtime::paths::MsbHome,
+    pub agent_binary: PathBuf,
+    /// `boot_ahead` of msbd's configuration: false boots nothing ahead.
+    pub enabled: bool,
+}
+
+impl BootSource {
+    /// The plan, once the default root is built and the id map chosen (the first start does
+    /// both); a sandbox is never booted without a user namespace.
+    fn plan(&self) -> Option<BootPlan> {
+        if !self.enabled {
+            return None;
+        }
+        let default_rootfs = self.home.default_rootfs();
+        if !msb_runtime::rootfs::default_rootfs_ready(&default_rootfs) {
+            return None;
+        }
+        let id_map = msb_runtime::idmap::read(self.home.root())?;
+        Some(BootPlan {
+            default_rootfs,
+            agent_binary: self.agent_binary.clone(),
+            id_map: Some(id_map),
+        })
+    }
 }
 
 impl WarmPool {
@@ -74,6 +137,7 @@ impl WarmPool {
         log_path: PathBuf,
         socket_dir: PathBuf,
         disk_templates: PathBuf,
+        boot: BootSource,
         target: usize,
     ) -> WarmPool {
         // Sockets of idle supervisors of an earlier msbd: theirs went away with it.
@@ -86,10 +150,12 @@ impl WarmPool {
             next_socket: AtomicUsize::new(0),
             target,
             disk_templates,
+            boot,
             idle: Mutex::new(Vec::new()),
             spawning: AtomicUsize::new(0),
             warm_starts: AtomicUsize::new(0),
             cold_starts: AtomicUsize::new(0),
+            booted_starts: AtomicUsize::new(0),
         }
     }
 
@@ -100,16 +166,36 @@ impl WarmPool {
     /// image yet), the supervisor's prepared disk becomes the sandbox's image if it is ready
     /// and of that size; otherwise the image is a fresh copy of the template, made here before
     /// anything is handed over. An error is a disk that could not be made.
-    pub fn hand_over(self: &Arc<Self>, config: &SupervisorConfig) -> Result<Option<Child>, String> {
-        let image =
-            msb_runtime::paths::SandboxDir::new(config.sandbox_dir.clone()).root_disk_image();
+    ///
+    /// A supervisor that booted a sandbox ahead of time which `config` can take gets it: the
+    /// booted sandbox's directory is renamed over the sandbox's (empty, fresh) one, root disk
+    /// included, and `config.claim_booted` set.
+    pub fn hand_over(
+        self: &Arc<Self>,
+        config: &mut SupervisorConfig,
+    ) -> Result<Option<Child>, String> {
+        config.claim_booted = false;
+        let dir = msb_runtime::paths::SandboxDir::new(config.sandbox_dir.clone());
+        let image = dir.root_disk_image();
         let disk_bytes = config
             .config
             .root_disk_mib
             .filter(|_| !image.exists())
             .map(|mib| mib << 20);
-        let idle = self.take_idle();
-        if let Some(bytes) = disk_bytes {
+        let mut idle = self.take_idle();
+        if let Some(taken) = idle.take() {
+            match self.give_booted(taken, config) {
+                Booted::Taken(child) => {
+                    self.warm_starts.fetch_add(1, Ordering::Relaxed);
+                    self.booted_starts.fetch_add(1, Ordering::Relaxed);
+                    self.refill();
+                    return Ok(Some(child));
+                }
+                Booted::Declined(back) => idle = Some(back),
+                Booted::Refused => {}
+            }
+        }
+        if let Some(bytes) = disk_bytes.filter(|_| !image.exists()) {
             let prepared = idle
                 .as_ref()
                 .and_then(|idle| idle.disk_image.as_ref())
@@ -140,6 +226,50 @@ impl WarmPool {
         Ok(child)
     }
 
+    /// Hands `idle` its sandbox booted ahead of time when `config` can take it.
+    fn give_booted(&self, idle: Idle, config: &mut SupervisorConfig) -> Booted {
+        let Some((plan, dirs)) = &idle.boot else {
+            return Booted::Declined(idle);
+        };
+        let dir = msb_runtime::paths::SandboxDir::new(config.sandbox_dir.clone());
+        if !msb_runtime::backend::bootable(config, plan) || dir.root_disk_image().exists() {
+            return Booted::Declined(idle);
+        }
+        let booted = &dirs.booted;
+        let deadline = std::time::Instant::now() + BOOT_WAIT;
+        while !booted.is_dir() && dirs.booting.is_dir() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
+        if !booted.is_dir() {
+            return Booted::Declined(idle);
+        }
+        // msbd made the sandbox's directory with an empty `runtime` in it: both go, and the
+        // booted sandbox's directory takes their place (a rename refuses a non-empty target).
+        let _ = std::fs::remove_dir(dir.runtime());
+        if let Err(e) = std::fs::rename(booted, dir.root()) {
+            tracing::debug!("not taking the booted sandbox: {e}");
+            let _ = std::fs::create_dir_all(dir.runtime());
+            return Booted::Declined(idle);
+        }
+        config.claim_booted = true;
+        match self.give(idle, config) {
+            Some(child) => Booted::Taken(child),
+            None => {
+                config.claim_booted = false;
+                let _ = std::fs::remove_file(dir.root_disk_image());
+                let bytes = msb_api::config::DEFAULT_ROOT_DISK_MIB << 20;
+                if let Err(e) = msb_runtime::disk::make_image_from_template(
+                    &self.disk_templates,
+                    &dir.root_disk_image(),
+                    bytes,
+                ) {
+                    tracing::warn!("a fresh root disk after a refused hand-over: {e}");
+                }
+                Booted::Refused
+            }
+        }
+    }
+
     /// An idle supervisor that is still alive, raised to the normal priority (it may still be
     /// preparing at its low one: the start waits for it from now on).
     fn take_idle(&self) -> Option<Idle> {
@@ -150,7 +280,7 @@ impl WarmPool {
                 let _ = idle.child.wait();
                 continue;
             }
-            msb_runtime::spawn::set_cpu_priority(
+            msb_runtime::spawn::set_process_cpu_priority(
                 idle.child.id() as i32,
                 msb_runtime::spawn::CpuPriority::Normal,
             );
@@ -214,6 +344,7 @@ impl WarmPool {
             control,
             socket,
             disk_image: _,
+            boot: _,
         } in idle
         {
             // It deletes its disk's image itself.
@@ -242,14 +373,21 @@ impl WarmPool {
         let template = msb_runtime::disk::template(&self.disk_templates, DISK_BYTES)
             .inspect_err(|e| tracing::warn!("no root disk ahead of time: {e}"))
             .ok();
+        // A sandbox is booted on the disk ahead of time once there is a root to boot.
+        let boot = template.as_ref().and_then(|_| self.boot.plan());
         let (mut child, control) = msb_runtime::spawn::spawn_warm_supervisor(
             &self.exe,
             &self.log_level,
             &log,
             &socket,
             template.as_deref(),
+            boot.as_ref(),
         )?;
         let disk_image = template.map(|_| msb_runtime::spawn::warm_disk_paths(&socket).0);
+        let boot = boot.map(|plan| {
+            let (booting, booted) = msb_runtime::spawn::warm_boot_dirs(&socket);
+            (plan, BootDirs { booting, booted })
+        });
         // Idle once its socket is bound (it binds first thing; give it a few seconds).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while !socket.exists() {
@@ -268,6 +406,7 @@ impl WarmPool {
             control,
             socket,
             disk_image,
+            boot,
         })
     }
 

@@ -30,6 +30,10 @@ pub struct SupervisorConfig {
     /// The output log's cap (`crate::logs`; rotated once past it).
     #[serde(default = "default_output_log_max_bytes")]
     pub output_log_max_bytes: u64,
+    /// msbd moved the sandbox the warm supervisor booted ahead of time into the sandbox's
+    /// directory (`crate::backend::bootable`): take it rather than start one.
+    #[serde(default)]
+    pub claim_booted: bool,
 }
 
 fn default_output_log_max_bytes() -> u64 {

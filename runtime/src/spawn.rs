@@ -95,6 +95,7 @@ pub fn spawn_warm_supervisor(
     log: &File,
     socket: &Path,
     disk_template: Option<&Path>,
+    boot: Option<&crate::backend::BootPlan>,
 ) -> std::io::Result<(Child, UnixStream)> {
     let (ours, theirs) = UnixStream::pair()?;
     let mut command = Command::new(exe);
@@ -104,6 +105,13 @@ pub fn spawn_warm_supervisor(
         .arg(socket);
     if let Some(template) = disk_template {
         command.arg("--disk-template").arg(template);
+    }
+    if let Some(plan) = boot {
+        command
+            .arg("--boot-rootfs")
+            .arg(&plan.default_rootfs)
+            .arg("--boot-agent")
+            .arg(&plan.agent_binary);
     }
     command
         .stdin(Stdio::null())
@@ -115,6 +123,18 @@ pub fn spawn_warm_supervisor(
 }
 
 pub use msb_namespace::{set_cpu_priority, CpuPriority};
+
+/// [`set_cpu_priority`] for every thread of process `pid` (a thread's priority is its own).
+pub fn set_process_cpu_priority(pid: i32, priority: CpuPriority) {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return set_cpu_priority(pid, priority);
+    };
+    for task in tasks.flatten() {
+        if let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) {
+            set_cpu_priority(tid, priority);
+        }
+    }
+}
 
 /// Keeps the compiled seccomp filter under `home`'s cache (`$MSB_HOME/cache/seccomp`), where
 /// the next supervisor of the same build finds it instead of compiling it again.
@@ -128,6 +148,15 @@ pub fn warm_disk_paths(socket: &Path) -> (std::path::PathBuf, std::path::PathBuf
     (
         socket.with_extension("disk.img"),
         socket.with_extension("disk"),
+    )
+}
+
+/// Where a warm supervisor with a socket at `socket` boots its sandbox ahead of time: the
+/// directory while it boots, and its name once the sandbox runs (which msbd renames into place).
+pub fn warm_boot_dirs(socket: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    (
+        socket.with_extension("booting"),
+        socket.with_extension("boot"),
     )
 }
 

@@ -238,7 +238,12 @@ impl TestHome {
             .filter_map(|device| {
                 std::fs::read_to_string(device.path().join("loop/backing_file")).ok()
             })
-            .filter(|backing| backing.contains(&home) && backing.contains("root-disk.img"))
+            // Not those of the idle sandboxes booted ahead of time under `warm/`.
+            .filter(|backing| {
+                backing.contains(&home)
+                    && backing.contains("root-disk.img")
+                    && !backing.contains(&format!("{home}/warm/"))
+            })
             .count()
     }
 

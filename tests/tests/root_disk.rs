@@ -356,7 +356,9 @@ fn a_disk_made_ahead_of_time_becomes_the_sandboxs() {
     if !require_root() {
         return;
     }
-    let home = TestHome::new();
+    // The bare disk a warm supervisor makes when it boots no sandbox ahead of time (a booted
+    // sandbox's disk is `warm.rs`'s).
+    let home = TestHome::with_env(&[("MSB_BOOT_AHEAD", "0")]);
     home.ok(&["run", "--", "true"]); // starts msbd, builds the root and the disk template
     let warm = home.path().join("warm");
     let mut prepared = None;

@@ -19,10 +19,11 @@ fn own_entries(dir: &Path, found: &mut Vec<(std::path::PathBuf, u32)>) {
         let entry = entry.unwrap();
         let path = entry.path();
         let name = entry.file_name();
-        let sandbox_part = path
-            .parent()
-            .and_then(Path::parent)
-            .is_some_and(|p| p.file_name().is_some_and(|n| n == "sandboxes"));
+        // A sandbox's directory, or one booted ahead of time under `warm/` (laid out alike).
+        let sandbox_part = path.parent().and_then(Path::parent).is_some_and(|p| {
+            p.file_name()
+                .is_some_and(|n| n == "sandboxes" || n == "warm")
+        });
         if name == "images"
             || (sandbox_part
                 && ["upper", "work", "runtime", "backend"].contains(&name.to_str().unwrap()))

@@ -37,17 +37,161 @@ fn warm_status(home: &TestHome) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(&text).unwrap()["warm_supervisors"].clone()
 }
 
+/// The placeholder cgroups of these warm supervisors' launchers: the booting one's
+/// (`warm-<pid>`, which the sandbox booted ahead of time is in) and the spare's.
 fn placeholder_cgroups(pids: &[i32]) -> Vec<String> {
     let mut left = Vec::new();
     for controller in ["cpu", "memory", "pids"] {
         for pid in pids {
-            let dir = format!("/sys/fs/cgroup/{controller}/msb/warm-{pid}");
-            if Path::new(&dir).exists() {
-                left.push(dir);
+            for name in [format!("warm-{pid}"), format!("warm-{pid}-spare")] {
+                let dir = format!("/sys/fs/cgroup/{controller}/msb/{name}");
+                if Path::new(&dir).exists() {
+                    left.push(dir);
+                }
             }
         }
     }
     left
+}
+
+/// Directories of sandboxes booted ahead of time under the home's `warm/`: being booted, or
+/// running and waiting for a start.
+fn boot_dirs(home: &TestHome) -> Vec<String> {
+    std::fs::read_dir(home.path().join("warm"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.ends_with(".boot") || name.ends_with(".booting"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The host's value of a file in a sandbox's memory cgroup (cgroup v1 hosts) or of its v2
+/// equivalent.
+fn memory_limit(id: &str) -> Option<u64> {
+    [
+        format!("/sys/fs/cgroup/memory/msb/{id}/memory.limit_in_bytes"),
+        format!("/sys/fs/cgroup/msb/{id}/memory.max"),
+    ]
+    .iter()
+    .find_map(|path| std::fs::read_to_string(path).ok()?.trim().parse().ok())
+}
+
+#[test]
+fn a_start_takes_the_sandbox_booted_ahead_named_limited_and_mapped() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    // The first run builds the default root and chooses the id map: the supervisors spawned
+    // after it boot a sandbox ahead of time.
+    assert_eq!(home.ok(&["run", "--", "echo", "first"]).trim(), "first");
+    home.eventually(Duration::from_secs(20), "a sandbox booted ahead", || {
+        boot_dirs(&home).iter().any(|d| d.ends_with(".boot"))
+    });
+    let before = warm_status(&home);
+    home.ok(&["run", "-d", "-n", "b1", "-m", "96M", "--", "sleep", "600"]);
+    let status = warm_status(&home);
+    assert_eq!(
+        status["booted_starts"].as_u64().unwrap(),
+        before["booted_starts"].as_u64().unwrap() + 1,
+        "{status}"
+    );
+    // Its own name, its own cgroups with the limit asked for, its ids mapped off host root.
+    assert_eq!(home.ok(&["exec", "b1", "--", "hostname"]).trim(), "b1");
+    let id = home.inspect("b1")["id"].as_str().unwrap().to_owned();
+    assert_eq!(memory_limit(&id), Some(96 << 20), "memory limit of {id}");
+    let cgroups = home.ok(&["exec", "b1", "--", "cat", "/proc/self/cgroup"]);
+    assert!(!cgroups.contains("warm-"), "{cgroups}");
+    assert_eq!(home.ok(&["exec", "b1", "--", "id", "-u"]).trim(), "0");
+    let pid = home.inspect("b1")["runs"][0]["init_pid"]
+        .as_i64()
+        .expect("init pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    assert!(
+        uid.parse::<u32>().unwrap() >= 65536,
+        "root in the sandbox is an unprivileged host user, not {uid}"
+    );
+    // Its network, root disk and /.msb work as a sandbox started on demand's.
+    let out = home.ok(&[
+        "exec",
+        "b1",
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf; df -k / | tail -1; echo x > /.msb/x && cat /.msb/x",
+    ]);
+    assert!(out.contains("nameserver"), "{out}");
+    assert!(out.trim_end().ends_with('x'), "{out}");
+    // What it wrote is its own: a second booted sandbox does not see it.
+    home.ok(&["exec", "b1", "--", "sh", "-c", "echo mine > /secret"]);
+    home.eventually(
+        Duration::from_secs(20),
+        "the next sandbox booted ahead",
+        || boot_dirs(&home).iter().any(|d| d.ends_with(".boot")),
+    );
+    let run = home.msb(&["run", "-n", "b2", "--", "cat", "/secret"]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert_eq!(
+        warm_status(&home)["booted_starts"],
+        before["booted_starts"].as_u64().unwrap() + 2
+    );
+
+    // A configuration the booted sandbox cannot serve starts its own (the spare launcher).
+    let out = home.ok(&["run", "--no-network", "--", "cat", "/proc/net/dev"]);
+    assert!(!out.contains("eth0"), "{out}");
+    let status = warm_status(&home);
+    assert_eq!(
+        status["booted_starts"],
+        before["booted_starts"].as_u64().unwrap() + 2
+    );
+    assert_eq!(status["cold_starts"], 0, "{status}");
+
+    // Stopping msbd ends the sandboxes booted ahead with their supervisors: no process, cgroup
+    // or directory is left.
+    home.ok(&["rm", "-f", "b1"]);
+    home.ok(&["rm", "-f", "b2"]);
+    home.eventually(Duration::from_secs(20), "a warm supervisor idle", || {
+        warm_status(&home)["idle"] == 1
+    });
+    let idle = warm_children(&home);
+    home.ok(&["server", "stop"]);
+    home.eventually(Duration::from_secs(10), "idle supervisors gone", || {
+        idle.iter()
+            .all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    });
+    assert!(
+        placeholder_cgroups(&idle).is_empty(),
+        "{:?}",
+        placeholder_cgroups(&idle)
+    );
+    assert!(boot_dirs(&home).is_empty(), "{:?}", boot_dirs(&home));
+}
+
+#[test]
+fn boot_ahead_off_boots_nothing() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::with_env(&[("MSB_BOOT_AHEAD", "0")]);
+    assert_eq!(home.ok(&["run", "--", "echo", "one"]).trim(), "one");
+    home.eventually(Duration::from_secs(10), "a warm supervisor idle", || {
+        warm_status(&home)["idle"] == 1
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(boot_dirs(&home).is_empty(), "{:?}", boot_dirs(&home));
+    assert_eq!(home.ok(&["run", "--", "echo", "two"]).trim(), "two");
+    let status = warm_status(&home);
+    assert_eq!(status["booted_starts"], 0, "{status}");
+    assert_eq!(status["warm_starts"], 2, "{status}");
 }
 
 #[test]

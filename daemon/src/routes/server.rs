@@ -44,6 +44,10 @@ pub async fn status(State(daemon): State<Arc<Daemon>>) -> Result<Json<ServerStat
                 .warm
                 .cold_starts
                 .load(std::sync::atomic::Ordering::Relaxed),
+            booted_starts: daemon
+                .warm
+                .booted_starts
+                .load(std::sync::atomic::Ordering::Relaxed),
         },
     }))
 }

@@ -144,6 +144,7 @@ pub async fn start_run(
         },
         log_level: daemon.log_level.clone(),
         output_log_max_bytes: daemon.config.output_log_max_bytes,
+        claim_booted: false,
         id_map: Some(
             msb_runtime::idmap::for_home(&daemon.home).map_err(|source| LifecycleError::Io {
                 what: "reading the home's id map",
@@ -154,9 +155,11 @@ pub async fn start_run(
     let spawned_at = std::time::SystemTime::now();
     // The root disk's image is made here when the start is the sandbox's first (a create with
     // start): from a warm supervisor's disk made ahead of time when it has one.
-    let handed = {
-        let (warm, config) = (daemon.warm.clone(), supervisor_config.clone());
-        tokio::task::spawn_blocking(move || warm.hand_over(&config))
+    // A warm supervisor's sandbox booted ahead of time, when this one can take it (the
+    // configuration then says so).
+    let (handed, supervisor_config) = {
+        let (warm, mut config) = (daemon.warm.clone(), supervisor_config);
+        tokio::task::spawn_blocking(move || warm.hand_over(&mut config).map(|h| (h, config)))
             .await
             .map_err(|e| LifecycleError::RootDisk(e.to_string()))?
             .map_err(LifecycleError::RootDisk)?

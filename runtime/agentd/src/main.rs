@@ -70,11 +70,20 @@ fn run() -> Result<(), String> {
     agent.writer.send(&FromAgent::Ready {
         version: PROTOCOL_VERSION,
     });
-    heartbeat::start(agent.clone()).map_err(|e| format!("starting the heartbeat: {e}"))?;
-
+    // The heartbeat starts with the host's first frame, once that is served: a sandbox booted
+    // ahead of time waits for its supervisor to take it, which reads nothing meanwhile, and
+    // the first exec is not held up by the thread's start.
+    let mut heartbeat_started = false;
     loop {
         match msb_protocol::read_frame::<_, ToAgent>(&mut reader) {
-            Ok(Some(message)) => dispatch(&agent, message),
+            Ok(Some(message)) => {
+                dispatch(&agent, message);
+                if !heartbeat_started {
+                    heartbeat_started = true;
+                    heartbeat::start(agent.clone())
+                        .map_err(|e| format!("starting the heartbeat: {e}"))?;
+                }
+            }
             Ok(None) => {
                 log!("channel closed by the host; shutting down");
                 shutdown::run(&agent, HOST_GONE_GRACE);

@@ -228,6 +228,9 @@ fn background_grandchild_does_not_hold_the_session_open() {
 #[test]
 fn heartbeats_count_up_and_report_exec_sessions() {
     let mut agent = TestAgent::start();
+    // The heartbeat starts with the host's first frame (a sandbox booted ahead of time waits
+    // for its supervisor without filling the channel): any frame will do.
+    agent.send(&ToAgent::StdinEof { session: 99 });
     let first = heartbeat(&mut agent);
     let second = heartbeat(&mut agent);
     assert!(second.seq > first.seq, "{first:?} then {second:?}");

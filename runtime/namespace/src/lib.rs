@@ -75,7 +75,7 @@ pub use cgroups::{
     ControllerReport, Hierarchy, CPU_PERIOD_US, MEMORY_BYTES_MIN, PIDS_MAX_MIN,
 };
 pub use error::NamespaceError;
-pub use sandbox::{ExitStatus, Sandbox};
+pub use sandbox::{ExitStatus, HostnameSetter, Sandbox};
 pub use spec::{
     capability_mask, AGENT_FD, AGENT_GUEST_PATH, CAPABILITIES, DEVICES, GUEST_PATH_ENV,
     MASKED_PATHS, READONLY_PATHS, RUNTIME_GUEST_DIR,

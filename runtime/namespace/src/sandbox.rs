@@ -48,6 +48,9 @@ pub struct Sandbox {
     pid: i32,
     /// Signals go through a pidfd, so they can never hit a process that reused the pid.
     pidfd: OwnedFd,
+    /// The host's cgroup layout the sandbox's cgroups were planned from (a claim plans the
+    /// new name's from it).
+    host: HostCgroups,
     cgroups: CgroupPaths,
     layout: Layout,
     /// Set once PID 1 has been reaped.
@@ -86,7 +89,7 @@ impl Sandbox {
             None => HostCgroups::read().map_err(NamespaceError::HostCgroups)?,
         };
         let cgroups = cgroups::plan(&host, &spec.id);
-        check_limits_placeable(&spec, &cgroups)?;
+        check_limits_placeable(&spec.id, &spec.limits, &cgroups)?;
         // Compiled here, before the fork, so the launcher and PID 1 inherit it.
         seccomp::program().map_err(|message| NamespaceError::Start {
             id: spec.id.clone(),
@@ -225,6 +228,7 @@ impl Sandbox {
                     id: spec.id,
                     pid,
                     pidfd,
+                    host,
                     cgroups,
                     layout,
                     exit: Mutex::new(None),
@@ -240,6 +244,56 @@ impl Sandbox {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Its state directory is now `state_dir` (the caller moved it).
+    pub fn moved(&mut self, state_dir: &Path) {
+        self.layout = Layout::new(state_dir);
+    }
+
+    /// Makes a sandbox started ahead of time, under a placeholder id and hostname, the sandbox
+    /// `id`: its cgroups renamed to `id`'s (the tasks stay) and given `limits`, its hostname set
+    /// through `hostname` (a [`HostnameSetter`] in its UTS namespace, or one started now), and
+    /// its state directory `state_dir`, where the caller moved it. On error the sandbox keeps
+    /// its old name and cgroups (destroy it).
+    pub fn claim(
+        &mut self,
+        id: &str,
+        hostname: (&str, Option<HostnameSetter>),
+        limits: &crate::Limits,
+        state_dir: &Path,
+    ) -> Result<(), NamespaceError> {
+        let (hostname, setter) = hostname;
+        let invalid = |reason: String| NamespaceError::InvalidSpec {
+            id: id.to_owned(),
+            reason,
+        };
+        validate_id(id).map_err(invalid)?;
+        validate_hostname(hostname).map_err(invalid)?;
+        cgroups::validate_limits(limits).map_err(invalid)?;
+        let target = cgroups::plan(&self.host, id);
+        check_limits_placeable(id, limits, &target)?;
+        let start = |message: String| NamespaceError::Start {
+            id: id.to_owned(),
+            message,
+        };
+        let setter = match setter {
+            Some(setter) => setter,
+            None => HostnameSetter::join(self.pid).map_err(start)?,
+        };
+        // Set on its thread while the cgroups move.
+        setter.set(hostname).map_err(start)?;
+        cgroups::rename(&self.cgroups, &target).map_err(start)?;
+        let limited =
+            cgroups::write_limits(&target, limits).and_then(|()| setter.wait().map_err(start));
+        if let Err(e) = limited {
+            let _ = cgroups::rename(&target, &self.cgroups);
+            return Err(e);
+        }
+        self.cgroups = target;
+        self.id = id.to_owned();
+        self.layout = Layout::new(state_dir);
+        Ok(())
     }
 
     /// Host pid of PID 1.
@@ -371,19 +425,85 @@ fn attach_disk(disk: &crate::DiskMount) -> Result<(std::os::fd::OwnedFd, String)
         .map_err(|e| format!("attach {} to a loop device: {e}", disk.image.display()))
 }
 
-pub(crate) fn validate(spec: &SandboxSpec, unprivileged: bool) -> Result<(), String> {
-    let id_ok = !spec.id.is_empty()
-        && spec.id.len() <= 64
-        && spec
-            .id
+/// A thread in the UTS namespace of a sandbox's PID 1, which sets its hostname when asked:
+/// joined ahead of time, so that a claim does not wait for a thread's start.
+pub struct HostnameSetter {
+    names: std::sync::mpsc::Sender<String>,
+    done: std::sync::mpsc::Receiver<Result<(), String>>,
+}
+
+impl std::fmt::Debug for HostnameSetter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HostnameSetter")
+    }
+}
+
+impl HostnameSetter {
+    /// Starts the thread, in the UTS namespace of process `pid`.
+    pub fn join(pid: i32) -> Result<HostnameSetter, String> {
+        let path = format!("/proc/{pid}/ns/uts");
+        let uts = std::fs::File::open(&path).map_err(|e| format!("opening {path}: {e}"))?;
+        let (names, receive) = std::sync::mpsc::channel::<String>();
+        let (report, done) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("msb-hostname".into())
+            .spawn(move || {
+                // A thread's namespaces go with it.
+                if let Err(e) = nix::sched::setns(&uts, nix::sched::CloneFlags::CLONE_NEWUTS) {
+                    let _ = report.send(Err(format!("joining {path}: {e}")));
+                    return;
+                }
+                if let Ok(name) = receive.recv() {
+                    let set =
+                        nix::unistd::sethostname(&name).map_err(|e| format!("sethostname: {e}"));
+                    let _ = report.send(set);
+                }
+            })
+            .map_err(|e| format!("starting the hostname thread: {e}"))?;
+        Ok(HostnameSetter { names, done })
+    }
+
+    /// Asks for `hostname` (validated) without waiting; [`HostnameSetter::wait`] says how it went.
+    pub fn set(&self, hostname: &str) -> Result<(), String> {
+        validate_hostname(hostname)?;
+        self.names
+            .send(hostname.to_owned())
+            .map_err(|_| "the hostname thread is gone".to_owned())
+    }
+
+    /// Waits until the hostname asked for is set.
+    pub fn wait(self) -> Result<(), String> {
+        self.done
+            .recv()
+            .unwrap_or_else(|_| Err("the hostname thread is gone".into()))
+    }
+}
+
+fn validate_id(id: &str) -> Result<(), String> {
+    let id_ok = !id.is_empty()
+        && id.len() <= 64
+        && id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !id_ok {
-        return Err("id must be 1-64 characters of [a-z0-9-]".into());
+    match id_ok {
+        true => Ok(()),
+        false => Err("id must be 1-64 characters of [a-z0-9-]".into()),
     }
-    if spec.hostname.is_empty() || spec.hostname.len() > 64 {
+}
+
+fn validate_hostname(hostname: &str) -> Result<(), String> {
+    if hostname.is_empty() || hostname.len() > 64 {
         return Err("hostname must be 1-64 bytes".into());
     }
+    if hostname.contains('\0') {
+        return Err(format!("{hostname:?} holds a NUL byte"));
+    }
+    Ok(())
+}
+
+pub(crate) fn validate(spec: &SandboxSpec, unprivileged: bool) -> Result<(), String> {
+    validate_id(&spec.id)?;
+    validate_hostname(&spec.hostname)?;
     let mut paths: Vec<&Path> = vec![&spec.runtime_dir, &spec.agent_binary, &spec.state_dir];
     match &spec.root {
         Root::Bind(dir) => paths.push(dir),
@@ -441,8 +561,11 @@ pub(crate) fn validate(spec: &SandboxSpec, unprivileged: bool) -> Result<(), Str
 }
 
 /// A requested limit needs its controller.
-fn check_limits_placeable(spec: &SandboxSpec, paths: &CgroupPaths) -> Result<(), NamespaceError> {
-    let limits = &spec.limits;
+fn check_limits_placeable(
+    id: &str,
+    limits: &crate::Limits,
+    paths: &CgroupPaths,
+) -> Result<(), NamespaceError> {
     let missing = [
         (limits.cpus.is_some() && paths.cpu.is_none(), "cpu"),
         (
@@ -453,7 +576,7 @@ fn check_limits_placeable(spec: &SandboxSpec, paths: &CgroupPaths) -> Result<(),
     ];
     match missing.iter().find(|(missing, _)| *missing) {
         Some((_, controller)) => Err(NamespaceError::InvalidSpec {
-            id: spec.id.clone(),
+            id: id.to_owned(),
             reason: format!(
                 "a {controller} limit was requested but the host offers no {controller} controller"
             ),

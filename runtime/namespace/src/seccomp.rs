@@ -9,11 +9,10 @@
 //! `EPERM`. `clone3` and `socketcall` fail with `ENOSYS` instead: libc then falls back to
 //! `clone` and to the direct socket calls, whose arguments the filter can read. The filter
 //! covers the 32-bit ABIs too. It is compiled once per build ([`program`], kept on disk by
-//! `crate::seccomp_cache`): on
-//! x86_64 by msb as a compact program of ranges ([`crate::seccomp_bpf`], 277 instructions
-//! against libseccomp's 698, tested to decide exactly as libseccomp's does), elsewhere by
-//! libseccomp; PID 1 installs it as its last step before exec. The reasons are in
-//! `docs/adr/002-namespace-backend.md`.
+//! `crate::seccomp_cache`): on x86_64 by msb as a compact program of ranges
+//! ([`crate::seccomp_bpf`], 277 instructions against libseccomp's 698, tested to decide
+//! exactly as libseccomp's does), elsewhere by libseccomp; PID 1 installs it as its last step
+//! before exec. The reasons are in `docs/adr/002-namespace-backend.md`.
 
 use std::io::{Read, Seek};
 

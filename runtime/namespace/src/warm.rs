@@ -85,13 +85,20 @@ impl WarmLauncher {
         name: &str,
         id_map: Option<&crate::IdMap>,
     ) -> Result<WarmLauncher, NamespaceError> {
-        let mut launcher = Self::prepare_launcher(name)?;
+        let mut launcher = Self::prepare_launcher(name, true)?;
         if nix::unistd::geteuid().is_root() {
             if let Some(map) = id_map {
                 launcher.userns = crate::userns::create(map).ok().map(|fd| (*map, fd));
             }
         }
         Ok(launcher)
+    }
+
+    /// [`WarmLauncher::prepare`] for a launcher that is likely to go unused (a spare): it makes
+    /// the sandbox's namespaces only once it has an order, since making and tearing down a
+    /// network namespace nobody uses costs more CPU than the start it would speed up.
+    pub fn prepare_spare(name: &str) -> Result<WarmLauncher, NamespaceError> {
+        Self::prepare_launcher(name, false)
     }
 
     /// Takes the namespace made ahead of time if it is `map`'s.
@@ -102,7 +109,7 @@ impl WarmLauncher {
         }
     }
 
-    fn prepare_launcher(name: &str) -> Result<WarmLauncher, NamespaceError> {
+    fn prepare_launcher(name: &str, namespaces: bool) -> Result<WarmLauncher, NamespaceError> {
         let id = format!("{WARM_PREFIX}{name}");
         seccomp::program().map_err(|message| NamespaceError::Start {
             id: id.clone(),
@@ -111,7 +118,7 @@ impl WarmLauncher {
         let host = HostCgroups::read().map_err(NamespaceError::HostCgroups)?;
         let placeholder = cgroups::plan(&host, &id);
         cgroups::create(&placeholder, &crate::Limits::default())?;
-        let result = fork_waiting(&placeholder);
+        let result = fork_waiting(&placeholder, namespaces);
         if result.is_err() {
             let _ = cgroups::remove(&placeholder, Duration::from_secs(2));
         }
@@ -186,28 +193,7 @@ impl WarmLauncher {
         }
         // The directories may only move once the launcher is in all of them.
         self.wait_joined()?;
-        let pairs: Vec<(PathBuf, PathBuf)> = self
-            .cgroups
-            .dirs()
-            .iter()
-            .cloned()
-            .zip(target.dirs().iter().cloned())
-            .collect();
-        if pairs.len() != self.cgroups.dirs().len() || pairs.len() != target.dirs().len() {
-            return Err("the host's cgroup layout changed since the launcher was forked".into());
-        }
-        for (done, (from, to)) in pairs.iter().enumerate() {
-            if let Err(e) = std::fs::rename(from, to) {
-                for (from, to) in &pairs[..done] {
-                    let _ = std::fs::rename(to, from);
-                }
-                return Err(format!(
-                    "renaming {} to {}: {e}",
-                    from.display(),
-                    to.display()
-                ));
-            }
-        }
+        cgroups::rename(&self.cgroups, target)?;
         self.cgroups = target.clone();
         Ok(())
     }
@@ -263,7 +249,10 @@ impl Drop for WarmLauncher {
 
 /// Forks the waiting launcher. Returns its pid, the caller's end of its socket and the read
 /// end of its report pipe.
-fn fork_waiting(placeholder: &CgroupPaths) -> Result<(Pid, UnixStream, OwnedFd), NamespaceError> {
+fn fork_waiting(
+    placeholder: &CgroupPaths,
+    namespaces: bool,
+) -> Result<(Pid, UnixStream, OwnedFd), NamespaceError> {
     let (ours, theirs) = UnixStream::pair().map_err(|e| NamespaceError::sys("socketpair", e))?;
     let (report_read, report_write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| NamespaceError::sys("pipe2", e))?;
@@ -283,7 +272,7 @@ fn fork_waiting(placeholder: &CgroupPaths) -> Result<(Pid, UnixStream, OwnedFd),
             drop(ours);
             drop(report_read);
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                waiting_main(&procs, identity, &theirs, report_write)
+                waiting_main(&procs, identity, namespaces, &theirs, report_write)
             }));
             sys::exit_now(if outcome.is_err() { 2 } else { 0 });
         }
@@ -296,14 +285,17 @@ fn fork_waiting(placeholder: &CgroupPaths) -> Result<(Pid, UnixStream, OwnedFd),
 fn waiting_main(
     procs: &[PathBuf],
     identity: Option<(u32, u32)>,
+    namespaces: bool,
     channel: &UnixStream,
     report: OwnedFd,
 ) {
     let outcome = (|| -> Result<Option<i32>, String> {
         launch::join_cgroups(procs)?;
         // The namespaces do not depend on the sandbox either: make them now too (a network
-        // namespace alone takes about a millisecond).
-        launch::enter_namespaces(identity)?;
+        // namespace alone takes about a millisecond), unless this is a spare.
+        if namespaces {
+            launch::enter_namespaces(identity)?;
+        }
         (&*channel)
             .write_all(&JOINED)
             .map_err(|e| format!("telling the supervisor the cgroups are joined: {e}"))?;
@@ -314,6 +306,9 @@ fn waiting_main(
             serde_json::from_slice(&order).map_err(|e| format!("garbled launch plan: {e}"))?;
         // Forked at its supervisor's low waiting priority: the sandbox runs at the normal one.
         sys::set_cpu_priority(0, sys::CpuPriority::Normal);
+        if !namespaces {
+            launch::enter_namespaces(identity)?;
+        }
         let mut fds = fds.into_iter();
         let mut next = || fds.next().ok_or("fewer fds than the plan needs");
         let (stdin, stdout, stderr, agent) = (next()?, next()?, next()?, next()?);

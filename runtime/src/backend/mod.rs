@@ -74,7 +74,21 @@ pub enum BackendError {
 #[derive(Debug, Default)]
 pub struct Prepared {
     launcher: Option<msb_namespace::WarmLauncher>,
+    /// A second launcher, for the sandbox booted ahead of time ([`Prepared::with_boot`]); the
+    /// first stays for a start that cannot take that sandbox.
+    boot_launcher: Option<msb_namespace::WarmLauncher>,
     disk: Option<std::sync::Arc<std::sync::Mutex<DiskState>>>,
+}
+
+pub use namespace::{bootable, BootPlan};
+
+/// Where a warm supervisor boots its sandbox ahead of time, and with what.
+#[derive(Debug)]
+pub struct WarmBoot {
+    pub plan: BootPlan,
+    /// The sandbox's directory while it boots, and once it runs (`spawn::warm_boot_dirs`).
+    pub booting: std::path::PathBuf,
+    pub booted: std::path::PathBuf,
 }
 
 /// Where a warm supervisor makes its root disk: a copy of `template` at `image` (which msbd
@@ -91,6 +105,11 @@ pub struct WarmDisk {
 enum DiskState {
     Making,
     Ready(msb_namespace::disk::PreparedDisk),
+    /// A sandbox is booting on it (its image moved into the boot's directory, where msbd does
+    /// not take it as a bare disk).
+    Booting,
+    /// That sandbox runs, its directory published for msbd.
+    Booted(Box<namespace::Booted>),
     /// The sandbox came first (msbd then made its image itself): the disk is let go once made.
     Abandoned,
 }
@@ -108,6 +127,7 @@ impl Prepared {
         match msb_namespace::WarmLauncher::prepare_with(&name, id_map.as_ref()) {
             Ok(launcher) => Prepared {
                 launcher: Some(launcher),
+                boot_launcher: None,
                 disk: None,
             },
             Err(e) => {
@@ -117,19 +137,56 @@ impl Prepared {
         }
     }
 
+    /// Prepares for a sandbox booted ahead of time (by [`Prepared::with_disk`], once its disk
+    /// is made): a launcher with the namespaces and the user namespace for `id_map` for it, and
+    /// a spare one, without namespaces, for a start that cannot take it. Call while the process
+    /// has one thread.
+    pub fn with_boot(id_map: Option<crate::idmap::IdMap>) -> Prepared {
+        let pid = std::process::id();
+        let spare = format!("{pid}-spare");
+        let launchers =
+            msb_namespace::WarmLauncher::prepare_with(&pid.to_string(), id_map.as_ref())
+                .and_then(|boot| Ok((boot, msb_namespace::WarmLauncher::prepare_spare(&spare)?)));
+        match launchers {
+            Ok((boot, spare)) => Prepared {
+                launcher: Some(spare),
+                boot_launcher: Some(boot),
+                disk: None,
+            },
+            Err(e) => {
+                tracing::warn!("no sandbox booted ahead of time: {e}");
+                Prepared::new(id_map)
+            }
+        }
+    }
+
     /// Starts making the root disk described by `disk`, on a thread of its own, for a sandbox
     /// of the home whose id map is `id_map` (after the launcher's fork, so that the sandbox's
-    /// mount namespace never holds it). Only in the supervisor's own mount namespace: a disk
-    /// mounted in the host's would outlive a crash. A sandbox handed over before the disk is
-    /// ready does not wait for it (msbd made its image from the template then); a failure is
-    /// logged, and the sandbox's disk is mounted at its start.
-    pub fn with_disk(mut self, disk: WarmDisk, id_map: Option<crate::idmap::IdMap>) -> Prepared {
+    /// mount namespace never holds it), then, with `boot` and a boot launcher, booting a
+    /// sandbox on it. Only in the supervisor's own mount namespace: a disk mounted in the
+    /// host's would outlive a crash. A sandbox handed over before the disk is ready does not
+    /// wait for it (msbd made its image from the template then); a failure is logged, and the
+    /// sandbox's disk is mounted at its start.
+    pub fn with_disk(
+        mut self,
+        disk: WarmDisk,
+        id_map: Option<crate::idmap::IdMap>,
+        boot: Option<WarmBoot>,
+    ) -> Prepared {
         if !crate::mount_ns::is_own() {
             return self;
         }
         let owner = id_map.map(|map| (map.host_uid, map.host_gid));
         let state = std::sync::Arc::new(std::sync::Mutex::new(DiskState::Making));
         let shared = state.clone();
+        let boot = boot.zip(self.boot_launcher.take());
+        // The boot's directory exists from now on, until the boot fails or is published: msbd
+        // waits for a sandbox on its way rather than start another.
+        let boot = boot.filter(|(boot, _)| {
+            msb_host::private::ensure_private_dir(&boot.booting)
+                .inspect_err(|e| tracing::warn!("no sandbox booted ahead of time: {e}"))
+                .is_ok()
+        });
         msb_namespace::disk::background("msb-disk-prepare", move || {
             let made = msb_namespace::disk::PreparedDisk::make(
                 &disk.template,
@@ -137,12 +194,71 @@ impl Prepared {
                 &disk.mount,
                 owner,
             );
-            let mut state = shared.lock().unwrap_or_else(|p| p.into_inner());
-            match (made, &*state) {
-                (Ok(prepared), DiskState::Abandoned) => prepared.discard(),
-                (Ok(prepared), _) => *state = DiskState::Ready(prepared),
-                (Err(e), _) => {
-                    tracing::warn!("preparing a root disk (mounted at the start instead): {e}")
+            let prepared = match made {
+                Ok(prepared) => prepared,
+                Err(e) => {
+                    tracing::warn!("preparing a root disk (mounted at the start instead): {e}");
+                    if let Some((boot, _)) = boot {
+                        let _ = std::fs::remove_dir_all(&boot.booting);
+                    }
+                    return;
+                }
+            };
+            let mut state = lock(&shared);
+            if matches!(*state, DiskState::Abandoned) {
+                drop(state);
+                prepared.discard();
+                if let Some((boot, _)) = boot {
+                    let _ = std::fs::remove_dir_all(&boot.booting);
+                }
+                return;
+            }
+            let Some((boot, launcher)) = boot else {
+                *state = DiskState::Ready(prepared);
+                return;
+            };
+            // The image moves into the boot's directory, under the state's lock: msbd takes a
+            // bare disk by renaming the image too, so exactly one of the two gets it.
+            let dir = crate::paths::SandboxDir::new(boot.booting.clone());
+            let moved = std::fs::rename(&disk.image, dir.root_disk_image());
+            if let Err(e) = moved {
+                tracing::debug!("no sandbox booted ahead of time: {e}");
+                *state = DiskState::Ready(prepared);
+                drop(state);
+                let _ = std::fs::remove_dir_all(&boot.booting);
+                return;
+            }
+            *state = DiskState::Booting;
+            drop(state);
+            let placeholder = format!("{}{}", msb_namespace::WARM_PREFIX, std::process::id());
+            let booted =
+                namespace::boot(&boot.plan, &boot.booting, &placeholder, launcher, prepared);
+            let mut state = lock(&shared);
+            match booted {
+                Ok(booted) if matches!(*state, DiskState::Booting) => {
+                    // Published under its final name only now: msbd hands over a booted
+                    // sandbox only when it finds that name.
+                    match std::fs::rename(&boot.booting, &boot.booted) {
+                        Ok(()) => {
+                            *state = DiskState::Booted(Box::new(booted.moved_to(&boot.booted)))
+                        }
+                        Err(e) => {
+                            tracing::warn!("publishing the sandbox booted ahead of time: {e}");
+                            *state = DiskState::Abandoned;
+                            drop(state);
+                            booted.discard();
+                        }
+                    }
+                }
+                Ok(booted) => {
+                    drop(state);
+                    booted.discard();
+                }
+                Err(e) => {
+                    tracing::warn!("booting a sandbox ahead of time: {e}");
+                    *state = DiskState::Abandoned;
+                    drop(state);
+                    let _ = std::fs::remove_dir_all(&boot.booting);
                 }
             }
         });
@@ -150,15 +266,37 @@ impl Prepared {
         self
     }
 
-    /// The disk made ahead of time, if it is ready; one still being made is let go.
+    /// The disk made ahead of time, if it is ready; one still being made is let go, and so is
+    /// a sandbox booted on it.
     fn take_disk(&mut self) -> Option<msb_namespace::disk::PreparedDisk> {
         let state = self.disk.take()?;
-        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = lock(&state);
         match std::mem::replace(&mut *state, DiskState::Abandoned) {
             DiskState::Ready(disk) => Some(disk),
+            DiskState::Booted(booted) => {
+                msb_namespace::disk::background("msb-boot-discard", move || booted.discard());
+                None
+            }
             _ => None,
         }
     }
+
+    /// The sandbox booted ahead of time, if it runs.
+    fn take_booted(&mut self) -> Option<namespace::Booted> {
+        let state = self.disk.as_ref()?;
+        let mut state = lock(state);
+        if !matches!(*state, DiskState::Booted(_)) {
+            return None;
+        }
+        match std::mem::replace(&mut *state, DiskState::Abandoned) {
+            DiskState::Booted(booted) => Some(*booted),
+            _ => None,
+        }
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Drop for Prepared {
@@ -171,6 +309,33 @@ impl Drop for Prepared {
     }
 }
 
+/// Takes the sandbox `prepared` booted ahead of time as `config`'s (msbd moved its directory
+/// into place): `None` when there is none or it could not be claimed (logged; it is gone, and
+/// the caller starts one as usual with `prepared`). Returns the backend and the supervisor's
+/// end of the agent's channel.
+pub fn claim(
+    config: &SupervisorConfig,
+    prepared: &mut Prepared,
+) -> Option<(Box<dyn Backend>, std::os::unix::net::UnixStream)> {
+    let booted = prepared.take_booted();
+    if booted.is_none() {
+        tracing::warn!("no sandbox booted ahead of time to claim; starting one");
+    }
+    match namespace::claim(config, booted?) {
+        Ok((backend, host_end)) => Some((Box::new(backend) as Box<dyn Backend>, host_end)),
+        Err(e) => {
+            tracing::warn!("claiming the sandbox booted ahead of time (starting one): {e}");
+            None
+        }
+    }
+}
+
+/// Lets go, on a thread of its own, of what a start did not use (a spare launcher exits and
+/// its placeholder cgroups go).
+pub fn release(prepared: Prepared) {
+    msb_namespace::disk::background("msb-warm-release", move || drop(prepared));
+}
+
 /// Starts the sandbox with `agent_fd` as the agent's end of its channel, using what was
 /// prepared.
 pub fn start(
@@ -180,8 +345,11 @@ pub fn start(
 ) -> Result<Box<dyn Backend>, BackendError> {
     let mut prepared = prepared;
     let disk = prepared.take_disk();
-    namespace::start(config, agent_fd, prepared.launcher.take(), disk)
-        .map(|s| Box::new(s) as Box<dyn Backend>)
+    let launcher = prepared.launcher.take();
+    if prepared.boot_launcher.is_some() || prepared.disk.is_some() {
+        release(prepared);
+    }
+    namespace::start(config, agent_fd, launcher, disk).map(|s| Box::new(s) as Box<dyn Backend>)
 }
 
 /// Releases what a sandbox whose supervisor died still holds on the host: its processes (the

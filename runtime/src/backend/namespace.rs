@@ -120,12 +120,104 @@ fn dir_file_server(
     .map_err(|e| format!("serving {}: {e}", dir.display()))
 }
 
+/// What [`launch`] made: a sandbox whose PID 1 runs the agent, with what serves it.
+struct Launched {
+    sandbox: Sandbox,
+    root_disk: Option<RootDisk>,
+    root_disk_upper: Option<std::fs::File>,
+    runtime_server: Option<msb_fs::Server>,
+    mount_servers: Vec<MountServer>,
+    /// `eth0`, being made in the namespace PID 1 is in (with a warm launcher).
+    early_tap: Option<super::network::EarlyTap>,
+}
+
+impl Launched {
+    fn into_backend(
+        self,
+        config: &SupervisorConfig,
+        network: Option<msb_net::RunningNetwork>,
+    ) -> NamespaceBackend {
+        NamespaceBackend {
+            sandbox: self.sandbox,
+            // A named sandbox's next start mounts the same image: its disk goes before the
+            // run's end is recorded. An ephemeral one's image is never mounted again, and in
+            // the supervisor's own mount namespace nobody else sees the mount: it goes with
+            // this process, after the end is recorded, instead of costing an RCU grace period
+            // before.
+            detach_disk_at_exit: !(config.config.ephemeral && crate::mount_ns::is_own()),
+            root_disk: std::sync::Mutex::new(self.root_disk),
+            root_disk_upper: self.root_disk_upper,
+            net_counters: network.as_ref().map(|running| running.counters().clone()),
+            network: std::sync::Mutex::new(network),
+            runtime_server: self.runtime_server,
+            mount_servers: self.mount_servers,
+        }
+    }
+
+    /// Ends a sandbox nobody will use: PID 1 killed and reaped, its cgroups removed, the
+    /// disk's host mount detached (as this is dropped).
+    fn discard(self) {
+        let _ = self.sandbox.kill();
+        let _ = self.sandbox.wait();
+        if let Err(e) = self.sandbox.destroy() {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+/// The sandbox's limits: the configuration's, and the default number of tasks.
+fn limits(config: &SupervisorConfig) -> Limits {
+    Limits {
+        cpus: config.config.cpus,
+        memory_bytes: Some(config.config.memory_limit_mib() << 20),
+        pids_max: Some(DEFAULT_PIDS_MAX),
+    }
+}
+
+/// The sandbox's hostname: its name, cut to the kernel's 64 bytes' worth of characters.
+fn hostname(config: &SupervisorConfig) -> String {
+    config.config.name.chars().take(63).collect()
+}
+
 pub fn start(
     config: &SupervisorConfig,
     agent_fd: OwnedFd,
     warm: Option<WarmLauncher>,
     prepared_disk: Option<msb_namespace::disk::PreparedDisk>,
 ) -> Result<NamespaceBackend, BackendError> {
+    // Ports bound before anything starts: one in use fails the start here.
+    let network = super::network::configure(&config.config)?;
+    let guest = network.as_ref().map(|n| n.config().guest_setup());
+    let mut launched = launch(config, agent_fd, warm, prepared_disk, guest.as_ref())?;
+    let network = match network {
+        Some(network) => {
+            let pid = launched.sandbox.pid();
+            let tap = launched
+                .early_tap
+                .take()
+                .and_then(|early| early.finish(pid));
+            match super::network::start(network, pid, tap) {
+                Ok(running) => Some(running),
+                Err(e) => {
+                    launched.discard();
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
+    Ok(launched.into_backend(config, network))
+}
+
+/// Builds and starts the sandbox of `config` (all but its network's stack), writing the
+/// guest's network files for `guest` when it has a network.
+fn launch(
+    config: &SupervisorConfig,
+    agent_fd: OwnedFd,
+    warm: Option<WarmLauncher>,
+    prepared_disk: Option<msb_namespace::disk::PreparedDisk>,
+    guest: Option<&msb_net::GuestSetup>,
+) -> Result<Launched, BackendError> {
     let dir = SandboxDir::new(config.sandbox_dir.clone());
     // The root disk first: the upper and work directories are on it.
     let root_disk = match config.config.rootfs {
@@ -216,26 +308,19 @@ pub fn start(
             });
         }
     }
-    // Ports bound before anything starts: one in use fails the start here.
-    let network = super::network::configure(&config.config)?;
-    if let Some(network) = &network {
+    if let Some(guest) = guest {
         let owner = config.id_map.map(|map| (map.host_uid, map.host_gid));
         let (root_dir, lower) = match &config.config.rootfs {
             RootfsSource::Default => (dir.upper(), Some(config.default_rootfs.as_path())),
             RootfsSource::Bind { path } => (path.clone(), None),
         };
-        if let Err(e) = super::network::write_guest_files(
-            &root_dir,
-            lower,
-            &network.config().guest_setup(),
-            owner,
-        ) {
+        if let Err(e) = super::network::write_guest_files(&root_dir, lower, guest, owner) {
             tracing::warn!("writing the guest's resolv.conf and hosts: {e}");
         }
     }
     let spec = SandboxSpec {
         id: config.sandbox_id.clone(),
-        hostname: config.config.name.chars().take(63).collect(),
+        hostname: hostname(config),
         root,
         runtime_dir: dir.runtime(),
         runtime_fuse,
@@ -246,11 +331,7 @@ pub fn start(
         mounts,
         served,
         disks,
-        limits: Limits {
-            cpus: config.config.cpus,
-            memory_bytes: Some(config.config.memory_limit_mib() << 20),
-            pids_max: Some(DEFAULT_PIDS_MAX),
-        },
+        limits: limits(config),
         state_dir: dir.backend_state(),
         stdio_log: Some(dir.supervisor_log()),
         id_map: config.id_map,
@@ -258,40 +339,222 @@ pub fn start(
     // A warm launcher made the network namespace PID 1 will have: eth0 is made in it on a
     // thread while PID 1 makes the rest.
     let mut warm = warm;
-    let early_tap = match (&network, warm.as_mut()) {
-        (Some(network), Some(launcher)) => super::network::open_tap_early(network, launcher),
+    let early_tap = match (guest, warm.as_mut()) {
+        (Some(guest), Some(launcher)) => super::network::open_tap_early(guest, launcher),
         _ => None,
     };
     let sandbox = match warm {
         Some(launcher) => Sandbox::start_warm(spec, launcher)?,
         None => Sandbox::start(spec)?,
     };
-    let network = match network {
-        Some(network) => match super::network::start(network, sandbox.pid(), early_tap) {
-            Ok(running) => Some(running),
-            Err(e) => {
-                let _ = sandbox.kill();
-                let _ = sandbox.wait();
-                let _ = sandbox.destroy();
-                return Err(e);
-            }
-        },
-        None => None,
-    };
-    Ok(NamespaceBackend {
+    Ok(Launched {
         sandbox,
-        // A named sandbox's next start mounts the same image: its disk goes before the run's
-        // end is recorded. An ephemeral one's image is never mounted again, and in the
-        // supervisor's own mount namespace nobody else sees the mount: it goes with this
-        // process, after the end is recorded, instead of costing an RCU grace period before.
-        detach_disk_at_exit: !(config.config.ephemeral && crate::mount_ns::is_own()),
-        root_disk: std::sync::Mutex::new(root_disk),
+        root_disk,
         root_disk_upper,
-        net_counters: network.as_ref().map(|running| running.counters().clone()),
-        network: std::sync::Mutex::new(network),
         runtime_server,
         mount_servers,
+        early_tap,
     })
+}
+
+/// A sandbox a warm supervisor started ahead of time for the configuration most starts ask
+/// for ([`bootable`]): the default root on a root disk of the default size, no mounts, a
+/// network. Its PID 1 runs the agent (which said `Ready`) in placeholder cgroups under a
+/// placeholder name, in a directory laid out as a sandbox's (`$MSB_HOME/warm/<n>.boot`), which
+/// msbd renames into place when it hands the supervisor such a sandbox; [`claim`] then names,
+/// limits and connects it.
+pub struct Booted {
+    launched: Launched,
+    /// The supervisor's end of the agent's channel.
+    host_end: std::os::unix::net::UnixStream,
+    /// `eth0`, made in PID 1's network namespace; the stack starts at the claim.
+    tap: Option<OwnedFd>,
+    /// A thread in PID 1's UTS namespace, to set the sandbox's hostname.
+    hostname: Option<msb_namespace::HostnameSetter>,
+    guest: msb_net::GuestSetup,
+    /// The directory it was booted in (before msbd moved it).
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for Booted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Booted")
+            .field("pid", &self.launched.sandbox.pid())
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+/// What a sandbox is booted ahead of time with: what msbd would give the sandboxes of its home.
+#[derive(Clone, Debug)]
+pub struct BootPlan {
+    pub default_rootfs: PathBuf,
+    pub agent_binary: PathBuf,
+    pub id_map: Option<crate::idmap::IdMap>,
+}
+
+/// Whether a start of `config` can take a sandbox booted with `plan` (pure but for nothing):
+/// the default root on a fresh root disk of the default size, no mounts, a network (any ports
+/// and rules: the stack starts at the claim), and the same root, agent and id map.
+pub fn bootable(config: &SupervisorConfig, plan: &BootPlan) -> bool {
+    let sandbox = &config.config;
+    sandbox.rootfs == RootfsSource::Default
+        && sandbox.volumes.is_empty()
+        && !sandbox.no_network
+        && sandbox.root_disk_mib == Some(msb_api::config::DEFAULT_ROOT_DISK_MIB)
+        && config.default_rootfs == plan.default_rootfs
+        && config.agent_binary == plan.agent_binary
+        && config.id_map == plan.id_map
+}
+
+/// The configuration a sandbox is booted ahead of time for: the default one, under a
+/// placeholder name (its hostname until the claim).
+fn booted_config() -> msb_api::config::SandboxConfig {
+    msb_api::config::SandboxConfig {
+        name: "msb".into(),
+        command: Vec::new(),
+        env: Vec::new(),
+        workdir: None,
+        cpus: None,
+        memory_mib: None,
+        volumes: Vec::new(),
+        rootfs: RootfsSource::Default,
+        labels: Default::default(),
+        max_duration_secs: None,
+        idle_timeout_secs: None,
+        ephemeral: false,
+        metrics_interval_ms: None,
+        published_ports: Vec::new(),
+        net_rules: Vec::new(),
+        no_network: false,
+        root_disk_mib: Some(msb_api::config::DEFAULT_ROOT_DISK_MIB),
+        net_ring_frames: None,
+    }
+}
+
+/// Boots the sandbox of `plan` in `dir` (laid out as a sandbox's directory, holding the root
+/// disk's image), through `launcher`, on the `disk` made ahead of time from that image.
+pub fn boot(
+    plan: &BootPlan,
+    dir: &Path,
+    placeholder: &str,
+    launcher: WarmLauncher,
+    disk: msb_namespace::disk::PreparedDisk,
+) -> Result<Booted, BackendError> {
+    let config = SupervisorConfig {
+        sandbox_id: placeholder.to_owned(),
+        run_id: String::new(),
+        config: booted_config(),
+        sandbox_dir: dir.to_owned(),
+        default_rootfs: plan.default_rootfs.clone(),
+        agent_binary: plan.agent_binary.clone(),
+        wait_for_attach: false,
+        main_mode: msb_protocol::ExecMode::Buffered,
+        log_level: String::new(),
+        id_map: plan.id_map,
+        output_log_max_bytes: 0,
+        claim_booted: false,
+    };
+    let (host_end, agent_end) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| BackendError::Serve(format!("creating the agent channel: {e}")))?;
+    let guest = msb_net::NetConfig::default().guest_setup();
+    let mut launched = launch(
+        &config,
+        agent_end.into(),
+        Some(launcher),
+        Some(disk),
+        Some(&guest),
+    )?;
+    let pid = launched.sandbox.pid();
+    let tap = launched
+        .early_tap
+        .take()
+        .and_then(|early| early.finish(pid));
+    let hostname = msb_namespace::HostnameSetter::join(pid)
+        .inspect_err(|e| tracing::debug!("the hostname is set at the claim: {e}"))
+        .ok();
+    Ok(Booted {
+        launched,
+        host_end,
+        tap,
+        hostname,
+        guest,
+        dir: dir.to_owned(),
+    })
+}
+
+impl Booted {
+    /// The same sandbox, its directory renamed to `dir`.
+    pub(super) fn moved_to(mut self, dir: &Path) -> Booted {
+        let dir = SandboxDir::new(dir);
+        if let Some(disk) = self.launched.root_disk.as_mut() {
+            disk.mount = dir.root_disk_mount();
+        }
+        self.launched.sandbox.moved(&dir.backend_state());
+        self.dir = dir.root().to_owned();
+        self
+    }
+
+    /// Ends it (nobody took it): the sandbox destroyed, its disk detached, its directory
+    /// deleted unless msbd moved it.
+    pub fn discard(self) {
+        self.launched.discard();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Makes `booted` the sandbox of `config`, whose directory it now is (msbd renamed it there):
+/// names and limits it, starts its network. Returns the backend and the supervisor's end of
+/// the agent's channel. On error the booted sandbox is gone.
+pub fn claim(
+    config: &SupervisorConfig,
+    booted: Booted,
+) -> Result<(NamespaceBackend, std::os::unix::net::UnixStream), BackendError> {
+    let Booted {
+        mut launched,
+        host_end,
+        tap,
+        hostname: setter,
+        guest,
+        dir: _,
+    } = booted;
+    let dir = SandboxDir::new(config.sandbox_dir.clone());
+    // The disk's host mount moved with the directory.
+    if let Some(disk) = launched.root_disk.as_mut() {
+        disk.mount = dir.root_disk_mount();
+    }
+    let claimed = launched
+        .sandbox
+        .claim(
+            &config.sandbox_id,
+            (&hostname(config), setter),
+            &limits(config),
+            &dir.backend_state(),
+        )
+        .map_err(BackendError::from)
+        .and_then(|()| super::network::configure(&config.config));
+    let network = match claimed {
+        Ok(Some(network)) if network.config().guest_setup() == guest => network,
+        Ok(_) => {
+            launched.discard();
+            return Err(BackendError::Network(
+                "the booted sandbox's network does not fit the configuration".into(),
+            ));
+        }
+        Err(e) => {
+            launched.discard();
+            return Err(e);
+        }
+    };
+    let pid = launched.sandbox.pid();
+    let running = match super::network::start(network, pid, tap) {
+        Ok(running) => running,
+        Err(e) => {
+            launched.discard();
+            return Err(e);
+        }
+    };
+    Ok((launched.into_backend(config, Some(running)), host_end))
 }
 
 /// The file server of one directory mount.
@@ -430,5 +693,100 @@ impl Backend for NamespaceBackend {
 
     fn cgroups(&self) -> Option<super::CgroupPaths> {
         Some(self.sandbox.cgroup().clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> BootPlan {
+        BootPlan {
+            default_rootfs: "/home/images/busybox/rootfs".into(),
+            agent_binary: "/usr/lib/msb/msb-agentd".into(),
+            id_map: Some(crate::idmap::IdMap {
+                host_uid: 100_000,
+                host_gid: 100_000,
+                count: 65536,
+            }),
+        }
+    }
+
+    /// What msbd gives a `msb run -- true` of the home `plan` describes.
+    fn config() -> SupervisorConfig {
+        let plan = plan();
+        SupervisorConfig {
+            sandbox_id: "0123456789abcdef".into(),
+            run_id: "run".into(),
+            config: msb_api::config::SandboxConfig {
+                name: "s".into(),
+                command: vec!["true".into()],
+                ..booted_config()
+            },
+            sandbox_dir: "/home/sandboxes/0123456789abcdef".into(),
+            default_rootfs: plan.default_rootfs,
+            agent_binary: plan.agent_binary,
+            wait_for_attach: true,
+            main_mode: msb_protocol::ExecMode::Stream,
+            log_level: "info".into(),
+            id_map: plan.id_map,
+            output_log_max_bytes: 1 << 20,
+            claim_booted: false,
+        }
+    }
+
+    #[test]
+    fn only_the_configuration_a_sandbox_was_booted_for_takes_it() {
+        assert!(bootable(&config(), &plan()));
+        // What the claim sets, or the workload's exec carries, does not matter.
+        let mut limited = config();
+        limited.config.memory_mib = Some(64);
+        limited.config.cpus = Some(0.5);
+        limited.config.published_ports = vec!["8080:80".into()];
+        limited.config.net_rules = vec!["deny@any".into()];
+        limited.config.env = vec![("A".into(), "1".into())];
+        limited.config.ephemeral = true;
+        assert!(bootable(&limited, &plan()));
+        // What PID 1 was built with does.
+        type Change = Box<dyn Fn(&mut SupervisorConfig)>;
+        let changes: Vec<(&str, Change)> = vec![
+            ("no network", Box::new(|c| c.config.no_network = true)),
+            (
+                "another disk size",
+                Box::new(|c| c.config.root_disk_mib = Some(512)),
+            ),
+            ("no disk", Box::new(|c| c.config.root_disk_mib = None)),
+            (
+                "a host root",
+                Box::new(|c| {
+                    c.config.rootfs = RootfsSource::Bind {
+                        path: "/srv/root".into(),
+                    }
+                }),
+            ),
+            (
+                "a volume",
+                Box::new(|c| {
+                    c.config.volumes = vec![serde_json::from_value(
+                        serde_json::json!({"host": "/srv", "guest": "/srv", "readonly": false}),
+                    )
+                    .unwrap()]
+                }),
+            ),
+            ("another id map", Box::new(|c| c.id_map = None)),
+            (
+                "another agent",
+                Box::new(|c| c.agent_binary = "/tmp/agent".into()),
+            ),
+            (
+                "another root",
+                Box::new(|c| c.default_rootfs = "/tmp/rootfs".into()),
+            ),
+        ];
+        for (what, change) in changes {
+            let mut changed = config();
+            change(&mut changed);
+            assert!(!bootable(&changed, &plan()), "{what}");
+        }
     }
 }

@@ -60,7 +60,7 @@ pub struct EarlyTap {
 /// ready when PID 1 is; `None` (logged) when the namespace cannot be had, and `eth0` is then
 /// made after PID 1 starts.
 pub fn open_tap_early(
-    network: &msb_net::Network,
+    guest: &msb_net::GuestSetup,
     launcher: &mut msb_namespace::WarmLauncher,
 ) -> Option<EarlyTap> {
     use std::os::unix::fs::MetadataExt;
@@ -72,7 +72,7 @@ pub fn open_tap_early(
         })
         .inspect_err(|e| tracing::debug!("eth0 made after PID 1 starts: {e}"))
         .ok()?;
-    let setup = network.config().guest_setup();
+    let setup = guest.clone();
     let thread = std::thread::Builder::new()
         .name("msb-eth0".into())
         .spawn(move || msb_net::tap::open_in(file, "eth0", Some(&setup)))
@@ -84,21 +84,15 @@ pub fn open_tap_early(
     })
 }
 
-/// Starts the stack on `eth0` in PID 1's network namespace: the one made `early` when PID 1 is
-/// in that namespace (a warm launcher that could not be used leaves PID 1 in another), else
-/// one made now.
-pub fn start(
-    network: msb_net::Network,
-    init_pid: i32,
-    early: Option<EarlyTap>,
-) -> Result<msb_net::RunningNetwork, BackendError> {
-    use std::os::unix::fs::MetadataExt;
-    let netns = format!("/proc/{init_pid}/ns/net");
-    let early = early.and_then(|early| {
-        let made = early.thread.join();
-        let pid1 = std::fs::metadata(&netns).ok()?;
+impl EarlyTap {
+    /// `eth0` once made, if PID 1 (`init_pid`) is in the namespace it was made in (a warm
+    /// launcher that could not be used leaves PID 1 in another); `None` means make it again.
+    pub fn finish(self, init_pid: i32) -> Option<std::os::fd::OwnedFd> {
+        use std::os::unix::fs::MetadataExt;
+        let made = self.thread.join();
+        let pid1 = std::fs::metadata(format!("/proc/{init_pid}/ns/net")).ok()?;
         match made {
-            Ok(Ok(tap)) if (pid1.dev(), pid1.ino()) == early.netns => Some(tap),
+            Ok(Ok(tap)) if (pid1.dev(), pid1.ino()) == self.netns => Some(tap),
             Ok(Ok(_)) => {
                 tracing::debug!("PID 1 is not in the warm launcher's network namespace");
                 None
@@ -109,10 +103,20 @@ pub fn start(
             }
             Err(_) => None,
         }
-    });
-    let tap = match early {
+    }
+}
+
+/// Starts the stack on `tap`, PID 1's `eth0` when it was made ahead ([`EarlyTap::finish`]),
+/// else on one made now in PID 1's network namespace.
+pub fn start(
+    network: msb_net::Network,
+    init_pid: i32,
+    tap: Option<std::os::fd::OwnedFd>,
+) -> Result<msb_net::RunningNetwork, BackendError> {
+    let tap = match tap {
         Some(tap) => tap,
         None => {
+            let netns = format!("/proc/{init_pid}/ns/net");
             let setup = network.config().guest_setup();
             msb_net::tap::open_in_netns(Path::new(&netns), "eth0", Some(&setup))
                 .map_err(|e| BackendError::Network(format!("creating eth0 in the sandbox: {e}")))?

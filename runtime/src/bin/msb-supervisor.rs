@@ -64,16 +64,38 @@ fn main() {
             msb_runtime::spawn::set_seccomp_cache(home);
         }
         let id_map = home.as_deref().and_then(msb_runtime::idmap::read);
-        let prepared = msb_runtime::backend::Prepared::new(id_map);
+        // With a root and an agent to boot (and the home's user namespace), a sandbox is
+        // booted ahead of time on the disk.
+        let boot_plan = match (flag("--boot-rootfs"), flag("--boot-agent")) {
+            (Some(rootfs), Some(agent)) if msb_runtime::mount_ns::is_own() && id_map.is_some() => {
+                Some(msb_runtime::backend::BootPlan {
+                    default_rootfs: rootfs.into(),
+                    agent_binary: agent.into(),
+                    id_map,
+                })
+            }
+            _ => None,
+        };
+        let prepared = match boot_plan {
+            Some(_) => msb_runtime::backend::Prepared::with_boot(id_map),
+            None => msb_runtime::backend::Prepared::new(id_map),
+        };
         match (flag("--disk-template"), flag("--socket")) {
             (Some(template), Some(socket)) => {
-                let (image, mount) = msb_runtime::spawn::warm_disk_paths(socket.as_ref());
+                let socket = std::path::Path::new(&socket);
+                let (image, mount) = msb_runtime::spawn::warm_disk_paths(socket);
                 let disk = msb_runtime::backend::WarmDisk {
                     template: template.into(),
                     image,
                     mount,
                 };
-                prepared.with_disk(disk, id_map)
+                let (booting, booted) = msb_runtime::spawn::warm_boot_dirs(socket);
+                let boot = boot_plan.map(|plan| msb_runtime::backend::WarmBoot {
+                    plan,
+                    booting,
+                    booted,
+                });
+                prepared.with_disk(disk, id_map, boot)
             }
             _ => prepared,
         }

@@ -117,18 +117,33 @@ pub fn run_supervisor(
         },
     };
     own_socket.set(socket_identity(&dir.socket()));
-    let (host_end, agent_end) = match StdUnixStream::pair() {
-        Ok(pair) => pair,
-        Err(e) => {
-            let _ = written(&runtime);
-            return fail(record, format!("creating the agent channel: {e}"));
-        }
+    // The sandbox a warm supervisor booted ahead of time, when msbd handed it over; else (or
+    // when it cannot be claimed) one started now.
+    let mut prepared = prepared;
+    let claimed = match config.claim_booted {
+        true => backend::claim(&config, &mut prepared),
+        false => None,
     };
-    let sandbox = match backend::start(&config, agent_end.into(), prepared) {
-        Ok(sandbox) => sandbox,
-        Err(e) => {
-            let _ = written(&runtime);
-            return fail(record, format!("starting the sandbox: {e}"));
+    let (sandbox, host_end) = match claimed {
+        Some(claimed) => {
+            backend::release(prepared);
+            claimed
+        }
+        None => {
+            let (host_end, agent_end) = match StdUnixStream::pair() {
+                Ok(pair) => pair,
+                Err(e) => {
+                    let _ = written(&runtime);
+                    return fail(record, format!("creating the agent channel: {e}"));
+                }
+            };
+            match backend::start(&config, agent_end.into(), prepared) {
+                Ok(sandbox) => (sandbox, host_end),
+                Err(e) => {
+                    let _ = written(&runtime);
+                    return fail(record, format!("starting the sandbox: {e}"));
+                }
+            }
         }
     };
     if let Err(e) = written(&runtime) {

@@ -193,6 +193,7 @@ impl Harness {
             log_level: "debug".into(),
             id_map: None,
             output_log_max_bytes: crate::logs::DEFAULT_OUTPUT_LOG_MAX_BYTES,
+            claim_booted: false,
         };
         let record = RunRecord {
             run_id: "run-1".into(),

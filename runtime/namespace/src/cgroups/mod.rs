@@ -158,6 +158,11 @@ pub(crate) fn create(paths: &CgroupPaths, limits: &Limits) -> Result<(), Namespa
     result
 }
 
+/// Writes the limits into directories that exist (a claimed sandbox's, which it is in).
+pub(crate) fn write_limits(paths: &CgroupPaths, limits: &Limits) -> Result<(), NamespaceError> {
+    create_and_limit(paths, limits)
+}
+
 fn create_and_limit(paths: &CgroupPaths, limits: &Limits) -> Result<(), NamespaceError> {
     let failed = |op: &'static str, path: &Path| {
         let path = path.to_path_buf();
@@ -320,6 +325,29 @@ pub fn validate_limits(limits: &Limits) -> Result<(), String> {
 /// CFS quota in microseconds per [`CPU_PERIOD_US`] for a quota in cores.
 pub fn cpu_quota_us(cpus: f64) -> u64 {
     ((cpus * CPU_PERIOD_US as f64).round() as u64).max(CPU_QUOTA_MIN_US)
+}
+
+/// Moves every directory of `from` to the same controller's directory in `target` (another
+/// sandbox's plan from the same host layout): cgroupfs allows a rename within one parent, and
+/// the tasks stay. On error nothing moved.
+pub(crate) fn rename(from: &CgroupPaths, target: &CgroupPaths) -> Result<(), String> {
+    let pairs: Vec<(&PathBuf, &PathBuf)> = from.dirs().iter().zip(target.dirs()).collect();
+    if pairs.len() != from.dirs().len() || pairs.len() != target.dirs().len() {
+        return Err("the host's cgroup layout changed since the cgroups were made".into());
+    }
+    for (done, (old, new)) in pairs.iter().enumerate() {
+        if let Err(e) = std::fs::rename(old, new) {
+            for (old, new) in &pairs[..done] {
+                let _ = std::fs::rename(new, old);
+            }
+            return Err(format!(
+                "renaming {} to {}: {e}",
+                old.display(),
+                new.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Removes the sandbox's directories. A directory that is already gone counts as removed; one
