@@ -47,6 +47,33 @@ struct Idle {
     boot: Option<(BootPlan, BootDirs)>,
 }
 
+/// Removes what an idle supervisor that died left under `warm/`: its socket, its disk's image
+/// and mount point (the mount went with its mount namespace), its booted sandbox's directory,
+/// and, on a thread, the placeholder cgroups once empty (a booted sandbox's agent, its channel
+/// gone, ends within seconds; msbd's next start removes what is still left).
+fn clean_up_after(idle: Idle) {
+    tracing::warn!(
+        pid = idle.child.id(),
+        "an idle warm supervisor died; cleaning up after it"
+    );
+    let _ = std::fs::remove_file(&idle.socket);
+    if let Some(image) = &idle.disk_image {
+        let _ = std::fs::remove_file(image);
+        let _ = std::fs::remove_file(image.with_extension("making"));
+        let _ = std::fs::remove_dir(msb_runtime::spawn::warm_disk_paths(&idle.socket).1);
+    }
+    if let Some((_, dirs)) = &idle.boot {
+        let _ = std::fs::remove_dir_all(&dirs.booting);
+        let _ = std::fs::remove_dir_all(&dirs.booted);
+    }
+    std::thread::spawn(|| {
+        for _ in 0..10 {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let _ = msb_runtime::backend::remove_stale_warm_cgroups();
+        }
+    });
+}
+
 /// How handing an idle supervisor's booted sandbox to a start went.
 enum Booted {
     /// The supervisor took the sandbox (and the start).
@@ -275,9 +302,11 @@ impl WarmPool {
     fn take_idle(&self) -> Option<Idle> {
         loop {
             let mut idle = self.lock().pop()?;
-            // One that died while idle (killed, or its launcher failed) is skipped.
+            // One that died while idle (killed, or its launcher failed) is skipped, and what
+            // it left is cleaned up.
             if !matches!(idle.child.try_wait(), Ok(None)) {
                 let _ = idle.child.wait();
+                clean_up_after(idle);
                 continue;
             }
             msb_runtime::spawn::set_process_cpu_priority(
@@ -294,17 +323,29 @@ impl WarmPool {
         // The socket first, so that it is in place before the supervisor (and msbd's own wait
         // for it) could look.
         let target = msb_runtime::paths::SandboxDir::new(config.sandbox_dir.clone()).socket();
-        let moved = std::fs::rename(&idle.socket, &target)
-            .and_then(|()| msb_runtime::spawn::hand_over(&mut idle.control, config));
-        match moved {
+        if let Err(e) = std::fs::rename(&idle.socket, &target) {
+            tracing::warn!(
+                pid = idle.child.id(),
+                "moving a warm supervisor's socket: {e}"
+            );
+            let _ = idle.child.kill();
+            let _ = idle.child.wait();
+            clean_up_after(idle);
+            return None;
+        }
+        match msb_runtime::spawn::hand_over(&mut idle.control, config) {
             Ok(()) => Some(idle.child),
             Err(e) => {
+                // It died (or is dying) since it was found alive: its socket, now at the
+                // sandbox's path, must not be taken for the next supervisor's.
                 tracing::warn!(
                     pid = idle.child.id(),
                     "warm supervisor refused its sandbox: {e}"
                 );
+                let _ = std::fs::remove_file(&target);
                 let _ = idle.child.kill();
                 let _ = idle.child.wait();
+                clean_up_after(idle);
                 None
             }
         }

@@ -327,3 +327,61 @@ fn zero_warm_supervisors_starts_cold_and_bad_values_are_refused() {
         run.stderr
     );
 }
+
+#[test]
+fn a_killed_idle_supervisor_leaves_no_booted_sandbox_behind() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    assert_eq!(home.ok(&["run", "--", "echo", "first"]).trim(), "first");
+    home.eventually(Duration::from_secs(20), "a sandbox booted ahead", || {
+        boot_dirs(&home).iter().any(|d| d.ends_with(".boot"))
+    });
+    // The supervisor that served the first run may still be winding down.
+    home.eventually(Duration::from_secs(10), "one warm supervisor left", || {
+        warm_children(&home).len() == 1
+    });
+    let idle = warm_children(&home);
+    let devices_before = loop_devices_under(&home.path().join("warm"));
+    assert_eq!(devices_before, 1, "the booted sandbox's disk");
+    std::process::Command::new("kill")
+        .args(["-9", &idle[0].to_string()])
+        .status()
+        .unwrap();
+    // Dead, all its threads too (a thread in the kernel outlives the leader for a moment: a
+    // start handed to it then fails as the supervisor's death, an error of its own).
+    home.eventually(Duration::from_secs(10), "the supervisor dead", || {
+        std::fs::read_to_string(format!("/proc/{}/status", idle[0]))
+            .map(|s| s.contains("State:\tZ") && s.contains("Threads:\t1\n"))
+            .unwrap_or(true)
+    });
+    // The next start passes over it, and its booted sandbox, disk, directory and placeholder
+    // cgroups go (the agent ends once its channel is gone).
+    assert_eq!(home.ok(&["run", "--", "echo", "next"]).trim(), "next");
+    home.eventually(
+        Duration::from_secs(15),
+        "the dead one's cgroups gone",
+        || placeholder_cgroups(&idle).is_empty(),
+    );
+    let warm_dir = home.path().join("warm");
+    home.eventually(
+        Duration::from_secs(15),
+        "one booted disk, the new one's",
+        || loop_devices_under(&warm_dir) <= 1 && boot_dirs(&home).len() <= 1,
+    );
+}
+
+/// Loop devices whose backing file is under `dir`.
+fn loop_devices_under(dir: &Path) -> usize {
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/sys/block")
+        .map(|devices| {
+            devices
+                .flatten()
+                .filter_map(|d| std::fs::read_to_string(d.path().join("loop/backing_file")).ok())
+                .filter(|backing| backing.starts_with(&dir))
+                .count()
+        })
+        .unwrap_or(0)
+}

@@ -490,7 +490,11 @@ pub fn remove_stale_warm_cgroups() -> io::Result<Vec<String>> {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name.strip_prefix(crate::WARM_PREFIX) else {
+            // `warm-<pid>` or `warm-<pid>-spare`: the supervisor's pid first.
+            let Some(pid) = name
+                .strip_prefix(crate::WARM_PREFIX)
+                .and_then(|rest| rest.split('-').next())
+            else {
                 continue;
             };
             let owner_alive = pid.parse::<i32>().is_ok_and(|pid| {
