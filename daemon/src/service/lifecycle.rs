@@ -129,6 +129,7 @@ pub async fn start_run(
     let _ = std::fs::remove_file(dir.socket());
 
     let run_id = msb_runtime::ids::random_id();
+    daemon.intake.started_here(sandbox_id, &run_id);
     let supervisor_config = SupervisorConfig {
         sandbox_id: sandbox_id.to_owned(),
         run_id: run_id.clone(),

@@ -237,3 +237,35 @@ fn the_journal_replays_what_was_not_committed() {
     let left = std::fs::read_to_string(&journal).unwrap().lines().count();
     assert!(left <= 1, "the journal was emptied at open: {left} lines");
 }
+
+/// A batch's events are appended together: every field, in order, after a reopen too.
+#[test]
+fn events_of_one_batch_are_stored_whole_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("msb.duckdb");
+    let event = |ts_ms: i64, sandbox: Option<&str>, kind: &str| EventRecord {
+        ts_ms,
+        sandbox_id: sandbox.map(str::to_owned),
+        kind: kind.into(),
+        detail_json: format!("{{\"n\":{ts_ms}}}"),
+    };
+    let written = [
+        event(1, Some("a1"), "status"),
+        event(2, None, "daemon"),
+        event(3, Some("a1"), "status"),
+        event(4, Some("a1"), "oom"),
+    ];
+    {
+        let store = Store::open(&path).unwrap();
+        store.insert_sandbox(&sandbox("a1", "web")).unwrap();
+        for e in &written {
+            store.append_event(e).unwrap();
+        }
+        let stored = store.events_for("a1").unwrap();
+        let expected: Vec<&EventRecord> =
+            written.iter().filter(|e| e.sandbox_id.is_some()).collect();
+        assert_eq!(stored.iter().collect::<Vec<_>>(), expected);
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.events_for("a1").unwrap().len(), 3);
+}

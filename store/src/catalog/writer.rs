@@ -332,9 +332,13 @@ pub(crate) fn coalesce(work: Vec<Mutation>) -> Vec<Mutation> {
 /// Applies `work` in one transaction, recording `last_seq` as the last committed change.
 fn apply(conn: &duckdb::Connection, work: &[Mutation], last_seq: u64) -> Result<(), duckdb::Error> {
     conn.execute_batch("BEGIN TRANSACTION")?;
+    // Events go through one appender, in order, after the rest (nothing else touches their
+    // table): an `INSERT` is a whole query in DuckDB, and a run makes several events.
     let result = work
         .iter()
+        .filter(|m| !matches!(m, Mutation::AppendEvent(_)))
         .try_for_each(|m| apply_one(conn, m))
+        .and_then(|()| append_events(conn, work))
         .and_then(|()| {
             if last_seq > 0 {
                 conn.prepare_cached(
@@ -351,6 +355,27 @@ fn apply(conn: &duckdb::Connection, work: &[Mutation], last_seq: u64) -> Result<
             Err(e)
         }
     }
+}
+
+/// Appends the batch's events, in order.
+fn append_events(conn: &duckdb::Connection, work: &[Mutation]) -> Result<(), duckdb::Error> {
+    let mut events = work.iter().filter_map(|m| match m {
+        Mutation::AppendEvent(event) => Some(event),
+        _ => None,
+    });
+    let Some(first) = events.next() else {
+        return Ok(());
+    };
+    let mut appender = conn.appender("events")?;
+    for event in std::iter::once(first).chain(events) {
+        appender.append_row(params![
+            event.ts_ms,
+            event.sandbox_id,
+            event.kind,
+            event.detail_json
+        ])?;
+    }
+    appender.flush()
 }
 
 fn apply_one(conn: &duckdb::Connection, mutation: &Mutation) -> Result<(), duckdb::Error> {
@@ -450,16 +475,8 @@ fn apply_one(conn: &duckdb::Connection, mutation: &Mutation) -> Result<(), duckd
                 run.id
             ])?;
         }
-        Mutation::AppendEvent(event) => {
-            conn.prepare_cached("INSERT INTO events VALUES (?, ?, ?, ?)")?
-                .execute(params![
-                    event.ts_ms,
-                    event.sandbox_id,
-                    event.kind,
-                    event.detail_json
-                ])?;
-        }
-        Mutation::Flush(_) => {}
+        // Appended together by `append_events`.
+        Mutation::AppendEvent(_) | Mutation::Flush(_) => {}
     }
     Ok(())
 }
