@@ -15,6 +15,7 @@ pub mod exposition;
 pub mod extract;
 pub mod ingest;
 pub mod live;
+pub mod orphans;
 pub mod otlp;
 pub mod peer;
 pub mod prometheus;
@@ -114,10 +115,12 @@ pub fn run_daemon(home: MsbHome, log_level: String, config: config::DaemonConfig
     // Our own session: the shell that started `msb` may go away.
     let _ = nix::unistd::setsid();
     // A sandbox whose supervisor dies is orphaned to us rather than to init, so that the
-    // crash clean-up can reap it (see `service::record::apply_record`).
+    // crash clean-up can kill what is left (see `service::record::apply_record`), and the
+    // orphan reaper reaps it (`orphans`).
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         tracing::warn!("cannot become a child subreaper: {e}");
     }
+    orphans::start();
     match msb_host::private::ensure_private_dir(home.root())
         .with_context(|| format!("creating {}", home.root().display()))?
     {

@@ -68,6 +68,23 @@ fn boot_dirs(home: &TestHome) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Waits until a warm supervisor runs a sandbox booted ahead of time. One spawned before the
+/// home's disk template existed (it is made in the background by the first spawn that needs
+/// it) boots none: a start every few seconds replaces it.
+fn wait_for_boot(home: &TestHome) {
+    let mut since_start = std::time::Instant::now();
+    home.eventually(Duration::from_secs(30), "a sandbox booted ahead", || {
+        if boot_dirs(home).iter().any(|d| d.ends_with(".boot")) {
+            return true;
+        }
+        if since_start.elapsed() > Duration::from_secs(3) {
+            assert_eq!(home.ok(&["run", "--", "echo", "x"]).trim(), "x");
+            since_start = std::time::Instant::now();
+        }
+        false
+    });
+}
+
 /// The host's value of a file in a sandbox's memory cgroup (cgroup v1 hosts) or of its v2
 /// equivalent.
 fn memory_limit(id: &str) -> Option<u64> {
@@ -88,9 +105,7 @@ fn a_start_takes_the_sandbox_booted_ahead_named_limited_and_mapped() {
     // The first run builds the default root and chooses the id map: the supervisors spawned
     // after it boot a sandbox ahead of time.
     assert_eq!(home.ok(&["run", "--", "echo", "first"]).trim(), "first");
-    home.eventually(Duration::from_secs(20), "a sandbox booted ahead", || {
-        boot_dirs(&home).iter().any(|d| d.ends_with(".boot"))
-    });
+    wait_for_boot(&home);
     let before = warm_status(&home);
     home.ok(&["run", "-d", "-n", "b1", "-m", "96M", "--", "sleep", "600"]);
     let status = warm_status(&home);
@@ -335,9 +350,7 @@ fn a_killed_idle_supervisor_leaves_no_booted_sandbox_behind() {
     }
     let home = TestHome::new();
     assert_eq!(home.ok(&["run", "--", "echo", "first"]).trim(), "first");
-    home.eventually(Duration::from_secs(20), "a sandbox booted ahead", || {
-        boot_dirs(&home).iter().any(|d| d.ends_with(".boot"))
-    });
+    wait_for_boot(&home);
     // The supervisor that served the first run may still be winding down.
     home.eventually(Duration::from_secs(10), "one warm supervisor left", || {
         warm_children(&home).len() == 1
@@ -370,6 +383,33 @@ fn a_killed_idle_supervisor_leaves_no_booted_sandbox_behind() {
         "one booted disk, the new one's",
         || loop_devices_under(&warm_dir) <= 1 && boot_dirs(&home).len() <= 1,
     );
+    // Its launcher and booted agent, orphaned to msbd (a subreaper), are reaped, not left as
+    // zombies.
+    let daemon = home.daemon_pid().unwrap();
+    home.eventually(
+        Duration::from_secs(10),
+        "no zombie children of msbd",
+        || zombie_children(daemon).is_empty(),
+    );
+}
+
+/// msbd's children that are zombies.
+fn zombie_children(parent: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let mut fields = stat.rsplit(") ").next().unwrap_or("").split(' ');
+        let (state, ppid) = (fields.next(), fields.next());
+        if state == Some("Z") && ppid == Some(&parent.to_string()) {
+            found.push(pid);
+        }
+    }
+    found
 }
 
 /// Loop devices whose backing file is under `dir`.

@@ -40,6 +40,12 @@ fn main() {
         tracing::warn!("mounts in the host's namespace: {e}");
     }
     let warm = args.iter().any(|a| a == "--warm");
+    if warm {
+        // A session of its own before it forks anything: msbd reaps orphans outside its own
+        // session (`msb_daemon::orphans`), which is what this process's launchers and booted
+        // sandbox become if it is killed.
+        let _ = nix::unistd::setsid();
+    }
     // A warm supervisor binds its socket now, where msbd said; msbd moves the file into the
     // sandbox's directory when it hands this supervisor a sandbox.
     let listener = match flag("--socket") {
