@@ -255,6 +255,32 @@ impl ConfigError {
 }
 
 impl SandboxConfig {
+    /// A configuration named `name` with nothing else set: the default root and shell, no
+    /// limits, mounts, labels or timers, a network (the values msbd fills in at create stay
+    /// unset). The base of a configuration built in code (`..SandboxConfig::named(..)`).
+    pub fn named(name: impl Into<String>) -> SandboxConfig {
+        SandboxConfig {
+            name: name.into(),
+            command: Vec::new(),
+            env: Vec::new(),
+            workdir: None,
+            cpus: None,
+            memory_mib: None,
+            volumes: Vec::new(),
+            rootfs: RootfsSource::Default,
+            labels: BTreeMap::new(),
+            max_duration_secs: None,
+            idle_timeout_secs: None,
+            ephemeral: false,
+            metrics_interval_ms: None,
+            published_ports: Vec::new(),
+            net_rules: Vec::new(),
+            no_network: false,
+            root_disk_mib: None,
+            net_ring_frames: None,
+        }
+    }
+
     /// The memory limit the sandbox runs under: the one asked for, or [`DEFAULT_MEMORY_MIB`]
     /// (a configuration stored before msbd wrote the default in has none).
     pub fn memory_limit_mib(&self) -> u64 {
@@ -480,26 +506,7 @@ mod tests {
     use super::*;
 
     pub(crate) fn sample() -> SandboxConfig {
-        SandboxConfig {
-            name: "web".into(),
-            command: vec![],
-            env: vec![],
-            workdir: None,
-            cpus: None,
-            memory_mib: None,
-            volumes: vec![],
-            rootfs: RootfsSource::Default,
-            labels: BTreeMap::new(),
-            max_duration_secs: None,
-            idle_timeout_secs: None,
-            ephemeral: false,
-            metrics_interval_ms: None,
-            published_ports: Vec::new(),
-            net_rules: Vec::new(),
-            no_network: false,
-            root_disk_mib: None,
-            net_ring_frames: None,
-        }
+        SandboxConfig::named("web")
     }
 
     #[test]

@@ -10,7 +10,7 @@ use msb_daemon::config::DaemonConfig;
 use msb_daemon::state::Daemon;
 use msb_daemon::telemetry::Telemetry;
 use msb_metrics::Sample;
-use msb_runtime::config::{RootfsSource, SandboxConfig};
+use msb_runtime::config::SandboxConfig;
 use msb_runtime::paths::MsbHome;
 use msb_store::{SandboxRow, Store};
 use nix::time::{clock_gettime, ClockId};
@@ -30,24 +30,10 @@ fn daemon_with(count: usize, dir: &std::path::Path) -> std::sync::Arc<Daemon> {
     for i in 0..count {
         let id = format!("sb{i:05}");
         let config = SandboxConfig {
-            name: format!("s{i}"),
             command: vec!["sleep".into(), "1000".into()],
-            env: Vec::new(),
-            workdir: None,
             cpus: Some(1.0),
             memory_mib: Some(256),
-            volumes: Vec::new(),
-            rootfs: RootfsSource::Default,
-            labels: Default::default(),
-            max_duration_secs: None,
-            idle_timeout_secs: None,
-            ephemeral: false,
-            metrics_interval_ms: None,
-            published_ports: Vec::new(),
-            net_rules: Vec::new(),
-            no_network: false,
-            root_disk_mib: None,
-            net_ring_frames: None,
+            ..SandboxConfig::named(format!("s{i}"))
         };
         store
             .insert_sandbox(&SandboxRow {

@@ -322,6 +322,37 @@ impl TestHome {
             .unwrap_or(0)
     }
 
+    /// Directories of sandboxes booted ahead of time under `$MSB_HOME/warm`: being booted
+    /// (`.booting`), or running and waiting for a start (`.boot`).
+    pub fn boot_dirs(&self) -> Vec<String> {
+        std::fs::read_dir(self.path().join("warm"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.ends_with(".boot") || name.ends_with(".booting"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until a warm supervisor runs a sandbox booted ahead of time. One spawned before
+    /// the home's disk template existed (it is made in the background by the first spawn that
+    /// needs it) boots none: a start every few seconds replaces it.
+    pub fn wait_for_booted_sandbox(&self) {
+        let mut since_start = Instant::now();
+        self.eventually(Duration::from_secs(30), "a sandbox booted ahead", || {
+            if self.boot_dirs().iter().any(|d| d.ends_with(".boot")) {
+                return true;
+            }
+            if since_start.elapsed() > Duration::from_secs(3) {
+                assert_eq!(self.ok(&["run", "--", "echo", "x"]).trim(), "x");
+                since_start = Instant::now();
+            }
+            false
+        });
+    }
+
     /// Polls `check` until it holds or `limit` passes.
     pub fn eventually(&self, limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
         let deadline = Instant::now() + limit;

@@ -2,7 +2,7 @@
 //! root in the sandbox is an unprivileged host user; denied syscalls (a static probe,
 //! `tests/probe/escape.c`, calls each one); PID 1's channel and log; masked kernel files; bind
 //! sources and mount points reached through symbolic links a sandbox planted; read-only and
-//! device-free recursive binds.
+//! device-free recursive binds; the limits a start claims a sandbox booted ahead of time with.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -440,4 +440,50 @@ fn a_served_root_does_not_lead_to_the_host() {
     assert_eq!(run.stdout.lines().next(), Some("fuse.msb-fs"), "{run:?}");
     assert!(!run.stdout.contains("HOST-SECRET"), "{run:?}");
     assert!(!run.stderr.contains("HOST-SECRET"), "{run:?}");
+}
+
+/// A sandbox booted ahead of time runs unlimited in placeholder cgroups until a start claims
+/// it: the workload of that start must still be held to the start's limits (written before the
+/// workload runs), and be in the claimed cgroups, not the placeholders.
+#[test]
+fn a_workload_in_a_sandbox_booted_ahead_cannot_outgrow_the_limit_it_was_claimed_with() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    assert_eq!(home.ok(&["run", "--", "echo", "first"]).trim(), "first");
+    home.wait_for_booted_sandbox();
+    let booted = |home: &TestHome| {
+        let status: serde_json::Value =
+            serde_json::from_str(&home.ok(&["server", "status", "--format", "json"])).unwrap();
+        status["warm_supervisors"]["booted_starts"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = booted(&home);
+    // The shell keeps the whole substitution in its own memory: far past 48 MiB.
+    let run = home.msb(&[
+        "run",
+        "-n",
+        "hog",
+        "-m",
+        "48M",
+        "--",
+        "sh",
+        "-c",
+        "grep -c warm- /proc/self/cgroup; x=$(yes | head -c 300000000); echo survived",
+    ]);
+    assert_eq!(
+        booted(&home),
+        before + 1,
+        "the start took the booted sandbox"
+    );
+    assert!(!run.stdout.contains("survived"), "{run:?}");
+    assert_eq!(
+        run.stdout.lines().next(),
+        Some("0"),
+        "in placeholder cgroups: {run:?}"
+    );
+    let inspect = home.inspect("hog");
+    assert_eq!(inspect["runs"][0]["end_cause"], "oom_kill", "{inspect}");
 }

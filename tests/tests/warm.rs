@@ -54,37 +54,6 @@ fn placeholder_cgroups(pids: &[i32]) -> Vec<String> {
     left
 }
 
-/// Directories of sandboxes booted ahead of time under the home's `warm/`: being booted, or
-/// running and waiting for a start.
-fn boot_dirs(home: &TestHome) -> Vec<String> {
-    std::fs::read_dir(home.path().join("warm"))
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|name| name.ends_with(".boot") || name.ends_with(".booting"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Waits until a warm supervisor runs a sandbox booted ahead of time. One spawned before the
-/// home's disk template existed (it is made in the background by the first spawn that needs
-/// it) boots none: a start every few seconds replaces it.
-fn wait_for_boot(home: &TestHome) {
-    let mut since_start = std::time::Instant::now();
-    home.eventually(Duration::from_secs(30), "a sandbox booted ahead", || {
-        if boot_dirs(home).iter().any(|d| d.ends_with(".boot")) {
-            return true;
-        }
-        if since_start.elapsed() > Duration::from_secs(3) {
-            assert_eq!(home.ok(&["run", "--", "echo", "x"]).trim(), "x");
-            since_start = std::time::Instant::now();
-        }
-        false
-    });
-}
-
 /// The host's value of a file in a sandbox's memory cgroup (cgroup v1 hosts) or of its v2
 /// equivalent.
 fn memory_limit(id: &str) -> Option<u64> {
@@ -105,7 +74,7 @@ fn a_start_takes_the_sandbox_booted_ahead_named_limited_and_mapped() {
     // The first run builds the default root and chooses the id map: the supervisors spawned
     // after it boot a sandbox ahead of time.
     assert_eq!(home.ok(&["run", "--", "echo", "first"]).trim(), "first");
-    wait_for_boot(&home);
+    home.wait_for_booted_sandbox();
     let before = warm_status(&home);
     home.ok(&["run", "-d", "-n", "b1", "-m", "96M", "--", "sleep", "600"]);
     let status = warm_status(&home);
@@ -151,7 +120,7 @@ fn a_start_takes_the_sandbox_booted_ahead_named_limited_and_mapped() {
     home.eventually(
         Duration::from_secs(20),
         "the next sandbox booted ahead",
-        || boot_dirs(&home).iter().any(|d| d.ends_with(".boot")),
+        || home.boot_dirs().iter().any(|d| d.ends_with(".boot")),
     );
     let run = home.msb(&["run", "-n", "b2", "--", "cat", "/secret"]);
     assert_ne!(run.code, 0, "{}", run.stdout);
@@ -188,7 +157,7 @@ fn a_start_takes_the_sandbox_booted_ahead_named_limited_and_mapped() {
         "{:?}",
         placeholder_cgroups(&idle)
     );
-    assert!(boot_dirs(&home).is_empty(), "{:?}", boot_dirs(&home));
+    assert!(home.boot_dirs().is_empty(), "{:?}", home.boot_dirs());
 }
 
 #[test]
@@ -202,7 +171,7 @@ fn boot_ahead_off_boots_nothing() {
         warm_status(&home)["idle"] == 1
     });
     std::thread::sleep(Duration::from_millis(500));
-    assert!(boot_dirs(&home).is_empty(), "{:?}", boot_dirs(&home));
+    assert!(home.boot_dirs().is_empty(), "{:?}", home.boot_dirs());
     assert_eq!(home.ok(&["run", "--", "echo", "two"]).trim(), "two");
     let status = warm_status(&home);
     assert_eq!(status["booted_starts"], 0, "{status}");
@@ -350,7 +319,7 @@ fn a_killed_idle_supervisor_leaves_no_booted_sandbox_behind() {
     }
     let home = TestHome::new();
     assert_eq!(home.ok(&["run", "--", "echo", "first"]).trim(), "first");
-    wait_for_boot(&home);
+    home.wait_for_booted_sandbox();
     // The supervisor that served the first run may still be winding down.
     home.eventually(Duration::from_secs(10), "one warm supervisor left", || {
         warm_children(&home).len() == 1
@@ -381,7 +350,7 @@ fn a_killed_idle_supervisor_leaves_no_booted_sandbox_behind() {
     home.eventually(
         Duration::from_secs(15),
         "one booted disk, the new one's",
-        || loop_devices_under(&warm_dir) <= 1 && boot_dirs(&home).len() <= 1,
+        || loop_devices_under(&warm_dir) <= 1 && home.boot_dirs().len() <= 1,
     );
     // Its launcher and booted agent, orphaned to msbd (a subreaper), are reaped, not left as
     // zombies.

@@ -36,26 +36,13 @@ fn daemon(dir: &std::path::Path) -> Arc<Daemon> {
 fn request(name: &str, root: &std::path::Path) -> CreateSandboxRequest {
     CreateSandboxRequest {
         config: SandboxConfig {
-            name: name.into(),
             command: vec!["true".into()],
-            env: Vec::new(),
-            workdir: None,
             cpus: Some(0.5),
             memory_mib: Some(64),
-            volumes: Vec::new(),
             rootfs: RootfsSource::Bind {
                 path: root.to_owned(),
             },
-            labels: Default::default(),
-            max_duration_secs: None,
-            idle_timeout_secs: None,
-            ephemeral: false,
-            metrics_interval_ms: None,
-            published_ports: Vec::new(),
-            net_rules: Vec::new(),
-            no_network: false,
-            root_disk_mib: None,
-            net_ring_frames: None,
+            ..SandboxConfig::named(name)
         },
         start: false,
         attach: None,

@@ -204,61 +204,16 @@ impl Prepared {
                     return;
                 }
             };
-            let mut state = lock(&shared);
-            if matches!(*state, DiskState::Abandoned) {
-                drop(state);
-                prepared.discard();
-                if let Some((boot, _)) = boot {
-                    let _ = std::fs::remove_dir_all(&boot.booting);
-                }
-                return;
-            }
-            let Some((boot, launcher)) = boot else {
-                *state = DiskState::Ready(prepared);
-                return;
-            };
-            // The image moves into the boot's directory, under the state's lock: msbd takes a
-            // bare disk by renaming the image too, so exactly one of the two gets it.
-            let dir = crate::paths::SandboxDir::new(boot.booting.clone());
-            let moved = std::fs::rename(&disk.image, dir.root_disk_image());
-            if let Err(e) = moved {
-                tracing::debug!("no sandbox booted ahead of time: {e}");
-                *state = DiskState::Ready(prepared);
-                drop(state);
-                let _ = std::fs::remove_dir_all(&boot.booting);
-                return;
-            }
-            *state = DiskState::Booting;
-            drop(state);
-            let placeholder = format!("{}{}", msb_namespace::WARM_PREFIX, std::process::id());
-            let booted =
-                namespace::boot(&boot.plan, &boot.booting, &placeholder, launcher, prepared);
-            let mut state = lock(&shared);
-            match booted {
-                Ok(booted) if matches!(*state, DiskState::Booting) => {
-                    // Published under its final name only now: msbd hands over a booted
-                    // sandbox only when it finds that name.
-                    match std::fs::rename(&boot.booting, &boot.booted) {
-                        Ok(()) => {
-                            *state = DiskState::Booted(Box::new(booted.moved_to(&boot.booted)))
-                        }
-                        Err(e) => {
-                            tracing::warn!("publishing the sandbox booted ahead of time: {e}");
-                            *state = DiskState::Abandoned;
-                            drop(state);
-                            booted.discard();
-                        }
+            match boot {
+                Some((boot, launcher)) => boot_on(&shared, prepared, &disk.image, boot, launcher),
+                None => {
+                    let mut state = lock(&shared);
+                    if matches!(*state, DiskState::Abandoned) {
+                        drop(state);
+                        prepared.discard();
+                    } else {
+                        *state = DiskState::Ready(prepared);
                     }
-                }
-                Ok(booted) => {
-                    drop(state);
-                    booted.discard();
-                }
-                Err(e) => {
-                    tracing::warn!("booting a sandbox ahead of time: {e}");
-                    *state = DiskState::Abandoned;
-                    drop(state);
-                    let _ = std::fs::remove_dir_all(&boot.booting);
                 }
             }
         });
@@ -283,14 +238,71 @@ impl Prepared {
 
     /// The sandbox booted ahead of time, if it runs.
     fn take_booted(&mut self) -> Option<namespace::Booted> {
-        let state = self.disk.as_ref()?;
-        let mut state = lock(state);
-        if !matches!(*state, DiskState::Booted(_)) {
-            return None;
-        }
+        let mut state = lock(self.disk.as_ref()?);
         match std::mem::replace(&mut *state, DiskState::Abandoned) {
             DiskState::Booted(booted) => Some(*booted),
-            _ => None,
+            other => {
+                *state = other;
+                None
+            }
+        }
+    }
+}
+
+/// Boots a sandbox on the disk just made (`prepared`, its image at `image`), unless the start
+/// came first: the image moves into the boot's directory under the state's lock (msbd takes a
+/// bare disk by renaming the image too, so exactly one of the two gets it), the sandbox boots,
+/// and its directory is published under its final name, which msbd looks for. The boot's
+/// directory goes whenever no sandbox is published in it.
+fn boot_on(
+    shared: &std::sync::Mutex<DiskState>,
+    prepared: msb_namespace::disk::PreparedDisk,
+    image: &std::path::Path,
+    boot: WarmBoot,
+    launcher: msb_namespace::WarmLauncher,
+) {
+    let unpublished = || {
+        let _ = std::fs::remove_dir_all(&boot.booting);
+    };
+    {
+        let mut state = lock(shared);
+        if matches!(*state, DiskState::Abandoned) {
+            drop(state);
+            prepared.discard();
+            return unpublished();
+        }
+        let dir = crate::paths::SandboxDir::new(boot.booting.clone());
+        if let Err(e) = std::fs::rename(image, dir.root_disk_image()) {
+            tracing::debug!("no sandbox booted ahead of time: {e}");
+            *state = DiskState::Ready(prepared);
+            drop(state);
+            return unpublished();
+        }
+        *state = DiskState::Booting;
+    }
+    let placeholder = format!("{}{}", msb_namespace::WARM_PREFIX, std::process::id());
+    let booted = match namespace::boot(&boot.plan, &boot.booting, &placeholder, launcher, prepared)
+    {
+        Ok(booted) => booted,
+        Err(e) => {
+            tracing::warn!("booting a sandbox ahead of time: {e}");
+            *lock(shared) = DiskState::Abandoned;
+            return unpublished();
+        }
+    };
+    let mut state = lock(shared);
+    if !matches!(*state, DiskState::Booting) {
+        // The start came while it booted.
+        drop(state);
+        return booted.discard();
+    }
+    match std::fs::rename(&boot.booting, &boot.booted) {
+        Ok(()) => *state = DiskState::Booted(Box::new(booted.moved_to(&boot.booted))),
+        Err(e) => {
+            tracing::warn!("publishing the sandbox booted ahead of time: {e}");
+            *state = DiskState::Abandoned;
+            drop(state);
+            booted.discard();
         }
     }
 }

@@ -411,24 +411,8 @@ pub fn bootable(config: &SupervisorConfig, plan: &BootPlan) -> bool {
 /// placeholder name (its hostname until the claim).
 fn booted_config() -> msb_api::config::SandboxConfig {
     msb_api::config::SandboxConfig {
-        name: "msb".into(),
-        command: Vec::new(),
-        env: Vec::new(),
-        workdir: None,
-        cpus: None,
-        memory_mib: None,
-        volumes: Vec::new(),
-        rootfs: RootfsSource::Default,
-        labels: Default::default(),
-        max_duration_secs: None,
-        idle_timeout_secs: None,
-        ephemeral: false,
-        metrics_interval_ms: None,
-        published_ports: Vec::new(),
-        net_rules: Vec::new(),
-        no_network: false,
         root_disk_mib: Some(msb_api::config::DEFAULT_ROOT_DISK_MIB),
-        net_ring_frames: None,
+        ..msb_api::config::SandboxConfig::named("msb")
     }
 }
 

@@ -14,7 +14,7 @@ use msb_protocol::{read_frame, write_frame, ExecErrorKind, ExecMode, ExitStatus,
 
 use super::run::supervise;
 use crate::backend::Backend;
-use crate::config::{RootfsSource, SandboxConfig, SupervisorConfig};
+use crate::config::{SandboxConfig, SupervisorConfig};
 use crate::lifecycle::TerminationReason;
 use crate::paths::SandboxDir;
 use crate::run_record::{RunPhase, RunRecord};
@@ -161,24 +161,9 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let sandbox = SandboxDir::new(dir.path());
         let mut config = SandboxConfig {
-            name: "fake".into(),
             command: command.iter().map(|s| s.to_string()).collect(),
-            env: vec![],
-            workdir: None,
-            cpus: None,
-            memory_mib: None,
-            volumes: vec![],
-            rootfs: RootfsSource::Default,
-            labels: Default::default(),
-            max_duration_secs: None,
-            idle_timeout_secs: None,
-            ephemeral: false,
             metrics_interval_ms: Some(100),
-            published_ports: Vec::new(),
-            net_rules: Vec::new(),
-            no_network: false,
-            root_disk_mib: None,
-            net_ring_frames: None,
+            ..SandboxConfig::named("fake")
         };
         tweak(&mut config);
         let supervisor_config = SupervisorConfig {

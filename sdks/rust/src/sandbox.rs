@@ -33,26 +33,7 @@ impl SandboxBuilder {
     pub(crate) fn new(client: Client, name: &str) -> Self {
         Self {
             client,
-            config: SandboxConfig {
-                name: name.to_owned(),
-                command: Vec::new(),
-                env: Vec::new(),
-                workdir: None,
-                cpus: None,
-                memory_mib: None,
-                volumes: Vec::new(),
-                rootfs: RootfsSource::Default,
-                labels: Default::default(),
-                max_duration_secs: None,
-                idle_timeout_secs: None,
-                ephemeral: false,
-                metrics_interval_ms: None,
-                published_ports: Vec::new(),
-                net_rules: Vec::new(),
-                no_network: false,
-                root_disk_mib: None,
-                net_ring_frames: None,
-            },
+            config: SandboxConfig::named(name),
             ephemeral: None,
         }
     }
