@@ -115,6 +115,11 @@ fn rm_needs_a_stopped_sandbox_or_force_and_removes_everything() {
     assert_eq!(home.sandbox_dirs(), 0);
     let run = home.msb(&["rm", "gone"]);
     assert!(run.stderr.contains("no sandbox named"), "{run:?}");
+    // An unnamed (ephemeral) one, which its run's end removes by itself: `rm -f` succeeds.
+    let name = home.ok(&["run", "-d", "--", "sleep", "600"]);
+    home.ok(&["rm", "-f", name.trim()]);
+    assert!(home.names().is_empty(), "{:?}", home.names());
+    assert_eq!(home.sandbox_dirs(), 0);
 }
 
 #[test]

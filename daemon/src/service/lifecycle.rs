@@ -435,12 +435,31 @@ pub async fn remove(daemon: &Arc<Daemon>, name: &str, force: bool) -> Result<(),
                 status,
             });
         }
-        stop_run(daemon, &row.id, 0).await?;
+        let stopped = stop_run(daemon, &row.id, 0).await;
+        // An ephemeral sandbox is removed as the end of its run is taken in (the monitor's
+        // `remove_if_ephemeral`): that removal is this one.
+        if row.ephemeral && removed_as_it_ended(daemon, &row.id).await {
+            tracing::info!(sandbox = %name, "removed");
+            return Ok(());
+        }
+        stopped?;
     }
     transition(status_of_row(&daemon.sandbox(name)?)?, Operation::Remove)?;
     remove_sandbox(daemon, &row.id)?;
     tracing::info!(sandbox = %name, "removed");
     Ok(())
+}
+
+/// Whether the ephemeral sandbox `sandbox_id`, whose run was just stopped, is gone from the
+/// catalog (within two seconds: its monitor removes it right after taking in the run's end).
+async fn removed_as_it_ended(daemon: &Daemon, sandbox_id: &str) -> bool {
+    for _ in 0..200 {
+        if matches!(daemon.store().sandbox_by_id(sandbox_id), Ok(None)) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
 }
 
 /// `wait`: until the sandbox's run ends, then how it ended. An ephemeral sandbox removed
