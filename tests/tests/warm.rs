@@ -65,6 +65,21 @@ fn memory_limit(id: &str) -> Option<u64> {
     .find_map(|path| std::fs::read_to_string(path).ok()?.trim().parse().ok())
 }
 
+/// The options of the running sandbox `name`'s root disk, as its supervisor mounted it.
+fn root_disk_options(home: &TestHome, name: &str) -> String {
+    let inspect = home.inspect(name);
+    let supervisor = inspect["runs"][0]["supervisor_pid"]
+        .as_i64()
+        .expect("supervisor pid");
+    let mounts = std::fs::read_to_string(format!("/proc/{supervisor}/mounts")).unwrap();
+    let disk = format!("/{}/root-disk ", inspect["id"].as_str().unwrap());
+    mounts
+        .lines()
+        .find(|line| line.contains(&disk) && line.contains(" ext4 "))
+        .unwrap_or_else(|| panic!("no root disk {disk} in {mounts}"))
+        .to_owned()
+}
+
 #[test]
 fn a_start_takes_the_sandbox_booted_ahead_named_limited_and_mapped() {
     if !require_root() {
@@ -104,6 +119,9 @@ fn a_start_takes_the_sandbox_booted_ahead_named_limited_and_mapped() {
         uid.parse::<u32>().unwrap() >= 65536,
         "root in the sandbox is an unprivileged host user, not {uid}"
     );
+    // Its root disk, booted without cache flushes, has them back: b1 keeps it.
+    let options = root_disk_options(&home, "b1");
+    assert!(!options.contains("nobarrier"), "{options}");
     // Its network, root disk and /.msb work as a sandbox started on demand's.
     let out = home.ok(&[
         "exec",
@@ -138,6 +156,34 @@ fn a_start_takes_the_sandbox_booted_ahead_named_limited_and_mapped() {
         before["booted_starts"].as_u64().unwrap() + 2
     );
     assert_eq!(status["cold_starts"], 0, "{status}");
+    // So does a named one, on the disk its warm supervisor made (without cache flushes, which
+    // an ephemeral run's disk, deleted with it, goes without).
+    home.ok(&[
+        "run",
+        "-d",
+        "-n",
+        "b3",
+        "--no-network",
+        "--",
+        "sleep",
+        "600",
+    ]);
+    let options = root_disk_options(&home, "b3");
+    assert!(!options.contains("nobarrier"), "{options}");
+    home.eventually(
+        Duration::from_secs(20),
+        "the next sandbox booted ahead",
+        || home.boot_dirs().iter().any(|d| d.ends_with(".boot")),
+    );
+    let ephemeral = home.ok(&["run", "-d", "--", "sleep", "600"]);
+    let options = root_disk_options(&home, ephemeral.trim());
+    assert!(options.contains("nobarrier"), "{options}");
+    assert_eq!(
+        warm_status(&home)["booted_starts"],
+        before["booted_starts"].as_u64().unwrap() + 3
+    );
+    home.ok(&["rm", "-f", "b3"]);
+    home.ok(&["rm", "-f", ephemeral.trim()]);
 
     // Stopping msbd ends the sandboxes booted ahead with their supervisors: no process, cgroup
     // or directory is left.
@@ -172,10 +218,22 @@ fn boot_ahead_off_boots_nothing() {
     });
     std::thread::sleep(Duration::from_millis(500));
     assert!(home.boot_dirs().is_empty(), "{:?}", home.boot_dirs());
-    assert_eq!(home.ok(&["run", "--", "echo", "two"]).trim(), "two");
+    // The disk made ahead of time has no cache flushes while it serves an ephemeral run, and
+    // has them once a named sandbox, which keeps it, takes it.
+    let ephemeral = home.ok(&["run", "-d", "--", "sleep", "600"]);
+    let options = root_disk_options(&home, ephemeral.trim());
+    assert!(options.contains("nobarrier"), "{options}");
+    home.eventually(Duration::from_secs(10), "a warm supervisor idle", || {
+        warm_status(&home)["idle"] == 1
+    });
+    home.ok(&["run", "-d", "-n", "kept", "--", "sleep", "600"]);
+    let options = root_disk_options(&home, "kept");
+    assert!(!options.contains("nobarrier"), "{options}");
     let status = warm_status(&home);
     assert_eq!(status["booted_starts"], 0, "{status}");
-    assert_eq!(status["warm_starts"], 2, "{status}");
+    assert_eq!(status["warm_starts"], 3, "{status}");
+    home.ok(&["rm", "-f", "kept"]);
+    home.ok(&["rm", "-f", ephemeral.trim()]);
 }
 
 #[test]

@@ -484,7 +484,9 @@ fn bind_tree(
 /// `userns` when given, so that the image's root (made owned by 0) is the sandbox root's.
 fn disk_tree(device: &str, readonly: bool, userns: Option<&OwnedFd>) -> Result<OwnedFd, String> {
     let path = CString::new(device).map_err(|_| format!("NUL byte in {device}"))?;
-    let tree = sys::mount_block_ext4(&path, readonly)
+    // The supervisor's mount of the same device is there already, and with it the
+    // filesystem's options; this mount shares them.
+    let tree = sys::mount_block_ext4(&path, readonly, true)
         .map_err(|e| format!("mount the ext4 image on {device}: {e}"))?;
     if let Some(userns) = userns {
         sys::mount_setattr(&tree, false, sys::MOUNT_ATTR_IDMAP, Some(userns))

@@ -221,9 +221,10 @@ fn launch(
     let dir = SandboxDir::new(config.sandbox_dir.clone());
     // The root disk first: the upper and work directories are on it.
     let root_disk = match config.config.rootfs {
-        RootfsSource::Default if dir.root_disk_image().exists() => {
-            Some(RootDisk::mount(&dir, prepared_disk).map_err(BackendError::RootDisk)?)
-        }
+        RootfsSource::Default if dir.root_disk_image().exists() => Some(
+            RootDisk::mount(&dir, prepared_disk, !config.config.ephemeral)
+                .map_err(BackendError::RootDisk)?,
+        ),
         _ => {
             if let Some(disk) = prepared_disk {
                 disk.discard_later();
@@ -408,10 +409,12 @@ pub fn bootable(config: &SupervisorConfig, plan: &BootPlan) -> bool {
 }
 
 /// The configuration a sandbox is booted ahead of time for: the default one, under a
-/// placeholder name (its hostname until the claim).
+/// placeholder name (its hostname until the claim). Ephemeral until claimed: its disk's cache
+/// flushes stay off unless a sandbox that keeps it claims it.
 fn booted_config() -> msb_api::config::SandboxConfig {
     msb_api::config::SandboxConfig {
         root_disk_mib: Some(msb_api::config::DEFAULT_ROOT_DISK_MIB),
+        ephemeral: true,
         ..msb_api::config::SandboxConfig::named("msb")
     }
 }
@@ -503,9 +506,15 @@ pub fn claim(
         dir: _,
     } = booted;
     let dir = SandboxDir::new(config.sandbox_dir.clone());
-    // The disk's host mount moved with the directory.
+    // The disk's host mount moved with the directory. It was made for an ephemeral run.
     if let Some(disk) = launched.root_disk.as_mut() {
         disk.mount = dir.root_disk_mount();
+        if !config.config.ephemeral {
+            if let Err(e) = msb_namespace::disk::make_durable(&disk.mount) {
+                launched.discard();
+                return Err(BackendError::RootDisk(e));
+            }
+        }
     }
     let claimed = launched
         .sandbox
@@ -565,10 +574,12 @@ fn upper_handle(dir: &SandboxDir) -> Result<std::fs::File, BackendError> {
 
 impl RootDisk {
     /// Mounts the sandbox's disk: the one a warm supervisor `prepared` when msbd gave the
-    /// sandbox that disk's image, else its own image.
+    /// sandbox that disk's image (made `durable` for a sandbox that keeps it), else its own
+    /// image.
     fn mount(
         dir: &SandboxDir,
         prepared: Option<msb_namespace::disk::PreparedDisk>,
+        durable: bool,
     ) -> Result<RootDisk, String> {
         let mount = dir.root_disk_mount();
         // A mount left by a supervisor that was killed goes first.
@@ -578,7 +589,12 @@ impl RootDisk {
             .map_err(|e| format!("create {}: {e}", mount.display()))?;
         if let Some(prepared) = prepared {
             match prepared.adopt(&dir.root_disk_image(), &mount) {
-                Ok(device) => return Ok(RootDisk { mount, device }),
+                Ok(device) => {
+                    if durable {
+                        msb_namespace::disk::make_durable(&mount)?;
+                    }
+                    return Ok(RootDisk { mount, device });
+                }
                 Err(unused) => unused.discard_later(),
             }
         }
