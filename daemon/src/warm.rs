@@ -51,6 +51,25 @@ struct Idle {
 /// and mount point (the mount went with its mount namespace), its booted sandbox's directory,
 /// and, on a thread, the placeholder cgroups once empty (a booted sandbox's agent, its channel
 /// gone, ends within seconds; msbd's next start removes what is still left).
+/// Why [`WarmPool::hand_over`] could not get a sandbox ready to start.
+#[derive(Debug)]
+pub enum HandOverError {
+    /// Its directory could not be made.
+    Directory(std::io::Error),
+    /// Its root disk's image could not be made.
+    RootDisk(String),
+}
+
+/// Makes the sandbox's directory with its `runtime` (the sandbox's `/.msb`, which every user
+/// there reads: 0755 under msbd's umask 077), unless it is there. Made at the start, not at
+/// the create: a sandbox booted ahead of time brings its own (renamed into place), and one
+/// made and removed for nothing would cost an inode's creation and deletion per run.
+fn make_sandbox_dir(dir: &msb_runtime::paths::SandboxDir) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir.runtime())?;
+    std::fs::set_permissions(dir.runtime(), std::fs::Permissions::from_mode(0o755))
+}
+
 fn clean_up_after(idle: Idle) {
     tracing::warn!(
         pid = idle.child.id(),
@@ -195,12 +214,12 @@ impl WarmPool {
     /// anything is handed over. An error is a disk that could not be made.
     ///
     /// A supervisor that booted a sandbox ahead of time which `config` can take gets it: the
-    /// booted sandbox's directory is renamed over the sandbox's (empty, fresh) one, root disk
-    /// included, and `config.claim_booted` set.
+    /// booted sandbox's directory becomes the sandbox's (not made yet), root disk included,
+    /// and `config.claim_booted` set. Otherwise the sandbox's directory is made here.
     pub fn hand_over(
         self: &Arc<Self>,
         config: &mut SupervisorConfig,
-    ) -> Result<Option<Child>, String> {
+    ) -> Result<Option<Child>, HandOverError> {
         config.claim_booted = false;
         let dir = msb_runtime::paths::SandboxDir::new(config.sandbox_dir.clone());
         let image = dir.root_disk_image();
@@ -222,6 +241,12 @@ impl WarmPool {
                 Booted::Refused => {}
             }
         }
+        if let Err(e) = make_sandbox_dir(&dir) {
+            if let Some(idle) = idle {
+                self.lock().push(idle);
+            }
+            return Err(HandOverError::Directory(e));
+        }
         if let Some(bytes) = disk_bytes.filter(|_| !image.exists()) {
             let prepared = idle
                 .as_ref()
@@ -236,7 +261,7 @@ impl WarmPool {
                     if let Some(idle) = idle {
                         self.lock().push(idle);
                     }
-                    return Err(e);
+                    return Err(HandOverError::RootDisk(e));
                 }
             }
         }
@@ -253,7 +278,8 @@ impl WarmPool {
         Ok(child)
     }
 
-    /// Hands `idle` its sandbox booted ahead of time when `config` can take it.
+    /// Hands `idle` its sandbox booted ahead of time when `config` can take it (which needs
+    /// the sandbox's directory not made yet: see [`make_sandbox_dir`]).
     fn give_booted(&self, idle: Idle, config: &mut SupervisorConfig) -> Booted {
         let Some((plan, dirs)) = &idle.boot else {
             return Booted::Declined(idle);
@@ -270,12 +296,10 @@ impl WarmPool {
         if !booted.is_dir() {
             return Booted::Declined(idle);
         }
-        // msbd made the sandbox's directory with an empty `runtime` in it: both go, and the
-        // booted sandbox's directory takes their place (a rename refuses a non-empty target).
-        let _ = std::fs::remove_dir(dir.runtime());
+        // The sandbox's directory is not made yet (a fresh sandbox's first start): the booted
+        // sandbox's becomes it (a rename that refuses a directory with anything in it).
         if let Err(e) = std::fs::rename(booted, dir.root()) {
             tracing::debug!("not taking the booted sandbox: {e}");
-            let _ = std::fs::create_dir_all(dir.runtime());
             return Booted::Declined(idle);
         }
         config.claim_booted = true;

@@ -153,22 +153,20 @@ fn filesystem_mib(path: &std::path::Path) -> Option<u64> {
     Some((st.blocks() as u64).saturating_mul(st.fragment_size() as u64) >> 20)
 }
 
-/// Makes the sandbox's directory and (`make_image`) its root disk's image, or nothing.
+/// Makes the sandbox's directory and its root disk's image.
 fn make_root_disk(
     dir: &msb_runtime::paths::SandboxDir,
     templates: &std::path::Path,
     mib: u64,
-    make_image: bool,
 ) -> Result<(), CreateError> {
     let made = std::fs::create_dir_all(dir.root())
         .map_err(|e| format!("create {}: {e}", dir.root().display()))
-        .and_then(|()| match make_image {
-            true => msb_runtime::disk::make_image_from_template(
+        .and_then(|()| {
+            msb_runtime::disk::make_image_from_template(
                 templates,
                 &dir.root_disk_image(),
                 mib << 20,
-            ),
-            false => Ok(()),
+            )
         });
     made.map_err(|message| {
         let _ = std::fs::remove_dir_all(dir.root());
@@ -215,12 +213,12 @@ pub async fn create_sandbox(
             .map_err(|e| CreateError::DefaultRoot(crate::display::error_chain(&e)))?;
     }
     let id = msb_runtime::ids::random_id();
-    if let Some(mib) = config.root_disk_mib {
-        // A create with start leaves the image to the start, which can take a disk a warm
-        // supervisor made ahead of time (`crate::warm`).
+    if let Some(mib) = config.root_disk_mib.filter(|_| !request.start) {
+        // A create with start leaves the directory and the image to the start, which can take
+        // a disk a warm supervisor made ahead of time, or its whole booted sandbox
+        // (`crate::warm`).
         let (dir, templates) = (daemon.home.sandbox(&id), daemon.home.disk_templates());
-        let make_image = !request.start;
-        tokio::task::spawn_blocking(move || make_root_disk(&dir, &templates, mib, make_image))
+        tokio::task::spawn_blocking(move || make_root_disk(&dir, &templates, mib))
             .await
             .map_err(|e| CreateError::RootDisk(e.to_string()))??;
     }

@@ -16,6 +16,8 @@ use msb_runtime::lifecycle::{
     transition, InvalidTransition, Operation, SandboxStatus, TerminationReason,
 };
 use msb_runtime::process::stat;
+
+use crate::warm::HandOverError;
 use msb_store::{EventRecord, RunRow};
 
 use super::info::{ending, info_by_name};
@@ -114,17 +116,8 @@ pub async fn start_run(
         status,
     })?;
     let config = config_of_row(&row)?;
+    // The directory is made by the hand-over below (unless a sandbox booted ahead becomes it).
     let dir = daemon.home.sandbox(sandbox_id);
-    std::fs::create_dir_all(dir.runtime())
-        // msbd's umask makes it 0700; it is the sandbox's `/.msb`, which every user there reads.
-        .and_then(|()| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir.runtime(), std::fs::Permissions::from_mode(0o755))
-        })
-        .map_err(|source| LifecycleError::Io {
-            what: "creating the sandbox directory",
-            source,
-        })?;
     let _ = std::fs::remove_file(dir.run_record());
     let _ = std::fs::remove_file(dir.socket());
 
@@ -163,7 +156,13 @@ pub async fn start_run(
         tokio::task::spawn_blocking(move || warm.hand_over(&mut config).map(|h| (h, config)))
             .await
             .map_err(|e| LifecycleError::RootDisk(e.to_string()))?
-            .map_err(LifecycleError::RootDisk)?
+            .map_err(|e| match e {
+                HandOverError::Directory(source) => LifecycleError::Io {
+                    what: "creating the sandbox directory",
+                    source,
+                },
+                HandOverError::RootDisk(message) => LifecycleError::RootDisk(message),
+            })?
     };
     let mut child = match handed {
         Some(child) => child,
