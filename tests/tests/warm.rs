@@ -452,3 +452,42 @@ fn loop_devices_under(dir: &Path) -> usize {
         })
         .unwrap_or(0)
 }
+
+#[test]
+fn placeholder_cgroups_of_a_supervisor_left_a_zombie_are_removed_at_start() {
+    if !require_root() {
+        return;
+    }
+    // A supervisor killed with its msbd is a zombie of the host's init until that reaps it:
+    // the next msbd must not take it for alive and keep its placeholder cgroups forever.
+    let mut zombie = std::process::Command::new("true").spawn().unwrap();
+    let pid = zombie.id();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap()
+        .contains(") Z ")
+    {
+        assert!(std::time::Instant::now() < deadline, "{pid} never exited");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let parent = ["/sys/fs/cgroup/memory/msb", "/sys/fs/cgroup/msb"]
+        .into_iter()
+        .find(|dir| {
+            Path::new(dir)
+                .parent()
+                .unwrap()
+                .join("cgroup.procs")
+                .exists()
+        })
+        .unwrap();
+    let placeholder = format!("{parent}/warm-{pid}");
+    std::fs::create_dir_all(&placeholder).unwrap();
+    let home = TestHome::new();
+    home.ok(&["server", "start"]);
+    let left = Path::new(&placeholder).exists();
+    if left {
+        let _ = std::fs::remove_dir(&placeholder);
+    }
+    let _ = zombie.wait();
+    assert!(!left, "{placeholder} was kept for a zombie");
+}

@@ -479,8 +479,22 @@ pub fn remove_leftovers(
     ))
 }
 
+/// Whether the process `pid` exists and is not a zombie. A supervisor killed together with
+/// its msbd is reparented to the host's init and stays a zombie until that reaps it, which
+/// may be after the next msbd looked.
+fn process_alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which may hold spaces and parentheses.
+    let state = stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].trim_start().chars().next());
+    state.is_some_and(|state| !matches!(state, 'Z' | 'X' | 'x'))
+}
+
 /// Removes the placeholder cgroups (`msb/warm-<pid>`) of warm launchers that are gone: no task
-/// in them and no process `<pid>` (the supervisor that made them). Returns their names.
+/// in them and no live process `<pid>` (the supervisor that made them). Returns their names.
 pub fn remove_stale_warm_cgroups() -> io::Result<Vec<String>> {
     let host = HostCgroups::read()?;
     let mut names: Vec<String> = Vec::new();
@@ -497,9 +511,7 @@ pub fn remove_stale_warm_cgroups() -> io::Result<Vec<String>> {
             else {
                 continue;
             };
-            let owner_alive = pid.parse::<i32>().is_ok_and(|pid| {
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
-            });
+            let owner_alive = pid.parse::<i32>().is_ok_and(process_alive);
             let busy = std::fs::read_to_string(entry.path().join("cgroup.procs"))
                 .map(|procs| !procs.trim().is_empty())
                 .unwrap_or(false);
