@@ -115,6 +115,37 @@ fn after_kill_9_of_msbd_the_next_command_reattaches_live_sandboxes() {
 }
 
 #[test]
+fn kill_9_of_msbd_during_a_foreground_run_says_so_and_the_run_is_settled_later() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    home.ok(&["server", "start"]);
+    let old = home.daemon_pid().unwrap();
+    let client = home
+        .command(&["run", "--", "sh", "-c", "sleep 2; echo done"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    home.eventually(Duration::from_secs(10), "the sandbox running", || {
+        home.ok(&["ls", "--format", "json"]).contains("Running")
+    });
+    kill9(old);
+    let out = client.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr.contains("msbd went away during the run"), "{stderr}");
+    // The next msbd settles the run when it ends: the ephemeral sandbox goes.
+    home.eventually(
+        Duration::from_secs(20),
+        "the ephemeral sandbox removed",
+        || home.names().is_empty(),
+    );
+    assert_eq!(home.sandbox_dirs(), 0);
+}
+
+#[test]
 fn a_dead_supervisor_is_a_crash_and_verbs_return_promptly() {
     if !require_root() {
         return;

@@ -195,8 +195,20 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32> {
     let end = match session::run(io, ClientRequest::Attach, options).await {
         Ok(end) => end,
         Err(e) => {
+            let settled = settled.await.ok();
+            // msbd's answer to the wait broke off too (no answer at all, not an error it
+            // sent): msbd itself went away. The run goes on under its supervisor.
+            if let Some(Err(wait)) = &settled {
+                if wait.downcast_ref::<crate::client::ApiFailure>().is_none() {
+                    return Err(anyhow::anyhow!(
+                        "msbd went away during the run ({e}); sandbox {} may still be running: \
+                         `msb ls` starts msbd again and shows it",
+                        info.name
+                    ));
+                }
+            }
             // The settled state says why, even for an ephemeral sandbox that is gone by now.
-            let settled = settled.await.ok().and_then(Result::ok);
+            let settled = settled.and_then(Result::ok);
             return Err(explain_failed_run(client, &info.name, e, settled).await);
         }
     };
