@@ -146,6 +146,31 @@ fn kill_9_of_msbd_during_a_foreground_run_says_so_and_the_run_is_settled_later()
 }
 
 #[test]
+fn a_killed_init_is_a_crash_that_says_how_init_ended() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    home.detached("k", "sleep 300");
+    let init = home.inspect("k")["runs"][0]["init_pid"].as_i64().unwrap() as i32;
+    kill9(init);
+    home.eventually(Duration::from_secs(10), "the run ended", || {
+        home.status("k") == "Crashed"
+    });
+    let run = home.inspect("k")["runs"][0].clone();
+    assert_eq!(run["termination_reason"], "InternalError", "{run}");
+    let error = run["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("PID 1 (the agent) was killed by signal 9 (SIGKILL)"),
+        "{run}"
+    );
+    // A start after the crash works.
+    home.ok(&["start", "k"]);
+    assert_eq!(home.ok(&["exec", "k", "--", "echo", "back"]), "back\n");
+    home.ok(&["rm", "-f", "k"]);
+}
+
+#[test]
 fn a_dead_supervisor_is_a_crash_and_verbs_return_promptly() {
     if !require_root() {
         return;

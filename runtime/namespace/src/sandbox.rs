@@ -325,6 +325,11 @@ impl Sandbox {
         Ok(status)
     }
 
+    /// How PID 1 ended, if [`Sandbox::wait`] has seen it end.
+    pub fn exited(&self) -> Option<ExitStatus> {
+        *self.exit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Sends SIGKILL to PID 1, which takes every process of the sandbox's pid namespace with it.
     /// Succeeds if PID 1 is already gone.
     pub fn kill(&self) -> Result<(), NamespaceError> {

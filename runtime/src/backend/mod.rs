@@ -16,11 +16,34 @@ pub use msb_namespace::{
 use crate::config::SupervisorConfig;
 
 /// A started sandbox whose PID 1 is the agent.
+/// How a sandbox's PID 1 ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl std::fmt::Display for InitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            InitStatus::Exited(code) => write!(f, "exited with status {code}"),
+            InitStatus::Signaled(signal) => match nix::sys::signal::Signal::try_from(signal) {
+                Ok(name) => write!(f, "was killed by signal {signal} ({name})"),
+                Err(_) => write!(f, "was killed by signal {signal}"),
+            },
+        }
+    }
+}
+
 pub trait Backend: Send + Sync {
     /// Host pid of the sandbox's PID 1.
     fn init_pid(&self) -> i32;
     /// Blocks until PID 1 has exited (and is reaped).
     fn wait_exit(&self);
+    /// How PID 1 ended, once it is reaped: its exit status or the signal that killed it.
+    fn init_status(&self) -> Option<InitStatus> {
+        None
+    }
     /// Ends the sandbox at once (SIGKILL to PID 1, which takes its pid namespace with it).
     fn kill(&self);
     /// Releases everything the sandbox held on the host (cgroups, mounts, state). Call after

@@ -635,6 +635,13 @@ impl Backend for NamespaceBackend {
         self.sandbox.pid()
     }
 
+    fn init_status(&self) -> Option<super::InitStatus> {
+        self.sandbox.exited().map(|status| match status {
+            msb_namespace::ExitStatus::Exited(code) => super::InitStatus::Exited(code),
+            msb_namespace::ExitStatus::Signaled(signal) => super::InitStatus::Signaled(signal),
+        })
+    }
+
     fn wait_exit(&self) {
         if let Err(e) = self.sandbox.wait() {
             tracing::warn!("waiting for the sandbox's init: {e}");

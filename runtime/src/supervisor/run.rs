@@ -312,13 +312,17 @@ pub(super) async fn supervise(
             start_and_run(&shared, &mut init_exit, &mut agent_reader).await
         }
     };
-    shut_down(&shared, &sandbox, &mut init_exit, &ending).await;
+    let init_ended_itself = shut_down(&shared, &sandbox, &mut init_exit, &ending).await;
     // The agent's last frames (the workload's exit) may still be in flight: read to the end of
     // the channel before deciding how the run ended.
     if !agent_reader.is_finished() {
         let _ = timeout(Duration::from_secs(2), &mut agent_reader).await;
     }
-    finish(&shared, &sandbox, ending).await
+    let init_end = sandbox
+        .init_status()
+        .filter(|_| init_ended_itself)
+        .map(|status| format!("the sandbox's PID 1 (the agent) {status}"));
+    finish(&shared, &sandbox, ending, init_end).await
 }
 
 async fn start_and_run(
@@ -411,12 +415,23 @@ fn spawn_timers(shared: Arc<Shared>) {
 }
 
 /// Takes the sandbox down: graceful through the agent when there is time, by SIGKILL otherwise.
+/// Returns whether PID 1 ended by itself (not by this SIGKILL).
 async fn shut_down(
     shared: &Shared,
     sandbox: &Arc<dyn Backend>,
     init_exit: &mut watch::Receiver<bool>,
     ending: &Ending,
-) {
+) -> bool {
+    if let Ending::InitGone(_) = ending {
+        // Its channel closes as PID 1 dies, a moment before the wait sees it: give the wait
+        // that moment, so that how PID 1 ended is its own doing and not this SIGKILL's.
+        if timeout(Duration::from_millis(200), init_exit.wait_for(|gone| *gone))
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+    }
     let grace_ms = match ending {
         Ending::Stop(request) => {
             shared.update_record(|r| r.phase = RunPhase::Draining);
@@ -432,7 +447,7 @@ async fn shut_down(
             .await
             .is_ok()
         {
-            return;
+            return true;
         }
         tracing::warn!("sandbox still up {limit:?} after shutdown was requested; killing it");
     }
@@ -443,9 +458,16 @@ async fn shut_down(
     {
         tracing::error!("sandbox init did not exit after SIGKILL");
     }
+    false
 }
 
-async fn finish(shared: &Shared, sandbox: &Arc<dyn Backend>, ending: Ending) -> i32 {
+/// Records how the run ended (`init_end`: how PID 1 ended, when it ended by itself).
+async fn finish(
+    shared: &Shared,
+    sandbox: &Arc<dyn Backend>,
+    ending: Ending,
+    init_end: Option<String>,
+) -> i32 {
     let outcome = shared.main_outcome.borrow().clone();
     let (mut exit_code, mut signal, mut error): (Option<i32>, Option<i32>, Option<String>) =
         (None, None, None);
@@ -477,7 +499,10 @@ async fn finish(shared: &Shared, sandbox: &Arc<dyn Backend>, ending: Ending) -> 
         },
         (_, Some(MainOutcome::Failed { .. })) => TerminationReason::Failed,
         (Ending::InitGone(why), None) => {
-            error = Some((*why).to_owned());
+            error = Some(match &init_end {
+                Some(end) => format!("{why}: {end}"),
+                None => (*why).to_owned(),
+            });
             TerminationReason::InternalError
         }
         (Ending::WorkloadDone, None) => TerminationReason::InternalError,
