@@ -160,22 +160,20 @@ pub fn daemon_families(daemon: &Daemon, rows: &[SandboxRow], live: &[LiveSandbox
             })
             .collect(),
     );
-    add(
-        "msb.sandbox.starts",
-        started,
+    add("msb.sandbox.starts", started, {
+        // Disjoint paths: a booted start is a warm one too in msbd's counts.
+        let booted = daemon.warm.booted_starts.load(Ordering::Relaxed);
+        let warm = daemon.warm.warm_starts.load(Ordering::Relaxed);
+        let cold = daemon.warm.cold_starts.load(Ordering::Relaxed);
         [
-            ("warm", &daemon.warm.warm_starts),
-            ("cold", &daemon.warm.cold_starts),
+            ("booted", booted),
+            ("warm", warm.saturating_sub(booted)),
+            ("cold", cold),
         ]
         .into_iter()
-        .map(|(path, count)| {
-            point(
-                &[("path", path.to_owned())],
-                count.load(Ordering::Relaxed) as f64,
-            )
-        })
-        .collect(),
-    );
+        .map(|(path, count)| point(&[("path", path.to_owned())], count as f64))
+        .collect()
+    });
     if let Ok(meta) = std::fs::metadata(daemon.home.database()) {
         add(
             "msb.store.size",

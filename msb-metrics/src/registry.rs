@@ -242,7 +242,7 @@ pub const DAEMON_INSTRUMENTS: &[DaemonInstrument] = &[
     daemon_needs(daemon("msb.sandbox.mount.quota.baseline", Gauge, "By", &["sandbox.name", "sandbox.id", "msb.mount"], "What one file-server mount held before its first write (never charged)"), "a mount written to"),
     daemon("msb.supervisors.warm", Gauge, "{supervisor}", &[], "Supervisors spawned ahead of time and ready for the next start (MSB_WARM_SUPERVISORS is the target)"),
     daemon("msb.sandbox.runs.ended", Counter, "{run}", &["reason"], "Runs that ended, by why: exit (the workload exited), signal, oom_kill, max_duration, idle, stop, agent_unresponsive, error"),
-    daemon("msb.sandbox.starts", Counter, "{start}", &["path"], "Sandbox starts by how they got their supervisor: warm (spawned ahead of time) or cold (spawned for the start)"),
+    daemon("msb.sandbox.starts", Counter, "{start}", &["path"], "Sandbox starts by how they got their supervisor: booted (a warm supervisor's sandbox booted ahead of time, only claimed), warm (a supervisor spawned ahead of time that built the sandbox) or cold (spawned for the start)"),
     daemon_needs(daemon("msb.otlp.exports", Counter, "{export}", &["signal", "result"], "OTLP export requests by signal and result (success, failure)"), "an OTLP endpoint"),
     daemon_needs(daemon("msb.otlp.dropped", Counter, "{item}", &["signal"], "Data points or spans dropped: export failed or queue full"), "an OTLP endpoint"),
     daemon_needs(daemon("msb.otlp.last_success_timestamp", Gauge, "s", &["signal"], "Unix time of the last successful export"), "an OTLP endpoint"),

@@ -65,6 +65,21 @@ fn memory_limit(id: &str) -> Option<u64> {
     .find_map(|path| std::fs::read_to_string(path).ok()?.trim().parse().ok())
 }
 
+/// `msb_sandbox_starts_total{path="PATH"}` on this home's scrape endpoint.
+fn scraped_starts(home: &TestHome, path: &str) -> Option<u64> {
+    let status: serde_json::Value =
+        serde_json::from_str(&home.ok(&["server", "status", "--format", "json"])).unwrap();
+    let address = status["prometheus_address"].as_str()?.to_owned();
+    let scrape = std::process::Command::new("curl")
+        .args(["-sf", &format!("http://{address}/metrics")])
+        .output()
+        .unwrap();
+    let prefix = format!("msb_sandbox_starts_total{{path=\"{path}\"}} ");
+    String::from_utf8_lossy(&scrape.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix)?.parse().ok())
+}
+
 /// The options of the running sandbox `name`'s root disk, as its supervisor mounted it.
 fn root_disk_options(home: &TestHome, name: &str) -> String {
     let inspect = home.inspect(name);
@@ -178,10 +193,21 @@ fn a_start_takes_the_sandbox_booted_ahead_named_limited_and_mapped() {
     let ephemeral = home.ok(&["run", "-d", "--", "sleep", "600"]);
     let options = root_disk_options(&home, ephemeral.trim());
     assert!(options.contains("nobarrier"), "{options}");
+    let status = warm_status(&home);
     assert_eq!(
-        warm_status(&home)["booted_starts"],
+        status["booted_starts"],
         before["booted_starts"].as_u64().unwrap() + 3
     );
+    // The scrape splits the starts the same way, booted ones apart from the other warm ones.
+    let booted = status["booted_starts"].as_u64().unwrap();
+    let warm = status["warm_starts"].as_u64().unwrap();
+    assert_eq!(scraped_starts(&home, "booted"), Some(booted), "{status}");
+    assert_eq!(
+        scraped_starts(&home, "warm"),
+        Some(warm - booted),
+        "{status}"
+    );
+    assert_eq!(scraped_starts(&home, "cold"), Some(0), "{status}");
     home.ok(&["rm", "-f", "b3"]);
     home.ok(&["rm", "-f", ephemeral.trim()]);
 

@@ -146,8 +146,9 @@ fn crash_message(log: &std::path::Path) -> String {
 }
 
 /// The last non-empty line of a log from its last 4 KiB, with the one before it (a panic's
-/// message follows the line naming where), skipping Rust's `note:` hints; at most 400
-/// characters.
+/// message follows the line naming where), skipping Rust's `note:` hints and the log's own
+/// `INFO`/`DEBUG`/`TRACE` lines (which say how a run went, not why it broke: a killed
+/// supervisor's log ends with them); at most 400 characters.
 fn last_log_line(path: &std::path::Path) -> Option<String> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file = std::fs::File::open(path).ok()?;
@@ -159,13 +160,21 @@ fn last_log_line(path: &std::path::Path) -> Option<String> {
     let mut lines: Vec<&str> = text
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("note: "))
+        .filter(|l| !l.is_empty() && !l.starts_with("note: ") && !routine(l))
         .rev()
         .take(2)
         .collect();
     lines.reverse();
     let joined = lines.join(" ");
     (!joined.is_empty()).then(|| joined.chars().take(400).collect())
+}
+
+/// A line the supervisor's logger wrote below `WARN` (`<time>  INFO <message>`).
+fn routine(line: &str) -> bool {
+    matches!(
+        line.split_whitespace().nth(1),
+        Some("INFO" | "DEBUG" | "TRACE")
+    )
 }
 
 pub fn supervisor_of_run_alive(run: &RunRow) -> bool {
@@ -210,5 +219,22 @@ mod tests {
         );
         std::fs::write(&log, "y".repeat(1000)).unwrap();
         assert_eq!(last_log_line(&log).unwrap().len(), 400);
+        // Routine lines after the last warning do not hide it; a log of routine lines only
+        // says nothing more than the bare fact.
+        std::fs::write(
+            &log,
+            "2026-12-06T21:28:36.1Z  WARN the disk is nearly full\n\
+             2026-12-06T21:28:36.8Z  INFO cpu_pressure_some_us is null: no pressure files\n",
+        )
+        .unwrap();
+        assert_eq!(
+            last_log_line(&log).unwrap(),
+            "2026-12-06T21:28:36.1Z  WARN the disk is nearly full"
+        );
+        std::fs::write(&log, "2026-12-06T21:28:36.8Z  INFO started\n").unwrap();
+        assert_eq!(
+            crash_message(&log),
+            "the supervisor exited without recording the end of the run"
+        );
     }
 }
