@@ -47,7 +47,15 @@ pub struct Daemon {
     /// Held while a volume is removed or a sandbox naming volumes is recorded, so that no
     /// sandbox is recorded with a volume on its way out.
     pub volume_lock: tokio::sync::Mutex<()>,
+    /// Supervisors this msbd spawned for runs, by pid: `None` until reaped, then how they
+    /// ended, until a crash's record asks ([`Daemon::supervisor_exit`]); reaped ones at most
+    /// [`SUPERVISOR_EXITS_KEPT`].
+    supervisor_exits: Mutex<HashMap<i32, Option<std::process::ExitStatus>>>,
 }
+
+/// How many reaped supervisors' exit statuses [`Daemon`] keeps (most runs end recorded, and
+/// nobody asks).
+const SUPERVISOR_EXITS_KEPT: usize = 256;
 
 /// How long [`Daemon::ending`] remembers a removed ephemeral sandbox.
 pub const ENDING_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -92,6 +100,7 @@ impl Daemon {
             op_locks: Mutex::new(HashMap::new()),
             statuses: Mutex::new(HashMap::new()),
             endings: Mutex::new(HashMap::new()),
+            supervisor_exits: Mutex::new(HashMap::new()),
             monitored: Mutex::new(Default::default()),
             started: Instant::now(),
             supervisor_exe,
@@ -108,6 +117,44 @@ impl Daemon {
                 "/proc/self/exe",
             )),
         })
+    }
+
+    /// Notes that the supervisor `pid` of a run is this msbd's child, to be reaped by it.
+    pub fn supervisor_spawned(&self, pid: i32) {
+        self.exits().insert(pid, None);
+    }
+
+    /// Remembers how the supervisor `pid`, which this msbd spawned and just reaped, ended.
+    pub fn supervisor_reaped(&self, pid: i32, status: std::process::ExitStatus) {
+        let mut exits = self.exits();
+        exits.insert(pid, Some(status));
+        if exits.len() > SUPERVISOR_EXITS_KEPT {
+            exits.retain(|_, status| status.is_none());
+        }
+    }
+
+    /// How the supervisor `pid` ended, if it was this msbd's child. A death is seen (its
+    /// sockets close, it turns zombie) a moment before its reaper has its status: wait for
+    /// that moment, up to 100 ms.
+    pub fn supervisor_exit(&self, pid: i32) -> Option<std::process::ExitStatus> {
+        for _ in 0..100 {
+            let mut exits = self.exits();
+            match exits.get(&pid) {
+                Some(Some(_)) => return exits.remove(&pid).flatten(),
+                Some(None) => {
+                    drop(exits);
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                None => return None,
+            }
+        }
+        None
+    }
+
+    fn exits(&self) -> MutexGuard<'_, HashMap<i32, Option<std::process::ExitStatus>>> {
+        self.supervisor_exits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Takes in samples from a supervisor: live state now, history through the store.

@@ -194,6 +194,15 @@ fn a_dead_supervisor_is_a_crash_and_verbs_return_promptly() {
         );
         assert!(run.stderr.is_empty() || verb == "kill", "{verb}: {run:?}");
         assert_eq!(home.status(name), "Crashed", "{verb}");
+        // msbd spawned (and reaped) that supervisor: the record says how it died.
+        let run = home.inspect(name)["runs"][0].clone();
+        assert!(
+            run["error"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("the supervisor was killed by signal 9 (SIGKILL)"),
+            "{verb}: {run}"
+        );
         // What the dead supervisor held is released: the sandbox's processes and cgroups.
         home.eventually(
             Duration::from_secs(10),

@@ -216,8 +216,15 @@ pub async fn start_run(
         })?;
     }
     daemon.publish_status(sandbox_id, next);
-    // Reap the supervisor when it ends, so it never lingers as a zombie of msbd.
-    tokio::task::spawn_blocking(move || child.wait());
+    // Reap the supervisor when it ends, so it never lingers as a zombie of msbd, and keep how
+    // it ended for a crash's record.
+    let reaper = daemon.clone();
+    daemon.supervisor_spawned(pid);
+    tokio::task::spawn_blocking(move || {
+        if let Ok(status) = child.wait() {
+            reaper.supervisor_reaped(pid, status);
+        }
+    });
     spawn_monitor(daemon.clone(), sandbox_id.to_owned());
 
     let deadline = Instant::now() + START_TIMEOUT;

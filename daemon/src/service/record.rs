@@ -31,7 +31,10 @@ pub fn apply_record(daemon: &Daemon, sandbox_id: &str) -> Result<SandboxStatus, 
     }
 
     let mut ops: Vec<Operation> = Vec::new();
-    if let Some(record) = &record {
+    // A run whose end is in the catalog keeps it: the record of a supervisor that died is
+    // older than the crash recorded for it (by a concurrent call of this, which releases the
+    // store while it cleans up after the crash).
+    if let Some(record) = record.as_ref().filter(|_| run.ended_at_ms.is_none()) {
         copy_record(&mut run, record);
         match record.phase {
             RunPhase::Starting => {}
@@ -61,13 +64,20 @@ pub fn apply_record(daemon: &Daemon, sandbox_id: &str) -> Result<SandboxStatus, 
             }
             .to_string(),
         );
-        run.error.get_or_insert_with(|| {
-            crash_message(&daemon.home.sandbox(sandbox_id).supervisor_log())
-        });
         // The supervisor cannot clean up any more: its sandbox's processes and cgroups remain.
         // Released before the status says the run is over (a `stop` that returns Crashed has
-        // nothing left behind), without holding the store meanwhile.
+        // nothing left behind), without holding the store meanwhile (nor while how the
+        // supervisor died is waited for).
         drop(store);
+        let supervisor_end = run
+            .supervisor_pid
+            .and_then(|pid| daemon.supervisor_exit(pid));
+        run.error.get_or_insert_with(|| {
+            crash_message(
+                &daemon.home.sandbox(sandbox_id).supervisor_log(),
+                supervisor_end,
+            )
+        });
         if let Err(e) =
             msb_runtime::backend::clean_up_after_crash(sandbox_id, &daemon.home.sandbox(sandbox_id))
         {
@@ -137,11 +147,28 @@ pub fn apply_record(daemon: &Daemon, sandbox_id: &str) -> Result<SandboxStatus, 
 /// The run's supervisor (pid and start time, so a reused pid does not count) is alive.
 /// Why a run ended unrecorded, as far as msbd can tell: the supervisor's last log line (a panic,
 /// a failed system call) says more than the bare fact.
-fn crash_message(log: &std::path::Path) -> String {
-    const BARE: &str = "the supervisor exited without recording the end of the run";
+/// `end`: how the supervisor ended, when msbd knows (it was msbd's child).
+fn crash_message(log: &std::path::Path, end: Option<std::process::ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let bare = match end.and_then(|end| end.signal().map(|signal| (end, signal))) {
+        Some((_, signal)) => match nix::sys::signal::Signal::try_from(signal) {
+            Ok(name) => format!(
+                "the supervisor was killed by signal {signal} ({name}) before it recorded the end of the run"
+            ),
+            Err(_) => format!(
+                "the supervisor was killed by signal {signal} before it recorded the end of the run"
+            ),
+        },
+        None => match end.and_then(|end| end.code()) {
+            Some(code) => format!(
+                "the supervisor exited with status {code} without recording the end of the run"
+            ),
+            None => "the supervisor exited without recording the end of the run".to_owned(),
+        },
+    };
     match last_log_line(log) {
-        Some(line) => format!("{BARE}; its log ends: {line}"),
-        None => BARE.to_owned(),
+        Some(line) => format!("{bare}; its log ends: {line}"),
+        None => bare,
     }
 }
 
@@ -204,7 +231,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("supervisor.log");
         assert_eq!(
-            crash_message(&log),
+            crash_message(&log, None),
             "the supervisor exited without recording the end of the run"
         );
         let mut text = "x".repeat(10_000);
@@ -213,7 +240,7 @@ mod tests {
         );
         std::fs::write(&log, text).unwrap();
         assert_eq!(
-            crash_message(&log),
+            crash_message(&log, None),
             "the supervisor exited without recording the end of the run; its log ends: \
              thread 'main' panicked at run.rs:1:2: boom"
         );
@@ -232,8 +259,20 @@ mod tests {
             "2026-12-06T21:28:36.1Z  WARN the disk is nearly full"
         );
         std::fs::write(&log, "2026-12-06T21:28:36.8Z  INFO started\n").unwrap();
+        {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(
+                crash_message(&log, Some(std::process::ExitStatus::from_raw(9))),
+                "the supervisor was killed by signal 9 (SIGKILL) before it recorded the end of \
+                 the run"
+            );
+            assert_eq!(
+                crash_message(&log, Some(std::process::ExitStatus::from_raw(3 << 8))),
+                "the supervisor exited with status 3 without recording the end of the run"
+            );
+        }
         assert_eq!(
-            crash_message(&log),
+            crash_message(&log, None),
             "the supervisor exited without recording the end of the run"
         );
     }

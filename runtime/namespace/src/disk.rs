@@ -34,15 +34,7 @@ fn mount_image_with(image: &Path, target: &Path, barriers: bool) -> Result<Strin
     let device = CString::new(path.clone()).map_err(|_| format!("NUL byte in {path}"))?;
     let tree = sys::mount_block_ext4(&device, false, barriers)
         .map_err(|e| format!("mount the ext4 image {} ({path}): {e}", image.display()))?;
-    let target_path = CString::new(target.as_os_str().as_bytes())
-        .map_err(|_| format!("NUL byte in {}", target.display()))?;
-    let point = sys::openat2(
-        &AtCwd,
-        &target_path,
-        libc::O_PATH | libc::O_DIRECTORY,
-        sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS,
-    )
-    .map_err(|e| format!("open the mount point {}: {e}", target.display()))?;
+    let point = open_dir(target).map_err(|e| format!("open the mount point {e}"))?;
     sys::move_mount(&tree, &point)
         .map_err(|e| format!("mount {} at {}: {e}", image.display(), target.display()))?;
     Ok(path)
@@ -52,17 +44,23 @@ fn mount_image_with(image: &Path, target: &Path, barriers: bool) -> Result<Strin
 /// host's cache as a disk that outlives its run must: its journal's commits reach the host's
 /// disk in order again.
 pub fn make_durable(target: &Path) -> Result<(), String> {
-    let path = CString::new(target.as_os_str().as_bytes())
-        .map_err(|_| format!("NUL byte in {}", target.display()))?;
-    let mount = sys::openat2(
+    let mount = open_dir(target).map_err(|e| format!("open {e}"))?;
+    sys::ext4_barriers_on(&mount)
+        .map_err(|e| format!("turn on cache flushes for {}: {e}", target.display()))
+}
+
+/// The directory `path` as an `O_PATH` handle, reached without following any symbolic link.
+/// An error names the path.
+fn open_dir(path: &Path) -> Result<std::os::fd::OwnedFd, String> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| format!("{}: NUL byte in the path", path.display()))?;
+    sys::openat2(
         &AtCwd,
-        &path,
+        &c_path,
         libc::O_PATH | libc::O_DIRECTORY,
         sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS,
     )
-    .map_err(|e| format!("open {}: {e}", target.display()))?;
-    sys::ext4_barriers_on(&mount)
-        .map_err(|e| format!("turn on cache flushes for {}: {e}", target.display()))
+    .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Detaches whatever is mounted at `target` (lazily: a process still inside keeps it until it
