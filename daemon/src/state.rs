@@ -48,7 +48,7 @@ pub struct Daemon {
     /// sandbox is recorded with a volume on its way out.
     pub volume_lock: tokio::sync::Mutex<()>,
     /// Supervisors this msbd spawned for runs, by pid: `None` until reaped, then how they
-    /// ended, until a crash's record asks ([`Daemon::supervisor_exit`]); reaped ones at most
+    /// ended, for a crash's record ([`Daemon::supervisor_exit`]); reaped ones at most
     /// [`SUPERVISOR_EXITS_KEPT`].
     supervisor_exits: Mutex<HashMap<i32, Option<std::process::ExitStatus>>>,
 }
@@ -138,9 +138,10 @@ impl Daemon {
     /// that moment, up to 100 ms.
     pub fn supervisor_exit(&self, pid: i32) -> Option<std::process::ExitStatus> {
         for _ in 0..100 {
-            let mut exits = self.exits();
+            let exits = self.exits();
             match exits.get(&pid) {
-                Some(Some(_)) => return exits.remove(&pid).flatten(),
+                // Left in place: concurrent records of the same crash read the same end.
+                Some(Some(status)) => return Some(*status),
                 Some(None) => {
                     drop(exits);
                     std::thread::sleep(std::time::Duration::from_millis(1));

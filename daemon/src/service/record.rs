@@ -84,6 +84,20 @@ pub fn apply_record(daemon: &Daemon, sandbox_id: &str) -> Result<SandboxStatus, 
             tracing::warn!(sandbox = %sandbox.name, "cleaning up after the crash: {e}");
         }
         store = daemon.store();
+        // Another call recorded this crash while the store was released: its record stands
+        // (one end, one `run_ended` event and count per run).
+        if store
+            .latest_run(sandbox_id)?
+            .is_some_and(|stored| stored.id == run.id && stored.ended_at_ms.is_some())
+        {
+            let status = match store.sandbox_by_id(sandbox_id)? {
+                Some(row) => status_of_row(&row)?,
+                None => current,
+            };
+            drop(store);
+            daemon.publish_status(sandbox_id, status);
+            return Ok(status);
+        }
     }
     // The first time the run is seen ended: why, as an event and msb.sandbox.runs.ended.
     if run.ended_at_ms.is_some() && run.end_cause.is_none() {
