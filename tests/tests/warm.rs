@@ -293,26 +293,12 @@ fn starts_use_a_warm_supervisor_and_msbd_replaces_it() {
     let inspect = home.inspect("w1");
     assert_eq!(inspect["runs"][0]["exit_code"], 0, "{inspect}");
     // The same counts on the scrape endpoint.
-    let status: serde_json::Value =
-        serde_json::from_str(&home.ok(&["server", "status", "--format", "json"])).unwrap();
-    let address = status["prometheus_address"].as_str().unwrap().to_owned();
-    let scrape = std::process::Command::new("curl")
-        .args(["-sf", &format!("http://{address}/metrics")])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&scrape.stdout);
-    assert!(
-        text.lines()
-            .any(|l| l == "msb_sandbox_starts_total{path=\"warm\"} 1"),
-        "warm starts exported: {}",
-        text.lines()
-            .filter(|l| l.contains("starts"))
-            .collect::<Vec<_>>()
-            .join("\n")
+    assert_eq!(
+        scraped_starts(&home, "warm"),
+        Some(1),
+        "warm starts exported"
     );
-    assert!(text
-        .lines()
-        .any(|l| l == "msb_sandbox_starts_total{path=\"cold\"} 0"));
+    assert_eq!(scraped_starts(&home, "cold"), Some(0));
 
     // A replacement is spawned; the next start uses it too.
     home.eventually(Duration::from_secs(10), "a replacement idle", || {

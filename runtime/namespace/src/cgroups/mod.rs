@@ -479,20 +479,6 @@ pub fn remove_leftovers(
     ))
 }
 
-/// Whether the process `pid` exists and is not a zombie. A supervisor killed together with
-/// its msbd is reparented to the host's init and stays a zombie until that reaps it, which
-/// may be after the next msbd looked.
-fn process_alive(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state follows the command name, which may hold spaces and parentheses.
-    let state = stat
-        .rfind(')')
-        .and_then(|end| stat[end + 1..].trim_start().chars().next());
-    state.is_some_and(|state| !matches!(state, 'Z' | 'X' | 'x'))
-}
-
 /// Removes the placeholder cgroups (`msb/warm-<pid>`) of warm launchers that are gone: no task
 /// in them and no live process `<pid>` (the supervisor that made them). Returns their names.
 pub fn remove_stale_warm_cgroups() -> io::Result<Vec<String>> {
@@ -511,7 +497,11 @@ pub fn remove_stale_warm_cgroups() -> io::Result<Vec<String>> {
             else {
                 continue;
             };
-            let owner_alive = pid.parse::<i32>().is_ok_and(process_alive);
+            // A zombie is dead: a supervisor killed with its msbd is reparented to the host's
+            // init and may not be reaped yet when the next msbd looks.
+            let owner_alive = pid
+                .parse::<i32>()
+                .is_ok_and(|pid| msb_host::process::is_alive(pid, None));
             let busy = std::fs::read_to_string(entry.path().join("cgroup.procs"))
                 .map(|procs| !procs.trim().is_empty())
                 .unwrap_or(false);
