@@ -189,6 +189,10 @@ pub struct WarmStatus {
     /// (`[sandboxes] boot_ahead`).
     #[serde(default)]
     pub booted_starts: usize,
+    /// Root disks of ephemeral runs handed on to a supervisor spawned since (emptied, instead
+    /// of a fresh copy of the template).
+    #[serde(default)]
+    pub disks_handed_on: usize,
 }
 
 /// One OTLP exporter's configuration and counters since msbd started.

@@ -182,6 +182,7 @@ async fn serve(daemon: Arc<Daemon>) -> Result<()> {
         Ok(_) => {}
         Err(e) => tracing::warn!("looking for stale warm cgroups: {e}"),
     }
+    daemon.warm.take_handed_on_disks();
     daemon.warm.refill();
     let socket = daemon.home.socket();
     let _ = fs::remove_file(&socket);

@@ -45,6 +45,8 @@ struct Idle {
     /// it runs (`msb_runtime::spawn::warm_boot_dirs`), which becomes the directory of a
     /// sandbox that can take it ([`msb_runtime::backend::bootable`]).
     boot: Option<(BootPlan, BootDirs)>,
+    /// The image of the disk it was handed at its spawn, until it moves it.
+    handed_on_image: Option<PathBuf>,
 }
 
 /// Removes what an idle supervisor that died left under `warm/`: its socket, its disk's image
@@ -76,6 +78,9 @@ fn clean_up_after(idle: Idle) {
         "an idle warm supervisor died; cleaning up after it"
     );
     let _ = std::fs::remove_file(&idle.socket);
+    if let Some(image) = &idle.handed_on_image {
+        let _ = std::fs::remove_file(image);
+    }
     if let Some(image) = &idle.disk_image {
         let _ = std::fs::remove_file(image);
         let _ = std::fs::remove_file(image.with_extension("making"));
@@ -145,6 +150,19 @@ pub struct WarmPool {
     pub cold_starts: AtomicUsize,
     /// Warm starts that took a sandbox booted ahead of time.
     pub booted_starts: AtomicUsize,
+    /// The root disk an ephemeral run handed on last (`msb_runtime::hand_on`), and when, for
+    /// the next supervisor spawned: at most one is kept.
+    handed_on: Mutex<Option<(msb_runtime::hand_on::HandedOnDisk, std::time::Instant)>>,
+    /// Disks handed on that a spawned supervisor was given.
+    pub disks_handed_on: AtomicUsize,
+}
+
+/// How long a disk handed on waits for a supervisor to be spawned before it goes.
+const HANDED_ON_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Lets a disk handed on go: its filesystem with the fd, its image deleted.
+fn discard_handed_on(disk: msb_runtime::hand_on::HandedOnDisk) {
+    let _ = std::fs::remove_file(&disk.image);
 }
 
 /// Where [`WarmPool`] finds what a sandbox booted ahead of time runs.
@@ -202,7 +220,102 @@ impl WarmPool {
             warm_starts: AtomicUsize::new(0),
             cold_starts: AtomicUsize::new(0),
             booted_starts: AtomicUsize::new(0),
+            handed_on: Mutex::new(None),
+            disks_handed_on: AtomicUsize::new(0),
         }
+    }
+
+    /// Takes the root disks ephemeral runs hand on (`msb_runtime::hand_on`), on a thread of its
+    /// own, while this pool keeps supervisors: from supervisors of msbd's own user only, with
+    /// an image named as one in the pool's directory. A failure to listen is logged (disks
+    /// are then deleted with their runs, as without).
+    pub fn take_handed_on_disks(self: &Arc<Self>) {
+        if self.target == 0 {
+            return;
+        }
+        let path = msb_runtime::hand_on::socket(self.boot.home.root());
+        let listener = std::fs::create_dir_all(&self.socket_dir)
+            .and_then(|()| {
+                let _ = std::fs::remove_file(&path);
+                std::os::unix::net::UnixListener::bind(&path)
+            })
+            .and_then(|listener| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map(|()| listener)
+            });
+        let listener = match listener {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::warn!("not taking root disks handed on ({}): {e}", path.display());
+                return;
+            }
+        };
+        let pool = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("msb-disk-hand-on".into())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    let Some(pool) = pool.upgrade() else { break };
+                    match stream {
+                        Ok(mut stream) => pool.receive_disk(&mut stream),
+                        Err(e) => tracing::debug!("accepting a disk handed on: {e}"),
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("not taking root disks handed on: {e}");
+        }
+    }
+
+    /// Keeps the disk a supervisor sends on `stream`, in place of the one kept before.
+    fn receive_disk(&self, stream: &mut UnixStream) {
+        let peer =
+            nix::sys::socket::getsockopt(&*stream, nix::sys::socket::sockopt::PeerCredentials);
+        if !peer.is_ok_and(|cred| cred.uid() == nix::unistd::geteuid().as_raw()) {
+            tracing::warn!("refused a disk handed on by another user");
+            return;
+        }
+        let disk = match msb_runtime::hand_on::receive(stream) {
+            Ok(disk) => disk,
+            Err(e) => {
+                tracing::warn!("a disk handed on: {e}");
+                return;
+            }
+        };
+        if !msb_runtime::hand_on::is_image_path(&self.socket_dir, &disk.image) {
+            tracing::warn!(
+                "refused a disk handed on with its image at {}",
+                disk.image.display()
+            );
+            return;
+        }
+        if !std::fs::symlink_metadata(&disk.image).is_ok_and(|meta| meta.is_file()) {
+            tracing::warn!("refused a disk handed on without its image");
+            return discard_handed_on(disk);
+        }
+        let before = self
+            .handed_on
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace((disk, std::time::Instant::now()));
+        if let Some((old, _)) = before {
+            discard_handed_on(old);
+        }
+    }
+
+    /// The disk handed on, unless it waited too long (then it goes).
+    fn take_handed_on(&self) -> Option<msb_runtime::hand_on::HandedOnDisk> {
+        let (disk, at) = self
+            .handed_on
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        if at.elapsed() > HANDED_ON_KEPT {
+            discard_handed_on(disk);
+            return None;
+        }
+        Some(disk)
     }
 
     /// Hands `config` to an idle supervisor and returns it as the sandbox's supervisor, or
@@ -401,8 +514,17 @@ impl WarmPool {
         self.lock().len()
     }
 
-    /// Lets every idle supervisor go (they exit on end-of-file) and reaps them.
+    /// Lets every idle supervisor go (they exit on end-of-file) and reaps them, and the disk
+    /// handed on.
     pub fn drain(&self) {
+        let kept = self
+            .handed_on
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((disk, _)) = kept {
+            discard_handed_on(disk);
+        }
         let idle: Vec<Idle> = std::mem::take(&mut *self.lock());
         for Idle {
             mut child,
@@ -410,12 +532,16 @@ impl WarmPool {
             socket,
             disk_image: _,
             boot: _,
+            handed_on_image,
         } in idle
         {
             // It deletes its disk's image itself.
             drop(control);
             let _ = child.wait();
             let _ = std::fs::remove_file(socket);
+            if let Some(image) = handed_on_image {
+                let _ = std::fs::remove_file(image);
+            }
         }
     }
 
@@ -440,14 +566,26 @@ impl WarmPool {
             .ok();
         // A sandbox is booted on the disk ahead of time once there is a root to boot.
         let boot = template.as_ref().and_then(|_| self.boot.plan());
-        let (mut child, control) = msb_runtime::spawn::spawn_warm_supervisor(
+        // Its disk is the one handed on last, if any (it has its own copy of the fd).
+        let handed_on = template.as_ref().and_then(|_| self.take_handed_on());
+        let spawned = msb_runtime::spawn::spawn_warm_supervisor(
             &self.exe,
             &self.log_level,
             &log,
             &socket,
             template.as_deref(),
             boot.as_ref(),
-        )?;
+            handed_on.as_ref(),
+        );
+        let handed_on_image = handed_on.map(|disk| disk.image.clone());
+        let (mut child, control) = spawned.inspect_err(|_| {
+            if let Some(image) = &handed_on_image {
+                let _ = std::fs::remove_file(image);
+            }
+        })?;
+        if handed_on_image.is_some() {
+            self.disks_handed_on.fetch_add(1, Ordering::Relaxed);
+        }
         let disk_image = template.map(|_| msb_runtime::spawn::warm_disk_paths(&socket).0);
         let boot = boot.map(|plan| {
             let (booting, booted) = msb_runtime::spawn::warm_boot_dirs(&socket);
@@ -459,6 +597,9 @@ impl WarmPool {
             if std::time::Instant::now() > deadline || !matches!(child.try_wait(), Ok(None)) {
                 let _ = child.kill();
                 let _ = child.wait();
+                if let Some(image) = &handed_on_image {
+                    let _ = std::fs::remove_file(image);
+                }
                 return Err(std::io::Error::other(format!(
                     "the warm supervisor never bound {}",
                     socket.display()
@@ -472,6 +613,7 @@ impl WarmPool {
             socket,
             disk_image,
             boot,
+            handed_on_image,
         })
     }
 

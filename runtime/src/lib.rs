@@ -6,6 +6,7 @@
 //! - [`supervisor`]: the per-sandbox process (agent channel, sessions, timers, run record).
 //! - [`backend`]: isolation (namespace now; microVM later) behind one trait.
 //! - [`spawn`]: how msbd starts a supervisor with its config on an inherited fd.
+//! - [`hand_on`]: an ephemeral run's root disk handed on, through msbd, to the next sandbox.
 //! - [`run_record`], [`logs`], [`rootfs`]: the files shared by msbd and supervisors.
 //! - [`paths`], [`process`] (crate `msb-host`) and [`framing`] (crate `msb-protocol`): re-exported
 //!   from the leaf crates the client shares, which links no runtime.
@@ -16,6 +17,7 @@ pub mod backend;
 pub use msb_namespace::disk;
 pub mod config;
 pub mod doctor;
+pub mod hand_on;
 pub use msb_protocol::framing;
 pub mod idmap;
 pub mod ids;

@@ -27,12 +27,31 @@ static SPAWN_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// msbd's CPU and stalled its other threads' page faults while it ran). The fd is made
 /// inheritable only under [`SPAWN_LOCK`], so no other spawn of this process can inherit it.
 fn spawn_passing(command: &mut Command, fd: &impl AsRawFd) -> std::io::Result<Child> {
+    spawn_passing_all(command, &[(CONFIG_FD_ENV, fd.as_raw_fd())])
+}
+
+/// [`spawn_passing`] of several fds, each named in its environment variable.
+fn spawn_passing_all(
+    command: &mut Command,
+    fds: &[(&str, std::os::fd::RawFd)],
+) -> std::io::Result<Child> {
     let _guard = SPAWN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let raw = fd.as_raw_fd();
-    command.env(CONFIG_FD_ENV, raw.to_string());
-    set_cloexec(raw, false)?;
-    let child = command.spawn();
-    set_cloexec(raw, true)?;
+    for (name, raw) in fds {
+        command.env(name, raw.to_string());
+    }
+    let mut passed = Vec::new();
+    let mut result = Ok(());
+    for (_, raw) in fds {
+        result = set_cloexec(*raw, false);
+        if result.is_err() {
+            break;
+        }
+        passed.push(*raw);
+    }
+    let child = result.and_then(|()| command.spawn());
+    for raw in passed {
+        set_cloexec(raw, true)?;
+    }
     child
 }
 
@@ -87,8 +106,9 @@ pub fn spawn_supervisor(
 /// it is handed a sandbox (and its own session from then on). It inherits the calling thread's
 /// CPU priority (msbd spawns it from a thread at nice 10; it raises its own once handed a
 /// sandbox). It binds its supervisor socket at `socket` first thing; msbd moves that file into
-/// the sandbox's directory when it hands it one. Returns the child and msbd's end of its
-/// configuration socket.
+/// the sandbox's directory when it hands it one. With `handed_on` (and a template) it makes
+/// its root disk of that disk, which it inherits ([`crate::hand_on`]). Returns the child and
+/// msbd's end of its configuration socket.
 pub fn spawn_warm_supervisor(
     exe: &Path,
     log_level: &str,
@@ -96,6 +116,7 @@ pub fn spawn_warm_supervisor(
     socket: &Path,
     disk_template: Option<&Path>,
     boot: Option<&crate::backend::BootPlan>,
+    handed_on: Option<&crate::hand_on::HandedOnDisk>,
 ) -> std::io::Result<(Child, UnixStream)> {
     let (ours, theirs) = UnixStream::pair()?;
     let mut command = Command::new(exe);
@@ -103,8 +124,16 @@ pub fn spawn_warm_supervisor(
         .args(["--warm", "--log-level", log_level])
         .arg("--socket")
         .arg(socket);
+    let mut fds = vec![(CONFIG_FD_ENV, theirs.as_raw_fd())];
     if let Some(template) = disk_template {
         command.arg("--disk-template").arg(template);
+        if let Some(disk) = handed_on {
+            command
+                .arg("--handed-on-image")
+                .arg(&disk.image)
+                .args(["--handed-on-device", &disk.device]);
+            fds.push((crate::hand_on::FD_ENV, disk.tree.as_raw_fd()));
+        }
     }
     if let Some(plan) = boot {
         command
@@ -117,7 +146,7 @@ pub fn spawn_warm_supervisor(
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log.try_clone()?);
-    let child = spawn_passing(&mut command, &theirs);
+    let child = spawn_passing_all(&mut command, &fds);
     drop(theirs);
     Ok((child?, ours))
 }

@@ -100,6 +100,60 @@ fn wait_on_an_ephemeral_sandbox_that_already_ended_reports_how_it_ended() {
     assert!(wait.stderr.contains("run-never-was"), "{wait:?}");
 }
 
+/// `stop` and `kill` of an unnamed (ephemeral) sandbox, which the end of its run removes: they
+/// succeed, and the API answers the sandbox as it ended.
+#[test]
+fn stop_and_kill_of_an_ephemeral_sandbox_answer_how_it_ended() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    let removed = || {
+        home.eventually(Duration::from_secs(10), "the sandbox removed", || {
+            home.names().is_empty()
+        });
+        assert_eq!(home.sandbox_dirs(), 0);
+    };
+    let name = home
+        .ok(&["run", "-d", "--", "sleep", "600"])
+        .trim()
+        .to_owned();
+    assert_eq!(home.ok(&["stop", &name]).trim(), name);
+    removed();
+    for (verb, body, reason) in [
+        ("stop", r#"{"force":false}"#, "ShutdownRequested"),
+        ("kill", r#"{"signal":9}"#, "Signal"),
+    ] {
+        let name = home
+            .ok(&["run", "-d", "--", "sleep", "600"])
+            .trim()
+            .to_owned();
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--unix-socket"])
+            .arg(home.path().join("msbd.sock"))
+            .args([
+                "-X",
+                "POST",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                body,
+            ])
+            .arg(format!("http://msbd/v1/sandboxes/{name}/{verb}"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let info: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{verb}: {e}: {text}"));
+        assert_eq!(info["name"], name.as_str(), "{verb}: {info}");
+        assert_eq!(info["status"], "Stopped", "{verb}: {info}");
+        let run = &info["runs"][0];
+        assert!(run["ended_at"].is_string(), "{verb}: {info}");
+        assert_eq!(run["termination_reason"], reason, "{verb}: {info}");
+        removed();
+    }
+}
+
 #[test]
 fn rm_needs_a_stopped_sandbox_or_force_and_removes_everything() {
     if !require_root() {

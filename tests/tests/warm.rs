@@ -451,7 +451,8 @@ fn zombie_children(parent: i32) -> Vec<i32> {
     found
 }
 
-/// Loop devices whose backing file is under `dir`.
+/// Loop devices whose backing file is under `dir`, but for the disk an ephemeral run handed on
+/// that msbd keeps for the next supervisor (`handed-on-<pid>.img`).
 fn loop_devices_under(dir: &Path) -> usize {
     let dir = dir.to_string_lossy().into_owned();
     std::fs::read_dir("/sys/block")
@@ -459,7 +460,7 @@ fn loop_devices_under(dir: &Path) -> usize {
             devices
                 .flatten()
                 .filter_map(|d| std::fs::read_to_string(d.path().join("loop/backing_file")).ok())
-                .filter(|backing| backing.starts_with(&dir))
+                .filter(|backing| backing.starts_with(&dir) && !backing.contains("/handed-on-"))
                 .count()
         })
         .unwrap_or(0)
@@ -502,4 +503,145 @@ fn placeholder_cgroups_of_a_supervisor_left_a_zombie_are_removed_at_start() {
     }
     let _ = zombie.wait();
     assert!(!left, "{placeholder} was kept for a zombie");
+}
+
+/// Whether process `pid` is gone (or a zombie).
+fn gone(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| stat.contains(") Z "))
+        .unwrap_or(true)
+}
+
+/// The root disk an ephemeral run ends with is handed on to the next sandbox booted ahead of
+/// time (the same image, so none is copied, attached, mounted, unmounted and deleted), and
+/// nothing of the run reaches that sandbox: its files and directories, the mode, owner and
+/// times it gave its root. A run that wrote more than the hand-on's bound leaves its disk to be
+/// deleted as before.
+#[test]
+fn an_ephemeral_runs_root_disk_is_handed_on_emptied() {
+    use std::os::unix::fs::MetadataExt;
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    home.ok(&["run", "--", "true"]);
+    home.wait_for_booted_sandbox();
+    let first = home
+        .ok(&["run", "-d", "--", "sleep", "600"])
+        .trim()
+        .to_owned();
+    let image = |name: &str| {
+        let id = home.inspect(name)["id"].as_str().unwrap().to_owned();
+        home.path().join(format!("sandboxes/{id}/root-disk.img"))
+    };
+    let inode = std::fs::metadata(image(&first)).unwrap().ino();
+    let supervisor = home.inspect(&first)["runs"][0]["supervisor_pid"]
+        .as_i64()
+        .unwrap();
+    home.ok(&[
+        "exec",
+        &first,
+        "--",
+        "sh",
+        "-c",
+        "echo secret > /secret && mkdir -p /d/e && echo x > /d/e/f && echo changed >> /etc/passwd \
+         && touch -d '2001-01-01 00:00:00' / && chown 1234:1234 / && chmod 700 /",
+    ]);
+    home.ok(&["stop", &first]);
+    // Its supervisor hands the disk to msbd and exits; msbd keeps it for the next spawn.
+    home.eventually(Duration::from_secs(10), "the run's supervisor gone", || {
+        gone(supervisor)
+    });
+    let handed_on = home.path().join(format!("warm/handed-on-{supervisor}.img"));
+    assert_eq!(
+        std::fs::metadata(&handed_on).map(|m| m.ino()).ok(),
+        Some(inode),
+        "the run's image, kept by msbd"
+    );
+    let before = warm_status(&home)["disks_handed_on"].as_u64().unwrap();
+    // The next start takes the sandbox booted ahead and spawns its replacement on that disk.
+    home.ok(&["run", "--", "true"]);
+    home.eventually(Duration::from_secs(10), "the disk taken by a spawn", || {
+        !handed_on.exists()
+    });
+    assert_eq!(
+        warm_status(&home)["disks_handed_on"].as_u64().unwrap(),
+        before + 1
+    );
+    home.wait_for_booted_sandbox();
+    let second = home
+        .ok(&["run", "-d", "--", "sleep", "600"])
+        .trim()
+        .to_owned();
+    assert_eq!(
+        std::fs::metadata(image(&second)).unwrap().ino(),
+        inode,
+        "the sandbox booted on the disk handed on"
+    );
+    let seen = home.ok(&[
+        "exec",
+        &second,
+        "--",
+        "sh",
+        "-c",
+        "ls -A /secret /d 2>&1; stat -c '%a %u:%g %Y' /; grep -c changed /etc/passwd; df -k / | tail -1",
+    ]);
+    assert!(seen.contains("/secret: No such file"), "{seen}");
+    assert!(seen.contains("/d: No such file"), "{seen}");
+    let lines: Vec<&str> = seen.lines().collect();
+    let root = lines
+        .iter()
+        .find(|l| l.contains(':') && !l.contains('/'))
+        .unwrap();
+    let mut fields = root.split_whitespace();
+    assert_eq!(fields.next(), Some("755"), "{seen}");
+    assert_eq!(fields.next(), Some("0:0"), "{seen}");
+    let mtime: i64 = fields.next().unwrap().parse().unwrap();
+    assert!(
+        mtime > 1_000_000_000,
+        "the root's times are the run's: {seen}"
+    );
+    assert!(
+        lines.contains(&"0"),
+        "/etc/passwd as the image has it: {seen}"
+    );
+    // Nothing of the first run's is on the disk: 100 KiB or so in use, as on a fresh one.
+    let used_kib: u64 = lines
+        .last()
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(used_kib < 1024, "{seen}");
+    home.ok(&["stop", &second]);
+
+    // A run that wrote more than the bound: its disk goes with it.
+    let big = home
+        .ok(&[
+            "run",
+            "-d",
+            "--",
+            "sh",
+            "-c",
+            "dd if=/dev/urandom of=/big bs=1M count=128 2>/dev/null; sync; rm /big; touch /done; sleep 600",
+        ])
+        .trim()
+        .to_owned();
+    let supervisor = home.inspect(&big)["runs"][0]["supervisor_pid"]
+        .as_i64()
+        .unwrap();
+    home.eventually(
+        Duration::from_secs(30),
+        "the big file written and gone",
+        || home.msb(&["exec", &big, "--", "test", "-e", "/done"]).code == 0,
+    );
+    home.ok(&["stop", &big]);
+    home.eventually(
+        Duration::from_secs(10),
+        "the big run's supervisor gone",
+        || gone(supervisor),
+    );
+    assert!(!home
+        .path()
+        .join(format!("warm/handed-on-{supervisor}.img"))
+        .exists());
 }

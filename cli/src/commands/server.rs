@@ -101,8 +101,8 @@ pub async fn server(client: &Client, args: ServerArgs) -> Result<i32> {
                 }
                 let warm = &status.warm_supervisors;
                 println!(
-                    "  warm:      {} of {} supervisors ready; starts: {} warm ({} booted ahead), {} cold",
-                    warm.idle, warm.target, warm.warm_starts, warm.booted_starts, warm.cold_starts
+                    "  warm:      {} of {} supervisors ready; starts: {} warm ({} booted ahead), {} cold; root disks handed on: {}",
+                    warm.idle, warm.target, warm.warm_starts, warm.booted_starts, warm.cold_starts, warm.disks_handed_on
                 );
                 if status.otlp.is_empty() {
                     println!("  otlp:      off (no OTEL_EXPORTER_OTLP_* endpoint)");

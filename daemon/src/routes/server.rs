@@ -48,6 +48,10 @@ pub async fn status(State(daemon): State<Arc<Daemon>>) -> Result<Json<ServerStat
                 .warm
                 .booted_starts
                 .load(std::sync::atomic::Ordering::Relaxed),
+            disks_handed_on: daemon
+                .warm
+                .disks_handed_on
+                .load(std::sync::atomic::Ordering::Relaxed),
         },
     }))
 }

@@ -20,7 +20,7 @@ use msb_runtime::process::stat;
 use crate::warm::HandOverError;
 use msb_store::{EventRecord, RunRow};
 
-use super::info::{ending, info_by_name};
+use super::info::{ending, info_by_name, sandbox_info};
 use super::monitor::spawn_monitor;
 use super::record::{apply_record, supervisor_of_run_alive};
 use super::removal::{remove_sandbox, RemovalError};
@@ -392,8 +392,48 @@ pub async fn stop(
             .unwrap_or(DEFAULT_STOP_TIMEOUT_SECS)
             .saturating_mul(1000)
     };
-    stop_run(daemon, &row.id, timeout_ms).await?;
+    let before = ephemeral_before(daemon, &row)?;
+    let stopped = stop_run(daemon, &row.id, timeout_ms).await;
+    if let Some(before) = before {
+        if removed_as_it_ended(daemon, &row.id).await {
+            return Ok(as_ended(daemon, before));
+        }
+    }
+    stopped?;
     Ok(info_by_name(daemon, name)?)
+}
+
+/// An ephemeral sandbox as it is before a stop, which removes it as its run ends.
+fn ephemeral_before(
+    daemon: &Daemon,
+    row: &msb_store::SandboxRow,
+) -> Result<Option<SandboxInfo>, CatalogError> {
+    if !row.ephemeral {
+        return Ok(None);
+    }
+    Ok(Some(sandbox_info(daemon, row.clone())?))
+}
+
+/// What `stop` and `kill` answer for an ephemeral sandbox their stop removed: what it was
+/// `before`, ended as msbd remembers it.
+fn as_ended(daemon: &Daemon, mut info: SandboxInfo) -> SandboxInfo {
+    let ending = daemon.ending(&info.name);
+    info.status = ending
+        .as_ref()
+        .map_or(SandboxStatus::Stopped, |ending| ending.status);
+    if let Some(run) = info.runs.last_mut() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        run.ended_at
+            .get_or_insert_with(|| super::info::rfc3339(now));
+        if let Some(ending) = ending {
+            run.exit_code = ending.exit_code;
+            run.termination_reason = ending.termination_reason;
+            run.error = ending.error;
+        }
+    }
+    info
 }
 
 /// `kill`: `signal` to the workload; SIGKILL takes the whole sandbox down.
@@ -415,7 +455,14 @@ pub async fn kill(
         return Ok(info_by_name(daemon, name)?);
     }
     if signal == libc::SIGKILL {
-        stop_run(daemon, &row.id, 0).await?;
+        let before = ephemeral_before(daemon, &row)?;
+        let stopped = stop_run(daemon, &row.id, 0).await;
+        if let Some(before) = before {
+            if removed_as_it_ended(daemon, &row.id).await {
+                return Ok(as_ended(daemon, before));
+            }
+        }
+        stopped?;
     } else {
         let socket = daemon.home.sandbox(&row.id).socket();
         match supervisors::control(&socket, Control::Kill { signal }).await {

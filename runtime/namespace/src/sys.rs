@@ -443,10 +443,10 @@ pub(crate) fn mount_block_ext4(
     fd_result(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })
 }
 
-/// Turns cache flushes (`barrier`) back on for the ext4 filesystem mounted at `mount` (opened
-/// as an `O_PATH` directory): a reconfiguration of its superblock (`fspick`), which leaves
-/// every mount's own flags as they are.
-pub(crate) fn ext4_barriers_on(mount: &OwnedFd) -> io::Result<()> {
+/// Turns cache flushes (`barrier`) on, or off, for the ext4 filesystem mounted at `mount`
+/// (opened as an `O_PATH` directory): a reconfiguration of its superblock (`fspick`), which
+/// leaves every mount's own flags as they are.
+pub(crate) fn ext4_barriers(mount: &OwnedFd, on: bool) -> io::Result<()> {
     const FSPICK_CLOEXEC: u32 = 0x1;
     const FSPICK_EMPTY_PATH: u32 = 0x8;
     // SAFETY: `mount` is a valid fd, the path an empty NUL-terminated string.
@@ -458,7 +458,8 @@ pub(crate) fn ext4_barriers_on(mount: &OwnedFd) -> io::Result<()> {
             FSPICK_CLOEXEC | FSPICK_EMPTY_PATH,
         )
     })?;
-    fs_config(&fs, FSCONFIG_SET_FLAG, Some(c"barrier"), None)?;
+    let flag = if on { c"barrier" } else { c"nobarrier" };
+    fs_config(&fs, FSCONFIG_SET_FLAG, Some(flag), None)?;
     fs_config(&fs, FSCONFIG_CMD_RECONFIGURE, None, None)
 }
 
@@ -556,6 +557,43 @@ pub(crate) fn attach_loop(file: &std::fs::File, readonly: bool) -> io::Result<(O
         }
     }
     Err(last)
+}
+
+/// The backing file of the loop device at `path`: its (device, inode), as `stat` gives them
+/// (`LOOP_GET_STATUS64`).
+pub(crate) fn loop_backing(path: &str) -> io::Result<(u64, u64)> {
+    const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
+    let device = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)?;
+    let mut info = LoopInfo64 {
+        device: 0,
+        inode: 0,
+        rdevice: 0,
+        offset: 0,
+        sizelimit: 0,
+        number: 0,
+        encrypt_type: 0,
+        encrypt_key_size: 0,
+        flags: 0,
+        file_name: [0; 64],
+        crypt_name: [0; 64],
+        encrypt_key: [0; 32],
+        init: [0; 2],
+    };
+    // SAFETY: `info` is a live `struct loop_info64` the kernel fills.
+    let ret = unsafe {
+        libc::ioctl(
+            device.as_raw_fd(),
+            LOOP_GET_STATUS64,
+            &mut info as *mut LoopInfo64,
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((info.device, info.inode))
 }
 
 /// `copy_file_range(2)` of up to `len` bytes from `from` at `*from_offset` to `to` at

@@ -115,12 +115,14 @@ pub struct WarmBoot {
 }
 
 /// Where a warm supervisor makes its root disk: a copy of `template` at `image` (which msbd
-/// takes by renaming it into the sandbox's directory), mounted at `mount`.
+/// takes by renaming it into the sandbox's directory), mounted at `mount`; or the disk an
+/// ephemeral run `handed_on` (`crate::hand_on`), when it passes the checks.
 #[derive(Debug)]
 pub struct WarmDisk {
     pub template: std::path::PathBuf,
     pub image: std::path::PathBuf,
     pub mount: std::path::PathBuf,
+    pub handed_on: Option<msb_namespace::disk::HandedOnDisk>,
 }
 
 /// A disk being made on a thread of its own while the supervisor waits for its sandbox.
@@ -211,12 +213,21 @@ impl Prepared {
                 .is_ok()
         });
         msb_namespace::disk::background("msb-disk-prepare", move || {
-            let made = msb_namespace::disk::PreparedDisk::make(
-                &disk.template,
-                &disk.image,
-                &disk.mount,
-                owner,
-            );
+            let WarmDisk {
+                template,
+                image,
+                mount,
+                handed_on,
+            } = disk;
+            let reused = handed_on.and_then(|handed_on| {
+                msb_namespace::disk::PreparedDisk::from_handed_on(handed_on, &image, &mount, owner)
+                    .inspect_err(|e| tracing::warn!("not using the disk handed on: {e}"))
+                    .ok()
+            });
+            let made = match reused {
+                Some(disk) => Ok(disk),
+                None => msb_namespace::disk::PreparedDisk::make(&template, &image, &mount, owner),
+            };
             let prepared = match made {
                 Ok(prepared) => prepared,
                 Err(e) => {
@@ -228,7 +239,7 @@ impl Prepared {
                 }
             };
             match boot {
-                Some((boot, launcher)) => boot_on(&shared, prepared, &disk.image, boot, launcher),
+                Some((boot, launcher)) => boot_on(&shared, prepared, &image, boot, launcher),
                 None => {
                     let mut state = lock(&shared);
                     if matches!(*state, DiskState::Abandoned) {

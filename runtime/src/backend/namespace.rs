@@ -145,6 +145,7 @@ impl Launched {
             // this process, after the end is recorded, instead of costing an RCU grace period
             // before.
             detach_disk_at_exit: !(config.config.ephemeral && crate::mount_ns::is_own()),
+            hand_on: self.root_disk.as_ref().and_then(|_| HandOn::plan(config)),
             root_disk: std::sync::Mutex::new(self.root_disk),
             root_disk_upper: self.root_disk_upper,
             net_counters: network.as_ref().map(|running| running.counters().clone()),
@@ -556,6 +557,70 @@ pub struct MountServer {
     pub server: msb_fs::Server,
 }
 
+/// What an ephemeral run on a root disk of the default size does with the disk as its PID 1
+/// exits: hands it on, through msbd, to the next sandbox ([`crate::hand_on`]) instead of
+/// leaving it to be unmounted and deleted.
+struct HandOn {
+    home: PathBuf,
+    /// The run's image, which goes to `$MSB_HOME/warm/handed-on-<pid>.img`.
+    image: PathBuf,
+    /// The sandbox's root on the host, who gets the fresh `upper`.
+    owner: Option<(u32, u32)>,
+    taken: std::sync::Mutex<Option<msb_namespace::disk::HandedOnDisk>>,
+}
+
+impl HandOn {
+    /// The plan for a run of `config`, when it can hand its disk on: ephemeral, the default
+    /// root on a disk of the default size, mounted in this process's own mount namespace, in a
+    /// sandbox directory of a home (`$MSB_HOME/sandboxes/<id>`).
+    fn plan(config: &SupervisorConfig) -> Option<HandOn> {
+        let sandbox = &config.config;
+        let fits = sandbox.ephemeral
+            && sandbox.rootfs == RootfsSource::Default
+            && sandbox.root_disk_mib == Some(msb_api::config::DEFAULT_ROOT_DISK_MIB)
+            && crate::mount_ns::is_own();
+        let sandboxes = config.sandbox_dir.parent()?;
+        if !fits || sandboxes.file_name()? != "sandboxes" {
+            return None;
+        }
+        Some(HandOn {
+            home: sandboxes.parent()?.to_owned(),
+            image: SandboxDir::new(config.sandbox_dir.clone()).root_disk_image(),
+            owner: config.id_map.map(|map| (map.host_uid, map.host_gid)),
+            taken: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// As PID 1 exits (before the run's end is recorded, after which msbd removes the
+    /// sandbox's directory): takes the disk mounted as `disk` out of the run, when msbd takes
+    /// disks.
+    fn take(&self, disk: &RootDisk) {
+        if !crate::hand_on::socket(&self.home).exists() {
+            return;
+        }
+        let to = crate::hand_on::image_path(&self.home, std::process::id());
+        match msb_namespace::disk::HandedOnDisk::take(&disk.mount, &disk.device, &self.image, &to) {
+            Ok(taken) => *self.taken.lock().unwrap_or_else(|p| p.into_inner()) = Some(taken),
+            Err(e) => tracing::debug!("the root disk is not handed on: {e}"),
+        }
+    }
+
+    /// Once the run's end is recorded: empties the disk taken and sends it to msbd; a disk
+    /// that cannot be goes, and its image with it.
+    fn finish(&self) {
+        let Some(disk) = self.taken.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        let sent = disk
+            .empty(self.owner)
+            .and_then(|()| crate::hand_on::send(&crate::hand_on::socket(&self.home), &disk));
+        if let Err(e) = sent {
+            tracing::debug!("the root disk is not handed on: {e}");
+            let _ = std::fs::remove_file(&disk.image);
+        }
+    }
+}
+
 /// The root disk's mount on the host, detached when dropped (the sandbox's own mount namespace
 /// keeps the filesystem until it goes; then the loop device clears itself).
 struct RootDisk {
@@ -618,6 +683,8 @@ pub struct NamespaceBackend {
     /// needs; the sampler measures the disk through a handle), else when this is dropped.
     root_disk: std::sync::Mutex<Option<RootDisk>>,
     detach_disk_at_exit: bool,
+    /// An ephemeral run's disk handed on as PID 1 exits ([`HandOn`]).
+    hand_on: Option<HandOn>,
     root_disk_upper: Option<std::fs::File>,
     /// The sandbox's network stack, stopped as soon as init exits (so its published ports are
     /// free for the next run at once); `None` under `--no-network`.
@@ -655,6 +722,15 @@ impl Backend for NamespaceBackend {
         if let Some(network) = network {
             network.stop();
         }
+        if let Some(hand_on) = &self.hand_on {
+            let disk = self
+                .root_disk
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(disk) = disk.as_ref() {
+                hand_on.take(disk);
+            }
+        }
         if self.detach_disk_at_exit {
             drop(
                 self.root_disk
@@ -672,7 +748,11 @@ impl Backend for NamespaceBackend {
     }
 
     fn destroy(&self) -> Result<(), String> {
-        self.sandbox.destroy().map_err(|e| e.to_string())
+        let destroyed = self.sandbox.destroy().map_err(|e| e.to_string());
+        if let Some(hand_on) = &self.hand_on {
+            hand_on.finish();
+        }
+        destroyed
     }
 
     fn runtime_fs(&self) -> Option<Arc<msb_fs::PassthroughFs>> {

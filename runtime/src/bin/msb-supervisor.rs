@@ -94,6 +94,10 @@ fn main() {
                     template: template.into(),
                     image,
                     mount,
+                    handed_on: msb_runtime::hand_on::from_spawn(
+                        flag("--handed-on-image"),
+                        flag("--handed-on-device"),
+                    ),
                 };
                 let (booting, booted) = msb_runtime::spawn::warm_boot_dirs(socket);
                 let boot = boot_plan.map(|plan| msb_runtime::backend::WarmBoot {
