@@ -160,6 +160,9 @@ pub struct WarmPool {
 /// How long a disk handed on waits for a supervisor to be spawned before it goes.
 const HANDED_ON_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// How long the image of a disk whose supervisor died before handing it on stays.
+const HANDED_ON_ABANDONED: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Lets a disk handed on go: its filesystem with the fd, its image deleted.
 fn discard_handed_on(disk: msb_runtime::hand_on::HandedOnDisk) {
     let _ = std::fs::remove_file(&disk.image);
@@ -301,6 +304,52 @@ impl WarmPool {
             .replace((disk, std::time::Instant::now()));
         if let Some((old, _)) = before {
             discard_handed_on(old);
+        }
+    }
+
+    /// Deletes the images of disks whose supervisor died between taking its run's disk and
+    /// sending it (killed then): named for a process that is gone, not written for
+    /// [`HANDED_ON_ABANDONED`], and neither the disk kept nor one given to an idle supervisor.
+    /// (The filesystem went with the dead supervisor's fd.)
+    fn sweep_handed_on(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(entries) = std::fs::read_dir(&self.socket_dir) else {
+            return;
+        };
+        let kept = self
+            .handed_on
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(disk, _)| disk.image.clone());
+        let given: Vec<PathBuf> = self
+            .lock()
+            .iter()
+            .filter_map(|idle| idle.handed_on_image.clone())
+            .collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(pid) = msb_runtime::hand_on::image_pid(&self.socket_dir, &path) else {
+                continue;
+            };
+            let idle_for = entry
+                .metadata()
+                .map_or(0, |meta| now.saturating_sub(meta.mtime()));
+            if idle_for < HANDED_ON_ABANDONED.as_secs() as i64
+                || msb_host::process::is_alive(pid, None)
+                || kept.as_ref() == Some(&path)
+                || given.contains(&path)
+            {
+                continue;
+            }
+            tracing::info!(
+                "removing {}: its supervisor died handing it on",
+                path.display()
+            );
+            let _ = std::fs::remove_file(&path);
         }
     }
 
@@ -554,6 +603,7 @@ impl WarmPool {
             .append(true)
             .open(&self.log_path)?;
         std::fs::create_dir_all(&self.socket_dir)?;
+        self.sweep_handed_on();
         let socket = self.socket_dir.join(format!(
             "{}-{}.sock",
             std::process::id(),

@@ -29,13 +29,23 @@ pub fn image_path(home: &Path, pid: u32) -> PathBuf {
 
 /// Whether `path` is a name [`image_path`] gives in the directory `warm`.
 pub fn is_image_path(warm: &Path, path: &Path) -> bool {
-    path.parent() == Some(warm)
-        && path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("handed-on-"))
-            .and_then(|n| n.strip_suffix(".img"))
-            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+    image_pid(warm, path).is_some()
+}
+
+/// The supervisor's pid in `path`, when it is a name [`image_path`] gives in `warm`.
+pub fn image_pid(warm: &Path, path: &Path) -> Option<i32> {
+    if path.parent() != Some(warm) {
+        return None;
+    }
+    let pid = path
+        .file_name()?
+        .to_str()?
+        .strip_prefix("handed-on-")?
+        .strip_suffix(".img")?;
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -153,6 +163,10 @@ mod tests {
     fn only_the_names_a_supervisor_gives_are_images_handed_on() {
         let warm = Path::new("/home/warm");
         assert!(is_image_path(warm, &image_path(Path::new("/home"), 42)));
+        assert_eq!(
+            image_pid(warm, &image_path(Path::new("/home"), 42)),
+            Some(42)
+        );
         for path in [
             "/home/warm/handed-on-.img",
             "/home/warm/handed-on-4x.img",

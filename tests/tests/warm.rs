@@ -645,3 +645,44 @@ fn an_ephemeral_runs_root_disk_is_handed_on_emptied() {
         .join(format!("warm/handed-on-{supervisor}.img"))
         .exists());
 }
+
+/// The image of a disk whose supervisor was killed between taking its run's disk and sending
+/// it to msbd is deleted by a later spawn once it has not been written for ten seconds; one of a
+/// live supervisor, or written just now, stays.
+#[test]
+fn an_abandoned_handed_on_image_is_deleted() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    home.ok(&["run", "--", "true"]);
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let warm = home.path().join("warm");
+    let image = |pid: u32| warm.join(format!("handed-on-{pid}.img"));
+    let make = |path: &Path, age: &str| {
+        std::fs::write(path, b"").unwrap();
+        let status = std::process::Command::new("touch")
+            .args(["-m", "-d", age])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    make(&image(dead), "1 minute ago");
+    let live = std::process::id();
+    make(&image(live), "1 minute ago");
+    let recent = warm.join("handed-on-1999999999.img");
+    make(&recent, "now");
+    home.ok(&["run", "--", "true"]);
+    home.eventually(
+        Duration::from_secs(10),
+        "the abandoned image deleted",
+        || !image(dead).exists(),
+    );
+    assert!(image(live).exists(), "a live supervisor's");
+    assert!(recent.exists(), "one written just now");
+    std::fs::remove_file(image(live)).unwrap();
+    std::fs::remove_file(recent).unwrap();
+}
