@@ -155,6 +155,8 @@ pub struct WarmPool {
     handed_on: Mutex<Option<(msb_runtime::hand_on::HandedOnDisk, std::time::Instant)>>,
     /// Disks handed on that a spawned supervisor was given.
     pub disks_handed_on: AtomicUsize,
+    /// Set (under `handed_on`'s lock) once msbd stops: disks arriving then go at once.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// How long a disk handed on waits for a supervisor to be spawned before it goes.
@@ -225,6 +227,7 @@ impl WarmPool {
             booted_starts: AtomicUsize::new(0),
             handed_on: Mutex::new(None),
             disks_handed_on: AtomicUsize::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -257,11 +260,19 @@ impl WarmPool {
         let pool = Arc::downgrade(self);
         let spawned = std::thread::Builder::new()
             .name("msb-disk-hand-on".into())
-            .spawn(move || {
-                for stream in listener.incoming() {
-                    let Some(pool) = pool.upgrade() else { break };
-                    match stream {
-                        Ok(mut stream) => pool.receive_disk(&mut stream),
+            .spawn(move || loop {
+                use std::os::fd::AsFd;
+                // Woken every few seconds to let a disk kept too long go.
+                let mut fds = [nix::poll::PollFd::new(
+                    listener.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(5_000u16));
+                let Some(pool) = pool.upgrade() else { break };
+                pool.expire_handed_on();
+                if ready.is_ok_and(|n| n > 0) {
+                    match listener.accept() {
+                        Ok((mut stream, _)) => pool.receive_disk(&mut stream),
                         Err(e) => tracing::debug!("accepting a disk handed on: {e}"),
                     }
                 }
@@ -297,11 +308,13 @@ impl WarmPool {
             tracing::warn!("refused a disk handed on without its image");
             return discard_handed_on(disk);
         }
-        let before = self
-            .handed_on
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace((disk, std::time::Instant::now()));
+        let mut kept = self.handed_on.lock().unwrap_or_else(|p| p.into_inner());
+        if self.closed.load(Ordering::Relaxed) {
+            drop(kept);
+            return discard_handed_on(disk);
+        }
+        let before = kept.replace((disk, std::time::Instant::now()));
+        drop(kept);
         if let Some((old, _)) = before {
             discard_handed_on(old);
         }
@@ -350,6 +363,20 @@ impl WarmPool {
                 path.display()
             );
             let _ = std::fs::remove_file(&path);
+        }
+    }
+
+    /// Lets the disk kept go once it has waited [`HANDED_ON_KEPT`] for a spawn.
+    fn expire_handed_on(&self) {
+        let mut kept = self.handed_on.lock().unwrap_or_else(|p| p.into_inner());
+        if kept
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() > HANDED_ON_KEPT)
+        {
+            if let Some((disk, _)) = kept.take() {
+                drop(kept);
+                discard_handed_on(disk);
+            }
         }
     }
 
@@ -566,11 +593,15 @@ impl WarmPool {
     /// Lets every idle supervisor go (they exit on end-of-file) and reaps them, and the disk
     /// handed on.
     pub fn drain(&self) {
-        let kept = self
-            .handed_on
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        // No more disks are taken: a supervisor that ends from now on deletes its own.
+        if self.target > 0 {
+            let _ = std::fs::remove_file(msb_runtime::hand_on::socket(self.boot.home.root()));
+        }
+        let kept = {
+            let mut kept = self.handed_on.lock().unwrap_or_else(|p| p.into_inner());
+            self.closed.store(true, Ordering::Relaxed);
+            kept.take()
+        };
         if let Some((disk, _)) = kept {
             discard_handed_on(disk);
         }
@@ -669,5 +700,73 @@ impl WarmPool {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(home: &std::path::Path) -> WarmPool {
+        WarmPool::new(
+            "/nonexistent/msb-supervisor".into(),
+            "info".into(),
+            home.join("warm-supervisors.log"),
+            home.join("warm"),
+            home.join("cache/disks"),
+            BootSource {
+                home: msb_runtime::paths::MsbHome::new(home),
+                agent_binary: "/nonexistent/msb-agentd".into(),
+                enabled: false,
+            },
+            1,
+        )
+    }
+
+    /// A disk as a supervisor would hand it on: its image in the warm directory.
+    fn disk(home: &std::path::Path, pid: u32) -> msb_runtime::hand_on::HandedOnDisk {
+        let image = msb_runtime::hand_on::image_path(home, pid);
+        std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+        std::fs::write(&image, b"").unwrap();
+        msb_runtime::hand_on::HandedOnDisk {
+            tree: std::fs::File::open(home).unwrap().into(),
+            device: "/dev/loop0".into(),
+            image,
+        }
+    }
+
+    #[test]
+    fn one_disk_is_kept_and_goes_when_replaced_or_kept_too_long() {
+        let home = tempfile::tempdir().unwrap();
+        let pool = pool(home.path());
+        let first = disk(home.path(), 1);
+        let first_image = first.image.clone();
+        *pool.handed_on.lock().unwrap() = Some((first, std::time::Instant::now()));
+        // Fresh: kept.
+        pool.expire_handed_on();
+        assert!(first_image.exists());
+        // Too old: it goes, image and all.
+        let old = std::time::Instant::now()
+            .checked_sub(HANDED_ON_KEPT + std::time::Duration::from_secs(1));
+        let Some(old) = old else { return };
+        pool.handed_on.lock().unwrap().as_mut().unwrap().1 = old;
+        pool.expire_handed_on();
+        assert!(pool.handed_on.lock().unwrap().is_none());
+        assert!(!first_image.exists());
+        // Taken by a spawn only while fresh.
+        let second = disk(home.path(), 2);
+        let second_image = second.image.clone();
+        *pool.handed_on.lock().unwrap() = Some((second, old));
+        assert!(pool.take_handed_on().is_none());
+        assert!(!second_image.exists());
+        let third = disk(home.path(), 3);
+        *pool.handed_on.lock().unwrap() = Some((third, std::time::Instant::now()));
+        assert!(pool.take_handed_on().is_some());
+        // Drained with msbd.
+        let fourth = disk(home.path(), 4);
+        let fourth_image = fourth.image.clone();
+        *pool.handed_on.lock().unwrap() = Some((fourth, std::time::Instant::now()));
+        pool.drain();
+        assert!(!fourth_image.exists());
     }
 }

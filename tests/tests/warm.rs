@@ -644,6 +644,25 @@ fn an_ephemeral_runs_root_disk_is_handed_on_emptied() {
         .path()
         .join(format!("warm/handed-on-{supervisor}.img"))
         .exists());
+
+    // msbd's stop lets the disk it kept go, and its socket (a supervisor still ending then
+    // deletes its disk's image itself).
+    home.ok(&["run", "--", "true"]);
+    home.ok(&["server", "stop"]);
+    let left = || -> Vec<String> {
+        std::fs::read_dir(home.path().join("warm"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.starts_with("hand"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    home.eventually(Duration::from_secs(10), "no disk left handed on", || {
+        left().is_empty()
+    });
 }
 
 /// The image of a disk whose supervisor was killed between taking its run's disk and sending
