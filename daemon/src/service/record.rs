@@ -210,7 +210,8 @@ fn last_log_line(path: &std::path::Path) -> Option<String> {
     (!joined.is_empty()).then(|| joined.chars().take(400).collect())
 }
 
-/// A line the supervisor's logger wrote below `WARN` (`<time>  INFO <message>`).
+/// A line below `WARN`: the supervisor's logger's (`<time>  INFO <message>`) or the agent's
+/// (`msb-agentd: INFO <message>`).
 fn routine(line: &str) -> bool {
     matches!(
         line.split_whitespace().nth(1),
@@ -266,6 +267,18 @@ mod tests {
             &log,
             "2026-12-06T21:28:36.1Z  WARN the disk is nearly full\n\
              2026-12-06T21:28:36.8Z  INFO cpu_pressure_some_us is null: no pressure files\n",
+        )
+        .unwrap();
+        assert_eq!(
+            last_log_line(&log).unwrap(),
+            "2026-12-06T21:28:36.1Z  WARN the disk is nearly full"
+        );
+        // The agent's routine lines too (a session started, its shutdown).
+        std::fs::write(
+            &log,
+            "2026-12-06T21:28:36.1Z  WARN the disk is nearly full\n\
+             msb-agentd: INFO session 0: started sleep as pid 3\n\
+             msb-agentd: INFO shutting down (grace 1000 ms)\n",
         )
         .unwrap();
         assert_eq!(

@@ -7,16 +7,32 @@
 //! the signals it receives to the main workload, reports a heartbeat from its own OS thread and
 //! carries out `Shutdown`. The threads are: the main thread (frame reader and dispatcher, the only
 //! one that forks), the reaper (signalfd), the heartbeat, and per session one output pump and one
-//! stdin writer. Diagnostics go to stderr, prefixed `msb-agentd:`; stdout is never written.
+//! stdin writer. Diagnostics go to stderr, prefixed `msb-agentd: WARN` or `INFO`; stdout is never written.
 
 /// Writes one diagnostic line to stderr in one `write` (stderr is unbuffered: `writeln!` would
-/// make one per formatted piece); never panics, even when stderr is gone.
-macro_rules! log {
-    ($($arg:tt)*) => {{
+/// make one per formatted piece), `msb-agentd: <LEVEL> <message>`, the level where the
+/// supervisor's own lines in `supervisor.log` have theirs (msbd's crash message quotes the last
+/// line above `INFO`); never panics, even when stderr is gone.
+macro_rules! log_at {
+    ($level:literal, $($arg:tt)*) => {{
         use std::io::Write as _;
-        let line = format!("msb-agentd: {}\n", format_args!($($arg)*));
+        let line = format!("msb-agentd: {} {}\n", $level, format_args!($($arg)*));
         let _ = std::io::stderr().write_all(line.as_bytes());
     }};
+}
+
+/// Something failed or is amiss (`WARN`).
+macro_rules! log {
+    ($($arg:tt)*) => {
+        log_at!("WARN", $($arg)*)
+    };
+}
+
+/// How things went (`INFO`): a session started, the shutdown's steps.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        log_at!("INFO", $($arg)*)
+    };
 }
 
 mod agent;
@@ -85,7 +101,7 @@ fn run() -> Result<(), String> {
                 }
             }
             Ok(None) => {
-                log!("channel closed by the host; shutting down");
+                note!("channel closed by the host; shutting down");
                 shutdown::run(&agent, HOST_GONE_GRACE);
             }
             // The whole body was consumed, so the stream is still in step: skip the frame.

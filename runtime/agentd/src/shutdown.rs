@@ -18,7 +18,7 @@ use crate::agent::Agent;
 const AFTER_KILL: Duration = Duration::from_millis(1500);
 
 pub fn run(agent: &Agent, grace: Duration) -> ! {
-    log!("shutting down (grace {} ms)", grace.as_millis());
+    note!("shutting down (grace {} ms)", grace.as_millis());
     signal_everything(agent, Signal::SIGTERM);
     let all_gone = || !agent.is_pid1 || no_children_left();
     if !agent
@@ -34,7 +34,7 @@ pub fn run(agent: &Agent, grace: Duration) -> ! {
             log!("some sessions did not report their exit");
         }
     }
-    log!("exiting");
+    note!("exiting");
     std::process::exit(0);
 }
 

@@ -145,7 +145,7 @@ fn start(agent: &Arc<Agent>, session: SessionId, spec: ExecSpec) -> Result<(), E
     agent.writer.send(&FromAgent::Started { session, pid });
     pump::start(Pump::new(agent.clone(), session, outputs, waiter));
     agent.note_activity(session);
-    log!("session {session}: started {program} as pid {pid}");
+    note!("session {session}: started {program} as pid {pid}");
     Ok(())
 }
 

@@ -273,6 +273,6 @@ fn try_bring_up_loopback() -> io::Result<()> {
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &request) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    log!("brought lo up");
+    note!("brought lo up");
     Ok(())
 }
