@@ -113,9 +113,22 @@ pub async fn wait(client: &Client, args: NameArg) -> Result<i32> {
     let response: WaitResponse = client
         .call::<(), _>(Method::POST, &path(&args.name, "wait"), None)
         .await?;
-    let code = response.exit_code.unwrap_or(0);
-    println!("{code}");
-    Ok(code)
+    match response.exit_code {
+        Some(code) => {
+            println!("{code}");
+            Ok(code)
+        }
+        // A run that ended without its workload's exit (the sandbox crashed, or the workload
+        // never started) has no code to print: 0 would say it succeeded. Say why instead.
+        None => {
+            let why = response.error.as_deref().unwrap_or("the run recorded none");
+            eprintln!(
+                "error: sandbox {} is {} without an exit code: {why}",
+                response.name, response.status
+            );
+            Ok(1)
+        }
+    }
 }
 
 pub async fn remove(client: &Client, args: RemoveArgs) -> Result<i32> {

@@ -44,7 +44,8 @@ pub enum Command {
     Drain(lifecycle::DrainArgs),
     /// Send a signal to a sandbox's workload (SIGKILL takes the whole sandbox down).
     Kill(lifecycle::KillArgs),
-    /// Block until a sandbox's run ends; print and return its exit code.
+    /// Block until a sandbox's run ends; print and return its exit code (a run that ended without
+    /// one, e.g. crashed, says why and fails).
     Wait(lifecycle::NameArg),
     /// Remove a sandbox and its files.
     #[command(alias = "remove")]
