@@ -155,6 +155,70 @@ pub fn from_spawn(image: Option<String>, device: Option<String>) -> Option<Hande
     })
 }
 
+/// What an ephemeral run on a root disk of the default size does with the disk as its PID 1
+/// exits: hands it on, through msbd, to the next sandbox instead of
+/// leaving it to be unmounted and deleted.
+pub(crate) struct HandOn {
+    home: PathBuf,
+    /// The run's image, which goes to `$MSB_HOME/warm/handed-on-<pid>.img`.
+    image: PathBuf,
+    /// The sandbox's root on the host, who gets the fresh `upper`.
+    owner: Option<(u32, u32)>,
+    taken: std::sync::Mutex<Option<HandedOnDisk>>,
+}
+
+impl HandOn {
+    /// The plan for a run of `config`, when it can hand its disk on: ephemeral, the default
+    /// root on a disk of the default size, mounted in this process's own mount namespace, in a
+    /// sandbox directory of a home (`$MSB_HOME/sandboxes/<id>`).
+    pub(crate) fn plan(config: &crate::config::SupervisorConfig) -> Option<HandOn> {
+        let sandbox = &config.config;
+        let fits = sandbox.ephemeral
+            && sandbox.rootfs == crate::config::RootfsSource::Default
+            && sandbox.root_disk_mib == Some(msb_api::config::DEFAULT_ROOT_DISK_MIB)
+            && crate::mount_ns::is_own();
+        let sandboxes = config.sandbox_dir.parent()?;
+        if !fits || sandboxes.file_name()? != "sandboxes" {
+            return None;
+        }
+        Some(HandOn {
+            home: sandboxes.parent()?.to_owned(),
+            image: crate::paths::SandboxDir::new(config.sandbox_dir.clone()).root_disk_image(),
+            owner: config.id_map.map(|map| (map.host_uid, map.host_gid)),
+            taken: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// As PID 1 exits (before the run's end is recorded, after which msbd removes the
+    /// sandbox's directory): takes the disk mounted at `mount` (on `device`) out of the run,
+    /// when msbd takes disks.
+    pub(crate) fn take(&self, mount: &Path, device: &str) {
+        if !socket(&self.home).exists() {
+            return;
+        }
+        let to = image_path(&self.home, std::process::id());
+        match HandedOnDisk::take(mount, device, &self.image, &to) {
+            Ok(taken) => *self.taken.lock().unwrap_or_else(|p| p.into_inner()) = Some(taken),
+            Err(e) => tracing::debug!("the root disk is not handed on: {e}"),
+        }
+    }
+
+    /// Once the run's end is recorded: empties the disk taken and sends it to msbd; a disk
+    /// that cannot be goes, and its image with it.
+    pub(crate) fn finish(&self) {
+        let Some(disk) = self.taken.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        let sent = disk
+            .empty(self.owner)
+            .and_then(|()| send(&socket(&self.home), &disk));
+        if let Err(e) = sent {
+            tracing::debug!("the root disk is not handed on: {e}");
+            let _ = std::fs::remove_file(&disk.image);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

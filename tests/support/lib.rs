@@ -353,6 +353,68 @@ impl TestHome {
         });
     }
 
+    /// For tests of root disks handed on (`runtime/src/hand_on.rs`): runs `script` in an
+    /// unnamed detached sandbox booted ahead of time, stops it, and starts (detached, `sleep
+    /// 600`) the next sandbox booted on the disk that run handed on, checking on the way that
+    /// msbd kept the run's very image, counted it handed on and that the next sandbox has it.
+    /// Returns the next sandbox's name.
+    pub fn hand_on_after(&self, script: &str) -> String {
+        use std::os::unix::fs::MetadataExt;
+        self.ok(&["run", "--", "true"]);
+        self.wait_for_booted_sandbox();
+        let first = self
+            .ok(&["run", "-d", "--", "sleep", "600"])
+            .trim()
+            .to_owned();
+        let image = |name: &str| {
+            let id = self.inspect(name)["id"].as_str().unwrap().to_owned();
+            self.path().join(format!("sandboxes/{id}/root-disk.img"))
+        };
+        let inode = std::fs::metadata(image(&first)).unwrap().ino();
+        let supervisor = self.inspect(&first)["runs"][0]["supervisor_pid"]
+            .as_i64()
+            .unwrap();
+        self.ok(&["exec", &first, "--", "sh", "-c", script]);
+        self.ok(&["stop", &first]);
+        // Its supervisor hands the disk to msbd and exits; msbd keeps it for the next spawn.
+        self.eventually(Duration::from_secs(10), "the run's supervisor gone", || {
+            std::fs::read_to_string(format!("/proc/{supervisor}/stat"))
+                .map(|stat| stat.contains(") Z "))
+                .unwrap_or(true)
+        });
+        let handed_on = self.path().join(format!("warm/handed-on-{supervisor}.img"));
+        assert_eq!(
+            std::fs::metadata(&handed_on).map(|m| m.ino()).ok(),
+            Some(inode),
+            "the run's image, kept by msbd"
+        );
+        let handed_on_count = || -> u64 {
+            let status = self.ok(&["server", "status", "--format", "json"]);
+            serde_json::from_str::<serde_json::Value>(&status).unwrap()["warm_supervisors"]
+                ["disks_handed_on"]
+                .as_u64()
+                .unwrap()
+        };
+        let before = handed_on_count();
+        // The next start takes the sandbox booted ahead and spawns its replacement on that disk.
+        self.ok(&["run", "--", "true"]);
+        self.eventually(Duration::from_secs(10), "the disk taken by a spawn", || {
+            !handed_on.exists()
+        });
+        assert_eq!(handed_on_count(), before + 1);
+        self.wait_for_booted_sandbox();
+        let second = self
+            .ok(&["run", "-d", "--", "sleep", "600"])
+            .trim()
+            .to_owned();
+        assert_eq!(
+            std::fs::metadata(image(&second)).unwrap().ino(),
+            inode,
+            "the sandbox booted on the disk handed on"
+        );
+        second
+    }
+
     /// Polls `check` until it holds or `limit` passes.
     pub fn eventually(&self, limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
         let deadline = Instant::now() + limit;

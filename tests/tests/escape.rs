@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use msb_e2e::{require_root, TestHome};
 use serde_json::Value;
@@ -215,11 +216,9 @@ fn root_in_a_sandbox_is_an_unprivileged_host_user() {
         format!("{gid} {gid} {gid} {gid}"),
     );
     assert_eq!(host_ids(init), expected, "PID 1");
-    home.eventually(
-        std::time::Duration::from_secs(5),
-        "workload started",
-        || home.ok(&["logs", "u"]).contains("0\n0\n"),
-    );
+    home.eventually(Duration::from_secs(5), "workload started", || {
+        home.ok(&["logs", "u"]).contains("0\n0\n")
+    });
     let sandbox = info["id"].as_str().unwrap().to_owned();
     // The upper layer is on the root disk, mounted (in the supervisor's mount namespace)
     // while the sandbox runs.
@@ -486,4 +485,38 @@ fn a_workload_in_a_sandbox_booted_ahead_cannot_outgrow_the_limit_it_was_claimed_
     );
     let inspect = home.inspect("hog");
     assert_eq!(inspect["runs"][0]["end_cause"], "oom_kill", "{inspect}");
+}
+
+/// A hostile run on a root disk that is handed on to the next sandbox (`runtime/src/hand_on.rs`)
+/// tries to leave it something: a set-uid copy of the shell, a FIFO, a symbolic link over a file
+/// of the image, and whiteouts (files of the image it deleted). The next sandbox booted on that
+/// very disk sees the image as it is.
+#[test]
+fn a_run_leaves_nothing_on_the_root_disk_it_hands_on() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    let second = home.hand_on_after(
+        "cp /bin/busybox /suid && chmod 4755 /suid && mkfifo /fifo \
+         && rm /etc/os-release && ln -sf /fifo /etc/group && rm -rf /root; true",
+    );
+    let seen = home.ok(&[
+        "exec",
+        &second,
+        "--",
+        "sh",
+        "-c",
+        "ls -A /suid /fifo 2>&1; test -f /etc/os-release && echo os-release; \
+         test -L /etc/group || echo group-file; ls -ld /root 2>&1 | head -c 1",
+    ]);
+    assert!(seen.contains("/suid: No such file"), "{seen}");
+    assert!(seen.contains("/fifo: No such file"), "{seen}");
+    assert!(seen.contains("os-release"), "{seen}");
+    assert!(seen.contains("group-file"), "{seen}");
+    assert!(
+        seen.trim_end().ends_with('d'),
+        "/root as the image has it: {seen}"
+    );
+    home.ok(&["stop", &second]);
 }

@@ -519,64 +519,13 @@ fn gone(pid: i64) -> bool {
 /// deleted as before.
 #[test]
 fn an_ephemeral_runs_root_disk_is_handed_on_emptied() {
-    use std::os::unix::fs::MetadataExt;
     if !require_root() {
         return;
     }
     let home = TestHome::new();
-    home.ok(&["run", "--", "true"]);
-    home.wait_for_booted_sandbox();
-    let first = home
-        .ok(&["run", "-d", "--", "sleep", "600"])
-        .trim()
-        .to_owned();
-    let image = |name: &str| {
-        let id = home.inspect(name)["id"].as_str().unwrap().to_owned();
-        home.path().join(format!("sandboxes/{id}/root-disk.img"))
-    };
-    let inode = std::fs::metadata(image(&first)).unwrap().ino();
-    let supervisor = home.inspect(&first)["runs"][0]["supervisor_pid"]
-        .as_i64()
-        .unwrap();
-    home.ok(&[
-        "exec",
-        &first,
-        "--",
-        "sh",
-        "-c",
+    let second = home.hand_on_after(
         "echo secret > /secret && mkdir -p /d/e && echo x > /d/e/f && echo changed >> /etc/passwd \
          && touch -d '2001-01-01 00:00:00' / && chown 1234:1234 / && chmod 700 /",
-    ]);
-    home.ok(&["stop", &first]);
-    // Its supervisor hands the disk to msbd and exits; msbd keeps it for the next spawn.
-    home.eventually(Duration::from_secs(10), "the run's supervisor gone", || {
-        gone(supervisor)
-    });
-    let handed_on = home.path().join(format!("warm/handed-on-{supervisor}.img"));
-    assert_eq!(
-        std::fs::metadata(&handed_on).map(|m| m.ino()).ok(),
-        Some(inode),
-        "the run's image, kept by msbd"
-    );
-    let before = warm_status(&home)["disks_handed_on"].as_u64().unwrap();
-    // The next start takes the sandbox booted ahead and spawns its replacement on that disk.
-    home.ok(&["run", "--", "true"]);
-    home.eventually(Duration::from_secs(10), "the disk taken by a spawn", || {
-        !handed_on.exists()
-    });
-    assert_eq!(
-        warm_status(&home)["disks_handed_on"].as_u64().unwrap(),
-        before + 1
-    );
-    home.wait_for_booted_sandbox();
-    let second = home
-        .ok(&["run", "-d", "--", "sleep", "600"])
-        .trim()
-        .to_owned();
-    assert_eq!(
-        std::fs::metadata(image(&second)).unwrap().ino(),
-        inode,
-        "the sandbox booted on the disk handed on"
     );
     let seen = home.ok(&[
         "exec",

@@ -114,7 +114,7 @@ impl PreparedDisk {
         mount: &Path,
         owner: Option<(u32, u32)>,
     ) -> Result<PreparedDisk, String> {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        use std::os::unix::fs::DirBuilderExt;
         let staging = image.with_extension("making");
         sparse_copy(template, &staging).map_err(|e| {
             let _ = std::fs::remove_file(&staging);
@@ -128,17 +128,34 @@ impl PreparedDisk {
         let device = made.inspect_err(|_| {
             let _ = std::fs::remove_file(&staging);
         })?;
-        let (upper, work) = (mount.join("upper"), mount.join("work"));
-        let ready = std::fs::create_dir(&upper)
-            .and_then(|()| std::fs::create_dir(&work))
+        let made = std::fs::create_dir(mount.join("upper"))
+            .and_then(|()| std::fs::create_dir(mount.join("work")));
+        Self::publish(made, &staging, image, mount, owner, device)
+    }
+
+    /// Finishes a disk mounted at `mount` with its image at `staging` (`ready`: its `upper`
+    /// and `work` are there): `upper` given to `owner`, the image renamed to `image`, which
+    /// publishes it. On error the disk is unmounted and its image deleted.
+    fn publish(
+        ready: std::io::Result<()>,
+        staging: &Path,
+        image: &Path,
+        mount: &Path,
+        owner: Option<(u32, u32)>,
+        device: String,
+    ) -> Result<PreparedDisk, String> {
+        use std::os::unix::fs::MetadataExt;
+        let published = ready
             .and_then(|()| match owner {
-                Some((uid, gid)) => std::os::unix::fs::lchown(&upper, Some(uid), Some(gid)),
+                Some((uid, gid)) => {
+                    std::os::unix::fs::lchown(mount.join("upper"), Some(uid), Some(gid))
+                }
                 None => Ok(()),
             })
             // Its identity before the rename that publishes it: msbd may take it at once.
-            .and_then(|()| std::fs::symlink_metadata(&staging))
-            .and_then(|meta| std::fs::rename(&staging, image).map(|()| meta));
-        match ready {
+            .and_then(|()| std::fs::symlink_metadata(staging))
+            .and_then(|meta| std::fs::rename(staging, image).map(|()| meta));
+        match published {
             Ok(meta) => Ok(PreparedDisk {
                 image: image.to_owned(),
                 identity: (meta.dev(), meta.ino()),
@@ -147,7 +164,7 @@ impl PreparedDisk {
             }),
             Err(e) => {
                 let _ = unmount(mount);
-                let _ = std::fs::remove_file(&staging);
+                let _ = std::fs::remove_file(staging);
                 Err(format!("prepare {}: {e}", mount.display()))
             }
         }
@@ -165,7 +182,7 @@ impl PreparedDisk {
         mount: &Path,
         owner: Option<(u32, u32)>,
     ) -> Result<PreparedDisk, String> {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        use std::os::unix::fs::DirBuilderExt;
         let staging = image.with_extension("making");
         std::fs::rename(&disk.image, &staging).map_err(|e| {
             let _ = std::fs::remove_file(&disk.image);
@@ -198,27 +215,11 @@ impl PreparedDisk {
             let _ = std::fs::remove_dir(mount);
             return Err(e);
         }
-        let upper = mount.join("upper");
-        let ready = match owner {
-            Some((uid, gid)) => std::os::unix::fs::lchown(&upper, Some(uid), Some(gid)),
-            None => Ok(()),
-        }
-        .and_then(|()| std::fs::symlink_metadata(&staging))
-        .and_then(|meta| std::fs::rename(&staging, image).map(|()| meta));
-        match ready {
-            Ok(meta) => Ok(PreparedDisk {
-                image: image.to_owned(),
-                identity: (meta.dev(), meta.ino()),
-                mount: mount.to_owned(),
-                device: disk.device.clone(),
-            }),
-            Err(e) => {
-                let _ = unmount(mount);
+        Self::publish(Ok(()), &staging, image, mount, owner, disk.device.clone()).inspect_err(
+            |_| {
                 let _ = std::fs::remove_dir(mount);
-                let _ = std::fs::remove_file(&staging);
-                Err(format!("prepare {}: {e}", mount.display()))
-            }
-        }
+            },
+        )
     }
 
     /// If `image` is this disk (msbd renamed it there), moves its mount to `target` (an

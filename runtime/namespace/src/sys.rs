@@ -481,6 +481,27 @@ struct LoopInfo64 {
     init: [u64; 2],
 }
 
+impl LoopInfo64 {
+    /// All zero but `flags`.
+    const fn with_flags(flags: u32) -> LoopInfo64 {
+        LoopInfo64 {
+            device: 0,
+            inode: 0,
+            rdevice: 0,
+            offset: 0,
+            sizelimit: 0,
+            number: 0,
+            encrypt_type: 0,
+            encrypt_key_size: 0,
+            flags,
+            file_name: [0; 64],
+            crypt_name: [0; 64],
+            encrypt_key: [0; 32],
+            init: [0; 2],
+        }
+    }
+}
+
 /// `struct loop_config`.
 #[repr(C)]
 struct LoopConfig {
@@ -523,21 +544,7 @@ pub(crate) fn attach_loop(file: &std::fs::File, readonly: bool) -> io::Result<(O
         let config = LoopConfig {
             fd: file.as_raw_fd() as u32,
             block_size: 0,
-            info: LoopInfo64 {
-                device: 0,
-                inode: 0,
-                rdevice: 0,
-                offset: 0,
-                sizelimit: 0,
-                number: 0,
-                encrypt_type: 0,
-                encrypt_key_size: 0,
-                flags,
-                file_name: [0; 64],
-                crypt_name: [0; 64],
-                encrypt_key: [0; 32],
-                init: [0; 2],
-            },
+            info: LoopInfo64::with_flags(flags),
             reserved: [0; 8],
         };
         // SAFETY: `config` is a live `struct loop_config` the kernel only reads.
@@ -567,21 +574,7 @@ pub(crate) fn loop_backing(path: &str) -> io::Result<(u64, u64)> {
         .read(true)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)?;
-    let mut info = LoopInfo64 {
-        device: 0,
-        inode: 0,
-        rdevice: 0,
-        offset: 0,
-        sizelimit: 0,
-        number: 0,
-        encrypt_type: 0,
-        encrypt_key_size: 0,
-        flags: 0,
-        file_name: [0; 64],
-        crypt_name: [0; 64],
-        encrypt_key: [0; 32],
-        init: [0; 2],
-    };
+    let mut info = LoopInfo64::with_flags(0);
     // SAFETY: `info` is a live `struct loop_info64` the kernel fills.
     let ret = unsafe {
         libc::ioctl(

@@ -145,7 +145,10 @@ impl Launched {
             // this process, after the end is recorded, instead of costing an RCU grace period
             // before.
             detach_disk_at_exit: !(config.config.ephemeral && crate::mount_ns::is_own()),
-            hand_on: self.root_disk.as_ref().and_then(|_| HandOn::plan(config)),
+            hand_on: self
+                .root_disk
+                .as_ref()
+                .and_then(|_| crate::hand_on::HandOn::plan(config)),
             root_disk: std::sync::Mutex::new(self.root_disk),
             root_disk_upper: self.root_disk_upper,
             net_counters: network.as_ref().map(|running| running.counters().clone()),
@@ -557,70 +560,6 @@ pub struct MountServer {
     pub server: msb_fs::Server,
 }
 
-/// What an ephemeral run on a root disk of the default size does with the disk as its PID 1
-/// exits: hands it on, through msbd, to the next sandbox ([`crate::hand_on`]) instead of
-/// leaving it to be unmounted and deleted.
-struct HandOn {
-    home: PathBuf,
-    /// The run's image, which goes to `$MSB_HOME/warm/handed-on-<pid>.img`.
-    image: PathBuf,
-    /// The sandbox's root on the host, who gets the fresh `upper`.
-    owner: Option<(u32, u32)>,
-    taken: std::sync::Mutex<Option<msb_namespace::disk::HandedOnDisk>>,
-}
-
-impl HandOn {
-    /// The plan for a run of `config`, when it can hand its disk on: ephemeral, the default
-    /// root on a disk of the default size, mounted in this process's own mount namespace, in a
-    /// sandbox directory of a home (`$MSB_HOME/sandboxes/<id>`).
-    fn plan(config: &SupervisorConfig) -> Option<HandOn> {
-        let sandbox = &config.config;
-        let fits = sandbox.ephemeral
-            && sandbox.rootfs == RootfsSource::Default
-            && sandbox.root_disk_mib == Some(msb_api::config::DEFAULT_ROOT_DISK_MIB)
-            && crate::mount_ns::is_own();
-        let sandboxes = config.sandbox_dir.parent()?;
-        if !fits || sandboxes.file_name()? != "sandboxes" {
-            return None;
-        }
-        Some(HandOn {
-            home: sandboxes.parent()?.to_owned(),
-            image: SandboxDir::new(config.sandbox_dir.clone()).root_disk_image(),
-            owner: config.id_map.map(|map| (map.host_uid, map.host_gid)),
-            taken: std::sync::Mutex::new(None),
-        })
-    }
-
-    /// As PID 1 exits (before the run's end is recorded, after which msbd removes the
-    /// sandbox's directory): takes the disk mounted as `disk` out of the run, when msbd takes
-    /// disks.
-    fn take(&self, disk: &RootDisk) {
-        if !crate::hand_on::socket(&self.home).exists() {
-            return;
-        }
-        let to = crate::hand_on::image_path(&self.home, std::process::id());
-        match msb_namespace::disk::HandedOnDisk::take(&disk.mount, &disk.device, &self.image, &to) {
-            Ok(taken) => *self.taken.lock().unwrap_or_else(|p| p.into_inner()) = Some(taken),
-            Err(e) => tracing::debug!("the root disk is not handed on: {e}"),
-        }
-    }
-
-    /// Once the run's end is recorded: empties the disk taken and sends it to msbd; a disk
-    /// that cannot be goes, and its image with it.
-    fn finish(&self) {
-        let Some(disk) = self.taken.lock().unwrap_or_else(|p| p.into_inner()).take() else {
-            return;
-        };
-        let sent = disk
-            .empty(self.owner)
-            .and_then(|()| crate::hand_on::send(&crate::hand_on::socket(&self.home), &disk));
-        if let Err(e) = sent {
-            tracing::debug!("the root disk is not handed on: {e}");
-            let _ = std::fs::remove_file(&disk.image);
-        }
-    }
-}
-
 /// The root disk's mount on the host, detached when dropped (the sandbox's own mount namespace
 /// keeps the filesystem until it goes; then the loop device clears itself).
 struct RootDisk {
@@ -683,8 +622,8 @@ pub struct NamespaceBackend {
     /// needs; the sampler measures the disk through a handle), else when this is dropped.
     root_disk: std::sync::Mutex<Option<RootDisk>>,
     detach_disk_at_exit: bool,
-    /// An ephemeral run's disk handed on as PID 1 exits ([`HandOn`]).
-    hand_on: Option<HandOn>,
+    /// An ephemeral run's disk handed on as PID 1 exits ([`crate::hand_on::HandOn`]).
+    hand_on: Option<crate::hand_on::HandOn>,
     root_disk_upper: Option<std::fs::File>,
     /// The sandbox's network stack, stopped as soon as init exits (so its published ports are
     /// free for the next run at once); `None` under `--no-network`.
@@ -728,7 +667,7 @@ impl Backend for NamespaceBackend {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             if let Some(disk) = disk.as_ref() {
-                hand_on.take(disk);
+                hand_on.take(&disk.mount, &disk.device);
             }
         }
         if self.detach_disk_at_exit {
@@ -784,96 +723,5 @@ impl Backend for NamespaceBackend {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn plan() -> BootPlan {
-        BootPlan {
-            default_rootfs: "/home/images/busybox/rootfs".into(),
-            agent_binary: "/usr/lib/msb/msb-agentd".into(),
-            id_map: Some(crate::idmap::IdMap {
-                host_uid: 100_000,
-                host_gid: 100_000,
-                count: 65536,
-            }),
-        }
-    }
-
-    /// What msbd gives a `msb run -- true` of the home `plan` describes.
-    fn config() -> SupervisorConfig {
-        let plan = plan();
-        SupervisorConfig {
-            sandbox_id: "0123456789abcdef".into(),
-            run_id: "run".into(),
-            config: msb_api::config::SandboxConfig {
-                name: "s".into(),
-                command: vec!["true".into()],
-                ..booted_config()
-            },
-            sandbox_dir: "/home/sandboxes/0123456789abcdef".into(),
-            default_rootfs: plan.default_rootfs,
-            agent_binary: plan.agent_binary,
-            wait_for_attach: true,
-            main_mode: msb_protocol::ExecMode::Stream,
-            log_level: "info".into(),
-            id_map: plan.id_map,
-            output_log_max_bytes: 1 << 20,
-            claim_booted: false,
-        }
-    }
-
-    #[test]
-    fn only_the_configuration_a_sandbox_was_booted_for_takes_it() {
-        assert!(bootable(&config(), &plan()));
-        // What the claim sets, or the workload's exec carries, does not matter.
-        let mut limited = config();
-        limited.config.memory_mib = Some(64);
-        limited.config.cpus = Some(0.5);
-        limited.config.published_ports = vec!["8080:80".into()];
-        limited.config.net_rules = vec!["deny@any".into()];
-        limited.config.env = vec![("A".into(), "1".into())];
-        limited.config.ephemeral = true;
-        assert!(bootable(&limited, &plan()));
-        // What PID 1 was built with does.
-        type Change = Box<dyn Fn(&mut SupervisorConfig)>;
-        let changes: Vec<(&str, Change)> = vec![
-            ("no network", Box::new(|c| c.config.no_network = true)),
-            (
-                "another disk size",
-                Box::new(|c| c.config.root_disk_mib = Some(512)),
-            ),
-            ("no disk", Box::new(|c| c.config.root_disk_mib = None)),
-            (
-                "a host root",
-                Box::new(|c| {
-                    c.config.rootfs = RootfsSource::Bind {
-                        path: "/srv/root".into(),
-                    }
-                }),
-            ),
-            (
-                "a volume",
-                Box::new(|c| {
-                    c.config.volumes = vec![serde_json::from_value(
-                        serde_json::json!({"host": "/srv", "guest": "/srv", "readonly": false}),
-                    )
-                    .unwrap()]
-                }),
-            ),
-            ("another id map", Box::new(|c| c.id_map = None)),
-            (
-                "another agent",
-                Box::new(|c| c.agent_binary = "/tmp/agent".into()),
-            ),
-            (
-                "another root",
-                Box::new(|c| c.default_rootfs = "/tmp/rootfs".into()),
-            ),
-        ];
-        for (what, change) in changes {
-            let mut changed = config();
-            change(&mut changed);
-            assert!(!bootable(&changed, &plan()), "{what}");
-        }
-    }
-}
+#[path = "namespace_tests.rs"]
+mod tests;
