@@ -157,6 +157,7 @@ pub struct WarmPool {
     pub disks_handed_on: AtomicUsize,
     /// Set (under `handed_on`'s lock) once msbd stops: disks arriving then go at once.
     closed: std::sync::atomic::AtomicBool,
+    spares: SpareDemand,
 }
 
 /// How long a disk handed on waits for a supervisor to be spawned before it goes.
@@ -168,6 +169,37 @@ const HANDED_ON_ABANDONED: std::time::Duration = std::time::Duration::from_secs(
 /// Lets a disk handed on go: its filesystem with the fd, its image deleted.
 fn discard_handed_on(disk: msb_runtime::hand_on::HandedOnDisk) {
     let _ = std::fs::remove_file(&disk.image);
+}
+
+/// How many of the latest starts [`SpareDemand`] remembers.
+const SPARE_WINDOW: u32 = 16;
+
+/// Whether a supervisor spawned now should fork a spare launcher beside its booted sandbox
+/// (`BootPlan::spare`): while any of the last [`SPARE_WINDOW`] starts that found a supervisor
+/// with a booted sandbox could not take it. A run of starts that all take booted sandboxes
+/// (back-to-back `msb run`) then pays for no spare it never uses; the first start that cannot
+/// take one launches cold and brings spares back for the next ones.
+#[derive(Debug)]
+struct SpareDemand(std::sync::atomic::AtomicU32);
+
+impl SpareDemand {
+    /// Spares from the start, until [`SPARE_WINDOW`] starts in a row took booted sandboxes.
+    fn new() -> SpareDemand {
+        SpareDemand(std::sync::atomic::AtomicU32::new(1))
+    }
+
+    fn record(&self, took_booted: bool) {
+        let mask = (1u32 << SPARE_WINDOW) - 1;
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |seen| {
+                Some(((seen << 1) | u32::from(!took_booted)) & mask)
+            });
+    }
+
+    fn wanted(&self) -> bool {
+        self.0.load(Ordering::Relaxed) != 0
+    }
 }
 
 /// Where [`WarmPool`] finds what a sandbox booted ahead of time runs.
@@ -195,6 +227,7 @@ impl BootSource {
             default_rootfs,
             agent_binary: self.agent_binary.clone(),
             id_map: Some(id_map),
+            spare: true,
         })
     }
 }
@@ -228,6 +261,7 @@ impl WarmPool {
             handed_on: Mutex::new(None),
             disks_handed_on: AtomicUsize::new(0),
             closed: std::sync::atomic::AtomicBool::new(false),
+            spares: SpareDemand::new(),
         }
     }
 
@@ -419,15 +453,22 @@ impl WarmPool {
             .map(|mib| mib << 20);
         let mut idle = self.take_idle();
         if let Some(taken) = idle.take() {
+            let booting = taken.boot.is_some();
             match self.give_booted(taken, config) {
                 Booted::Taken(child) => {
+                    self.spares.record(true);
                     self.warm_starts.fetch_add(1, Ordering::Relaxed);
                     self.booted_starts.fetch_add(1, Ordering::Relaxed);
                     self.refill();
                     return Ok(Some(child));
                 }
-                Booted::Declined(back) => idle = Some(back),
-                Booted::Refused => {}
+                Booted::Declined(back) => {
+                    if booting {
+                        self.spares.record(false);
+                    }
+                    idle = Some(back);
+                }
+                Booted::Refused => self.spares.record(false),
             }
         }
         if let Err(e) = make_sandbox_dir(&dir) {
@@ -646,7 +687,13 @@ impl WarmPool {
             .inspect_err(|e| tracing::warn!("no root disk ahead of time: {e}"))
             .ok();
         // A sandbox is booted on the disk ahead of time once there is a root to boot.
-        let boot = template.as_ref().and_then(|_| self.boot.plan());
+        let boot = template
+            .as_ref()
+            .and_then(|_| self.boot.plan())
+            .map(|plan| BootPlan {
+                spare: self.spares.wanted(),
+                ..plan
+            });
         // Its disk is the one handed on last, if any (it has its own copy of the fd).
         let handed_on = template.as_ref().and_then(|_| self.take_handed_on());
         let spawned = msb_runtime::spawn::spawn_warm_supervisor(
@@ -721,6 +768,29 @@ mod tests {
             },
             1,
         )
+    }
+
+    #[test]
+    fn spares_stop_after_a_window_of_booted_starts_and_come_back_with_one_that_was_not() {
+        let spares = SpareDemand::new();
+        assert!(spares.wanted(), "a new pool spawns with spares");
+        for _ in 0..SPARE_WINDOW - 1 {
+            spares.record(true);
+            assert!(spares.wanted());
+        }
+        spares.record(true);
+        assert!(!spares.wanted(), "{SPARE_WINDOW} booted starts in a row");
+        spares.record(false);
+        for _ in 0..SPARE_WINDOW - 1 {
+            assert!(spares.wanted());
+            spares.record(true);
+        }
+        assert!(
+            spares.wanted(),
+            "the start that could not take one is still in the window"
+        );
+        spares.record(true);
+        assert!(!spares.wanted());
     }
 
     /// A disk as a supervisor would hand it on: its image in the warm directory.

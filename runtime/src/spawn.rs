@@ -141,6 +141,9 @@ pub fn spawn_warm_supervisor(
             .arg(&plan.default_rootfs)
             .arg("--boot-agent")
             .arg(&plan.agent_binary);
+        if !plan.spare {
+            command.arg("--no-spare");
+        }
     }
     command
         .stdin(Stdio::null())

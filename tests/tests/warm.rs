@@ -232,6 +232,91 @@ fn a_start_takes_the_sandbox_booted_ahead_named_limited_and_mapped() {
     assert!(home.boot_dirs().is_empty(), "{:?}", home.boot_dirs());
 }
 
+/// The one idle warm supervisor, once the supervisors of runs that ended (still warm ones
+/// by their command line) have exited; `serving`: one that serves a sandbox still running.
+fn the_idle_supervisor(home: &TestHome, serving: Option<i64>) -> i32 {
+    let mut idle = Vec::new();
+    home.eventually(Duration::from_secs(20), "one idle supervisor", || {
+        idle = warm_children(home);
+        idle.retain(|pid| Some(i64::from(*pid)) != serving);
+        idle.len() == 1
+    });
+    idle[0]
+}
+
+/// Whether warm supervisor `pid`'s spare launcher has its placeholder cgroups.
+fn has_spare(pid: i32) -> bool {
+    placeholder_cgroups(&[pid])
+        .iter()
+        .any(|dir| dir.ends_with("-spare"))
+}
+
+#[test]
+fn booted_starts_in_a_row_drop_the_spare_launcher_and_a_start_that_cannot_boot_brings_it_back() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    assert_eq!(home.ok(&["run", "--", "echo", "first"]).trim(), "first");
+    home.wait_for_booted_sandbox();
+    let idle = the_idle_supervisor(&home, None);
+    assert!(has_spare(idle), "{:?}", placeholder_cgroups(&[idle]));
+    // Sixteen starts in a row that take the booted sandbox: the supervisors spawned from then
+    // on boot one without a spare.
+    let before = warm_status(&home)["booted_starts"].as_u64().unwrap();
+    for i in 0..16 {
+        assert_eq!(
+            home.ok(&["run", "--", "echo", &i.to_string()]).trim(),
+            i.to_string()
+        );
+        home.wait_for_booted_sandbox();
+    }
+    let status = warm_status(&home);
+    assert!(
+        status["booted_starts"].as_u64().unwrap() >= before + 16,
+        "{status}"
+    );
+    let idle = the_idle_supervisor(&home, None);
+    let placeholders = placeholder_cgroups(&[idle]);
+    assert!(!placeholders.is_empty(), "the booted sandbox's cgroups");
+    assert!(!has_spare(idle), "{placeholders:?}");
+
+    // A start the booted sandbox cannot serve launches as a cold one in that supervisor: its
+    // own cgroups with its limit, no network, and still a warm start (not a supervisor
+    // spawned for it).
+    home.ok(&[
+        "run",
+        "-d",
+        "-n",
+        "nb",
+        "--no-network",
+        "-m",
+        "96M",
+        "--",
+        "sleep",
+        "600",
+    ]);
+    let id = home.inspect("nb")["id"].as_str().unwrap().to_owned();
+    assert_eq!(memory_limit(&id), Some(96 << 20), "memory limit of {id}");
+    let init = home.inspect("nb")["runs"][0]["init_pid"]
+        .as_i64()
+        .expect("init pid");
+    let cgroups = std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap();
+    assert!(
+        cgroups.contains(&format!("/msb/{id}")) && !cgroups.contains("warm-"),
+        "{cgroups}"
+    );
+    let devices = home.ok(&["exec", "nb", "--", "cat", "/proc/net/dev"]);
+    assert!(!devices.contains("eth0"), "{devices}");
+    assert_eq!(warm_status(&home)["cold_starts"], 0);
+    // The next supervisor has a spare again.
+    home.wait_for_booted_sandbox();
+    let serving = home.inspect("nb")["runs"][0]["supervisor_pid"].as_i64();
+    let idle = the_idle_supervisor(&home, serving);
+    assert!(has_spare(idle), "{:?}", placeholder_cgroups(&[idle]));
+    home.ok(&["rm", "-f", "nb"]);
+}
+
 #[test]
 fn boot_ahead_off_boots_nothing() {
     if !require_root() {

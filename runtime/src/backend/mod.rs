@@ -164,17 +164,23 @@ impl Prepared {
 
     /// Prepares for a sandbox booted ahead of time (by [`Prepared::with_disk`], once its disk
     /// is made): a launcher with the namespaces and the user namespace for `id_map` for it, and
-    /// a spare one, without namespaces, for a start that cannot take it. Call while the process
-    /// has one thread.
-    pub fn with_boot(id_map: Option<crate::idmap::IdMap>) -> Prepared {
+    /// with `spare`, a spare one, without namespaces, for a start that cannot take it (which
+    /// otherwise launches cold). Call while the process has one thread.
+    pub fn with_boot(id_map: Option<crate::idmap::IdMap>, spare: bool) -> Prepared {
         let pid = std::process::id();
-        let spare = format!("{pid}-spare");
-        let launchers =
-            msb_namespace::WarmLauncher::prepare_with(&pid.to_string(), id_map.as_ref())
-                .and_then(|boot| Ok((boot, msb_namespace::WarmLauncher::prepare_spare(&spare)?)));
+        let launchers = msb_namespace::WarmLauncher::prepare_with(
+            &pid.to_string(),
+            id_map.as_ref(),
+        )
+        .and_then(|boot| {
+            let spare = spare
+                .then(|| msb_namespace::WarmLauncher::prepare_spare(&format!("{pid}-spare")))
+                .transpose()?;
+            Ok((boot, spare))
+        });
         match launchers {
             Ok((boot, spare)) => Prepared {
-                launcher: Some(spare),
+                launcher: spare,
                 boot_launcher: Some(boot),
                 disk: None,
             },

@@ -396,6 +396,12 @@ pub struct BootPlan {
     pub default_rootfs: PathBuf,
     pub agent_binary: PathBuf,
     pub id_map: Option<crate::idmap::IdMap>,
+    /// Whether the supervisor also forks a spare launcher (placeholder cgroups, no namespaces)
+    /// for a start that cannot take the booted sandbox. msbd leaves it out while its recent
+    /// starts all took booted sandboxes (`daemon/src/warm.rs`, `SpareDemand`): a spare costs
+    /// a fork, its cgroups' creation and removal and a migration, per run, and is then unused;
+    /// without one such a start launches as a cold one (and migrates into its cgroups then).
+    pub spare: bool,
 }
 
 /// Whether a start of `config` can take a sandbox booted with `plan` (pure but for nothing):

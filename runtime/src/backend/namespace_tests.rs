@@ -11,6 +11,7 @@ fn plan() -> BootPlan {
             host_gid: 100_000,
             count: 65536,
         }),
+        spare: true,
     }
 }
 

@@ -78,12 +78,13 @@ fn main() {
                     default_rootfs: rootfs.into(),
                     agent_binary: agent.into(),
                     id_map,
+                    spare: !args.iter().any(|a| a == "--no-spare"),
                 })
             }
             _ => None,
         };
-        let prepared = match boot_plan {
-            Some(_) => msb_runtime::backend::Prepared::with_boot(id_map),
+        let prepared = match &boot_plan {
+            Some(plan) => msb_runtime::backend::Prepared::with_boot(id_map, plan.spare),
             None => msb_runtime::backend::Prepared::new(id_map),
         };
         match (flag("--disk-template"), flag("--socket")) {
