@@ -128,8 +128,9 @@ impl PreparedDisk {
         let device = made.inspect_err(|_| {
             let _ = std::fs::remove_file(&staging);
         })?;
-        let made = std::fs::create_dir(mount.join("upper"))
-            .and_then(|()| std::fs::create_dir(mount.join("work")));
+        let made = DISK_DIRS
+            .iter()
+            .try_for_each(|name| std::fs::create_dir(mount.join(name)));
         Self::publish(made, &staging, image, mount, owner, device)
     }
 
@@ -286,8 +287,19 @@ const HAND_ON_MAX_INODES: u64 = 1024;
 /// holes in it), so the disk of a run that wrote more goes, as before, rather than circulate.
 const HAND_ON_MAX_ALLOCATED: u64 = 96 << 20;
 
-/// What the root of a root disk holds besides the overlay's two directories: `mkfs`'s own.
-const DISK_ROOT_ENTRIES: [&str; 3] = ["lost+found", "upper", "work"];
+/// The directories msb keeps at the root of a root disk: the overlay's upper and work
+/// directories and its mount point in the sandbox's mount namespace ([`OVERLAY_MOUNT_POINT`]).
+const DISK_DIRS: [&str; 3] = ["upper", "work", OVERLAY_MOUNT_POINT];
+
+/// What the root of a root disk holds: [`DISK_DIRS`] and `mkfs`'s own `lost+found`.
+const DISK_ROOT_ENTRIES: [&str; 4] = ["lost+found", "upper", "work", OVERLAY_MOUNT_POINT];
+
+/// Where on a root disk the sandbox's overlay root is mounted (in its mount namespace only,
+/// where the disk is mounted too): an empty directory of the disk rather than one of the host
+/// under the sandbox's directory, which every run would make and delete (host inodes, whose
+/// allocation scans past every inode deleted in the last seconds on an ext4 without a
+/// journal).
+pub const OVERLAY_MOUNT_POINT: &str = "rootfs";
 
 /// The root disk of an ephemeral run that ended, handed on to the next sandbox instead of
 /// being unmounted, detached from its loop device and deleted, while the next one's is
@@ -357,7 +369,7 @@ impl HandedOnDisk {
             ));
         }
         let root = self.root_path();
-        for name in ["upper", "work"] {
+        for name in DISK_DIRS {
             match std::fs::remove_dir_all(root.join(name)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -367,16 +379,16 @@ impl HandedOnDisk {
         check_root_entries(&root, &["lost+found"])?;
         let mut builder = std::fs::DirBuilder::new();
         builder.mode(0o755);
-        builder
-            .create(root.join("upper"))
-            .and_then(|()| builder.create(root.join("work")))
+        DISK_DIRS
+            .iter()
+            .try_for_each(|name| builder.create(root.join(name)))
             .and_then(|()| match owner {
                 Some((uid, gid)) => {
                     std::os::unix::fs::lchown(root.join("upper"), Some(uid), Some(gid))
                 }
                 None => Ok(()),
             })
-            .map_err(|e| format!("making upper and work: {e}"))
+            .map_err(|e| format!("making {}: {e}", DISK_DIRS.join(", ")))
     }
 
     /// The disk's root, as a path through this process's handle on it.
@@ -385,7 +397,7 @@ impl HandedOnDisk {
     }
 
     /// Whether this is the filesystem on `device`, backed by the file at `image`, with nothing
-    /// at its root but empty `upper` and `work` directories (and `lost+found`).
+    /// at its root but empty `upper`, `work` and `rootfs` directories (and `lost+found`).
     fn check(&self, image: &Path) -> Result<(), String> {
         use std::os::unix::fs::MetadataExt;
         let stat = nix::sys::statfs::fstatfs(&self.tree).map_err(|e| format!("statfs: {e}"))?;
@@ -415,7 +427,7 @@ impl HandedOnDisk {
         }
         let root = self.root_path();
         check_root_entries(&root, &DISK_ROOT_ENTRIES)?;
-        for name in ["upper", "work"] {
+        for name in DISK_DIRS {
             let mut entries =
                 std::fs::read_dir(root.join(name)).map_err(|e| format!("reading {name}: {e}"))?;
             if entries.next().is_some() {

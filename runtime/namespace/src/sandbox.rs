@@ -98,7 +98,10 @@ impl Sandbox {
         let layout = Layout::new(&spec.state_dir);
         let mount_point = match &spec.root {
             Root::Bind(dir) => dir.clone(),
-            Root::Overlay { .. } => layout.rootfs.clone(),
+            Root::Overlay {
+                disk: Some(disk), ..
+            } => disk.mount_point.join(crate::disk::OVERLAY_MOUNT_POINT),
+            Root::Overlay { disk: None, .. } => layout.rootfs.clone(),
         };
         let identity = unprivileged.then(|| {
             (
@@ -167,8 +170,7 @@ impl Sandbox {
         setup.late_cgroup_joins = late_joins;
 
         if let Root::Overlay { upper, .. } = &spec.root {
-            std::fs::create_dir_all(&layout.rootfs)
-                .map_err(|e| NamespaceError::io("create", layout.rootfs.clone(), e))?;
+            make_mount_point(&setup.mount_point)?;
             if let Some(map) = &id_map {
                 own_upper(upper, map)?;
             }
@@ -587,6 +589,26 @@ fn check_limits_placeable(
             ),
         }),
         None => Ok(()),
+    }
+}
+
+/// Makes the overlay's mount point (a disk made before it was kept on the disk has none) and
+/// checks that it is a directory of its own, not a symbolic link.
+fn make_mount_point(path: &Path) -> Result<(), NamespaceError> {
+    match std::fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            match std::fs::symlink_metadata(path) {
+                Ok(meta) if meta.is_dir() => Ok(()),
+                Ok(_) => Err(NamespaceError::io(
+                    "use as the root's mount point",
+                    path.to_owned(),
+                    std::io::Error::other("not a directory"),
+                )),
+                Err(e) => Err(NamespaceError::io("inspect", path.to_owned(), e)),
+            }
+        }
+        Err(e) => Err(NamespaceError::io("create", path.to_owned(), e)),
     }
 }
 

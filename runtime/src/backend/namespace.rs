@@ -248,7 +248,13 @@ fn launch(
         },
         RootfsSource::Bind { path } => Root::Bind(path.clone()),
     };
-    for path in [dir.runtime(), dir.upper(), dir.work(), dir.backend_state()] {
+    // The overlay's mount point is on the root disk when there is one (`backend/` would only
+    // hold it).
+    let mut dirs = vec![dir.runtime(), dir.upper(), dir.work()];
+    if root_disk.is_none() {
+        dirs.push(dir.backend_state());
+    }
+    for path in dirs {
         std::fs::create_dir_all(&path).map_err(|source| BackendError::Prepare { path, source })?;
     }
     let root_disk_upper = match &root_disk {
