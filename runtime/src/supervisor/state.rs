@@ -121,15 +121,16 @@ impl Shared {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Applies `change` to the run record, persists it and rings every watcher.
+    /// Applies `change` to the run record, persists it and rings every watcher. The write is
+    /// made under the record's lock: two at once would share the temporary file
+    /// ([`RunRecord::write`]), and the later change must be the one left.
     pub fn update_record(&self, change: impl FnOnce(&mut RunRecord)) {
-        let snapshot = {
+        {
             let mut record = self.record.lock().unwrap();
             change(&mut record);
-            record.clone()
-        };
-        if let Err(e) = snapshot.write(&self.dir.run_record()) {
-            tracing::error!("writing run record: {e}");
+            if let Err(e) = record.write(&self.dir.run_record()) {
+                tracing::error!("writing run record: {e}");
+            }
         }
         self.watchers
             .lock()
