@@ -520,3 +520,112 @@ fn a_run_leaves_nothing_on_the_root_disk_it_hands_on() {
     );
     home.ok(&["stop", &second]);
 }
+
+/// The overlay root is mounted on the root disk's `rootfs` directory (in PID 1's mount namespace
+/// only). Inside, nothing of the disk is mounted but that root: no path leads to the disk's
+/// `upper`, `work` or `rootfs` (or the sandbox's directory on the host), and root in the
+/// sandbox cannot mount the disk again.
+#[test]
+fn the_root_disks_own_directories_are_out_of_reach() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    home.ok(&["run", "--", "true"]);
+    home.wait_for_booted_sandbox();
+    // A booted sandbox and a named one started on its own disk.
+    let booted = home
+        .ok(&["run", "-d", "--", "sleep", "600"])
+        .trim()
+        .to_owned();
+    home.ok(&["create", "-n", "own", "--", "sleep", "600"]);
+    home.ok(&["start", "own"]);
+    for name in [booted.as_str(), "own"] {
+        let id = home.inspect(name)["id"].as_str().unwrap().to_owned();
+        let out = home.ok(&[
+            "exec",
+            name,
+            "--",
+            "sh",
+            "-c",
+            "cat /proc/self/mountinfo; echo ---; ls -a / /.msb; echo ---; \
+             ls -d /rootfs /upper /work /lost+found /.msb/.oldroot 2>&1; echo ---; \
+             for d in /dev/loop*; do mount -t ext4 \"$d\" /mnt 2>&1; done; \
+             ls /dev | grep -c loop; true",
+        ]);
+        let parts: Vec<&str> = out.split("---\n").collect();
+        assert_eq!(parts.len(), 4, "{out}");
+        let (mountinfo, listing, missing, mounting) = (parts[0], parts[1], parts[2], parts[3]);
+        // The root is the overlay; no ext4 (the disk) and nothing of the host's directory.
+        let root = mountinfo
+            .lines()
+            .find(|line| line.split(' ').nth(4) == Some("/"))
+            .unwrap_or_else(|| panic!("no root in {mountinfo}"));
+        assert!(root.contains(" - overlay "), "{root}");
+        // (The agent's binary is bound from the host's filesystem; the disk is on a loop device.)
+        assert!(!mountinfo.contains(" - ext4 /dev/loop"), "{mountinfo}");
+        // (The overlay's options name its host directories, as Docker's do; no mount point is
+        // one of them.)
+        for line in mountinfo.lines() {
+            let point = line.split(' ').nth(4).unwrap_or_default();
+            assert!(
+                !point.contains(&id) && !point.contains("root-disk") && !point.contains("rootfs"),
+                "{line}"
+            );
+        }
+        for entry in ["rootfs", "upper", "work", "lost+found", ".oldroot"] {
+            assert!(
+                !listing.lines().any(|line| line == entry),
+                "{entry} in {listing}"
+            );
+        }
+        assert_eq!(missing.matches("No such file").count(), 5, "{missing}");
+        // No loop device node, and no mount of one.
+        assert_eq!(mounting.lines().last(), Some("0"), "{mounting}");
+        let after = home.ok(&["exec", name, "--", "cat", "/proc/self/mountinfo"]);
+        assert!(!after.contains(" - ext4 /dev/loop"), "{after}");
+    }
+    home.ok(&["rm", "-f", &booted]);
+    home.ok(&["rm", "-f", "own"]);
+}
+
+/// A root disk whose `rootfs` is not a directory of its own (here a link to the host's `/etc`,
+/// planted on the image from the host, as nothing inside a sandbox can reach it) is refused
+/// at the start: the overlay root is never mounted through a link.
+#[test]
+fn a_root_disks_mount_point_replaced_by_a_link_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    home.ok(&["run", "-n", "linked", "--", "true"]);
+    let id = home.inspect("linked")["id"].as_str().unwrap().to_owned();
+    let image = home
+        .path()
+        .join("sandboxes")
+        .join(&id)
+        .join("root-disk.img");
+    let mount = tempfile::tempdir().unwrap();
+    let ok = |args: &[&str]| {
+        let status = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .status()
+            .unwrap();
+        assert!(status.success(), "{args:?}");
+    };
+    let point = mount.path().to_str().unwrap();
+    ok(&["mount", "-o", "loop", image.to_str().unwrap(), point]);
+    let planted = std::fs::remove_dir(mount.path().join("rootfs"))
+        .and_then(|()| std::os::unix::fs::symlink("/etc", mount.path().join("rootfs")));
+    ok(&["umount", point]);
+    planted.unwrap();
+    let before = std::fs::read_dir("/etc").unwrap().count();
+    let start = home.msb(&["start", "linked"]);
+    assert_ne!(start.code, 0, "{start:?}");
+    assert!(
+        start.stderr.contains("mount point") && start.stderr.contains("not a directory"),
+        "{start:?}"
+    );
+    assert_eq!(std::fs::read_dir("/etc").unwrap().count(), before);
+    home.ok(&["rm", "-f", "linked"]);
+}

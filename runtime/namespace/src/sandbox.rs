@@ -170,7 +170,7 @@ impl Sandbox {
         setup.late_cgroup_joins = late_joins;
 
         if let Root::Overlay { upper, .. } = &spec.root {
-            make_mount_point(&setup.mount_point)?;
+            make_mount_point(&spec.id, &setup.mount_point)?;
             if let Some(map) = &id_map {
                 own_upper(upper, map)?;
             }
@@ -594,17 +594,25 @@ fn check_limits_placeable(
 
 /// Makes the overlay's mount point (a disk made before it was kept on the disk has none) and
 /// checks that it is a directory of its own, not a symbolic link.
-fn make_mount_point(path: &Path) -> Result<(), NamespaceError> {
+fn make_mount_point(id: &str, path: &Path) -> Result<(), NamespaceError> {
     match std::fs::create_dir(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             match std::fs::symlink_metadata(path) {
                 Ok(meta) if meta.is_dir() => Ok(()),
-                Ok(_) => Err(NamespaceError::io(
-                    "use as the root's mount point",
-                    path.to_owned(),
-                    std::io::Error::other("not a directory"),
-                )),
+                Ok(meta) => Err(NamespaceError::Start {
+                    id: id.to_owned(),
+                    message: format!(
+                        "the root's mount point {} is not a directory (a {}); it is never \
+                         followed",
+                        path.display(),
+                        if meta.is_symlink() {
+                            "symbolic link"
+                        } else {
+                            "file"
+                        }
+                    ),
+                }),
                 Err(e) => Err(NamespaceError::io("inspect", path.to_owned(), e)),
             }
         }
