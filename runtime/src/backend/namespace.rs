@@ -404,7 +404,7 @@ pub struct BootPlan {
     pub id_map: Option<crate::idmap::IdMap>,
     /// Whether the supervisor also forks a spare launcher (placeholder cgroups, no namespaces)
     /// for a start that cannot take the booted sandbox. msbd leaves it out while its recent
-    /// starts all took booted sandboxes (`daemon/src/warm.rs`, `SpareDemand`): a spare costs
+    /// starts all took booted sandboxes (`daemon/src/warm/mod.rs`, `SpareDemand`): a spare costs
     /// a fork, its cgroups' creation and removal and a migration, per run, and is then unused;
     /// without one such a start launches as a cold one (and migrates into its cgroups then).
     pub spare: bool,
