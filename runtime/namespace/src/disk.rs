@@ -134,8 +134,8 @@ impl PreparedDisk {
         Self::publish(made, &staging, image, mount, owner, device)
     }
 
-    /// Finishes a disk mounted at `mount` with its image at `staging` (`ready`: its `upper`
-    /// and `work` are there): `upper` given to `owner`, the image renamed to `image`, which
+    /// Finishes a disk mounted at `mount` with its image at `staging` (`ready`: its
+    /// [`DISK_DIRS`] are there): `upper` given to `owner`, the image renamed to `image`, which
     /// publishes it. On error the disk is unmounted and its image deleted.
     fn publish(
         ready: std::io::Result<()>,
@@ -291,9 +291,6 @@ const HAND_ON_MAX_ALLOCATED: u64 = 96 << 20;
 /// directories and its mount point in the sandbox's mount namespace ([`OVERLAY_MOUNT_POINT`]).
 const DISK_DIRS: [&str; 3] = ["upper", "work", OVERLAY_MOUNT_POINT];
 
-/// What the root of a root disk holds: [`DISK_DIRS`] and `mkfs`'s own `lost+found`.
-const DISK_ROOT_ENTRIES: [&str; 4] = ["lost+found", "upper", "work", OVERLAY_MOUNT_POINT];
-
 /// Where on a root disk the sandbox's overlay root is mounted (in its mount namespace only,
 /// where the disk is mounted too): an empty directory of the disk rather than one of the host
 /// under the sandbox's directory, which every run would make and delete (host inodes, whose
@@ -376,7 +373,7 @@ impl HandedOnDisk {
                 Err(e) => return Err(format!("emptying {name}: {e}")),
             }
         }
-        check_root_entries(&root, &["lost+found"])?;
+        check_root_entries(&root, &[])?;
         let mut builder = std::fs::DirBuilder::new();
         builder.mode(0o755);
         DISK_DIRS
@@ -426,7 +423,7 @@ impl HandedOnDisk {
             return Err(format!("{} is not backed by the image", self.device));
         }
         let root = self.root_path();
-        check_root_entries(&root, &DISK_ROOT_ENTRIES)?;
+        check_root_entries(&root, &DISK_DIRS)?;
         for name in DISK_DIRS {
             let mut entries =
                 std::fs::read_dir(root.join(name)).map_err(|e| format!("reading {name}: {e}"))?;
@@ -438,13 +435,14 @@ impl HandedOnDisk {
     }
 }
 
-/// Fails unless every entry of the directory `root` is one of `allowed`.
+/// Fails unless every entry of the disk's root directory `root` is `mkfs`'s own `lost+found`
+/// or one of `allowed`.
 fn check_root_entries(root: &Path, allowed: &[&str]) -> Result<(), String> {
     for entry in std::fs::read_dir(root).map_err(|e| format!("reading the disk's root: {e}"))? {
         let name = entry
             .map_err(|e| format!("reading the disk's root: {e}"))?
             .file_name();
-        if !allowed.iter().any(|a| name == std::ffi::OsStr::new(a)) {
+        if name != "lost+found" && !allowed.iter().any(|a| name == std::ffi::OsStr::new(a)) {
             return Err(format!("the disk's root holds {name:?}"));
         }
     }

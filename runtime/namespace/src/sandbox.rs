@@ -170,7 +170,13 @@ impl Sandbox {
         setup.late_cgroup_joins = late_joins;
 
         if let Root::Overlay { upper, .. } = &spec.root {
-            make_mount_point(&spec.id, &setup.mount_point)?;
+            // A disk made before the mount point was kept on it has none; never a link.
+            crate::setup::ensure_real_dir(&setup.mount_point).map_err(|e| {
+                NamespaceError::Start {
+                    id: spec.id.clone(),
+                    message: format!("the root's mount point: {e}"),
+                }
+            })?;
             if let Some(map) = &id_map {
                 own_upper(upper, map)?;
             }
@@ -589,34 +595,6 @@ fn check_limits_placeable(
             ),
         }),
         None => Ok(()),
-    }
-}
-
-/// Makes the overlay's mount point (a disk made before it was kept on the disk has none) and
-/// checks that it is a directory of its own, not a symbolic link.
-fn make_mount_point(id: &str, path: &Path) -> Result<(), NamespaceError> {
-    match std::fs::create_dir(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            match std::fs::symlink_metadata(path) {
-                Ok(meta) if meta.is_dir() => Ok(()),
-                Ok(meta) => Err(NamespaceError::Start {
-                    id: id.to_owned(),
-                    message: format!(
-                        "the root's mount point {} is not a directory (a {}); it is never \
-                         followed",
-                        path.display(),
-                        if meta.is_symlink() {
-                            "symbolic link"
-                        } else {
-                            "file"
-                        }
-                    ),
-                }),
-                Err(e) => Err(NamespaceError::io("inspect", path.to_owned(), e)),
-            }
-        }
-        Err(e) => Err(NamespaceError::io("create", path.to_owned(), e)),
     }
 }
 

@@ -670,7 +670,7 @@ fn mask(path: &Path) -> Result<(), String> {
 }
 
 /// A directory that is not a symbolic link, created if missing.
-fn ensure_real_dir(path: &Path) -> Result<(), String> {
+pub(crate) fn ensure_real_dir(path: &Path) -> Result<(), String> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(format!(
