@@ -357,7 +357,8 @@ impl TestHome {
     /// unnamed detached sandbox booted ahead of time, stops it, and starts (detached, `sleep
     /// 600`) the next sandbox booted on the disk that run handed on, checking on the way that
     /// msbd kept the run's very image, counted it handed on and that the next sandbox has it.
-    /// Returns the next sandbox's name.
+    /// Returns the next sandbox's name. The home keeps one warm supervisor
+    /// (`MSB_WARM_SUPERVISORS=1`): with more, the next start takes an older one's sandbox.
     pub fn hand_on_after(&self, script: &str) -> String {
         use std::os::unix::fs::MetadataExt;
         self.ok(&["run", "--", "true"]);

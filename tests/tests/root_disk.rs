@@ -358,7 +358,7 @@ fn a_disk_made_ahead_of_time_becomes_the_sandboxs() {
     }
     // The bare disk a warm supervisor makes when it boots no sandbox ahead of time (a booted
     // sandbox's disk is `warm.rs`'s).
-    let home = TestHome::with_env(&[("MSB_BOOT_AHEAD", "0")]);
+    let home = TestHome::with_env(&[("MSB_BOOT_AHEAD", "0"), ("MSB_WARM_SUPERVISORS", "1")]);
     home.ok(&["run", "--", "true"]); // starts msbd, builds the root and the disk template
     let warm = home.path().join("warm");
     let mut prepared = None;

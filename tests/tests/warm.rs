@@ -215,8 +215,9 @@ fn a_start_takes_the_sandbox_booted_ahead_named_limited_and_mapped() {
     // or directory is left.
     home.ok(&["rm", "-f", "b1"]);
     home.ok(&["rm", "-f", "b2"]);
-    home.eventually(Duration::from_secs(20), "a warm supervisor idle", || {
-        warm_status(&home)["idle"] == 1
+    home.eventually(Duration::from_secs(20), "the warm supervisors idle", || {
+        let status = warm_status(&home);
+        status["idle"] == status["target"]
     });
     let idle = warm_children(&home);
     home.ok(&["server", "stop"]);
@@ -230,6 +231,61 @@ fn a_start_takes_the_sandbox_booted_ahead_named_limited_and_mapped() {
         placeholder_cgroups(&idle)
     );
     assert!(home.boot_dirs().is_empty(), "{:?}", home.boot_dirs());
+}
+
+/// msbd keeps two supervisors with a booted sandbox by default, and a start takes a booted one
+/// (else the oldest), not the newest: the one spawned for the start before is usually still
+/// booting, and back-to-back starts would each wait for it.
+#[test]
+fn back_to_back_starts_take_the_sandboxes_booted_before_them() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    assert_eq!(home.ok(&["run", "--", "echo", "first"]).trim(), "first");
+    let mut idle = Vec::new();
+    home.eventually(
+        Duration::from_secs(30),
+        "two sandboxes booted ahead",
+        || {
+            let status = warm_status(&home);
+            idle = warm_children(&home);
+            status["target"] == 2
+                && status["idle"] == 2
+                && idle.len() == 2
+                && home
+                    .boot_dirs()
+                    .iter()
+                    .filter(|d| d.ends_with(".boot"))
+                    .count()
+                    == 2
+        },
+    );
+    let before = warm_status(&home)["booted_starts"].as_u64().unwrap();
+    home.ok(&["run", "-d", "-n", "a", "--", "sleep", "600"]);
+    home.ok(&["run", "-d", "-n", "b", "--", "sleep", "600"]);
+    let mut serving: Vec<i32> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            home.inspect(name)["runs"][0]["supervisor_pid"]
+                .as_i64()
+                .unwrap() as i32
+        })
+        .collect();
+    serving.sort_unstable();
+    idle.sort_unstable();
+    assert_eq!(
+        serving, idle,
+        "served by the two supervisors idle before them"
+    );
+    let status = warm_status(&home);
+    assert_eq!(
+        status["booted_starts"].as_u64().unwrap(),
+        before + 2,
+        "{status}"
+    );
+    home.ok(&["rm", "-f", "a"]);
+    home.ok(&["rm", "-f", "b"]);
 }
 
 /// The one idle warm supervisor, once the supervisors of runs that ended (still warm ones
@@ -256,7 +312,7 @@ fn booted_starts_in_a_row_drop_the_spare_launcher_and_a_start_that_cannot_boot_b
     if !require_root() {
         return;
     }
-    let home = TestHome::new();
+    let home = TestHome::with_env(&[("MSB_WARM_SUPERVISORS", "1")]);
     assert_eq!(home.ok(&["run", "--", "echo", "first"]).trim(), "first");
     home.wait_for_booted_sandbox();
     let idle = the_idle_supervisor(&home, None);
@@ -324,8 +380,9 @@ fn boot_ahead_off_boots_nothing() {
     }
     let home = TestHome::with_env(&[("MSB_BOOT_AHEAD", "0")]);
     assert_eq!(home.ok(&["run", "--", "echo", "one"]).trim(), "one");
-    home.eventually(Duration::from_secs(10), "a warm supervisor idle", || {
-        warm_status(&home)["idle"] == 1
+    home.eventually(Duration::from_secs(10), "the warm supervisors idle", || {
+        let status = warm_status(&home);
+        status["idle"] == status["target"]
     });
     std::thread::sleep(Duration::from_millis(500));
     assert!(home.boot_dirs().is_empty(), "{:?}", home.boot_dirs());
@@ -334,8 +391,9 @@ fn boot_ahead_off_boots_nothing() {
     let ephemeral = home.ok(&["run", "-d", "--", "sleep", "600"]);
     let options = root_disk_options(&home, ephemeral.trim());
     assert!(options.contains("nobarrier"), "{options}");
-    home.eventually(Duration::from_secs(10), "a warm supervisor idle", || {
-        warm_status(&home)["idle"] == 1
+    home.eventually(Duration::from_secs(10), "the warm supervisors idle", || {
+        let status = warm_status(&home);
+        status["idle"] == status["target"]
     });
     home.ok(&["run", "-d", "-n", "kept", "--", "sleep", "600"]);
     let options = root_disk_options(&home, "kept");
@@ -352,7 +410,7 @@ fn starts_use_a_warm_supervisor_and_msbd_replaces_it() {
     if !require_root() {
         return;
     }
-    let home = TestHome::new();
+    let home = TestHome::with_env(&[("MSB_WARM_SUPERVISORS", "1")]);
     home.ok(&["server", "start"]);
     home.eventually(Duration::from_secs(10), "one warm supervisor idle", || {
         warm_status(&home)["idle"] == 1
@@ -472,7 +530,7 @@ fn a_killed_idle_supervisor_leaves_no_booted_sandbox_behind() {
     if !require_root() {
         return;
     }
-    let home = TestHome::new();
+    let home = TestHome::with_env(&[("MSB_WARM_SUPERVISORS", "1")]);
     assert_eq!(home.ok(&["run", "--", "echo", "first"]).trim(), "first");
     home.wait_for_booted_sandbox();
     // The supervisor that served the first run may still be winding down.
@@ -607,7 +665,7 @@ fn an_ephemeral_runs_root_disk_is_handed_on_emptied() {
     if !require_root() {
         return;
     }
-    let home = TestHome::new();
+    let home = TestHome::with_env(&[("MSB_WARM_SUPERVISORS", "1")]);
     let second = home.hand_on_after(
         "echo secret > /secret && mkdir -p /d/e && echo x > /d/e/f && echo changed >> /etc/passwd \
          && touch -d '2001-01-01 00:00:00' / && chown 1234:1234 / && chmod 700 /",

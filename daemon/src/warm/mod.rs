@@ -48,6 +48,9 @@ struct Idle {
     /// it runs (`msb_runtime::spawn::warm_boot_dirs`), which becomes the directory of a
     /// sandbox that can take it ([`msb_runtime::backend::bootable`]).
     boot: Option<(BootPlan, BootDirs)>,
+    /// Spawned to boot nothing only because the home had no default root or id map yet (the
+    /// first start makes both): replaced by one that boots once they are there.
+    boot_pending: bool,
     /// The image of the disk it was handed at its spawn, until it moves it.
     handed_on_image: Option<PathBuf>,
 }
@@ -73,6 +76,24 @@ fn make_sandbox_dir(dir: &msb_runtime::paths::SandboxDir) -> std::io::Result<()>
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir.runtime())?;
     std::fs::set_permissions(dir.runtime(), std::fs::Permissions::from_mode(0o755))
+}
+
+/// Lets an idle supervisor go: it exits on end-of-file of its configuration socket, deleting
+/// its own disk's image and booted sandbox; reaped here.
+fn let_go(idle: Idle) {
+    let Idle {
+        mut child,
+        control,
+        socket,
+        handed_on_image,
+        ..
+    } = idle;
+    drop(control);
+    let _ = child.wait();
+    let _ = std::fs::remove_file(socket);
+    if let Some(image) = handed_on_image {
+        let _ = std::fs::remove_file(image);
+    }
 }
 
 fn clean_up_after(idle: Idle) {
@@ -106,7 +127,7 @@ enum Booted {
     /// The supervisor took the sandbox (and the start).
     Taken(Child),
     /// The start cannot take it (or it is not booted): the supervisor, untouched.
-    Declined(Idle),
+    Declined(Box<Idle>),
     /// The supervisor refused after the sandbox's directory was taken: a fresh root disk image
     /// from the template is then in place (the booted sandbox may still have the old one
     /// mounted on its way out).
@@ -295,7 +316,7 @@ impl WarmPool {
                     if booting {
                         self.spares.record(false);
                     }
-                    idle = Some(back);
+                    idle = Some(*back);
                 }
                 Booted::Refused => self.spares.record(false),
             }
@@ -341,11 +362,11 @@ impl WarmPool {
     /// the sandbox's directory not made yet: see [`make_sandbox_dir`]).
     fn give_booted(&self, idle: Idle, config: &mut SupervisorConfig) -> Booted {
         let Some((plan, dirs)) = &idle.boot else {
-            return Booted::Declined(idle);
+            return Booted::Declined(Box::new(idle));
         };
         let dir = msb_runtime::paths::SandboxDir::new(config.sandbox_dir.clone());
         if !msb_runtime::backend::bootable(config, plan) || dir.root_disk_image().exists() {
-            return Booted::Declined(idle);
+            return Booted::Declined(Box::new(idle));
         }
         let booted = &dirs.booted;
         let deadline = std::time::Instant::now() + BOOT_WAIT;
@@ -353,13 +374,13 @@ impl WarmPool {
             std::thread::sleep(std::time::Duration::from_micros(500));
         }
         if !booted.is_dir() {
-            return Booted::Declined(idle);
+            return Booted::Declined(Box::new(idle));
         }
         // The sandbox's directory is not made yet (a fresh sandbox's first start): the booted
         // sandbox's becomes it (a rename that refuses a directory with anything in it).
         if let Err(e) = std::fs::rename(booted, dir.root()) {
             tracing::debug!("not taking the booted sandbox: {e}");
-            return Booted::Declined(idle);
+            return Booted::Declined(Box::new(idle));
         }
         config.claim_booted = true;
         match self.give(idle, config) {
@@ -384,7 +405,16 @@ impl WarmPool {
     /// preparing at its low one: the start waits for it from now on).
     fn take_idle(&self) -> Option<Idle> {
         loop {
-            let mut idle = self.lock().pop()?;
+            let mut idle = {
+                let mut pool = self.lock();
+                // One whose sandbox is booted, else the oldest: it is the furthest along. (The
+                // newest, spawned for the start before, is usually still booting.)
+                let at = pool
+                    .iter()
+                    .position(|idle| idle.boot.as_ref().is_some_and(|(_, d)| d.booted.is_dir()))
+                    .unwrap_or(0);
+                (at < pool.len()).then(|| pool.remove(at))?
+            };
             // One that died while idle (killed, or its launcher failed) is skipped, and what
             // it left is cleaned up.
             if !matches!(idle.child.try_wait(), Ok(None)) {
@@ -436,6 +466,7 @@ impl WarmPool {
 
     /// Spawns supervisors in the background until `target` are idle or on their way.
     pub fn refill(self: &Arc<Self>) {
+        self.retire_pending_boots();
         let missing = self
             .target
             .saturating_sub(self.lock().len() + self.spawning.load(Ordering::Relaxed));
@@ -476,23 +507,28 @@ impl WarmPool {
             discard_handed_on(disk);
         }
         let idle: Vec<Idle> = std::mem::take(&mut *self.lock());
-        for Idle {
-            mut child,
-            control,
-            socket,
-            disk_image: _,
-            boot: _,
-            handed_on_image,
-        } in idle
-        {
-            // It deletes its disk's image itself.
-            drop(control);
-            let _ = child.wait();
-            let _ = std::fs::remove_file(socket);
-            if let Some(image) = handed_on_image {
-                let _ = std::fs::remove_file(image);
-            }
+        idle.into_iter().for_each(let_go);
+    }
+
+    /// Lets the idle supervisors that boot nothing only because the home had no default root
+    /// or id map when they were spawned go (on a thread) once it has both: with them kept, the
+    /// starts that can take a booted sandbox would have fewer to take.
+    fn retire_pending_boots(&self) {
+        let pending = |idle: &Idle| idle.boot_pending;
+        if !self.lock().iter().any(pending) || self.boot.plan().is_none() {
+            return;
         }
+        let retired: Vec<Idle> = {
+            let mut pool = self.lock();
+            let (retired, kept) = std::mem::take(&mut *pool).into_iter().partition(pending);
+            *pool = kept;
+            retired
+        };
+        tracing::debug!(
+            count = retired.len(),
+            "replacing idle supervisors that boot nothing"
+        );
+        std::thread::spawn(move || retired.into_iter().for_each(let_go));
     }
 
     fn spawn_one(&self) -> std::io::Result<Idle> {
@@ -516,13 +552,12 @@ impl WarmPool {
             .inspect_err(|e| tracing::warn!("no root disk ahead of time: {e}"))
             .ok();
         // A sandbox is booted on the disk ahead of time once there is a root to boot.
-        let boot = template
-            .as_ref()
-            .and_then(|_| self.boot.plan())
-            .map(|plan| BootPlan {
-                spare: self.spares.wanted(),
-                ..plan
-            });
+        let plan = self.boot.plan();
+        let boot_pending = self.boot.enabled && plan.is_none();
+        let boot = template.as_ref().and(plan).map(|plan| BootPlan {
+            spare: self.spares.wanted(),
+            ..plan
+        });
         // Its disk is the one handed on last, if any (it has its own copy of the fd).
         let handed_on = template.as_ref().and_then(|_| self.take_handed_on());
         let spawned = msb_runtime::spawn::spawn_warm_supervisor(
@@ -570,6 +605,7 @@ impl WarmPool {
             socket,
             disk_image,
             boot,
+            boot_pending,
             handed_on_image,
         })
     }
