@@ -441,6 +441,34 @@ fn a_served_root_does_not_lead_to_the_host() {
     assert!(!run.stderr.contains("HOST-SECRET"), "{run:?}");
 }
 
+/// PID 1 executes the agent from an fd opened on the host before the pivot: the binary is not
+/// in the sandbox (no file under `/.msb`, no mount of it), and the workload cannot reach it
+/// through PID 1's `/proc/1/exe` either (the agent is not dumpable).
+#[test]
+fn the_agent_binary_is_out_of_the_sandboxs_reach() {
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::new();
+    let out = home.ok(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "echo msb:$(ls -A /.msb | tr '\\n' ' '); grep -c msb-agentd /proc/self/mountinfo; \
+         cut -d ' ' -f 5 /proc/self/mountinfo | grep -c '^/$'; \
+         readlink /proc/1/exe >/dev/null 2>&1 || echo no-exe-link; \
+         head -c 4 /proc/1/exe >/dev/null 2>&1 || echo no-exe-read; \
+         find / -xdev -name 'msb-agentd*' 2>/dev/null | head -3",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        ["msb:", "0", "1", "no-exe-link", "no-exe-read"],
+        "nothing of the agent binary inside, and one mount at / (the host's detached): {out}"
+    );
+}
+
 /// A sandbox booted ahead of time runs unlimited in placeholder cgroups until a start claims
 /// it: the workload of that start must still be held to the start's limits (written before the
 /// workload runs), and be in the claimed cgroups, not the placeholders.
@@ -562,7 +590,7 @@ fn the_root_disks_own_directories_are_out_of_reach() {
             .find(|line| line.split(' ').nth(4) == Some("/"))
             .unwrap_or_else(|| panic!("no root in {mountinfo}"));
         assert!(root.contains(" - overlay "), "{root}");
-        // (The agent's binary is bound from the host's filesystem; the disk is on a loop device.)
+        // (The disk is on a loop device.)
         assert!(!mountinfo.contains(" - ext4 /dev/loop"), "{mountinfo}");
         // (The overlay's options name its host directories, as Docker's do; no mount point is
         // one of them.)

@@ -23,9 +23,10 @@
 //! - `pivot_root` into the root ([`Root::Bind`] directory, or an overlay of a shared lower
 //!   directory), mounted `nodev`. `/proc`, a minimal `/dev` (null, zero, full, random, urandom,
 //!   tty, ptmx, `devpts` with `newinstance`, `shm`), read-only `/sys`, tmpfs `/tmp`, the
-//!   runtime directory read-write at `/.msb`, the agent read-only at `/.msb/bin/msb-agentd`, the
-//!   caller's binds; host-revealing kernel files masked, `/proc/sys` and friends read-only.
-//! - PID 1's argv is `["/.msb/bin/msb-agentd"]` (see [`SandboxSpec::agent_argv`]), its env
+//!   runtime directory read-write at `/.msb`, the caller's binds; host-revealing kernel files
+//!   masked, `/proc/sys` and friends read-only. The agent binary is not in the sandbox: PID 1
+//!   executes it from an fd opened before the pivot.
+//! - PID 1's argv is `["msb-agentd"]` (see [`SandboxSpec::agent_argv`]), its env
 //!   `PATH`, `HOME=/root`, `MSB_AGENT_FD=3`; fd 3 is [`SandboxSpec::agent_fd`]; fds 0 (null),
 //!   1 and 2 ([`SandboxSpec::stdio_log`]) are the only others; nothing else of the caller
 //!   survives the exec.
@@ -77,8 +78,8 @@ pub use cgroups::{
 pub use error::NamespaceError;
 pub use sandbox::{ExitStatus, HostnameSetter, Sandbox};
 pub use spec::{
-    capability_mask, AGENT_FD, AGENT_GUEST_PATH, CAPABILITIES, DEVICES, GUEST_PATH_ENV,
-    MASKED_PATHS, READONLY_PATHS, RUNTIME_GUEST_DIR,
+    capability_mask, AGENT_ARGV0, AGENT_FD, CAPABILITIES, DEVICES, GUEST_PATH_ENV, MASKED_PATHS,
+    READONLY_PATHS, RUNTIME_GUEST_DIR,
 };
 pub use sys::{set_cpu_priority, CpuPriority};
 pub use warm::{WarmLauncher, WARM_PREFIX};
@@ -184,9 +185,10 @@ pub struct SandboxSpec {
     /// A `/dev/fuse` descriptor whose file server (the caller's) serves a [`Root::Bind`]
     /// directory: PID 1 mounts it as the root instead of binding the directory.
     pub root_fuse: Option<OwnedFd>,
-    /// Host file bind-mounted read-only at `/.msb/bin/msb-agentd`; PID 1 executes it.
+    /// The agent's host file: PID 1 opens it before the pivot and executes it from that fd (it
+    /// is not in the sandbox).
     pub agent_binary: PathBuf,
-    /// PID 1's argv, `argv[0]` included; `None` means `["/.msb/bin/msb-agentd"]`. The program
+    /// PID 1's argv, `argv[0]` included; `None` means `["msb-agentd"]`. The program
     /// executed is always the agent binary; tests use this to run busybox (which dispatches on
     /// `argv[0]`) as the agent.
     pub agent_argv: Option<Vec<String>>,

@@ -149,6 +149,7 @@ impl Sandbox {
             id_map,
             hostname: spec.hostname.clone(),
             unprivileged,
+            agent_binary: spec.agent_binary.clone(),
             argv: spec::agent_argv(&spec),
             env: spec::agent_env(),
             capabilities: spec::capability_mask(),

@@ -9,11 +9,12 @@
 //!    (the sandbox's only usable nodes are the ones msb makes in `/dev`).
 //! 2. The runtime directory is bound at `<root>/.msb`; bind sources are opened (`O_PATH`) while
 //!    host paths still resolve on the host.
-//! 3. `pivot_root(<root>, <root>/.msb/.oldroot)`. Everything after is created inside the
-//!    sandbox's own root, so a symbolic link planted by an earlier run can only point inside
-//!    it. The old root stays attached until the end because a `proc` or `sysfs` mount in a
-//!    user namespace is allowed only while another one is visible.
-//! 4. `/proc`, `/dev` (nodes, `devpts`, `shm`, links), `/sys`, `/tmp`, the agent binary, the
+//! 3. `pivot_root(".", ".")` in the root: the old root is stacked on top of the new one, where
+//!    no path leads. Everything after is created inside the sandbox's own root, so a symbolic
+//!    link planted by an earlier run can only point inside it. The old root stays attached
+//!    until the end because a `proc` or `sysfs` mount in a user namespace is allowed only
+//!    while another one is visible.
+//! 4. `/proc`, `/dev` (nodes, `devpts`, `shm`, links), `/sys`, `/tmp`, the
 //!    caller's binds (sources through `/proc/self/fd/N`), masked and read-only kernel paths;
 //!    then the old root is detached.
 //! 5. Hostname, `lo` up, stdio and the agent fd at 0-3 (everything else close-on-exec), default
@@ -21,7 +22,7 @@
 //! 6. The memory cgroup (v1; `crate::cgroups::join_files_split`: the setup's kernel objects are
 //!    not charged to it), then a new cgroup namespace rooted in the sandbox's cgroups.
 //! 7. Capabilities reduced to [`CAPABILITIES`](crate::CAPABILITIES), `no_new_privs`, the seccomp
-//!    filter, `execve` of the agent.
+//!    filter, `fexecve` of the agent binary opened before the pivot (it is not in the sandbox).
 //!
 //! Any error ends PID 1 with a one-line report on the launcher's report pipe.
 
@@ -40,13 +41,9 @@ use nix::sys::statvfs::{statvfs, FsFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{
-    GuestMount, AGENT_GUEST_PATH, DEVICES, DEV_LINKS, MASKED_PATHS, READONLY_PATHS,
-    RUNTIME_GUEST_DIR,
+    GuestMount, DEVICES, DEV_LINKS, MASKED_PATHS, READONLY_PATHS, RUNTIME_GUEST_DIR,
 };
 use crate::{sys, Root};
-
-/// Where the old root is parked between the pivot and its detach (inside `/.msb`).
-const OLD_ROOT: &str = "/.msb/.oldroot";
 
 /// Everything PID 1 needs, prepared by the caller (before the launcher's fork, or sent to a
 /// warm launcher as JSON).
@@ -63,6 +60,8 @@ pub(crate) struct Plan {
     /// The user namespace's map (root caller only): PID 1 idmaps the root and binds with it
     /// and joins the namespace ([`Stdio::userns`]) last.
     pub id_map: Option<crate::IdMap>,
+    /// The agent binary on the host: opened before the pivot, executed from that fd.
+    pub agent_binary: PathBuf,
     pub argv: Vec<String>,
     pub env: Vec<String>,
     pub capabilities: u64,
@@ -184,18 +183,6 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         )?,
     }
-    let old_root = plan.mount_point.join(OLD_ROOT.trim_start_matches('/'));
-    // `/.msb` is the sandbox's to write: whatever it left under msb's reserved name (a link
-    // into the host, a file) is removed, never followed, and a directory made in its place.
-    if std::fs::symlink_metadata(&old_root).is_ok_and(|m| !m.is_dir()) {
-        std::fs::remove_file(&old_root).map_err(|e| {
-            format!(
-                "remove what the sandbox left at {}: {e}",
-                old_root.display()
-            )
-        })?;
-    }
-    ensure_real_dir(&old_root)?;
 
     // Bind sources are resolved on the host, before the pivot, without following a symbolic
     // link anywhere in their path, and copied as detached mount trees with their flags (and
@@ -213,6 +200,15 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
             _ => {}
         }
     }
+    // Above 64, out of the way of the fds `arrange_fds` puts at 0-3; close-on-exec.
+    let agent = open(
+        &plan.agent_binary,
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(std::io::Error::from)
+    .and_then(|fd| sys::dup_cloexec_above(&sys::own_fd(fd), 64))
+    .map_err(|e| format!("open the agent {}: {e}", plan.agent_binary.display()))?;
     let mut device_sources = Vec::new();
     if plan.unprivileged {
         for (name, ..) in DEVICES {
@@ -220,12 +216,16 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
         }
     }
 
-    nix::unistd::pivot_root(&plan.mount_point, &old_root)
+    // The old root is stacked on top of the new one (`pivot_root(".", ".")`): no directory is
+    // made for it, and no path leads into it (lookups start at the new root, under it), yet it
+    // stays attached, which `proc` and `sysfs` need, until `detach_old_root`.
+    nix::unistd::chdir(&plan.mount_point)
+        .map_err(|e| format!("chdir {}: {e}", plan.mount_point.display()))?;
+    nix::unistd::pivot_root(".", ".")
         .map_err(|e| format!("pivot_root into {}: {e}", plan.mount_point.display()))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     // From here every mount point is resolved inside the new root, refusing symbolic links (a
-    // sandbox may have planted one in its root or `/.msb` in an earlier run, pointing into the
-    // old root, which is still attached).
+    // sandbox may have planted one in its root or `/.msb` in an earlier run).
     let root = open_path(Path::new("/"))?;
 
     let mut trees = trees.into_iter();
@@ -240,13 +240,17 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
             } => {
                 let point = mount_point(&root, Path::new(target), true)?;
                 let data = (!data.is_empty()).then_some(data.as_str());
-                mount(
-                    Some(fs_type.as_str()),
-                    through_fd(&point).as_str(),
-                    Some(fs_type.as_str()),
-                    *flags,
-                    data,
-                )
+                // On the mount point as the working directory: `/proc` is the first of these
+                // mounts, and until it is there no `/proc/self/fd` names a handle.
+                in_dir(&point, || {
+                    mount(
+                        Some(fs_type.as_str()),
+                        ".",
+                        Some(fs_type.as_str()),
+                        *flags,
+                        data,
+                    )
+                })
                 .map_err(|e| format!("mount {fs_type} at {target}: {e}"))?;
                 if *target == "/dev" {
                     populate_dev(&device_sources)?;
@@ -293,8 +297,7 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
             bind(path, path, MsFlags::MS_RDONLY)?;
         }
     }
-    umount2(OLD_ROOT, MntFlags::MNT_DETACH).map_err(|e| format!("detach the old root: {e}"))?;
-    let _ = std::fs::remove_dir(OLD_ROOT);
+    detach_old_root()?;
 
     nix::unistd::sethostname(&plan.hostname).map_err(|e| format!("sethostname: {e}"))?;
     sys::loopback_up().map_err(|e| format!("bring lo up: {e}"))?;
@@ -328,12 +331,14 @@ fn run(plan: &Plan, stdio: &Stdio) -> Result<std::convert::Infallible, String> {
     }
     drop_privileges(plan.capabilities)?;
     sys::install_seccomp(seccomp).map_err(|e| format!("install seccomp filter: {e}"))?;
-    let path = CString::new(AGENT_GUEST_PATH).expect("no NUL");
-    let error = match nix::unistd::execve(&path, &argv, &env) {
+    let error = match nix::unistd::fexecve(agent.as_raw_fd(), &argv, &env) {
         Err(e) => e,
         Ok(never) => match never {},
     };
-    Err(format!("execve {AGENT_GUEST_PATH}: {error}"))
+    Err(format!(
+        "execute the agent {}: {error}",
+        plan.agent_binary.display()
+    ))
 }
 
 /// Mounts the FUSE connection `fuse` (served by the caller) at `target`, `nosuid,nodev` plus
@@ -596,10 +601,25 @@ fn mount_point(root: &OwnedFd, target: &Path, is_dir: bool) -> Result<OwnedFd, S
 }
 
 /// A path naming what the `O_PATH` handle `fd` refers to, for `mount(2)`: the magic link in
-/// the old root's `/proc` (attached until the end of the setup), so nothing is resolved by name
-/// again.
+/// the sandbox's `/proc` (mounted first), so nothing is resolved by name again.
 fn through_fd(fd: &OwnedFd) -> String {
-    format!("{OLD_ROOT}/proc/self/fd/{}", fd.as_raw_fd())
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Runs `make` with the directory `dir` (an `O_PATH` handle) as the working directory, then
+/// goes back to `/`.
+fn in_dir<T>(dir: &OwnedFd, make: impl FnOnce() -> nix::Result<T>) -> nix::Result<T> {
+    nix::unistd::fchdir(dir.as_raw_fd())?;
+    let made = make();
+    nix::unistd::chdir("/")?;
+    made
+}
+
+/// Detaches the host's old root, stacked on top of the new root since the pivot: with the
+/// working directory at `/`, `.` names the topmost mount there, which is the old root.
+fn detach_old_root() -> Result<(), String> {
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach the old root: {e}"))
 }
 
 /// overlayfs mount options (pure). Paths were checked for `,` and `:` by validation.

@@ -10,8 +10,10 @@ use crate::{IdMap, SandboxSpec};
 
 /// Where the runtime directory appears in the sandbox.
 pub const RUNTIME_GUEST_DIR: &str = "/.msb";
-/// Where the agent binary appears in the sandbox; it is PID 1.
-pub const AGENT_GUEST_PATH: &str = "/.msb/bin/msb-agentd";
+/// PID 1's `argv[0]`. The agent binary is not in the sandbox: PID 1 opens the host's before
+/// the pivot and executes it from that fd (`fexecve`), so no mount point, bind or file of it
+/// is made per run and the workload cannot read it.
+pub const AGENT_ARGV0: &str = "msb-agentd";
 /// The fd number of the agent's socket in PID 1.
 pub const AGENT_FD: i32 = 3;
 /// `PATH` of PID 1.
@@ -127,7 +129,7 @@ pub(crate) enum GuestMount {
 
 /// The mounts of a sandbox, after its root and `/.msb` (pure). The runtime directory is bound
 /// at [`RUNTIME_GUEST_DIR`] before the pivot (it carries the old root's temporary mount point),
-/// so it is not in this list; the agent binary is.
+/// so it is not in this list; nor is the agent binary, which PID 1 executes from an fd.
 pub(crate) fn guest_mounts(
     spec: &SandboxSpec,
     unprivileged: bool,
@@ -186,11 +188,6 @@ pub(crate) fn guest_mounts(
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             &format!("mode=1777{owner}"),
         ),
-        GuestMount::Bind {
-            source: spec.agent_binary.clone(),
-            target: PathBuf::from(AGENT_GUEST_PATH),
-            readonly: true,
-        },
     ];
     mounts.extend(spec.mounts.iter().map(|m| GuestMount::Bind {
         source: m.host.clone(),
@@ -229,7 +226,7 @@ mod ms_flags {
 pub(crate) fn agent_argv(spec: &SandboxSpec) -> Vec<String> {
     spec.agent_argv
         .clone()
-        .unwrap_or_else(|| vec![AGENT_GUEST_PATH.to_owned()])
+        .unwrap_or_else(|| vec![AGENT_ARGV0.to_owned()])
 }
 
 /// The environment of PID 1: nothing of the caller's.

@@ -118,21 +118,14 @@ fn agent_and_user_binds_follow_the_kernel_filesystems() {
         .collect();
     assert_eq!(
         binds,
-        [
-            (
-                &PathBuf::from("/usr/lib/msb/msb-agentd"),
-                &PathBuf::from(AGENT_GUEST_PATH),
-                true
-            ),
-            (&PathBuf::from("/data"), &PathBuf::from("/mnt/data"), true),
-        ]
+        [(&PathBuf::from("/data"), &PathBuf::from("/mnt/data"), true),]
     );
     assert!(matches!(mounts.last(), Some(GuestMount::Bind { .. })));
 }
 
 #[test]
 fn agent_is_pid_1_with_its_fd_and_a_clean_environment() {
-    assert_eq!(agent_argv(&sandbox_spec()), [AGENT_GUEST_PATH]);
+    assert_eq!(agent_argv(&sandbox_spec()), [AGENT_ARGV0]);
     let env = agent_env();
     assert!(env.contains(&"MSB_AGENT_FD=3".to_owned()));
     assert!(env.iter().any(|e| e.starts_with("PATH=/usr/local/sbin")));
