@@ -25,6 +25,7 @@ pub mod service;
 pub mod state;
 pub mod supervisors;
 pub mod telemetry;
+pub mod trash;
 pub mod warm;
 
 use std::fs::{self, File, OpenOptions};

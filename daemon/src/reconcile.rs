@@ -11,9 +11,10 @@ use msb_runtime::run_record::RunRecord;
 
 use super::service::monitor::spawn_monitor;
 use super::service::record::apply_record;
-use super::service::removal::{empty_trash_in_background, remove_sandbox, RemovalError};
+use super::service::removal::{remove_sandbox, RemovalError};
 use super::service::{status_of_row, CatalogError};
 use super::state::Daemon;
+use super::trash::empty_trash_in_background;
 
 /// A sandbox directory without a catalog row may still have a supervisor: the catalog reaches
 /// the file a moment after msbd acts (ADR 008), so a crash in that moment loses the row of a

@@ -65,10 +65,18 @@ impl RunRecord {
     /// Reads the record at `path`. A reader that opened the file just before [`RunRecord::write`]
     /// exchanged it away and is still reading when the next write rewrites it (the two writes
     /// after a start can be a millisecond apart) sees half a record: that read is tried again.
+    /// An empty file is no record (`NotFound`): a directory recycled for another sandbox keeps
+    /// its record files, emptied, until that sandbox's first write (msbd's warm pool).
     pub fn read(path: &Path) -> std::io::Result<RunRecord> {
         let mut attempt = 0;
         loop {
             let bytes = std::fs::read(path)?;
+            if bytes.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{}: no record yet (empty)", path.display()),
+                ));
+            }
             match serde_json::from_slice(&bytes) {
                 Ok(record) => return Ok(record),
                 Err(_) if attempt < 2 => attempt += 1,
@@ -163,6 +171,20 @@ mod tests {
                 std::fs::metadata(&path).unwrap().ino()
             ],
             inodes
+        );
+        // Emptied for another sandbox (both files kept): no record until its first write,
+        // which exchanges the names as before.
+        for name in [&path, &tmp] {
+            std::fs::File::create(name).unwrap();
+        }
+        let read = RunRecord::read(&path).unwrap_err();
+        assert_eq!(read.kind(), std::io::ErrorKind::NotFound, "{read}");
+        second.write(&path).unwrap();
+        assert_eq!(RunRecord::read(&path).unwrap(), second);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().ino(),
+            inodes[0],
+            "no inode made"
         );
     }
 }

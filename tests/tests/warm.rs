@@ -757,6 +757,90 @@ fn an_ephemeral_runs_root_disk_is_handed_on_emptied() {
     });
 }
 
+/// The directory of a removed ephemeral sandbox becomes a later boot's directory (the same
+/// inode: no directory, log, output or record file is made and deleted per run), emptied of
+/// everything of its run: its output and log, its record, and what its workload wrote in
+/// `/.msb`.
+#[test]
+fn a_removed_sandboxs_directory_is_recycled_with_nothing_of_its_run() {
+    use std::os::unix::fs::MetadataExt;
+    if !require_root() {
+        return;
+    }
+    let home = TestHome::with_env(&[("MSB_WARM_SUPERVISORS", "1")]);
+    home.ok(&["run", "--", "true"]);
+    home.wait_for_booted_sandbox();
+    let first = home
+        .ok(&[
+            "run",
+            "-d",
+            "--",
+            "sh",
+            "-c",
+            "echo secret-output; echo left > /.msb/planted; sleep 600",
+        ])
+        .trim()
+        .to_owned();
+    let inspect = home.inspect(&first);
+    let id = inspect["id"].as_str().unwrap().to_owned();
+    let supervisor = inspect["runs"][0]["supervisor_pid"].as_i64().unwrap();
+    let dir = home.path().join(format!("sandboxes/{id}"));
+    let inode = std::fs::metadata(&dir).unwrap().ino();
+    home.eventually(Duration::from_secs(10), "the output written", || {
+        home.ok(&["logs", &first]).contains("secret-output")
+    });
+    home.ok(&["stop", &first]);
+    home.eventually(Duration::from_secs(10), "its supervisor gone", || {
+        gone(supervisor)
+    });
+    // Each start spawns a supervisor that boots in the oldest directory kept whose
+    // supervisor has exited (the runs' before this one's are older): within a few starts, this
+    // one's.
+    let warm = home.path().join("warm");
+    let boot_inode = || -> Option<u64> {
+        std::fs::read_dir(&warm)
+            .ok()?
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().ends_with(".boot"))
+            .and_then(|e| e.metadata().ok())
+            .map(|m| m.ino())
+    };
+    let mut booted_in = Vec::new();
+    for _ in 0..6 {
+        home.ok(&["run", "--", "true"]);
+        home.eventually(Duration::from_secs(20), "a sandbox booted ahead", || {
+            boot_inode().is_some()
+        });
+        booted_in.extend(boot_inode());
+        if booted_in.last() == Some(&inode) {
+            break;
+        }
+    }
+    assert_eq!(
+        booted_in.last(),
+        Some(&inode),
+        "booted in the removed sandbox's directory ({booted_in:?})"
+    );
+    home.ok(&["run", "-d", "-n", "next", "--", "sleep", "600"]);
+    let next = home.inspect("next")["id"].as_str().unwrap().to_owned();
+    let next_dir = home.path().join(format!("sandboxes/{next}"));
+    assert_eq!(std::fs::metadata(&next_dir).unwrap().ino(), inode);
+    let inside = home.ok(&["exec", "next", "--", "sh", "-c", "ls -A /.msb; echo end"]);
+    assert_eq!(inside, "end\n", "nothing of the run in /.msb");
+    let logs = home.ok(&["logs", "next"]);
+    assert!(!logs.contains("secret-output"), "{logs}");
+    for file in ["output.jsonl", "supervisor.log", "run.json", "run.json.tmp"] {
+        let text = std::fs::read_to_string(next_dir.join(file)).unwrap_or_default();
+        assert!(
+            !text.contains("secret-output") && !text.contains(&id),
+            "{file}: {text}"
+        );
+    }
+    assert!(!next_dir.join("runtime/planted").exists());
+    assert_eq!(home.inspect("next")["status"], "Running");
+    home.ok(&["rm", "-f", "next"]);
+}
+
 /// The image of a disk whose supervisor was killed between taking its run's disk and sending
 /// it to msbd is deleted by a later spawn once it has not been written for ten seconds; one of a
 /// live supervisor, or written just now, stays.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use super::info::ending;
 use super::CatalogError;
 use crate::state::Daemon;
+use crate::trash::{delete_dir, empty_trash_in_background};
 
 /// What removing a sandbox's rows and directory can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -47,57 +48,6 @@ pub fn remove_if_ephemeral(daemon: &Daemon, sandbox_id: &str) -> bool {
     true
 }
 
-/// Deletes a directory moved into the trash on msbd's one trash thread (started with the first
-/// removal, at a low CPU priority: it is never waited for).
-pub fn empty_trash_in_background(path: std::path::PathBuf) {
-    static TRASH: std::sync::OnceLock<std::sync::mpsc::Sender<std::path::PathBuf>> =
-        std::sync::OnceLock::new();
-    let delete = |path: &std::path::Path| {
-        if let Err(e) = delete_dir(path, 5, std::time::Duration::from_millis(100)) {
-            tracing::warn!("could not delete {}: {e}", path.display());
-        }
-    };
-    let trash = TRASH.get_or_init(|| {
-        let (sender, paths) = std::sync::mpsc::channel::<std::path::PathBuf>();
-        let spawned = std::thread::Builder::new()
-            .name("msb-trash".into())
-            .spawn(move || {
-                msb_runtime::spawn::set_cpu_priority(0, msb_runtime::spawn::CpuPriority::Nice(10));
-                for path in paths {
-                    delete(&path);
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!("no trash thread ({e}); the trash is emptied inline");
-        }
-        sender
-    });
-    // Without the thread the receiver is gone and the path comes back.
-    if let Err(std::sync::mpsc::SendError(path)) = trash.send(path) {
-        delete(&path);
-    }
-}
-
-/// `remove_dir_all`, tried `attempts` times `pause` apart: a supervisor still finishing
-/// (unmounting the root, removing entries) may get in the way for a moment. A directory that
-/// is gone counts as deleted.
-fn delete_dir(
-    path: &std::path::Path,
-    attempts: u32,
-    pause: std::time::Duration,
-) -> std::io::Result<()> {
-    let mut attempt = 1;
-    loop {
-        match std::fs::remove_dir_all(path) {
-            Ok(()) => return Ok(()),
-            Err(_) if !path.exists() => return Ok(()),
-            Err(e) if attempt >= attempts => return Err(e),
-            Err(_) => std::thread::sleep(pause),
-        }
-        attempt += 1;
-    }
-}
-
 /// Deletes a sandbox's catalog rows and its directory.
 pub fn remove_sandbox(daemon: &Daemon, sandbox_id: &str) -> Result<(), RemovalError> {
     let dir = daemon.home.sandbox(sandbox_id);
@@ -113,7 +63,12 @@ pub fn remove_sandbox(daemon: &Daemon, sandbox_id: &str) -> Result<(), RemovalEr
         let moved = std::fs::create_dir_all(daemon.home.trash())
             .and_then(|()| std::fs::rename(dir.root(), &trash));
         match moved {
-            Ok(()) => empty_trash_in_background(trash),
+            // Kept to be a boot directory, or deleted.
+            Ok(()) => {
+                if let Some(deleted) = daemon.warm.recycle(trash) {
+                    empty_trash_in_background(deleted);
+                }
+            }
             Err(_) => delete_dir(dir.root(), 2, std::time::Duration::ZERO).map_err(|source| {
                 RemovalError::Io {
                     path: dir.root().to_owned(),

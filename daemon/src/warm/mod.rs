@@ -22,6 +22,7 @@ use msb_runtime::backend::BootPlan;
 use msb_runtime::config::SupervisorConfig;
 
 mod handed_on;
+mod recycled;
 use handed_on::discard_handed_on;
 
 /// The CPU priority a warm supervisor is spawned and prepares at: its spawn usually overlaps the
@@ -182,6 +183,8 @@ pub struct WarmPool {
     /// Set (under `handed_on`'s lock) once msbd stops: disks arriving then go at once.
     closed: std::sync::atomic::AtomicBool,
     spares: SpareDemand,
+    /// Directories of removed sandboxes, kept to become boot directories (`recycled.rs`).
+    recycled: recycled::Recycled,
 }
 
 /// How many of the latest starts [`SpareDemand`] remembers.
@@ -275,6 +278,7 @@ impl WarmPool {
             disks_handed_on: AtomicUsize::new(0),
             closed: std::sync::atomic::AtomicBool::new(false),
             spares: SpareDemand::new(),
+            recycled: recycled::Recycled::default(),
         }
     }
 
@@ -508,6 +512,19 @@ impl WarmPool {
         }
         let idle: Vec<Idle> = std::mem::take(&mut *self.lock());
         idle.into_iter().for_each(let_go);
+        for dir in self.recycled.drain() {
+            crate::trash::empty_trash_in_background(dir);
+        }
+    }
+
+    /// Takes the directory of a removed sandbox (already moved into the trash) to recycle as a
+    /// boot directory (`recycled.rs`); returns it when it is to be deleted instead (nothing is
+    /// booted ahead here, or it is not recyclable), or an older one it replaces.
+    pub fn recycle(&self, dir: PathBuf) -> Option<PathBuf> {
+        if self.target == 0 || !self.boot.enabled || self.closed.load(Ordering::Relaxed) {
+            return Some(dir);
+        }
+        self.recycled.keep(dir)
     }
 
     /// Lets the idle supervisors that boot nothing only because the home had no default root
@@ -560,6 +577,15 @@ impl WarmPool {
         });
         // Its disk is the one handed on last, if any (it has its own copy of the fd).
         let handed_on = template.as_ref().and_then(|_| self.take_handed_on());
+        // Its boot directory is a removed sandbox's, emptied, when one is ready: in place
+        // before it starts, which makes the directory only if it is not there.
+        let recycled = boot
+            .as_ref()
+            .map(|_| msb_runtime::spawn::warm_boot_dirs(&socket).0);
+        let recycled = recycled.filter(|booting| {
+            self.recycled
+                .take_into(booting, crate::trash::empty_trash_in_background)
+        });
         let spawned = msb_runtime::spawn::spawn_warm_supervisor(
             &self.exe,
             &self.log_level,
@@ -573,6 +599,9 @@ impl WarmPool {
         let (mut child, control) = spawned.inspect_err(|_| {
             if let Some(image) = &handed_on_image {
                 let _ = std::fs::remove_file(image);
+            }
+            if let Some(dir) = &recycled {
+                let _ = std::fs::remove_dir_all(dir);
             }
         })?;
         if handed_on_image.is_some() {
