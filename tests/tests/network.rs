@@ -616,8 +616,11 @@ fn a_flood_fills_the_transmit_ring_and_the_network_recovers() {
         "512",
     ]);
     assert!(out.starts_with("sent "), "{out}");
-    let kernel_sent: u64 = home
-        .ok(&[
+    // Every frame the kernel handed over is accounted for once the ring has drained: through
+    // the ring (`net_tx_packets`) or dropped at it. The kernel's count is read again each time:
+    // it may send a frame of its own (neighbour discovery) after the flood.
+    let kernel_sent = || -> u64 {
+        home.ok(&[
             "exec",
             "flood",
             "--",
@@ -626,20 +629,26 @@ fn a_flood_fills_the_transmit_ring_and_the_network_recovers() {
         ])
         .trim()
         .parse()
-        .unwrap();
-    // Every frame the kernel handed over is accounted for once the ring has drained: through
-    // the ring (`net_tx_packets`) or dropped at it.
+        .unwrap()
+    };
     let mut m = serde_json::Value::Null;
+    let mut sent = 0;
     home.eventually(
         Duration::from_secs(20),
         "the ring drained and counted",
         || {
             m = home.metrics("flood");
+            sent = kernel_sent();
             let through = m["net_tx_packets"].as_u64().unwrap_or(0);
             let dropped = m["net_drops_tx_ring_full"].as_u64().unwrap_or(0);
-            through + dropped == kernel_sent && m["net_tx_ring_frames"] == 0
+            let counted = through + dropped == sent && m["net_tx_ring_frames"] == 0;
+            if !counted {
+                eprintln!("kernel sent {sent}; through {through}, dropped {dropped}: {m}");
+            }
+            counted
         },
     );
+    let kernel_sent = sent;
     let dropped = m["net_drops_tx_ring_full"].as_u64().unwrap();
     assert!(dropped > 0, "the flood never filled an 8-frame ring: {m}");
     eprintln!("{out}: kernel handed over {kernel_sent}, {dropped} dropped at the ring");
