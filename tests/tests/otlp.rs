@@ -85,6 +85,28 @@ fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
+/// Two free ports below the kernel's ephemeral range, for addresses left unbound for a while: a
+/// port from that range (what `free_addr` gets) can meanwhile become the local port of any
+/// outgoing connection, including one of the exporter's own attempts to reach it, which then
+/// connects to itself (TCP simultaneous open) and holds the port.
+fn two_free_addrs_outside_ephemeral_range() -> (SocketAddr, SocketAddr) {
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let start = 10_000 + (std::process::id() as u16 % 1000) * 16;
+    // Held until both are found, so that the two differ.
+    let mut held: Vec<TcpListener> = (start..low)
+        .chain(10_000..start)
+        .filter_map(|port| TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).ok())
+        .take(2)
+        .collect();
+    assert_eq!(held.len(), 2, "two free ports below the ephemeral range");
+    let second = held.pop().unwrap().local_addr().unwrap();
+    let first = held.pop().unwrap().local_addr().unwrap();
+    (first, second)
+}
+
 impl Receiver {
     fn start() -> Receiver {
         Self::start_on(free_addr(), free_addr())
@@ -496,7 +518,7 @@ fn a_collector_away_for_a_minute_costs_bounded_memory_and_counted_drops() {
         return;
     }
     // The receiver's addresses, unused for now: nothing listens for the first minute.
-    let (grpc, http) = (free_addr(), free_addr());
+    let (grpc, http) = two_free_addrs_outside_ephemeral_range();
     let metrics = format!("http://{http}/v1/metrics");
     let traces = format!("http://{grpc}");
     let home = TestHome::with_env(&[
