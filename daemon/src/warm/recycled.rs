@@ -17,6 +17,12 @@
 //! of the run on it (no entries, no extended attributes, a size that never grew), its mode and
 //! times reset, and is otherwise deleted for the boot to make afresh; `root-disk` (a mount point
 //! in the supervisor's mount namespace only) must be empty; anything else is deleted.
+//!
+//! Nothing of the old sandbox can write into the directory once its supervisor is gone: its
+//! workload reaches `runtime` only through `/.msb`'s file server, a thread of the supervisor
+//! (without `/dev/fuse`, `/.msb` is a plain bind of a directory owned by the host's root, which
+//! the sandbox's mapped root cannot write; sandboxes are booted ahead only with a user
+//! namespace), and everything else here only the supervisor and msbd write.
 
 use std::collections::VecDeque;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
