@@ -82,21 +82,9 @@ if [ -z "${MSB_AGENTD:-}" ] \
     export MSB_AGENTD=$static_agent
 fi
 
-# --- crun on a hybrid cgroup host ---------------------------------------------------------------
-# crun 1.8 refuses hosts whose controllers are on cgroup v1 but that also mount a cgroup2 tree at
-# /sys/fs/cgroup/unified ("cgroups in hybrid mode not supported"). Every crun call therefore runs
-# in a private mount namespace without that mount (the host keeps it). The timed hyperfine
-# invocations run whole inside such a namespace, so no crun measurement pays for unshare; msb's
-# CLI is only a client of a daemon started outside it, and bwrap builds its own namespaces.
-in_crun_ns() {
-    if mountpoint -q /sys/fs/cgroup/unified 2>/dev/null \
-        && [ "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)" != cgroup2fs ]; then
-        unshare -m --propagation private -- \
-            sh -c 'umount /sys/fs/cgroup/unified && exec "$@"' in-crun-ns "$@"
-    else
-        "$@"
-    fi
-}
+# --- crun on a hybrid cgroup host: in_crun_ns ---------------------------------------------------
+# shellcheck source=benches/crun-ns.sh
+source "$(dirname "$0")/crun-ns.sh"
 
 # --- work directory and cleanup -----------------------------------------------------------------
 work=$(mktemp -d /tmp/msb-bench.XXXXXX)
@@ -150,25 +138,8 @@ msb_rootfs=$MSB_HOME/images/busybox/rootfs
 # --- the shared root and the crun bundles -------------------------------------------------------
 rootfs=$work/rootfs
 cp -a "$msb_rootfs" "$rootfs"
-make_bundle() { # DIR ARG...: an OCI bundle over $rootfs (read-only) running ARG...
-    local dir=$1
-    shift
-    mkdir -p "$dir"
-    (cd "$dir" && "$CRUN" spec)
-    python3 - "$dir/config.json" "$rootfs" "$@" <<'EOF'
-import json, sys
-path, rootfs, args = sys.argv[1], sys.argv[2], sys.argv[3:]
-with open(path) as f:
-    config = json.load(f)
-config["root"] = {"path": rootfs, "readonly": True}
-config["process"]["args"] = args
-config["process"]["terminal"] = False
-with open(path, "w") as f:
-    json.dump(config, f, indent=1)
-EOF
-}
-make_bundle "$work/bundle-run" true
-make_bundle "$work/bundle-exec" sleep 100000
+make_bundle "$work/bundle-run" "$rootfs" true
+make_bundle "$work/bundle-exec" "$rootfs" sleep 100000
 
 crun_started=1
 in_crun_ns "$CRUN" --root "$crun_root" run -d -b "$work/bundle-exec" exec-target \
