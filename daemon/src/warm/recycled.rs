@@ -3,10 +3,10 @@
 //!
 //! Every run would otherwise make a sandbox directory (the directory, `root-disk`, `runtime`,
 //! `supervisor.log`, `output.jsonl`, `run.json` and its temporary twin) and delete it again:
-//! seven inodes made and freed on the host per run. On an ext4 without a journal (this project's
-//! build machines have one) every inode made scans past every inode freed in the last minute
-//! or more of that block group (`find_inode_bit` / `recently_deleted`), so back-to-back runs paid
-//! for each other's deletions, more the longer they went on. A removed sandbox's directory is
+//! seven inodes made and freed on the host per run. On an ext4 without a journal (the root
+//! filesystem of this project's build machines is one) every inode made scans past every inode
+//! freed in the last minute or more of that block group (`find_inode_bit` / `recently_deleted`),
+//! so back-to-back runs paid for each other's deletions, more the longer they went on. A removed sandbox's directory is
 //! instead kept (in the trash, where a crash of msbd leaves it to be deleted) until its
 //! supervisor has exited, then emptied of everything of its run and renamed to the next boot's
 //! directory.
