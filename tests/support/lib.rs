@@ -138,6 +138,15 @@ impl TestHome {
         }
     }
 
+    /// A home that keeps one warm supervisor (`MSB_WARM_SUPERVISORS=1`), past its first run
+    /// (which builds the default root and chooses the id map), with a sandbox booted ahead.
+    pub fn with_one_booted_supervisor() -> Self {
+        let home = Self::with_env(&[("MSB_WARM_SUPERVISORS", "1")]);
+        assert_eq!(home.ok(&["run", "--", "echo", "first"]).trim(), "first");
+        home.wait_for_booted_sandbox();
+        home
+    }
+
     /// A home whose commands, and the msbd they start, also get `env`.
     pub fn with_env(env: &[(&str, &str)]) -> Self {
         let mut home = Self::new();

@@ -413,11 +413,13 @@ impl WarmPool {
                 let mut pool = self.lock();
                 // One whose sandbox is booted, else the oldest: it is the furthest along. (The
                 // newest, spawned for the start before, is usually still booting.)
-                let at = pool
-                    .iter()
-                    .position(|idle| idle.boot.as_ref().is_some_and(|(_, d)| d.booted.is_dir()))
-                    .unwrap_or(0);
-                (at < pool.len()).then(|| pool.remove(at))?
+                let booted =
+                    |idle: &Idle| idle.boot.as_ref().is_some_and(|(_, d)| d.booted.is_dir());
+                let at = pool.iter().position(booted).unwrap_or(0);
+                if pool.is_empty() {
+                    return None;
+                }
+                pool.remove(at)
             };
             // One that died while idle (killed, or its launcher failed) is skipped, and what
             // it left is cleaned up.
@@ -577,12 +579,13 @@ impl WarmPool {
         });
         // Its disk is the one handed on last, if any (it has its own copy of the fd).
         let handed_on = template.as_ref().and_then(|_| self.take_handed_on());
+        let dirs = boot.as_ref().map(|_| {
+            let (booting, booted) = msb_runtime::spawn::warm_boot_dirs(&socket);
+            BootDirs { booting, booted }
+        });
         // Its boot directory is a removed sandbox's, emptied, when one is ready: in place
         // before it starts, which makes the directory only if it is not there.
-        let recycled = boot
-            .as_ref()
-            .map(|_| msb_runtime::spawn::warm_boot_dirs(&socket).0);
-        let recycled = recycled.filter(|booting| {
+        let recycled = dirs.as_ref().map(|dirs| &dirs.booting).filter(|booting| {
             self.recycled
                 .take_into(booting, crate::trash::empty_trash_in_background)
         });
@@ -600,7 +603,7 @@ impl WarmPool {
             if let Some(image) = &handed_on_image {
                 let _ = std::fs::remove_file(image);
             }
-            if let Some(dir) = &recycled {
+            if let Some(dir) = recycled {
                 let _ = std::fs::remove_dir_all(dir);
             }
         })?;
@@ -608,10 +611,7 @@ impl WarmPool {
             self.disks_handed_on.fetch_add(1, Ordering::Relaxed);
         }
         let disk_image = template.map(|_| msb_runtime::spawn::warm_disk_paths(&socket).0);
-        let boot = boot.map(|plan| {
-            let (booting, booted) = msb_runtime::spawn::warm_boot_dirs(&socket);
-            (plan, BootDirs { booting, booted })
-        });
+        let boot = boot.zip(dirs);
         // Idle once its socket is bound (it binds first thing; give it a few seconds).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while !socket.exists() {
